@@ -1,0 +1,180 @@
+//! Types shared by the BPF program and userspace.
+//!
+//! Everything here is `#[repr(C)]` with explicit padding so that both sides agree on the byte
+//! layout of map keys and values. The `user` feature adds aya's `Pod` impls for userspace.
+#![no_std]
+
+/// Maximum frames read per stack; the kernel's default `perf_event_max_stack` is 127.
+pub const MAX_STACK_DEPTH: usize = 127;
+
+/// Length of a task's `comm`, including the trailing NUL.
+pub const COMM_LEN: usize = 16;
+
+/// Aggregation key: one entry per distinct (process generation, thread, stacks, thread name).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SampleKey {
+    /// Thread group id (the process id users see).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Boot-time nanoseconds at which the BPF program first saw this process image: tells two
+    /// processes that shared a PID (reuse, or exec) apart.
+    pub pid_gen: u64,
+    /// Hash of the user stack in the stacks map; [`NO_STACK`] when there is none.
+    pub user_stack: u64,
+    /// Hash of the kernel stack in the stacks map; [`NO_STACK`] when there is none.
+    pub kernel_stack: u64,
+    /// The sampled thread's name.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Stack hash meaning "no stack was read".
+pub const NO_STACK: u64 = 0;
+
+/// Aggregated value for one [`SampleKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SampleValue {
+    /// Number of samples.
+    pub count: u64,
+    /// Sum of the sampling periods in force when each sample was taken, in nanoseconds of CPU
+    /// time: stays exact while the sampling rate changes.
+    pub period_ns: u64,
+}
+
+/// Frames of one stack, innermost first; unused slots are zero.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct StackTrace {
+    pub ips: [u64; MAX_STACK_DEPTH],
+}
+
+/// Per-CPU scratch space: stacks are too large for the 512-byte BPF stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Scratch {
+    pub user: StackTrace,
+    pub kernel: StackTrace,
+}
+
+/// Load-time configuration, a read-only global of the BPF program.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// 1: sample only processes in the target map.
+    pub filter_pids: u8,
+    /// 1: also sample the idle task (pid 0).
+    pub include_idle: u8,
+    /// 1: read kernel stacks.
+    pub kernel_stacks: u8,
+    pub _pad: [u8; 5],
+}
+
+/// Name of the [`Config`] global in the BPF object.
+pub const CONFIG_SYMBOL: &str = "PROFILER_CONFIG";
+
+/// Events sent to userspace through the ring buffer: rare, never one per sample.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProcessEvent {
+    pub kind: u32,
+    pub pid: u32,
+    /// The process generation (see [`SampleKey::pid_gen`]); zero for exits.
+    pub pid_gen: u64,
+}
+
+/// [`ProcessEvent::kind`]: a process (image) was sampled for the first time.
+pub const EVENT_NEW_PROCESS: u32 = 1;
+/// [`ProcessEvent::kind`]: a process exited; its samples so far are already in the maps.
+pub const EVENT_EXIT: u32 = 2;
+
+/// Indexes of the per-CPU counters map. Each names one thing that happened in the BPF program.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Samples that passed the filter and were counted.
+    Samples = 0,
+    /// Samples of processes outside the target set, dropped before any stack work.
+    Filtered = 1,
+    /// Samples of the idle task, dropped.
+    Idle = 2,
+    /// `bpf_get_stack` failed for the kernel stack.
+    KernelStackFailed = 3,
+    /// `bpf_get_stack` failed for the user stack.
+    UserStackFailed = 4,
+    /// The stacks map was full: the sample was counted without that stack.
+    StacksMapFull = 5,
+    /// The counts map was full: the sample was lost.
+    CountsMapFull = 6,
+    /// The known-processes map was full: the process is tracked without a generation.
+    ProcessesMapFull = 7,
+    /// The ring buffer was full: userspace snapshots the process late, at the drain.
+    EventsLost = 8,
+    /// The per-CPU scratch or the active-half map could not be read (should never happen).
+    Internal = 9,
+}
+
+/// Number of [`Counter`] slots.
+pub const COUNTER_COUNT: u32 = 10;
+
+impl Counter {
+    /// All counters, in index order.
+    pub const ALL: [Counter; COUNTER_COUNT as usize] = [
+        Counter::Samples,
+        Counter::Filtered,
+        Counter::Idle,
+        Counter::KernelStackFailed,
+        Counter::UserStackFailed,
+        Counter::StacksMapFull,
+        Counter::CountsMapFull,
+        Counter::ProcessesMapFull,
+        Counter::EventsLost,
+        Counter::Internal,
+    ];
+
+    /// A short snake_case name for logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::Samples => "samples",
+            Counter::Filtered => "filtered",
+            Counter::Idle => "idle",
+            Counter::KernelStackFailed => "kernel_stack_failed",
+            Counter::UserStackFailed => "user_stack_failed",
+            Counter::StacksMapFull => "stacks_map_full",
+            Counter::CountsMapFull => "counts_map_full",
+            Counter::ProcessesMapFull => "processes_map_full",
+            Counter::EventsLost => "events_lost",
+            Counter::Internal => "internal",
+        }
+    }
+}
+
+/// Map names, shared so that userspace cannot misspell them.
+pub mod maps {
+    pub const COUNTS: [&str; 2] = ["COUNTS_0", "COUNTS_1"];
+    pub const STACKS: [&str; 2] = ["STACKS_0", "STACKS_1"];
+    pub const ACTIVE: &str = "ACTIVE";
+    pub const TARGETS: &str = "TARGETS";
+    pub const PROCESSES: &str = "PROCESSES";
+    pub const EVENTS: &str = "EVENTS";
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Program names in the BPF object.
+pub mod programs {
+    pub const SAMPLE: &str = "sample";
+    pub const EXEC: &str = "sched_process_exec";
+    pub const EXIT: &str = "sched_process_exit";
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: plain #[repr(C)] data without padding holes or pointers.
+    unsafe impl aya::Pod for SampleKey {}
+    unsafe impl aya::Pod for SampleValue {}
+    unsafe impl aya::Pod for StackTrace {}
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for ProcessEvent {}
+}

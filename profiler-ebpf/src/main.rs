@@ -1,0 +1,278 @@
+//! The BPF side of the profiler.
+//!
+//! `sample` runs on every tick of a per-CPU `cpu-clock` perf event. It checks the target filter
+//! before anything else, reads the kernel and user stacks into per-CPU scratch, stores each stack
+//! once under its hash, and counts the sample under (process generation, thread, stacks, name) in
+//! the active half of a double-buffered pair of maps. Userspace flips the halves and drains the
+//! idle one. The two raw tracepoints (no tracefs needed) tell userspace when a process image ends (exit or exec), so that
+//! a PID reused later is never confused with the one before.
+//!
+//! Entry points are thin: each calls a `try_*` function and every failure is counted by reason.
+#![no_std]
+#![no_main]
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_stack},
+    macros::{map, perf_event, raw_tracepoint},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    programs::{PerfEventContext, RawTracePointContext},
+};
+use profiler_common::{
+    COUNTER_COUNT, Config, Counter, EVENT_EXIT, EVENT_NEW_PROCESS, MAX_STACK_DEPTH, NO_STACK,
+    ProcessEvent, SampleKey, SampleValue, Scratch, StackTrace,
+};
+
+/// Set by userspace at load time (`EbpfLoader::set_global`).
+#[unsafe(no_mangle)]
+static PROFILER_CONFIG: Config = Config {
+    filter_pids: 0,
+    include_idle: 0,
+    kernel_stacks: 1,
+    _pad: [0; 5],
+};
+
+// Sizes are defaults; userspace may resize the maps before load.
+#[map]
+static COUNTS_0: HashMap<SampleKey, SampleValue> = HashMap::with_max_entries(16384, 0);
+#[map]
+static COUNTS_1: HashMap<SampleKey, SampleValue> = HashMap::with_max_entries(16384, 0);
+#[map]
+static STACKS_0: HashMap<u64, StackTrace> = HashMap::with_max_entries(8192, 0);
+#[map]
+static STACKS_1: HashMap<u64, StackTrace> = HashMap::with_max_entries(8192, 0);
+
+/// Which half (0 or 1) the program writes to; userspace flips it before each drain.
+#[map]
+static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+
+/// Target processes (tgid -> 1), consulted only when `filter_pids` is set.
+#[map]
+static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
+/// Processes seen so far (tgid -> generation). LRU: an evicted process is simply seen anew.
+#[map]
+static PROCESSES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(32768, 0);
+
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
+
+#[map]
+static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+
+#[perf_event]
+pub fn sample(ctx: PerfEventContext) -> u32 {
+    if let Err(counter) = try_sample(&ctx) {
+        count(counter);
+    }
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: RawTracePointContext) -> i32 {
+    forget_current_process();
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    // Fires for every thread; only the group leader's exit ends the process.
+    if pid_tgid as u32 == (pid_tgid >> 32) as u32 {
+        forget_current_process();
+    }
+    0
+}
+
+fn config() -> Config {
+    // SAFETY: a read-only global; volatile so that the value set at load time is the one read.
+    unsafe { core::ptr::read_volatile(&PROFILER_CONFIG) }
+}
+
+fn count(counter: Counter) {
+    if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: per-CPU slot, and perf_event programs do not nest on one CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tid = pid_tgid as u32;
+    let pid = (pid_tgid >> 32) as u32;
+    let config = config();
+
+    // Filter first: nothing below runs for a process we were not asked about.
+    if pid == 0 && config.include_idle == 0 {
+        return Err(Counter::Idle);
+    }
+    if config.filter_pids != 0 && TARGETS.get_ptr(pid).is_none() {
+        return Err(Counter::Filtered);
+    }
+
+    let half = ACTIVE.get(0).copied().ok_or(Counter::Internal)?;
+    let scratch = SCRATCH.get_ptr_mut(0).ok_or(Counter::Internal)?;
+    // SAFETY: per-CPU map value, valid for the duration of the program.
+    let scratch = unsafe { &mut *scratch };
+
+    let pid_gen = process_generation(pid);
+    let kernel_stack = if config.kernel_stacks != 0 {
+        read_stack(
+            ctx,
+            &mut scratch.kernel,
+            0,
+            half,
+            Counter::KernelStackFailed,
+        )
+    } else {
+        NO_STACK
+    };
+    let user_stack = read_stack(
+        ctx,
+        &mut scratch.user,
+        BPF_F_USER_STACK as u64,
+        half,
+        Counter::UserStackFailed,
+    );
+
+    let key = SampleKey {
+        pid,
+        tid,
+        pid_gen,
+        user_stack,
+        kernel_stack,
+        comm: bpf_get_current_comm().unwrap_or_default(),
+    };
+    // SAFETY: reading a field of the perf event context is allowed and converted by the verifier.
+    let period = unsafe { (*ctx.ctx).sample_period };
+    add_sample(half, &key, period)?;
+    count(Counter::Samples);
+    Ok(())
+}
+
+/// Returns the generation of this process, announcing it to userspace the first time.
+fn process_generation(pid: u32) -> u64 {
+    if let Some(generation) = PROCESSES.get_ptr(pid) {
+        // SAFETY: map value pointer returned by the kernel.
+        return unsafe { *generation };
+    }
+    // SAFETY: helper without preconditions.
+    let generation = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_ns() };
+    if PROCESSES.insert(pid, generation, 0).is_err() {
+        count(Counter::ProcessesMapFull);
+    }
+    let event = ProcessEvent {
+        kind: EVENT_NEW_PROCESS,
+        pid,
+        pid_gen: generation,
+    };
+    if EVENTS.output::<ProcessEvent>(&event, 0).is_err() {
+        count(Counter::EventsLost);
+    }
+    generation
+}
+
+fn forget_current_process() {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    let Some(generation) = PROCESSES.get_ptr(pid) else {
+        return;
+    };
+    // SAFETY: map value pointer returned by the kernel.
+    let pid_gen = unsafe { *generation };
+    let _ = PROCESSES.remove(pid);
+    let event = ProcessEvent {
+        kind: EVENT_EXIT,
+        pid,
+        pid_gen,
+    };
+    if EVENTS.output::<ProcessEvent>(&event, 0).is_err() {
+        count(Counter::EventsLost);
+    }
+}
+
+/// Reads one stack into `buf`, stores it under its hash in the active stacks map, and returns
+/// the hash ([`NO_STACK`] when there is no stack or it could not be kept).
+fn read_stack(
+    ctx: &PerfEventContext,
+    buf: &mut StackTrace,
+    flags: u64,
+    half: u32,
+    on_error: Counter,
+) -> u64 {
+    let size = core::mem::size_of::<StackTrace>() as u32;
+    // SAFETY: `buf` is a per-CPU map value of `size` bytes; the helper zeroes what it does not fill.
+    let read = unsafe { bpf_get_stack(ctx.as_ptr(), buf.ips.as_mut_ptr().cast(), size, flags) };
+    if read < 0 {
+        count(on_error);
+        return NO_STACK;
+    }
+    let frames = read as usize / 8;
+    if frames == 0 {
+        return NO_STACK;
+    }
+    let hash = stack_hash(&buf.ips, frames, flags);
+    let stacks = if half == 0 { &STACKS_0 } else { &STACKS_1 };
+    // BPF_NOEXIST returns before copying when the stack is already stored, the common case.
+    match stacks.insert(hash, &*buf, BPF_NOEXIST as u64) {
+        Ok(()) => hash,
+        Err(err) if err == -(EEXIST as i32) => hash,
+        Err(_) => {
+            count(Counter::StacksMapFull);
+            NO_STACK
+        }
+    }
+}
+
+const EEXIST: u32 = 17;
+
+/// A 64-bit hash of the first `frames` addresses; never [`NO_STACK`].
+fn stack_hash(ips: &[u64; MAX_STACK_DEPTH], frames: usize, seed: u64) -> u64 {
+    let mut hash: u64 = 0x9e37_79b9_7f4a_7c15 ^ seed;
+    for ip in ips.iter().take(frames) {
+        hash = (hash ^ *ip).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        hash ^= hash >> 32;
+    }
+    if hash == NO_STACK { 1 } else { hash }
+}
+
+fn add_sample(half: u32, key: &SampleKey, period: u64) -> Result<(), Counter> {
+    let counts = if half == 0 { &COUNTS_0 } else { &COUNTS_1 };
+    for _ in 0..2 {
+        if let Some(value) = counts.get_ptr_mut(key) {
+            // SAFETY: map value pointer. Plain adds are enough: a key names one thread (each idle
+            // task is its own `swapper/N`), and a thread is sampled on one CPU at a time. The BPF
+            // target has no atomic read-modify-write in stable `core` anyway.
+            unsafe {
+                (*value).count += 1;
+                (*value).period_ns += period;
+            }
+            return Ok(());
+        }
+        let value = SampleValue {
+            count: 1,
+            period_ns: period,
+        };
+        match counts.insert(key, value, BPF_NOEXIST as u64) {
+            Ok(()) => return Ok(()),
+            // Another CPU inserted the same key meanwhile: add to its entry.
+            Err(err) if err == -(EEXIST as i32) => continue,
+            Err(_) => return Err(Counter::CountsMapFull),
+        }
+    }
+    Err(Counter::CountsMapFull)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+/// GPL-compatible: `bpf_get_stack` is a GPL-only helper.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,106 @@
+//! Double-buffered drain of the aggregation maps.
+//!
+//! The program writes into the half named by the `ACTIVE` map. To drain, userspace points
+//! `ACTIVE` at the other half, waits out programs that read the old value (a program runs for
+//! microseconds with preemption off; the grace period is a thousand times that), then reads and
+//! clears the old half, which no program writes any more. No sample is lost and none is counted
+//! twice.
+
+use std::{collections::HashMap as StdHashMap, thread, time::Duration};
+
+use aya::maps::{Array, HashMap, MapData, MapError};
+use profiler_common::{SampleKey, SampleValue, StackTrace, maps};
+
+use super::BpfError;
+
+/// Wait after flipping halves before reading the old one.
+const GRACE_PERIOD: Duration = Duration::from_millis(10);
+
+/// Stacks by hash, innermost frame first.
+pub type Stacks = StdHashMap<u64, Box<[u64]>>;
+
+/// What one drain took out of the kernel.
+#[derive(Debug, Default)]
+pub struct Drained {
+    pub samples: Vec<(SampleKey, SampleValue)>,
+    pub stacks: Stacks,
+}
+
+pub(crate) struct Drainer {
+    counts: [HashMap<MapData, SampleKey, SampleValue>; 2],
+    stacks: [HashMap<MapData, u64, StackTrace>; 2],
+    active: Array<MapData, u32>,
+    half: u32,
+}
+
+impl Drainer {
+    pub(crate) fn new(
+        counts: [HashMap<MapData, SampleKey, SampleValue>; 2],
+        stacks: [HashMap<MapData, u64, StackTrace>; 2],
+        mut active: Array<MapData, u32>,
+    ) -> Result<Self, BpfError> {
+        active.set(0, 0, 0).map_err(map_error(maps::ACTIVE))?;
+        Ok(Self {
+            counts,
+            stacks,
+            active,
+            half: 0,
+        })
+    }
+
+    /// Flips the halves and returns everything the old half held, leaving it empty.
+    pub(crate) fn drain(&mut self) -> Result<Drained, BpfError> {
+        let old = self.half as usize;
+        let new = 1 - self.half;
+        self.active
+            .set(0, new, 0)
+            .map_err(map_error(maps::ACTIVE))?;
+        self.half = new;
+        thread::sleep(GRACE_PERIOD);
+
+        let counts = &mut self.counts[old];
+        let samples = take_all(counts).map_err(map_error(maps::COUNTS[old]))?;
+        let stacks = take_all(&mut self.stacks[old])
+            .map_err(map_error(maps::STACKS[old]))?
+            .into_iter()
+            .map(|(hash, trace)| (hash, trim(&trace.ips)))
+            .collect();
+        Ok(Drained { samples, stacks })
+    }
+}
+
+/// Reads every entry of a map nobody writes, then deletes them.
+fn take_all<K: aya::Pod, V: aya::Pod>(
+    map: &mut HashMap<MapData, K, V>,
+) -> Result<Vec<(K, V)>, MapError> {
+    let entries = map.iter().collect::<Result<Vec<_>, _>>()?;
+    for (key, _) in &entries {
+        match map.remove(key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(entries)
+}
+
+/// Frames up to the first empty slot (the helper zero-fills the rest).
+fn trim(ips: &[u64]) -> Box<[u64]> {
+    let len = ips.iter().position(|&ip| ip == 0).unwrap_or(ips.len());
+    ips[..len].into()
+}
+
+fn map_error(name: &'static str) -> impl Fn(MapError) -> BpfError {
+    move |source| BpfError::Map { name, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trim_stops_at_first_zero() {
+        assert_eq!(&*trim(&[3, 2, 1, 0, 0]), &[3, 2, 1]);
+        assert_eq!(&*trim(&[0, 0]), &[] as &[u64]);
+        assert_eq!(&*trim(&[5, 6]), &[5, 6]);
+    }
+}

@@ -1,0 +1,20 @@
+//! Everything that talks to the kernel's BPF and perf subsystems: loading the object, opening
+//! the per-CPU perf events, draining the aggregation maps, reading counters and process events.
+
+mod counters;
+mod drain;
+mod error;
+mod events;
+mod perf_events;
+mod sampler;
+
+pub use counters::CounterSnapshot;
+pub use drain::{Drained, Stacks};
+pub use error::BpfError;
+pub use events::{Event, EventReader};
+pub use perf_events::PerfEvents;
+pub use sampler::{Sampler, SamplerOptions};
+
+/// The BPF object built by `build.rs` from the `profiler-ebpf` crate.
+pub(crate) static OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/profiler-ebpf"));

@@ -1,0 +1,149 @@
+//! Loads the BPF object, attaches it, and hands out the handles the recorder needs.
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
+    programs::{PerfEvent, RawTracePoint},
+};
+use profiler_common::{CONFIG_SYMBOL, Config, maps, programs};
+
+use super::{
+    BpfError, CounterSnapshot, Drained, EventReader, PerfEvents, counters, drain::Drainer,
+};
+
+/// What to sample, fixed at load time.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SamplerOptions {
+    /// Sampling frequency per CPU, in Hz.
+    pub frequency: u64,
+    /// Processes to sample; empty means every process.
+    pub targets: Vec<u32>,
+    pub include_idle: bool,
+    pub kernel_stacks: bool,
+}
+
+/// The loaded and attached BPF side. Dropping it detaches everything.
+pub struct Sampler {
+    // Field order is drop order: stop the events before the program and maps go.
+    perf_events: PerfEvents,
+    drainer: Drainer,
+    counters: PerCpuArray<MapData, u64>,
+    events: Option<EventReader>,
+    _ebpf: Ebpf,
+}
+
+impl Sampler {
+    /// Loads the program, attaches it to a `cpu-clock` event on every online CPU, and starts
+    /// sampling at once.
+    pub fn start(options: &SamplerOptions) -> Result<Self, BpfError> {
+        let config = Config {
+            filter_pids: u8::from(!options.targets.is_empty()),
+            include_idle: u8::from(options.include_idle),
+            kernel_stacks: u8::from(options.kernel_stacks),
+            _pad: [0; 5],
+        };
+        let mut ebpf = EbpfLoader::new()
+            .override_global(CONFIG_SYMBOL, &config, true)
+            .load(super::OBJECT)
+            .map_err(BpfError::Load)?;
+
+        let mut targets: HashMap<MapData, u32, u8> =
+            HashMap::try_from(take_map(&mut ebpf, maps::TARGETS)?)
+                .map_err(map_error(maps::TARGETS))?;
+        for &pid in &options.targets {
+            targets
+                .insert(pid, 1, 0)
+                .map_err(map_error(maps::TARGETS))?;
+        }
+
+        for name in [programs::EXEC, programs::EXIT] {
+            let tracepoint: &mut RawTracePoint = program(&mut ebpf, name)?;
+            tracepoint.load().map_err(program_error(name))?;
+            tracepoint.attach(name).map_err(program_error(name))?;
+        }
+
+        let drainer = Drainer::new(
+            [
+                hash_map(&mut ebpf, maps::COUNTS[0])?,
+                hash_map(&mut ebpf, maps::COUNTS[1])?,
+            ],
+            [
+                hash_map(&mut ebpf, maps::STACKS[0])?,
+                hash_map(&mut ebpf, maps::STACKS[1])?,
+            ],
+            Array::try_from(take_map(&mut ebpf, maps::ACTIVE)?).map_err(map_error(maps::ACTIVE))?,
+        )?;
+        let counters = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)
+            .map_err(map_error(maps::COUNTERS))?;
+        let events = EventReader::new(
+            RingBuf::try_from(take_map(&mut ebpf, maps::EVENTS)?)
+                .map_err(map_error(maps::EVENTS))?,
+        );
+
+        let cpus = aya::util::online_cpus()
+            .map_err(|(what, source)| BpfError::OnlineCpus { what, source })?;
+        let sample: &mut PerfEvent = program(&mut ebpf, programs::SAMPLE)?;
+        sample.load().map_err(program_error(programs::SAMPLE))?;
+        let fd = sample.fd().map_err(program_error(programs::SAMPLE))?;
+        let perf_events = PerfEvents::open(fd, &cpus, options.frequency)?;
+
+        Ok(Self {
+            perf_events,
+            drainer,
+            counters,
+            events: Some(events),
+            _ebpf: ebpf,
+        })
+    }
+
+    /// Takes everything aggregated since the last drain.
+    pub fn drain(&mut self) -> Result<Drained, BpfError> {
+        self.drainer.drain()
+    }
+
+    /// Current totals of the program's counters.
+    pub fn counters(&self) -> Result<CounterSnapshot, BpfError> {
+        counters::read(&self.counters)
+    }
+
+    /// The process-event reader; it can be taken once, to be polled elsewhere.
+    pub fn take_events(&mut self) -> Option<EventReader> {
+        self.events.take()
+    }
+
+    /// Number of CPUs sampled.
+    pub fn cpus(&self) -> usize {
+        self.perf_events.cpus()
+    }
+}
+
+fn take_map(ebpf: &mut Ebpf, name: &'static str) -> Result<Map, BpfError> {
+    ebpf.take_map(name)
+        .ok_or(BpfError::Missing { kind: "map", name })
+}
+
+fn hash_map<K: aya::Pod, V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<HashMap<MapData, K, V>, BpfError> {
+    HashMap::try_from(take_map(ebpf, name)?).map_err(map_error(name))
+}
+
+fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, BpfError>
+where
+    &'a mut P: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(BpfError::Missing {
+        kind: "program",
+        name,
+    })?;
+    program.try_into().map_err(program_error(name))
+}
+
+fn program_error(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> BpfError {
+    move |source| BpfError::Program { name, source }
+}
+
+fn map_error(name: &'static str) -> impl Fn(aya::maps::MapError) -> BpfError {
+    move |source| BpfError::Map { name, source }
+}

@@ -1,0 +1,105 @@
+//! Command line: subcommands and flags, each flag also readable from a `PROFILER_*` variable.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "profiler",
+    version,
+    about = "Whole-host eBPF CPU profiler writing pprof files"
+)]
+pub struct Cli {
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, action = ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sample CPU stacks and write one pprof file per interval.
+    Record(RecordArgs),
+}
+
+#[derive(Clone, Debug, Args, PartialEq, Eq)]
+pub struct RecordArgs {
+    /// Only sample these processes (repeat, or comma-separate); default: the whole host.
+    #[arg(
+        long = "pid",
+        value_name = "PID",
+        env = "PROFILER_PID",
+        value_delimiter = ','
+    )]
+    pub pids: Vec<u32>,
+    /// Samples per second on each CPU.
+    #[arg(long, value_name = "HZ", env = "PROFILER_FREQUENCY", default_value_t = 19,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub frequency: u64,
+    /// Stop after this many seconds; default: until SIGINT or SIGTERM.
+    #[arg(long, value_name = "SECONDS", env = "PROFILER_DURATION",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub duration: Option<u64>,
+    /// Write a profile every this many seconds.
+    #[arg(long, value_name = "SECONDS", env = "PROFILER_INTERVAL", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub interval: u64,
+    /// Directory for the pprof files (created if missing).
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "PROFILER_OUTPUT_DIR",
+        default_value = "profiles"
+    )]
+    pub output_dir: PathBuf,
+    /// Do not read kernel stacks.
+    #[arg(long, env = "PROFILER_NO_KERNEL_STACKS")]
+    pub no_kernel_stacks: bool,
+    /// Also sample the idle task (pid 0).
+    #[arg(long, env = "PROFILER_INCLUDE_IDLE")]
+    pub include_idle: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(args: &[&str]) -> Result<RecordArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["profiler", "record"].iter().chain(args))?;
+        let Command::Record(record) = cli.command;
+        Ok(record)
+    }
+
+    #[test]
+    fn defaults() {
+        let args = record(&[]).unwrap();
+        assert_eq!(args.frequency, 19);
+        assert_eq!(args.interval, 10);
+        assert_eq!(args.duration, None);
+        assert_eq!(args.output_dir, PathBuf::from("profiles"));
+        assert!(args.pids.is_empty() && !args.no_kernel_stacks && !args.include_idle);
+    }
+
+    #[test]
+    fn repeated_and_comma_separated_pids() {
+        let args = record(&["--pid", "1", "--pid", "2,3", "--frequency", "99"]).unwrap();
+        assert_eq!(args.pids, vec![1, 2, 3]);
+        assert_eq!(args.frequency, 99);
+    }
+
+    #[test]
+    fn rejects_nonsense() {
+        assert!(record(&["--frequency", "0"]).is_err());
+        assert!(record(&["--interval", "0"]).is_err());
+        assert!(record(&["--pid", "abc"]).is_err());
+        assert!(record(&["--duration", "-1"]).is_err());
+    }
+
+    #[test]
+    fn verbose_counts() {
+        let cli = Cli::try_parse_from(["profiler", "-vv", "record"]).unwrap();
+        assert_eq!(cli.verbose, 2);
+    }
+}

@@ -1,0 +1,175 @@
+//! Checks done before anything is loaded, each failing with one line that says what to do.
+
+use std::{fs, io, path::Path};
+
+use caps::{CapSet, Capability};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreflightError {
+    #[error(
+        "missing capabilities {}: run as root (for example `sudo profiler record ...`) or grant them with `setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_checkpoint_restore,cap_dac_read_search+ep <profiler binary>`",
+        .0.join(", ")
+    )]
+    MissingCapabilities(Vec<&'static str>),
+    #[error(
+        "kernel BTF not found at {path}: the profiler needs a kernel built with CONFIG_DEBUG_INFO_BTF=y (Linux 5.4 or later)"
+    )]
+    NoBtf { path: String },
+    #[error(
+        "this kernel has no perf events (/proc/sys/kernel/perf_event_paranoid is missing): it needs CONFIG_PERF_EVENTS=y"
+    )]
+    NoPerfEvents,
+    #[error(
+        "--frequency {requested} is above the kernel's limit of {limit} Hz: lower it, or raise the sysctl kernel.perf_event_max_sample_rate"
+    )]
+    FrequencyTooHigh { requested: u64, limit: u64 },
+    #[error("no process with PID {0}: check it with `ps -p {0}`")]
+    NoSuchProcess(u32),
+    #[error("cannot use output directory {path}: {source}: choose a writable --output-dir")]
+    OutputDir {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Where the kernel publishes its BTF; `PROFILER_KERNEL_BTF` overrides it (tests, odd hosts).
+pub fn kernel_btf_path() -> String {
+    std::env::var("PROFILER_KERNEL_BTF").unwrap_or_else(|_| "/sys/kernel/btf/vmlinux".to_owned())
+}
+
+/// BPF and perf events need CAP_BPF and CAP_PERFMON (Linux 5.8+), or CAP_SYS_ADMIN before.
+pub fn check_capabilities() -> Result<(), PreflightError> {
+    let has = |cap| caps::has_cap(None, CapSet::Effective, cap).unwrap_or(false);
+    let admin = has(Capability::CAP_SYS_ADMIN);
+    let missing: Vec<&'static str> = [
+        (Capability::CAP_BPF, "CAP_BPF"),
+        (Capability::CAP_PERFMON, "CAP_PERFMON"),
+    ]
+    .into_iter()
+    .filter(|(cap, _)| !admin && !has(*cap))
+    .map(|(_, name)| name)
+    .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(PreflightError::MissingCapabilities(missing))
+    }
+}
+
+pub fn check_btf(path: &str) -> Result<(), PreflightError> {
+    if Path::new(path).is_file() {
+        Ok(())
+    } else {
+        Err(PreflightError::NoBtf {
+            path: path.to_owned(),
+        })
+    }
+}
+
+pub fn check_perf_events(frequency: u64) -> Result<(), PreflightError> {
+    if !Path::new("/proc/sys/kernel/perf_event_paranoid").exists() {
+        return Err(PreflightError::NoPerfEvents);
+    }
+    let limit = fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    match limit {
+        Some(limit) if frequency > limit => Err(PreflightError::FrequencyTooHigh {
+            requested: frequency,
+            limit,
+        }),
+        _ => Ok(()),
+    }
+}
+
+pub fn check_targets(pids: &[u32]) -> Result<(), PreflightError> {
+    match pids.iter().find(|&&pid| !process_alive(pid)) {
+        Some(&pid) => Err(PreflightError::NoSuchProcess(pid)),
+        None => Ok(()),
+    }
+}
+
+/// Whether `pid` names a live process (a zombie has finished running, so it does not count).
+pub fn process_alive(pid: u32) -> bool {
+    // /proc/<tid> exists for threads too; only a thread group leader is a process.
+    match procfs::process::Process::new(pid as i32).and_then(|p| p.status()) {
+        Ok(status) => status.tgid == pid as i32 && !status.state.starts_with('Z'),
+        Err(_) => false,
+    }
+}
+
+/// Creates the output directory and proves it writable by writing a file there.
+pub fn prepare_output_dir(dir: &Path) -> Result<(), PreflightError> {
+    let error = |source| PreflightError::OutputDir {
+        path: dir.display().to_string(),
+        source,
+    };
+    fs::create_dir_all(dir).map_err(error)?;
+    let probe = dir.join(".profiler-write-test");
+    fs::write(&probe, b"").map_err(error)?;
+    fs::remove_file(&probe).map_err(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process_is_alive_and_a_huge_pid_is_not() {
+        assert!(check_targets(&[std::process::id()]).is_ok());
+        let err = check_targets(&[std::process::id(), 999_999_999]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "no process with PID 999999999: check it with `ps -p 999999999`"
+        );
+    }
+
+    #[test]
+    fn a_thread_id_is_not_a_process() {
+        let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            tid_tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = tid_rx.recv().unwrap();
+        assert!(std::path::Path::new(&format!("/proc/{tid}")).exists());
+        assert!(!process_alive(tid), "a live thread is not a process");
+        done_tx.send(()).unwrap();
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn btf_path_must_be_a_file() {
+        assert!(
+            check_btf("/nonexistent/vmlinux")
+                .unwrap_err()
+                .to_string()
+                .contains("BTF")
+        );
+    }
+
+    #[test]
+    fn output_dir_is_created_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b");
+        prepare_output_dir(&nested).unwrap();
+        assert!(nested.is_dir());
+        let file = dir.path().join("file");
+        fs::write(&file, b"x").unwrap();
+        let err = prepare_output_dir(&file.join("sub"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("cannot use output directory "), "{err}");
+    }
+
+    #[test]
+    fn missing_capabilities_message_says_what_to_do() {
+        let err = PreflightError::MissingCapabilities(vec!["CAP_BPF", "CAP_PERFMON"]).to_string();
+        assert!(
+            err.starts_with("missing capabilities CAP_BPF, CAP_PERFMON: run as root"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,11 @@
+//! What userspace knows about each sampled process: its name and executable mappings,
+//! snapshotted when the BPF program first reports it, so that a process that exits before the
+//! drain is still symbolized.
+
+mod files;
+mod snapshot;
+mod table;
+
+pub use files::{FileId, FileTable, MappedFile};
+pub use snapshot::{Mapping, MappingObject, ProcessSnapshot};
+pub use table::{ProcessKey, ProcessTable};

@@ -1,0 +1,347 @@
+//! Builds one pprof `Profile`, interning strings, functions, mappings and locations.
+//!
+//! Addresses of user locations are file offsets, and each file has one mapping starting at 0
+//! (`memory_start = file_offset = 0`): one mapping per file then serves every process that maps
+//! it, whatever its load address, and the same function in two processes is one location.
+
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use super::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
+use crate::{process::FileId, symbolize::Frame};
+
+/// What a location's mapping is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MappingKey {
+    File(FileId),
+    Kernel,
+    Vdso,
+    Anonymous,
+    /// An address outside every known mapping.
+    Unknown,
+}
+
+/// Description of a mapping for the profile.
+#[derive(Clone, Debug, Default)]
+pub struct MappingInfo {
+    pub filename: String,
+    pub build_id: Option<String>,
+}
+
+/// The labels of one sample.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Labels {
+    pub pid: u32,
+    pub thread_id: u32,
+    /// Process name.
+    pub comm: String,
+    pub thread_name: String,
+}
+
+pub struct ProfileBuilder {
+    profile: Profile,
+    strings: HashMap<String, i64>,
+    functions: HashMap<(i64, i64), u64>,
+    mappings: HashMap<MappingKey, u64>,
+    locations: HashMap<(u64, u64), u64>,
+    samples: HashMap<(Vec<u64>, Labels), usize>,
+}
+
+impl ProfileBuilder {
+    /// A CPU profile sampled every `period_ns` nanoseconds, covering `[start, start + duration)`.
+    pub fn new(period_ns: i64, start: SystemTime, duration: Duration) -> Self {
+        let mut builder = Self {
+            profile: Profile::default(),
+            strings: HashMap::new(),
+            functions: HashMap::new(),
+            mappings: HashMap::new(),
+            locations: HashMap::new(),
+            samples: HashMap::new(),
+        };
+        builder.string("");
+        let count = builder.value_type("samples", "count");
+        let cpu = builder.value_type("cpu", "nanoseconds");
+        builder.profile.sample_type = vec![count, cpu];
+        builder.profile.period_type = Some(cpu);
+        builder.profile.period = period_ns;
+        builder.profile.default_sample_type = builder.string("cpu");
+        builder.profile.time_nanos = start
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i64);
+        builder.profile.duration_nanos = duration.as_nanos() as i64;
+        builder
+    }
+
+    /// Adds a free-form comment to the profile.
+    pub fn comment(&mut self, text: &str) {
+        let index = self.string(text);
+        self.profile.comment.push(index);
+    }
+
+    /// The id of the mapping for `key`, described by `describe` the first time.
+    pub fn mapping(&mut self, key: MappingKey, describe: impl FnOnce() -> MappingInfo) -> u64 {
+        if let Some(&id) = self.mappings.get(&key) {
+            return id;
+        }
+        let info = describe();
+        let id = self.profile.mapping.len() as u64 + 1;
+        let mapping = Mapping {
+            id,
+            memory_start: 0,
+            memory_limit: u64::MAX,
+            file_offset: 0,
+            filename: self.string(&info.filename),
+            build_id: info.build_id.as_deref().map_or(0, |b| self.string(b)),
+            ..Mapping::default()
+        };
+        self.profile.mapping.push(mapping);
+        self.mappings.insert(key, id);
+        id
+    }
+
+    /// The id of the location at `address` of `mapping`, with `frames` innermost first.
+    pub fn location(&mut self, mapping: u64, address: u64, frames: &[Frame]) -> u64 {
+        if let Some(&id) = self.locations.get(&(mapping, address)) {
+            return id;
+        }
+        let line = frames
+            .iter()
+            .map(|frame| Line {
+                function_id: self.function(frame),
+                line: frame.line.map_or(0, i64::from),
+            })
+            .collect::<Vec<_>>();
+        let id = self.profile.location.len() as u64 + 1;
+        self.mark_symbolized(mapping, frames);
+        self.profile.location.push(Location {
+            id,
+            mapping_id: mapping,
+            address,
+            line,
+            is_folded: false,
+        });
+        self.locations.insert((mapping, address), id);
+        id
+    }
+
+    /// Adds `count` samples worth `cpu_ns` nanoseconds at `locations` (leaf first).
+    pub fn add_sample(&mut self, locations: Vec<u64>, labels: &Labels, count: i64, cpu_ns: i64) {
+        let key = (locations, labels.clone());
+        if let Some(&index) = self.samples.get(&key) {
+            let values = &mut self.profile.sample[index].value;
+            values[0] += count;
+            values[1] += cpu_ns;
+            return;
+        }
+        let label = vec![
+            self.num_label("pid", i64::from(labels.pid)),
+            self.num_label("thread_id", i64::from(labels.thread_id)),
+            self.str_label("comm", &labels.comm),
+            self.str_label("thread_name", &labels.thread_name),
+        ];
+        self.samples.insert(key.clone(), self.profile.sample.len());
+        self.profile.sample.push(Sample {
+            location_id: key.0,
+            value: vec![count, cpu_ns],
+            label,
+            breakdown: Vec::new(),
+        });
+    }
+
+    /// Number of samples (distinct stacks and labels) so far.
+    pub fn sample_count(&self) -> usize {
+        self.profile.sample.len()
+    }
+
+    pub fn build(self) -> Profile {
+        self.profile
+    }
+
+    fn string(&mut self, s: &str) -> i64 {
+        if let Some(&index) = self.strings.get(s) {
+            return index;
+        }
+        let index = self.profile.string_table.len() as i64;
+        self.profile.string_table.push(s.to_owned());
+        self.strings.insert(s.to_owned(), index);
+        index
+    }
+
+    fn value_type(&mut self, kind: &str, unit: &str) -> ValueType {
+        ValueType {
+            r#type: self.string(kind),
+            unit: self.string(unit),
+        }
+    }
+
+    fn function(&mut self, frame: &Frame) -> u64 {
+        let name = self.string(&frame.function);
+        let file = frame.file.as_deref().map_or(0, |f| self.string(f));
+        if let Some(&id) = self.functions.get(&(name, file)) {
+            return id;
+        }
+        let id = self.profile.function.len() as u64 + 1;
+        self.profile.function.push(Function {
+            id,
+            name,
+            system_name: name,
+            filename: file,
+            start_line: 0,
+        });
+        self.functions.insert((name, file), id);
+        id
+    }
+
+    fn mark_symbolized(&mut self, mapping: u64, frames: &[Frame]) {
+        let Some(mapping) = self.profile.mapping.get_mut(mapping as usize - 1) else {
+            return;
+        };
+        if let Some(innermost) = frames.first() {
+            mapping.has_functions = true;
+            mapping.has_filenames |= innermost.file.is_some();
+            mapping.has_line_numbers |= innermost.line.is_some();
+            mapping.has_inline_frames |= frames.len() > 1;
+        }
+    }
+
+    fn num_label(&mut self, key: &str, num: i64) -> Label {
+        Label {
+            key: self.string(key),
+            num,
+            ..Label::default()
+        }
+    }
+
+    fn str_label(&mut self, key: &str, value: &str) -> Label {
+        Label {
+            key: self.string(key),
+            str: self.string(value),
+            ..Label::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    use super::*;
+
+    fn frame(name: &str, line: Option<u32>) -> Frame {
+        Frame {
+            function: name.into(),
+            file: line.map(|_| "src/x.c".into()),
+            line,
+        }
+    }
+
+    fn labels(tid: u32) -> Labels {
+        Labels {
+            pid: 10,
+            thread_id: tid,
+            comm: "app".into(),
+            thread_name: "worker".into(),
+        }
+    }
+
+    fn sample_profile() -> Profile {
+        let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mut b = ProfileBuilder::new(52_631_578, start, Duration::from_secs(10));
+        let exe = b.mapping(MappingKey::File(FileId { dev: 1, inode: 2 }), || {
+            MappingInfo {
+                filename: "/usr/bin/app".into(),
+                build_id: Some("abcd".into()),
+            }
+        });
+        let kernel = b.mapping(MappingKey::Kernel, || MappingInfo {
+            filename: "[kernel.kallsyms]".into(),
+            build_id: None,
+        });
+        let leaf = b.location(
+            exe,
+            0x1010,
+            &[frame("inlined", Some(3)), frame("leaf", Some(7))],
+        );
+        let caller = b.location(exe, 0x2020, &[frame("main", Some(1))]);
+        let ksym = b.location(
+            kernel,
+            0xffff_ffff_8100_0000,
+            &[frame("do_syscall_64", None)],
+        );
+        b.add_sample(vec![ksym, leaf, caller], &labels(11), 2, 100);
+        b.add_sample(vec![ksym, leaf, caller], &labels(11), 1, 50);
+        b.add_sample(vec![leaf, caller], &labels(12), 1, 50);
+        b.comment("hello");
+        b.build()
+    }
+
+    #[test]
+    fn interns_and_merges() {
+        let p = sample_profile();
+        assert_eq!(p.string_table[0], "");
+        assert_eq!(p.sample.len(), 2, "same stack and labels merge");
+        assert_eq!(p.sample[0].value, vec![3, 150]);
+        assert_eq!(p.mapping.len(), 2);
+        assert_eq!(p.location.len(), 3);
+        assert_eq!(p.function.len(), 4);
+        let exe = &p.mapping[0];
+        assert!(exe.has_functions && exe.has_line_numbers && exe.has_inline_frames);
+        assert_eq!(p.string_table[exe.build_id as usize], "abcd");
+        assert!(!p.mapping[1].has_line_numbers);
+    }
+
+    #[test]
+    fn encodes_and_decodes_with_expected_types_and_labels() {
+        let p = sample_profile();
+        let decoded = Profile::decode(p.encode_to_vec().as_slice()).unwrap();
+        assert_eq!(decoded, p);
+        let s = |i: i64| decoded.string_table[i as usize].as_str();
+        let types: Vec<_> = decoded
+            .sample_type
+            .iter()
+            .map(|t| (s(t.r#type), s(t.unit)))
+            .collect();
+        assert_eq!(types, [("samples", "count"), ("cpu", "nanoseconds")]);
+        let period = decoded.period_type.unwrap();
+        assert_eq!((s(period.r#type), s(period.unit)), ("cpu", "nanoseconds"));
+        assert_eq!(decoded.period, 52_631_578);
+        assert_eq!(decoded.time_nanos, 1_700_000_000_000_000_000);
+        assert_eq!(decoded.duration_nanos, 10_000_000_000);
+        let sample = &decoded.sample[1];
+        let labels: Vec<_> = sample
+            .label
+            .iter()
+            .map(|l| {
+                (
+                    s(l.key),
+                    if l.str != 0 {
+                        s(l.str).to_owned()
+                    } else {
+                        l.num.to_string()
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(
+            labels,
+            [
+                ("pid", "10".to_owned()),
+                ("thread_id", "12".to_owned()),
+                ("comm", "app".to_owned()),
+                ("thread_name", "worker".to_owned())
+            ]
+        );
+        assert_eq!(s(decoded.comment[0]), "hello");
+        // Inlined frames: innermost first, the containing function last.
+        let leaf = &decoded.location[0];
+        let names: Vec<_> = leaf
+            .line
+            .iter()
+            .map(|l| s(decoded.function[l.function_id as usize - 1].name))
+            .collect();
+        assert_eq!(names, ["inlined", "leaf"]);
+        assert_eq!(leaf.line[1].line, 7);
+    }
+}

@@ -1,0 +1,140 @@
+//! Writes profiles as gzip-compressed pprof, atomically: to a hidden temporary name in the
+//! same directory, then renamed. A reader never sees half a file and a crash never leaves one.
+
+use std::{
+    fs::{self, File},
+    io::{self, BufWriter, Write},
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use chrono::{DateTime, Utc};
+use flate2::{Compression, write::GzEncoder};
+use prost::Message;
+
+use super::proto::Profile;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("cannot write {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Writes `<dir>/<prefix>-<UTC %Y%m%dT%H%M%SZ>.pb.gz` files.
+#[derive(Clone, Debug)]
+pub struct ProfileWriter {
+    dir: PathBuf,
+}
+
+impl ProfileWriter {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Writes `profile` under a name made of `prefix` and `time`; a name already taken gets a
+    /// `-N` suffix. Returns the path and the number of bytes written.
+    pub fn write(
+        &self,
+        prefix: &str,
+        time: SystemTime,
+        profile: &Profile,
+    ) -> Result<(PathBuf, u64), WriteError> {
+        let stamp = DateTime::<Utc>::from(time).format("%Y%m%dT%H%M%SZ");
+        let path = free_name(&self.dir, &format!("{prefix}-{stamp}"));
+        let temp = self.dir.join(format!(
+            ".{}.tmp",
+            path.file_name().unwrap_or_default().to_string_lossy()
+        ));
+        let written = write_gzip(&temp, profile).and_then(|bytes| {
+            fs::rename(&temp, &path)?;
+            Ok(bytes)
+        });
+        match written {
+            Ok(bytes) => Ok((path, bytes)),
+            Err(source) => {
+                let _ = fs::remove_file(&temp);
+                Err(WriteError::Io { path, source })
+            }
+        }
+    }
+}
+
+fn free_name(dir: &Path, stem: &str) -> PathBuf {
+    let first = dir.join(format!("{stem}.pb.gz"));
+    if !first.exists() {
+        return first;
+    }
+    (1..)
+        .map(|n| dir.join(format!("{stem}-{n}.pb.gz")))
+        .find(|p| !p.exists())
+        .unwrap_or(first)
+}
+
+fn write_gzip(path: &Path, profile: &Profile) -> io::Result<u64> {
+    let file = File::create(path)?;
+    let mut gzip = GzEncoder::new(BufWriter::new(file), Compression::default());
+    gzip.write_all(&profile.encode_to_vec())?;
+    let file = gzip.finish()?.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok(file.metadata()?.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Read, time::Duration};
+
+    use flate2::read::GzDecoder;
+
+    use super::*;
+
+    fn read(path: &Path) -> Profile {
+        let mut bytes = Vec::new();
+        GzDecoder::new(File::open(path).unwrap())
+            .read_to_end(&mut bytes)
+            .unwrap();
+        Profile::decode(bytes.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn writes_named_gzip_and_never_overwrites() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = ProfileWriter::new(dir.path());
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_072_000);
+        let profile = Profile {
+            period: 5,
+            string_table: vec![String::new()],
+            ..Profile::default()
+        };
+        let (first, bytes) = writer.write("cpu", time, &profile).unwrap();
+        assert_eq!(first.file_name().unwrap(), "cpu-20251125T120000Z.pb.gz");
+        assert!(bytes > 0);
+        assert_eq!(read(&first), profile);
+        let (second, _) = writer.write("cpu", time, &profile).unwrap();
+        assert_eq!(second.file_name().unwrap(), "cpu-20251125T120000Z-1.pb.gz");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn reports_an_unwritable_directory() {
+        let writer = ProfileWriter::new("/proc/no-such-dir");
+        let err = writer
+            .write("cpu", SystemTime::now(), &Profile::default())
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("cannot write /proc/no-such-dir/cpu-")
+        );
+    }
+}

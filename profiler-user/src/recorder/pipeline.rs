@@ -1,0 +1,113 @@
+//! The thread that turns drained intervals into files. It owns the symbolizer (blazesym's is
+//! not `Send`), so symbolization never delays a drain or the handling of process events.
+
+use std::{
+    sync::{Arc, Mutex, mpsc},
+    thread::{self, JoinHandle},
+    time::Instant,
+};
+
+use super::RecordError;
+use crate::{
+    bpf::{CounterSnapshot, Drained},
+    process::ProcessTable,
+    profile::{IntervalMeta, ProfileWriter, build_interval},
+    symbolize::Symbolizer,
+};
+
+/// One drained interval on its way to a file.
+pub(super) struct Interval {
+    pub drained: Drained,
+    pub meta: IntervalMeta,
+    /// The drain number given by [`ProcessTable::begin_drain`].
+    pub epoch: u64,
+    /// Counters of the BPF program during this interval.
+    pub counters: CounterSnapshot,
+    /// When the drain began: the time to a written file is measured from here.
+    pub drain_started: Instant,
+}
+
+pub(super) struct Pipeline {
+    sender: Option<mpsc::Sender<Interval>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Pipeline {
+    pub(super) fn spawn(table: Arc<Mutex<ProcessTable>>, writer: ProfileWriter) -> Self {
+        let (sender, receiver) = mpsc::channel::<Interval>();
+        let thread = thread::Builder::new()
+            .name("profile-writer".into())
+            .spawn(move || {
+                let mut symbolizer = Symbolizer::new();
+                for interval in receiver {
+                    write_interval(interval, &table, &mut symbolizer, &writer);
+                }
+            })
+            .expect("spawning a thread at start-up");
+        Self {
+            sender: Some(sender),
+            thread: Some(thread),
+        }
+    }
+
+    pub(super) fn send(&self, interval: Interval) -> Result<(), RecordError> {
+        self.sender
+            .as_ref()
+            .and_then(|s| s.send(interval).ok())
+            .ok_or(RecordError::PipelineGone)
+    }
+
+    /// Waits until every interval sent has been written.
+    pub(super) fn finish(&mut self) -> Result<(), RecordError> {
+        self.sender.take();
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Err(_)) => Err(RecordError::PipelineGone),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn write_interval(
+    interval: Interval,
+    table: &Mutex<ProcessTable>,
+    symbolizer: &mut Symbolizer,
+    writer: &ProfileWriter,
+) {
+    let Interval {
+        drained,
+        meta,
+        epoch,
+        counters,
+        drain_started,
+    } = interval;
+    let (profile, stats) = build_interval(&drained, table, symbolizer, meta);
+    table
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .finish_drain(epoch);
+    symbolizer.evict_closed();
+    let problems = counters.problems();
+    if !problems.is_empty() {
+        tracing::warn!(
+            interval = epoch,
+            ?problems,
+            "the BPF program lost or degraded samples"
+        );
+    }
+    match writer.write("cpu", meta.start, &profile) {
+        Ok((path, bytes)) => tracing::info!(
+            interval = epoch,
+            samples = stats.samples,
+            stacks = stats.stacks,
+            processes = stats.processes,
+            filtered = counters.get(profiler_common::Counter::Filtered),
+            bytes,
+            elapsed_ms = drain_started.elapsed().as_millis() as u64,
+            cache_hits = symbolizer.stats().hits,
+            cache_misses = symbolizer.stats().misses,
+            "wrote {}",
+            path.display()
+        ),
+        Err(err) => tracing::error!(interval = epoch, "{}", crate::error_chain(&err)),
+    }
+}

@@ -1,0 +1,188 @@
+//! How a recording ends (signal, duration, targets exiting) and what it leaves behind.
+
+use std::{path::Path, thread, time::Duration};
+
+use anyhow::{Result, ensure};
+use integration_tests::{
+    C_CHAIN, Fixture, HOT_C, Pprof, Running, TEST_FREQUENCY, check_go_pprof, check_hot_chain,
+    leftover_temp_files, read_checked_profiles, record_command, require_root, run, run_timeout,
+    samples_of_pid, total_count,
+};
+
+/// Bound on the profiler's own wind-down after its last target is gone or a signal arrived.
+const WIND_DOWN: Duration = Duration::from_secs(60);
+/// Bound on loading BPF and opening the perf events.
+const START_UP: Duration = Duration::from_secs(60);
+
+#[test]
+fn sigterm_writes_the_partial_interval() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    signal_writes_the_partial_interval(libc::SIGTERM)
+}
+
+#[test]
+fn sigint_writes_the_partial_interval() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    signal_writes_the_partial_interval(libc::SIGINT)
+}
+
+/// With an interval far longer than the run, everything the file holds comes from the drain
+/// the signal triggers.
+fn signal_writes_the_partial_interval(signal: i32) -> Result<()> {
+    let fixture = Fixture::spawn(HOT_C, &[])?;
+    let out = tempfile::tempdir()?;
+    let profiler = Running::spawn(record_pid_command(
+        &fixture,
+        out.path(),
+        &["--interval", "60"],
+    ))?;
+    // Signal once the sampling runs (not during start-up), then give it ~2 s of samples.
+    profiler.wait_until_sampling(START_UP);
+    thread::sleep(Duration::from_secs(2));
+    profiler.signal(signal)?;
+    profiler.wait(WIND_DOWN)?.ensure_success()?;
+
+    let profiles = read_checked_profiles(out.path(), TEST_FREQUENCY)?;
+    check_hot_chain(&samples_of_pid(&profiles, fixture.pid()), &C_CHAIN)?;
+    check_no_temp_files(out.path())?;
+    check_go_pprof(&profiles, C_CHAIN.leaf)
+}
+
+#[test]
+fn duration_ends_the_recording_in_interval_files() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let fixture = Fixture::spawn(HOT_C, &[])?;
+    let out = tempfile::tempdir()?;
+    let cmd = record_pid_command(
+        &fixture,
+        out.path(),
+        &["--duration", "5", "--interval", "2"],
+    );
+    run(cmd, run_timeout(Duration::from_secs(5)))?.ensure_success()?;
+
+    let profiles = read_checked_profiles(out.path(), TEST_FREQUENCY)?;
+    // 5 s in 2 s intervals: at least one full interval plus the final partial one.
+    ensure!(
+        profiles.len() >= 2,
+        "{} file(s) for 5 s in 2 s intervals",
+        profiles.len()
+    );
+    check_time_order(&profiles)?;
+    check_hot_chain(&samples_of_pid(&profiles, fixture.pid()), &C_CHAIN)?;
+    check_no_temp_files(out.path())?;
+    check_go_pprof(&profiles, C_CHAIN.leaf)
+}
+
+#[test]
+fn target_exiting_ends_the_recording() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    // A lifetime of a few seconds: long enough to outlive the profiler's start-up.
+    let mut fixture = Fixture::spawn(HOT_C, &["5"])?;
+    let out = tempfile::tempdir()?;
+    let profiler = Running::spawn(record_pid_command(&fixture, out.path(), &[]))?;
+    // Reap the fixture as soon as it exits: a zombie still has a /proc entry.
+    fixture.wait(Duration::from_secs(60))?;
+    profiler.wait(WIND_DOWN)?.ensure_success()?;
+
+    let profiles = read_checked_profiles(out.path(), TEST_FREQUENCY)?;
+    check_hot_chain(&samples_of_pid(&profiles, fixture.pid()), &C_CHAIN)?;
+    check_go_pprof(&profiles, C_CHAIN.leaf)
+}
+
+#[test]
+fn killed_target_ends_the_recording() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let mut fixture = Fixture::spawn(HOT_C, &[])?;
+    let out = tempfile::tempdir()?;
+    let profiler = Running::spawn(record_pid_command(&fixture, out.path(), &[]))?;
+    profiler.wait_until_sampling(START_UP);
+    thread::sleep(Duration::from_secs(2));
+    integration_tests::send_signal(fixture.pid(), libc::SIGKILL)?;
+    fixture.wait(Duration::from_secs(10))?;
+    profiler.wait(WIND_DOWN)?.ensure_success()?;
+
+    let profiles = read_checked_profiles(out.path(), TEST_FREQUENCY)?;
+    check_hot_chain(&samples_of_pid(&profiles, fixture.pid()), &C_CHAIN)?;
+    check_go_pprof(&profiles, C_CHAIN.leaf)
+}
+
+#[test]
+fn recording_lasts_until_every_target_exits() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let mut first = Fixture::spawn(HOT_C, &[])?;
+    let mut second = Fixture::spawn(HOT_C, &[])?;
+    let out = tempfile::tempdir()?;
+    let mut cmd = record_pid_command(&first, out.path(), &[]);
+    cmd.args(["--pid", &second.pid_arg()]);
+    let mut profiler = Running::spawn(cmd)?;
+    profiler.wait_until_sampling(START_UP);
+    thread::sleep(Duration::from_secs(2));
+
+    integration_tests::send_signal(first.pid(), libc::SIGKILL)?;
+    first.wait(Duration::from_secs(10))?;
+    // One target left: the profiler must keep recording it.
+    thread::sleep(Duration::from_secs(3));
+    ensure!(
+        profiler.is_running()?,
+        "profiler stopped while a target still ran"
+    );
+    thread::sleep(Duration::from_secs(1));
+    integration_tests::send_signal(second.pid(), libc::SIGKILL)?;
+    second.wait(Duration::from_secs(10))?;
+    profiler.wait(WIND_DOWN)?.ensure_success()?;
+
+    let profiles = read_checked_profiles(out.path(), TEST_FREQUENCY)?;
+    for fixture in [&first, &second] {
+        let samples = samples_of_pid(&profiles, fixture.pid());
+        ensure!(
+            total_count(&samples) > 0,
+            "no sample of pid {}",
+            fixture.pid()
+        );
+    }
+    // The survivor ran alone for seconds after the first one died: check its stacks fully.
+    check_hot_chain(&samples_of_pid(&profiles, second.pid()), &C_CHAIN)
+}
+
+/// `record --pid <fixture> --frequency 99 <extra>`, no duration.
+fn record_pid_command(fixture: &Fixture, out: &Path, extra: &[&str]) -> std::process::Command {
+    let (pid, frequency) = (fixture.pid_arg(), TEST_FREQUENCY.to_string());
+    let mut args = vec!["--pid", &pid, "--frequency", &frequency];
+    args.extend(extra);
+    record_command(out, &args)
+}
+
+/// Files come in time order (names sort by start) and their time ranges do not go backwards.
+fn check_time_order(profiles: &[Pprof]) -> Result<()> {
+    for pair in profiles.windows(2) {
+        let (a, b) = (&pair[0].profile, &pair[1].profile);
+        ensure!(
+            a.time_nanos < b.time_nanos,
+            "{} starts at {} but {} at {}",
+            pair[1].path.display(),
+            b.time_nanos,
+            pair[0].path.display(),
+            a.time_nanos
+        );
+    }
+    Ok(())
+}
+
+/// Files are written under a temp name and renamed: none may be left after a clean exit.
+fn check_no_temp_files(dir: &Path) -> Result<()> {
+    let left = leftover_temp_files(dir)?;
+    ensure!(left.is_empty(), "temp files left behind: {left:?}");
+    Ok(())
+}

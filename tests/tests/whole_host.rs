@@ -1,0 +1,61 @@
+//! Recording the whole host (no `--pid`): other processes show up next to the fixtures.
+
+use std::{collections::BTreeSet, time::Duration};
+
+use anyhow::{Result, ensure};
+use integration_tests::{
+    C_CHAIN, Fixture, HOT_C, SYSCALLS_C, TEST_FREQUENCY, check_go_pprof, check_hot_chain,
+    check_labels, read_checked_profiles, record_command, require_root, run, run_timeout,
+    samples_of_pid,
+};
+
+#[test]
+fn whole_host_sees_every_process_and_the_hot_fixture() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    // Two fixtures make "at least two pids" independent of what else the host runs. Other
+    // tests may record in parallel: only this test's fixtures are looked at by pid.
+    let hot = Fixture::spawn(HOT_C, &[])?;
+    let busy = Fixture::spawn(SYSCALLS_C, &[])?;
+    let out = tempfile::tempdir()?;
+    let frequency = TEST_FREQUENCY.to_string();
+    let args = [
+        "--frequency",
+        &frequency,
+        "--duration",
+        "3",
+        "--interval",
+        "10",
+    ];
+    run(
+        record_command(out.path(), &args),
+        run_timeout(Duration::from_secs(3)),
+    )?
+    .ensure_success()?;
+    let profiles = read_checked_profiles(out.path(), TEST_FREQUENCY)?;
+
+    let pids: BTreeSet<i64> = profiles
+        .iter()
+        .flat_map(|p| {
+            p.profile
+                .sample
+                .iter()
+                .filter_map(|s| p.label_num(s, "pid"))
+        })
+        .collect();
+    ensure!(pids.len() >= 2, "samples from pids {pids:?} only");
+    for fixture in [&hot, &busy] {
+        ensure!(
+            pids.contains(&i64::from(fixture.pid())),
+            "no sample of {} (pid {}) among pids {pids:?}",
+            fixture.path().display(),
+            fixture.pid()
+        );
+    }
+
+    let samples = samples_of_pid(&profiles, hot.pid());
+    check_hot_chain(&samples, &C_CHAIN)?;
+    check_labels(&samples, &hot, |_, _| Ok(()))?;
+    check_go_pprof(&profiles, C_CHAIN.leaf)
+}

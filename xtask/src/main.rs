@@ -1,0 +1,99 @@
+//! `cargo xtask <task>`: the workspace's developer tasks (setup, build, run, test), in Rust so
+//! that they need nothing beyond cargo and run the same on a laptop and in CI.
+
+mod cargo_cmd;
+mod paths;
+mod privilege;
+mod process;
+mod run;
+mod setup;
+mod test;
+
+use std::{ffi::OsString, process::ExitCode};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Developer tasks for the profiler workspace")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what is missing: Debian packages, gcc, bpf-linker.
+    Setup,
+    /// Set up, then build the release profiler (target/release/profiler).
+    Build,
+    /// Set up, build, and run the profiler as root (default arguments: `record`).
+    Run {
+        /// Arguments for the profiler, after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+    /// Set up, then rustfmt check, clippy, release build and `cargo test` (all host packages).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
+}
+
+fn main() -> ExitCode {
+    match dispatch(Cli::parse().task) {
+        Ok(code) => code,
+        Err(err) => {
+            // `{:#}` prints the whole context chain on one line.
+            eprintln!("xtask: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch(task: Task) -> Result<ExitCode> {
+    let root = paths::workspace_root();
+    match task {
+        Task::Setup => setup::setup(&root)?,
+        Task::Build => {
+            setup::setup(&root)?;
+            cargo_cmd::build_profiler(&root)?;
+        }
+        Task::Run { args } => return run::run(&root, args),
+        Task::Test { args } => test::test(&root, args)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Task {
+        Cli::try_parse_from(args).expect("valid command line").task
+    }
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_profiler_arguments_after_double_dash() {
+        let Task::Run { args } = parse(&["xtask", "run", "--", "record", "--pid", "1"]) else {
+            panic!("expected run");
+        };
+        assert_eq!(args, ["record", "--pid", "1"]);
+    }
+
+    #[test]
+    fn test_passes_everything_after_double_dash_to_cargo_test() {
+        let Task::Test { args } = parse(&["xtask", "test", "--", "name", "--", "--nocapture"])
+        else {
+            panic!("expected test");
+        };
+        assert_eq!(args, ["name", "--", "--nocapture"]);
+    }
+}

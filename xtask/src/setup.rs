@@ -1,0 +1,134 @@
+//! `cargo xtask setup`: installs what building and testing need, only when missing. The probes
+//! are file checks and `--version` calls, so a machine that has everything is done in
+//! milliseconds. Why each piece is needed: see shared/TOOLCHAIN.md.
+
+use std::{path::Path, process::Command};
+
+use anyhow::{Context, Result};
+
+use crate::{cargo_cmd, paths, privilege, process};
+
+/// How to tell that a Debian package is installed without asking dpkg.
+enum Probe {
+    /// A file the package ships.
+    File(&'static str),
+    /// A program of the package that answers `--version`.
+    Runs(&'static str),
+}
+
+const APT_PACKAGES: [(&str, Probe); 6] = [
+    // Debian's rustc/cargo 1.96 with a prebuilt `core` for the BPF target.
+    ("rustc-web", Probe::File("/usr/bin/rustc")),
+    ("cargo-web", Probe::File("/usr/bin/cargo")),
+    (
+        "libstd-rust-web-dev-bpf",
+        Probe::File("/usr/lib/rustlib/bpfel-unknown-none/lib"),
+    ),
+    // The LLVM that bpf-linker links against.
+    (
+        "llvm-22-dev",
+        Probe::File("/usr/lib/llvm-22/lib/libLLVM.so"),
+    ),
+    // `go tool pprof`: the external reader tests check profiles with.
+    ("golang-go", Probe::File("/usr/bin/go")),
+    // Builds the C test fixtures.
+    ("gcc", Probe::Runs("gcc")),
+];
+
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn setup(root: &Path) -> Result<()> {
+    let missing = missing_apt_packages();
+    let linker_ok = bpf_linker_installed()?;
+    if missing.is_empty() && linker_ok {
+        println!("setup: everything is installed");
+        return Ok(());
+    }
+    if !missing.is_empty() {
+        install_apt_packages(&missing)?;
+    }
+    if !linker_ok {
+        install_bpf_linker(root)?;
+    }
+    Ok(())
+}
+
+fn missing_apt_packages() -> Vec<&'static str> {
+    APT_PACKAGES
+        .iter()
+        .filter(|(_, probe)| !is_present(probe))
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+fn is_present(probe: &Probe) -> bool {
+    match probe {
+        Probe::File(path) => Path::new(path).exists(),
+        Probe::Runs(program) => {
+            process::output_if_ok(Command::new(program).arg("--version")).is_some()
+        }
+    }
+}
+
+fn install_apt_packages(missing: &[&str]) -> Result<()> {
+    println!("setup: installing Debian packages: {}", missing.join(" "));
+    let what = "installing Debian packages";
+    process::run(privilege::as_root("apt-get", &[], what)?.arg("update"))?;
+    // `env` rather than Command::env: sudo would drop the variable.
+    let mut install = privilege::as_root("env", &[], what)?;
+    install.args(["DEBIAN_FRONTEND=noninteractive", "apt-get", "install", "-y"]);
+    process::run(install.args(missing)).context("apt-get could not install the packages")
+}
+
+fn bpf_linker_installed() -> Result<bool> {
+    let linker = paths::cargo_bin_dir()?.join("bpf-linker");
+    let output = process::output_if_ok(Command::new(linker).arg("--version"));
+    Ok(output.is_some_and(|out| is_wanted_linker_version(&out)))
+}
+
+/// Whether `bpf-linker --version` printed exactly the version we pin.
+fn is_wanted_linker_version(output: &str) -> bool {
+    output.lines().next().map(str::trim) == Some(&format!("bpf-linker {BPF_LINKER_VERSION}"))
+}
+
+fn install_bpf_linker(root: &Path) -> Result<()> {
+    println!("setup: installing bpf-linker {BPF_LINKER_VERSION}");
+    let mut cmd = cargo_cmd::cargo(root, &["install", "bpf-linker", "--version"])?;
+    cmd.args([
+        BPF_LINKER_VERSION,
+        "--locked",
+        "--no-default-features",
+        "--features",
+        "llvm-22",
+    ]);
+    // Without it the build finds LLVM 14 first and fails with `unable to find library -lLLVM`.
+    cmd.env("LLVM_PREFIX", "/usr/lib/llvm-22");
+    process::run(&mut cmd).context("could not install bpf-linker")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_pinned_linker_version() {
+        assert!(is_wanted_linker_version("bpf-linker 0.13.0\n"));
+        assert!(is_wanted_linker_version("bpf-linker 0.13.0"));
+    }
+
+    #[test]
+    fn rejects_other_linker_versions() {
+        assert!(!is_wanted_linker_version("bpf-linker 0.13.1\n"));
+        assert!(!is_wanted_linker_version("bpf-linker 0.13.0-rc1\n"));
+        assert!(!is_wanted_linker_version("bpf-linker 0.9.13\n"));
+        assert!(!is_wanted_linker_version(""));
+    }
+
+    #[test]
+    fn package_names_are_unique() {
+        let mut names: Vec<_> = APT_PACKAGES.iter().map(|(name, _)| *name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), APT_PACKAGES.len());
+    }
+}
