@@ -25,12 +25,9 @@ pub enum PreflightError {
     FrequencyTooHigh { requested: u64, limit: u64 },
     #[error("no process with PID {0}: check it with `ps -p {0}`")]
     NoSuchProcess(u32),
-    #[error("cannot use output directory {path}: {source}: choose a writable --output-dir")]
-    OutputDir {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
+    // The cause is part of the message (not a `#[source]`) so that the advice comes last.
+    #[error("cannot use output directory {path}: {cause}: choose a writable --output-dir")]
+    OutputDir { path: String, cause: io::Error },
 }
 
 /// Where the kernel publishes its BTF; `PROFILER_KERNEL_BTF` overrides it (tests, odd hosts).
@@ -101,9 +98,9 @@ pub fn process_alive(pid: u32) -> bool {
 
 /// Creates the output directory and proves it writable by writing a file there.
 pub fn prepare_output_dir(dir: &Path) -> Result<(), PreflightError> {
-    let error = |source| PreflightError::OutputDir {
+    let error = |cause| PreflightError::OutputDir {
         path: dir.display().to_string(),
-        source,
+        cause,
     };
     fs::create_dir_all(dir).map_err(error)?;
     let probe = dir.join(".profiler-write-test");

@@ -62,7 +62,7 @@ fn rust_fixture_stacks_labels_and_mapping() -> Result<()> {
         Ok(())
     })?;
     let leaf_on_other_threads = count_where(&samples, |p, s| {
-        is_leaf(p, s, RUST_CHAIN.leaf) && p.label_str(s, "thread_name") != Some(RUST_WORKER_THREAD)
+        p.has_leaf(s, RUST_CHAIN.leaf) && p.label_str(s, "thread_name") != Some(RUST_WORKER_THREAD)
     });
     ensure!(
         leaf_on_other_threads == 0,
@@ -137,10 +137,6 @@ fn no_kernel_stacks_leaves_only_user_frames() -> Result<()> {
         describe_top_stacks(&samples, 5)
     );
     check_go_pprof(&profiles, SYSCALL_LOOP)
-}
-
-fn is_leaf(p: &Pprof, s: &Sample, want: Want) -> bool {
-    p.stack_names(s).first().is_some_and(|n| want.matches(n))
 }
 
 /// Kernel frames are named (allowing a rare unresolvable address), include a syscall path

@@ -13,7 +13,7 @@ pub use drain::{Drained, Stacks};
 pub use error::BpfError;
 pub use events::{Event, EventReader};
 pub use perf_events::PerfEvents;
-pub use sampler::{Sampler, SamplerOptions};
+pub use sampler::{ProgramCost, Sampler, SamplerOptions};
 
 /// The BPF object built by `build.rs` from the `profiler-ebpf` crate.
 pub(crate) static OBJECT: &[u8] =

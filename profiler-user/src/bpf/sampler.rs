@@ -29,7 +29,25 @@ pub struct Sampler {
     drainer: Drainer,
     counters: PerCpuArray<MapData, u64>,
     events: Option<EventReader>,
-    _ebpf: Ebpf,
+    /// Keeps the kernel's run-time statistics of BPF programs on while held (Linux 5.8+).
+    _stats: Option<std::os::fd::OwnedFd>,
+    ebpf: Ebpf,
+}
+
+/// Cumulative kernel-side cost of the sampling program.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProgramCost {
+    pub run_time_ns: u64,
+    pub run_count: u64,
+}
+
+impl ProgramCost {
+    /// Mean run time per sample since `earlier`, in nanoseconds.
+    pub fn per_run_since(&self, earlier: &ProgramCost) -> Option<u64> {
+        let runs = self.run_count.checked_sub(earlier.run_count)?;
+        let time = self.run_time_ns.checked_sub(earlier.run_time_ns)?;
+        (runs > 0).then(|| time / runs)
+    }
 }
 
 impl Sampler {
@@ -87,12 +105,17 @@ impl Sampler {
         let fd = sample.fd().map_err(program_error(programs::SAMPLE))?;
         let perf_events = PerfEvents::open(fd, &cpus, options.frequency)?;
 
+        // The cost per sample is reported in every interval's log; without stats it is unknown.
+        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
+            .inspect_err(|err| tracing::debug!("BPF run-time statistics unavailable: {err}"))
+            .ok();
         Ok(Self {
             perf_events,
             drainer,
             counters,
             events: Some(events),
-            _ebpf: ebpf,
+            _stats: stats,
+            ebpf,
         })
     }
 
@@ -109,6 +132,15 @@ impl Sampler {
     /// The process-event reader; it can be taken once, to be polled elsewhere.
     pub fn take_events(&mut self) -> Option<EventReader> {
         self.events.take()
+    }
+
+    /// Cumulative run time and run count of the sampling program, when the kernel keeps them.
+    pub fn program_cost(&self) -> Option<ProgramCost> {
+        let info = self.ebpf.program(programs::SAMPLE)?.info().ok()?;
+        Some(ProgramCost {
+            run_time_ns: info.run_time().as_nanos() as u64,
+            run_count: info.run_count(),
+        })
     }
 
     /// Number of CPUs sampled.

@@ -202,12 +202,7 @@ fn add_sample(
     if locations.is_empty() {
         // Keep the CPU time of a sample whose stacks could not be read.
         let mapping = builder.mapping(MappingKey::Unknown, || describe(MappingKey::Unknown, files));
-        let frame = Frame {
-            function: "[no stack]".to_owned(),
-            file: None,
-            line: None,
-        };
-        locations.push(builder.location(mapping, 0, &[frame]));
+        locations.push(builder.location(mapping, 0, &[Frame::named("[no stack]")]));
     }
     let comm = if snapshot.name.is_empty() {
         thread_name.clone()

@@ -17,7 +17,7 @@ use tokio::{
 };
 
 use crate::{
-    bpf::{BpfError, CounterSnapshot, Event, EventReader, Sampler, SamplerOptions},
+    bpf::{BpfError, CounterSnapshot, Event, EventReader, ProgramCost, Sampler, SamplerOptions},
     cli::RecordArgs,
     preflight::{self, PreflightError},
     process::{ProcessKey, ProcessTable},
@@ -83,6 +83,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         started: SystemTime::now(),
         started_at: Instant::now(),
         counters: CounterSnapshot::default(),
+        cost: ProgramCost::default(),
     };
     let reason = recording.run(args, events).await;
     // Whatever stopped us, the partial interval is written before we return.
@@ -104,6 +105,7 @@ struct Recording {
     started: SystemTime,
     started_at: Instant,
     counters: CounterSnapshot,
+    cost: ProgramCost,
 }
 
 impl Recording {
@@ -165,6 +167,7 @@ impl Recording {
             .unwrap_or_else(|p| p.into_inner())
             .begin_drain();
         let counters = self.sampler.counters().map_err(RecordError::Drain)?;
+        let cost = self.sampler.program_cost().unwrap_or_default();
         let meta = IntervalMeta {
             start: self.started,
             duration: self.started_at.elapsed(),
@@ -177,9 +180,11 @@ impl Recording {
             meta,
             epoch,
             counters: counters.since(&self.counters),
+            bpf_ns_per_sample: cost.per_run_since(&self.cost),
             drain_started,
         };
         self.counters = counters;
+        self.cost = cost;
         self.pipeline.send(interval)
     }
 }

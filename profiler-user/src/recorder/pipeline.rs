@@ -23,6 +23,8 @@ pub(super) struct Interval {
     pub epoch: u64,
     /// Counters of the BPF program during this interval.
     pub counters: CounterSnapshot,
+    /// Mean kernel-side run time of the sampling program during this interval.
+    pub bpf_ns_per_sample: Option<u64>,
     /// When the drain began: the time to a written file is measured from here.
     pub drain_started: Instant,
 }
@@ -78,6 +80,7 @@ fn write_interval(
         meta,
         epoch,
         counters,
+        bpf_ns_per_sample,
         drain_started,
     } = interval;
     let (profile, stats) = build_interval(&drained, table, symbolizer, meta);
@@ -85,7 +88,7 @@ fn write_interval(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .finish_drain(epoch);
-    symbolizer.evict_closed();
+    symbolizer.end_interval();
     let problems = counters.problems();
     if !problems.is_empty() {
         tracing::warn!(
@@ -102,6 +105,7 @@ fn write_interval(
             processes = stats.processes,
             filtered = counters.get(profiler_common::Counter::Filtered),
             bytes,
+            bpf_ns_per_sample,
             elapsed_ms = drain_started.elapsed().as_millis() as u64,
             cache_hits = symbolizer.stats().hits,
             cache_misses = symbolizer.stats().misses,

@@ -12,8 +12,17 @@ use blazesym::{
     },
 };
 
-use super::{Frames, frames::from_symbolized};
+use super::{Frames, frames::Interner};
 use crate::process::{FileId, MappedFile};
+
+/// Cached addresses beyond which the whole frame cache starts afresh: bounds memory on hosts
+/// whose code keeps changing (JITs, churn of short-lived binaries).
+const MAX_CACHED_ADDRESSES: usize = 500_000;
+
+/// Intervals without a miss after which blazesym's parsed copy of a file is dropped: the frame
+/// cache answers for known addresses, and a large library's symbol tables and DWARF cost
+/// megabytes.
+const IDLE_INTERVALS_BEFORE_EVICTION: u64 = 2;
 
 /// Cache counters since start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -27,6 +36,8 @@ struct FileCache {
     file: Weak<MappedFile>,
     path: PathBuf,
     frames: HashMap<u64, Frames>,
+    /// Interval of the last miss, while blazesym holds the file parsed.
+    parsed_since_miss: Option<u64>,
 }
 
 /// Symbolizes user addresses by (file, file offset) and kernel addresses through kallsyms.
@@ -34,7 +45,9 @@ pub struct Symbolizer {
     blaze: symbolize::Symbolizer,
     files: HashMap<FileId, FileCache>,
     kernel: HashMap<u64, Frames>,
+    interner: Interner,
     stats: CacheStats,
+    interval: u64,
 }
 
 impl Default for Symbolizer {
@@ -54,7 +67,9 @@ impl Symbolizer {
             blaze,
             files: HashMap::new(),
             kernel: HashMap::new(),
+            interner: Interner::default(),
             stats: CacheStats::default(),
+            interval: 0,
         }
     }
 
@@ -71,13 +86,20 @@ impl Symbolizer {
             file: Arc::downgrade(file),
             path: path.clone(),
             frames: HashMap::new(),
+            parsed_since_miss: None,
         });
         let misses = missing(&cache.frames, offsets);
         self.stats.hits += (offsets.len() - misses.len()) as u64;
         self.stats.misses += misses.len() as u64;
         if !misses.is_empty() {
+            cache.parsed_since_miss = Some(self.interval);
             let source = Source::Elf(Elf::new(path));
-            let found = symbolize_batch(&self.blaze, &source, Input::FileOffset(&misses));
+            let found = symbolize_batch(
+                &self.blaze,
+                &mut self.interner,
+                &source,
+                Input::FileOffset(&misses),
+            );
             cache.frames.extend(misses.into_iter().zip(found));
         }
         offsets.iter().map(|o| cache.frames[o].clone()).collect()
@@ -94,32 +116,54 @@ impl Symbolizer {
                 vmlinux: MaybeDefault::None,
                 ..Kernel::default()
             });
-            let found = symbolize_batch(&self.blaze, &source, Input::AbsAddr(&misses));
+            let found = symbolize_batch(
+                &self.blaze,
+                &mut self.interner,
+                &source,
+                Input::AbsAddr(&misses),
+            );
             self.kernel.extend(misses.into_iter().zip(found));
         }
         addresses.iter().map(|a| self.kernel[a].clone()).collect()
     }
 
-    /// Drops what is cached for files no snapshot holds any more, here and inside blazesym.
-    pub fn evict_closed(&mut self) {
-        let closed: Vec<FileId> = self
-            .files
-            .iter()
-            .filter(|(_, cache)| cache.file.strong_count() == 0)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in closed {
-            if let Some(cache) = self.files.remove(&id) {
-                let _ = self
-                    .blaze
-                    .evict(&symbolize::evict::Elf::new(cache.path).into());
+    /// Called after each interval: forgets files no snapshot holds any more, releases blazesym's
+    /// parsed copy of files without recent misses, and bounds the frame cache.
+    pub fn end_interval(&mut self) {
+        let interval = self.interval;
+        let mut evict = Vec::new();
+        self.files.retain(|_, cache| {
+            let closed = cache.file.strong_count() == 0;
+            let idle = cache
+                .parsed_since_miss
+                .is_some_and(|last| last + IDLE_INTERVALS_BEFORE_EVICTION <= interval);
+            if (closed || idle) && cache.parsed_since_miss.take().is_some() {
+                evict.push(cache.path.clone());
             }
+            !closed
+        });
+        for path in evict {
+            let _ = self.blaze.evict(&symbolize::evict::Elf::new(path).into());
         }
+        if self.cached() > MAX_CACHED_ADDRESSES {
+            self.kernel.clear();
+            self.files.values_mut().for_each(|c| c.frames.clear());
+            self.interner.clear();
+        }
+        self.interval += 1;
     }
 
     /// Number of cached user and kernel addresses.
     pub fn cached(&self) -> usize {
         self.kernel.len() + self.files.values().map(|c| c.frames.len()).sum::<usize>()
+    }
+
+    /// Number of files whose parsed form blazesym currently holds.
+    pub fn parsed_files(&self) -> usize {
+        self.files
+            .values()
+            .filter(|c| c.parsed_since_miss.is_some())
+            .count()
     }
 }
 
@@ -138,6 +182,7 @@ fn missing(cache: &HashMap<u64, Frames>, wanted: &[u64]) -> Vec<u64> {
 /// One blazesym call; a failed call names nothing rather than failing the interval.
 fn symbolize_batch(
     blaze: &symbolize::Symbolizer,
+    interner: &mut Interner,
     source: &Source<'_>,
     input: Input<&[u64]>,
 ) -> Vec<Frames> {
@@ -145,7 +190,7 @@ fn symbolize_batch(
         Input::AbsAddr(a) | Input::VirtOffset(a) | Input::FileOffset(a) => a.len(),
     };
     match blaze.symbolize(source, input) {
-        Ok(found) => found.iter().map(from_symbolized).collect(),
+        Ok(found) => found.iter().map(|s| interner.frames(s)).collect(),
         Err(err) => {
             tracing::debug!("symbolization failed: {err:#}");
             vec![Frames::from([]); wanted]
@@ -196,15 +241,26 @@ mod tests {
     }
 
     #[test]
-    fn evicts_files_nobody_holds() {
+    fn releases_idle_files_then_closed_ones() {
         let (file, offset) = own_file_offset(a_function_with_a_distinct_name());
         let mut symbolizer = Symbolizer::new();
         symbolizer.user(&file, &[offset]);
-        assert_eq!(symbolizer.cached(), 1);
-        symbolizer.evict_closed();
-        assert_eq!(symbolizer.cached(), 1, "still held");
+        assert_eq!(symbolizer.parsed_files(), 1);
+        symbolizer.end_interval(); // the interval of the miss
+        symbolizer.end_interval();
+        assert_eq!(symbolizer.parsed_files(), 1, "one interval without a miss");
+        symbolizer.end_interval();
+        assert_eq!(symbolizer.parsed_files(), 0, "two intervals without a miss");
+        assert_eq!(
+            symbolizer.cached(),
+            1,
+            "finished frames stay while the file is held"
+        );
+        let hits = symbolizer.stats().hits;
+        symbolizer.user(&file, &[offset]);
+        assert_eq!(symbolizer.stats().hits, hits + 1);
         drop(file);
-        symbolizer.evict_closed();
+        symbolizer.end_interval();
         assert_eq!(symbolizer.cached(), 0);
     }
 }

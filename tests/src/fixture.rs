@@ -1,0 +1,120 @@
+//! The fixture processes of `tests/fixtures/`.
+
+use std::{
+    ffi::OsStr,
+    fs,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, anyhow, bail, ensure};
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+/// A running fixture process, killed and reaped when dropped.
+pub struct Fixture {
+    child: Child,
+    path: PathBuf,
+}
+
+impl Fixture {
+    /// Starts the fixture at `path` and waits until it has exec'd, so that the profiler sees its
+    /// final executable and comm, not the test binary's.
+    pub fn spawn(path: &str, args: &[&str]) -> Result<Fixture> {
+        let path = fs::canonicalize(path).with_context(|| format!("fixture {path} missing"))?;
+        let child = Command::new(&path)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .with_context(|| format!("spawning {}", path.display()))?;
+        let fixture = Fixture { child, path };
+        fixture.wait_for_exec()?;
+        Ok(fixture)
+    }
+
+    fn wait_for_exec(&self) -> Result<()> {
+        let exe = format!("/proc/{}/exe", self.pid());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if fs::read_link(&exe).is_ok_and(|target| target == self.path) {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        bail!("{} did not exec within 10 s", self.path.display())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The PID as a command-line argument.
+    pub fn pid_arg(&self) -> String {
+        self.pid().to_string()
+    }
+
+    /// The canonical path of the executable.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The kernel's `comm` of the process: the executable's name cut to 15 bytes.
+    pub fn expected_comm(&self) -> String {
+        let name = self
+            .path
+            .file_name()
+            .map(OsStr::to_string_lossy)
+            .unwrap_or_default();
+        name.chars().take(15).collect()
+    }
+
+    /// The GNU build ID of the executable, lowercase hex.
+    pub fn build_id(&self) -> Result<String> {
+        elf_build_id(&self.path)
+    }
+
+    /// Waits for the fixture to exit (reaping it, so it does not linger as a zombie).
+    pub fn wait(&mut self, timeout: Duration) -> Result<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "fixture still running after {timeout:?}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The PID of a process that existed and has been reaped: no process has it (PIDs are not
+/// reused this quickly).
+pub fn reaped_pid() -> Result<u32> {
+    let mut child = Command::new("true").spawn()?;
+    let pid = child.id();
+    child.wait()?;
+    Ok(pid)
+}
+
+fn elf_build_id(path: &Path) -> Result<String> {
+    use object::Object;
+    let data = fs::read(path)?;
+    let file = object::File::parse(&*data)?;
+    let id = file
+        .build_id()?
+        .ok_or_else(|| anyhow!("{} has no build ID", path.display()))?;
+    Ok(id.iter().map(|b| format!("{b:02x}")).collect())
+}
