@@ -25,12 +25,59 @@ pub struct SampleKey {
     pub user_stack: u64,
     /// Hash of the kernel stack in the stacks map; [`NO_STACK`] when there is none.
     pub kernel_stack: u64,
+    /// Hash of the thread's trace context in the contexts map; [`NO_CONTEXT`] when none.
+    pub context: u64,
     /// The sampled thread's name.
     pub comm: [u8; COMM_LEN],
 }
 
 /// Stack hash meaning "no stack was read".
 pub const NO_STACK: u64 = 0;
+
+/// Context hash meaning "the thread published no valid trace context".
+pub const NO_CONTEXT: u64 = 0;
+
+/// Attribute bytes of a trace context kept per sample; longer attribute data is cut here.
+pub const MAX_ATTR_BYTES: usize = 128;
+
+/// Size of the fixed head of the OpenTelemetry thread-context record (OTEP 4947).
+pub const RECORD_HEAD_LEN: usize = 28;
+
+/// A thread's trace context as read from its OTEP 4947 record. The first 28 bytes mirror the
+/// record's head, so it is read in place. 8-byte aligned so that it hashes as words.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    /// 1 when the record is valid.
+    pub valid: u8,
+    pub trace_flags: u8,
+    /// Attribute bytes kept in `attrs` (the record's size, cut to [`MAX_ATTR_BYTES`]).
+    pub attrs_len: u16,
+    pub _pad: [u8; 4],
+    /// `key_index u8 | len u8 | utf8[len]` entries; zero beyond `attrs_len`.
+    pub attrs: [u8; MAX_ATTR_BYTES],
+}
+
+/// How the BPF program finds a process's `otel_thread_ctx_v1` variable from a thread pointer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsLocation {
+    /// [`TLS_STATIC`] or [`TLS_DTV`].
+    pub kind: u32,
+    pub _pad: u32,
+    /// DTV index of the module ([`TLS_DTV`] only).
+    pub module: u64,
+    /// Offset from the thread pointer ([`TLS_STATIC`], may be negative) or inside the
+    /// module's TLS block ([`TLS_DTV`]).
+    pub offset: i64,
+}
+
+/// [`TlsLocation::kind`]: the variable is at `thread pointer + offset` (static TLS).
+pub const TLS_STATIC: u32 = 1;
+/// [`TlsLocation::kind`]: the variable is at `dtv[module] + offset` (dynamic TLS, glibc).
+pub const TLS_DTV: u32 = 2;
 
 /// Aggregated value for one [`SampleKey`].
 #[repr(C)]
@@ -68,7 +115,13 @@ pub struct Config {
     pub include_idle: u8,
     /// 1: read kernel stacks.
     pub kernel_stacks: u8,
-    pub _pad: [u8; 5],
+    /// 1: read trace contexts of processes in the TLS map.
+    pub trace_context: u8,
+    /// Offset of the user thread pointer inside `task_struct` (from the kernel's BTF).
+    pub task_tp_offset: u32,
+    /// Offset of glibc's DTV pointer from the thread pointer (x86_64: 8, aarch64: 0).
+    pub tcb_dtv_offset: u32,
+    pub _pad: u32,
 }
 
 /// Name of the [`Config`] global in the BPF object.
@@ -113,10 +166,20 @@ pub enum Counter {
     EventsLost = 8,
     /// The per-CPU scratch or the active-half map could not be read (should never happen).
     Internal = 9,
+    /// The thread pointer or the DTV of a traced process could not be read.
+    TlsReadFailed = 10,
+    /// The record pointer or the record itself could not be read (unmapped memory, say).
+    RecordReadFailed = 11,
+    /// Samples that kept their stack but lost their trace: the per-interval trace limit was hit.
+    TraceLimit = 12,
+    /// The contexts map was full: the sample was counted without its trace.
+    ContextsMapFull = 13,
+    /// Samples counted with a trace context.
+    Traced = 14,
 }
 
 /// Number of [`Counter`] slots.
-pub const COUNTER_COUNT: u32 = 10;
+pub const COUNTER_COUNT: u32 = 15;
 
 impl Counter {
     /// All counters, in index order.
@@ -131,6 +194,11 @@ impl Counter {
         Counter::ProcessesMapFull,
         Counter::EventsLost,
         Counter::Internal,
+        Counter::TlsReadFailed,
+        Counter::RecordReadFailed,
+        Counter::TraceLimit,
+        Counter::ContextsMapFull,
+        Counter::Traced,
     ];
 
     /// A short snake_case name for logs and metrics.
@@ -146,6 +214,11 @@ impl Counter {
             Counter::ProcessesMapFull => "processes_map_full",
             Counter::EventsLost => "events_lost",
             Counter::Internal => "internal",
+            Counter::TlsReadFailed => "tls_read_failed",
+            Counter::RecordReadFailed => "record_read_failed",
+            Counter::TraceLimit => "trace_limit",
+            Counter::ContextsMapFull => "contexts_map_full",
+            Counter::Traced => "traced",
         }
     }
 }
@@ -159,6 +232,9 @@ pub mod maps {
     pub const PROCESSES: &str = "PROCESSES";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const TLS_TARGETS: &str = "TLS_TARGETS";
+    pub const CONTEXTS: [&str; 2] = ["CONTEXTS_0", "CONTEXTS_1"];
+    pub const TRACES: [&str; 2] = ["TRACES_0", "TRACES_1"];
 }
 
 /// Program names in the BPF object.
@@ -177,4 +253,6 @@ mod pod {
     unsafe impl aya::Pod for StackTrace {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for ProcessEvent {}
+    unsafe impl aya::Pod for TraceContext {}
+    unsafe impl aya::Pod for TlsLocation {}
 }

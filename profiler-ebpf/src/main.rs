@@ -11,6 +11,8 @@
 #![no_std]
 #![no_main]
 
+mod trace_context;
+
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
@@ -20,8 +22,8 @@ use aya_ebpf::{
     programs::{PerfEventContext, RawTracePointContext},
 };
 use profiler_common::{
-    COUNTER_COUNT, Config, Counter, EVENT_EXIT, EVENT_NEW_PROCESS, MAX_STACK_DEPTH, NO_STACK,
-    ProcessEvent, SampleKey, SampleValue, Scratch, StackTrace,
+    COUNTER_COUNT, Config, Counter, EVENT_EXIT, EVENT_NEW_PROCESS, MAX_STACK_DEPTH, NO_CONTEXT,
+    NO_STACK, ProcessEvent, SampleKey, SampleValue, Scratch, StackTrace,
 };
 
 /// Set by userspace at load time (`EbpfLoader::set_global`).
@@ -30,7 +32,10 @@ static PROFILER_CONFIG: Config = Config {
     filter_pids: 0,
     include_idle: 0,
     kernel_stacks: 1,
-    _pad: [0; 5],
+    trace_context: 0,
+    task_tp_offset: 0,
+    tcb_dtv_offset: 0,
+    _pad: 0,
 };
 
 // Sizes are defaults; userspace may resize the maps before load.
@@ -93,7 +98,7 @@ fn config() -> Config {
     unsafe { core::ptr::read_volatile(&PROFILER_CONFIG) }
 }
 
-fn count(counter: Counter) {
+pub(crate) fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, and perf_event programs do not nest on one CPU.
         unsafe { *slot += 1 };
@@ -139,18 +144,28 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
         Counter::UserStackFailed,
     );
 
+    let context = if config.trace_context != 0 {
+        trace_context::read(pid, half, &config)
+    } else {
+        NO_CONTEXT
+    };
+
     let key = SampleKey {
         pid,
         tid,
         pid_gen,
         user_stack,
         kernel_stack,
+        context,
         comm: bpf_get_current_comm().unwrap_or_default(),
     };
     // SAFETY: reading a field of the perf event context is allowed and converted by the verifier.
     let period = unsafe { (*ctx.ctx).sample_period };
     add_sample(half, &key, period)?;
     count(Counter::Samples);
+    if context != NO_CONTEXT {
+        count(Counter::Traced);
+    }
     Ok(())
 }
 
@@ -227,7 +242,7 @@ fn read_stack(
     }
 }
 
-const EEXIST: u32 = 17;
+pub(crate) const EEXIST: u32 = 17;
 
 /// A 64-bit hash of the first `frames` addresses; never [`NO_STACK`].
 fn stack_hash(ips: &[u64; MAX_STACK_DEPTH], frames: usize, seed: u64) -> u64 {

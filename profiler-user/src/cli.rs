@@ -60,6 +60,13 @@ pub struct RecordArgs {
     /// Also sample the idle task (pid 0).
     #[arg(long, env = "PROFILER_INCLUDE_IDLE")]
     pub include_idle: bool,
+    /// Do not read the threads' OpenTelemetry trace context (no trace labels, no trace files).
+    #[arg(long, env = "PROFILER_NO_TRACE_CONTEXT")]
+    pub no_trace_context: bool,
+    /// Distinct traces kept per interval; samples of further traces keep their stacks only.
+    #[arg(long, value_name = "N", env = "PROFILER_MAX_TRACES_PER_INTERVAL", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_traces_per_interval: u32,
 }
 
 #[cfg(test)]
@@ -80,6 +87,8 @@ mod tests {
         assert_eq!(args.duration, None);
         assert_eq!(args.output_dir, PathBuf::from("profiles"));
         assert!(args.pids.is_empty() && !args.no_kernel_stacks && !args.include_idle);
+        assert!(!args.no_trace_context);
+        assert_eq!(args.max_traces_per_interval, 10_000);
     }
 
     #[test]
@@ -95,6 +104,7 @@ mod tests {
         assert!(record(&["--interval", "0"]).is_err());
         assert!(record(&["--pid", "abc"]).is_err());
         assert!(record(&["--duration", "-1"]).is_err());
+        assert!(record(&["--max-traces-per-interval", "0"]).is_err());
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod process;
 pub mod profile;
 pub mod recorder;
 pub mod symbolize;
+pub mod tracectx;
 
 /// An error and its sources on one line: `outer: inner: root cause`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

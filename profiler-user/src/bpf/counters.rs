@@ -27,7 +27,12 @@ impl CounterSnapshot {
     pub fn problems(&self) -> Vec<(&'static str, u64)> {
         Counter::ALL
             .iter()
-            .filter(|c| !matches!(c, Counter::Samples | Counter::Filtered | Counter::Idle))
+            .filter(|c| {
+                !matches!(
+                    c,
+                    Counter::Samples | Counter::Filtered | Counter::Idle | Counter::Traced
+                )
+            })
             .map(|c| (c.name(), self.get(*c)))
             .filter(|(_, v)| *v > 0)
             .collect()

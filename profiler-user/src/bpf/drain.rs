@@ -9,7 +9,7 @@
 use std::{collections::HashMap as StdHashMap, thread, time::Duration};
 
 use aya::maps::{Array, HashMap, MapData, MapError};
-use profiler_common::{SampleKey, SampleValue, StackTrace, maps};
+use profiler_common::{SampleKey, SampleValue, StackTrace, TraceContext, maps};
 
 use super::BpfError;
 
@@ -19,30 +19,36 @@ const GRACE_PERIOD: Duration = Duration::from_millis(10);
 /// Stacks by hash, innermost frame first.
 pub type Stacks = StdHashMap<u64, Box<[u64]>>;
 
+/// Trace contexts by hash.
+pub type Contexts = StdHashMap<u64, TraceContext>;
+
 /// What one drain took out of the kernel.
 #[derive(Debug, Default)]
 pub struct Drained {
     pub samples: Vec<(SampleKey, SampleValue)>,
     pub stacks: Stacks,
+    pub contexts: Contexts,
+}
+
+/// The maps that come in two halves.
+pub(crate) struct HalfMaps {
+    pub counts: [HashMap<MapData, SampleKey, SampleValue>; 2],
+    pub stacks: [HashMap<MapData, u64, StackTrace>; 2],
+    pub contexts: [HashMap<MapData, u64, TraceContext>; 2],
+    pub traces: [HashMap<MapData, [u8; 16], u8>; 2],
 }
 
 pub(crate) struct Drainer {
-    counts: [HashMap<MapData, SampleKey, SampleValue>; 2],
-    stacks: [HashMap<MapData, u64, StackTrace>; 2],
+    maps: HalfMaps,
     active: Array<MapData, u32>,
     half: u32,
 }
 
 impl Drainer {
-    pub(crate) fn new(
-        counts: [HashMap<MapData, SampleKey, SampleValue>; 2],
-        stacks: [HashMap<MapData, u64, StackTrace>; 2],
-        mut active: Array<MapData, u32>,
-    ) -> Result<Self, BpfError> {
+    pub(crate) fn new(maps: HalfMaps, mut active: Array<MapData, u32>) -> Result<Self, BpfError> {
         active.set(0, 0, 0).map_err(map_error(maps::ACTIVE))?;
         Ok(Self {
-            counts,
-            stacks,
+            maps,
             active,
             half: 0,
         })
@@ -58,14 +64,24 @@ impl Drainer {
         self.half = new;
         thread::sleep(GRACE_PERIOD);
 
-        let counts = &mut self.counts[old];
-        let samples = take_all(counts).map_err(map_error(maps::COUNTS[old]))?;
-        let stacks = take_all(&mut self.stacks[old])
+        let halves = &mut self.maps;
+        let samples = take_all(&mut halves.counts[old]).map_err(map_error(maps::COUNTS[old]))?;
+        let stacks = take_all(&mut halves.stacks[old])
             .map_err(map_error(maps::STACKS[old]))?
             .into_iter()
             .map(|(hash, trace)| (hash, trim(&trace.ips)))
             .collect();
-        Ok(Drained { samples, stacks })
+        let contexts = take_all(&mut halves.contexts[old])
+            .map_err(map_error(maps::CONTEXTS[old]))?
+            .into_iter()
+            .collect();
+        // Emptied so that the next interval on this half admits new traces again.
+        take_all(&mut halves.traces[old]).map_err(map_error(maps::TRACES[old]))?;
+        Ok(Drained {
+            samples,
+            stacks,
+            contexts,
+        })
     }
 }
 

@@ -9,11 +9,11 @@ mod perf_events;
 mod sampler;
 
 pub use counters::CounterSnapshot;
-pub use drain::{Drained, Stacks};
+pub use drain::{Contexts, Drained, Stacks};
 pub use error::BpfError;
 pub use events::{Event, EventReader};
 pub use perf_events::PerfEvents;
-pub use sampler::{ProgramCost, Sampler, SamplerOptions};
+pub use sampler::{ProgramCost, Sampler, SamplerOptions, TraceOptions};
 
 /// The BPF object built by `build.rs` from the `profiler-ebpf` crate.
 pub(crate) static OBJECT: &[u8] =

@@ -5,10 +5,11 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{PerfEvent, RawTracePoint},
 };
-use profiler_common::{CONFIG_SYMBOL, Config, maps, programs};
+use profiler_common::{CONFIG_SYMBOL, Config, TlsLocation, maps, programs};
 
 use super::{
-    BpfError, CounterSnapshot, Drained, EventReader, PerfEvents, counters, drain::Drainer,
+    BpfError, CounterSnapshot, Drained, EventReader, PerfEvents, counters,
+    drain::{Drainer, HalfMaps},
 };
 
 /// What to sample, fixed at load time.
@@ -20,6 +21,19 @@ pub struct SamplerOptions {
     pub targets: Vec<u32>,
     pub include_idle: bool,
     pub kernel_stacks: bool,
+    /// Read trace contexts; `None` turns the feature off.
+    pub trace: Option<TraceOptions>,
+}
+
+/// Trace-context reading, fixed at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceOptions {
+    /// Offset of the user thread pointer in `task_struct`.
+    pub task_tp_offset: u32,
+    /// Offset of glibc's DTV pointer from the thread pointer.
+    pub tcb_dtv_offset: u32,
+    /// Distinct traces kept per interval.
+    pub max_traces: u32,
 }
 
 /// The loaded and attached BPF side. Dropping it detaches everything.
@@ -28,6 +42,7 @@ pub struct Sampler {
     perf_events: PerfEvents,
     drainer: Drainer,
     counters: PerCpuArray<MapData, u64>,
+    tls_targets: HashMap<MapData, u32, TlsLocation>,
     events: Option<EventReader>,
     /// Keeps the kernel's run-time statistics of BPF programs on while held (Linux 5.8+).
     _stats: Option<std::os::fd::OwnedFd>,
@@ -54,16 +69,29 @@ impl Sampler {
     /// Loads the program, attaches it to a `cpu-clock` event on every online CPU, and starts
     /// sampling at once.
     pub fn start(options: &SamplerOptions) -> Result<Self, BpfError> {
+        let trace = options.trace.unwrap_or(TraceOptions {
+            task_tp_offset: 0,
+            tcb_dtv_offset: 0,
+            max_traces: 1,
+        });
         let config = Config {
             filter_pids: u8::from(!options.targets.is_empty()),
             include_idle: u8::from(options.include_idle),
             kernel_stacks: u8::from(options.kernel_stacks),
-            _pad: [0; 5],
+            trace_context: u8::from(options.trace.is_some()),
+            task_tp_offset: trace.task_tp_offset,
+            tcb_dtv_offset: trace.tcb_dtv_offset,
+            _pad: 0,
         };
-        let mut ebpf = EbpfLoader::new()
-            .override_global(CONFIG_SYMBOL, &config, true)
-            .load(super::OBJECT)
-            .map_err(BpfError::Load)?;
+        let max_traces = trace.max_traces.max(1);
+        let mut loader = EbpfLoader::new();
+        loader.override_global(CONFIG_SYMBOL, &config, true);
+        for half in 0..2 {
+            loader.map_max_entries(maps::TRACES[half], max_traces);
+            // Several spans per trace are common; the limit that matters is on traces.
+            loader.map_max_entries(maps::CONTEXTS[half], max_traces.saturating_mul(4));
+        }
+        let mut ebpf = loader.load(super::OBJECT).map_err(BpfError::Load)?;
 
         let mut targets: HashMap<MapData, u32, u8> =
             HashMap::try_from(take_map(&mut ebpf, maps::TARGETS)?)
@@ -80,17 +108,28 @@ impl Sampler {
             tracepoint.attach(name).map_err(program_error(name))?;
         }
 
-        let drainer = Drainer::new(
-            [
+        let halves = HalfMaps {
+            counts: [
                 hash_map(&mut ebpf, maps::COUNTS[0])?,
                 hash_map(&mut ebpf, maps::COUNTS[1])?,
             ],
-            [
+            stacks: [
                 hash_map(&mut ebpf, maps::STACKS[0])?,
                 hash_map(&mut ebpf, maps::STACKS[1])?,
             ],
-            Array::try_from(take_map(&mut ebpf, maps::ACTIVE)?).map_err(map_error(maps::ACTIVE))?,
-        )?;
+            contexts: [
+                hash_map(&mut ebpf, maps::CONTEXTS[0])?,
+                hash_map(&mut ebpf, maps::CONTEXTS[1])?,
+            ],
+            traces: [
+                hash_map(&mut ebpf, maps::TRACES[0])?,
+                hash_map(&mut ebpf, maps::TRACES[1])?,
+            ],
+        };
+        let active =
+            Array::try_from(take_map(&mut ebpf, maps::ACTIVE)?).map_err(map_error(maps::ACTIVE))?;
+        let drainer = Drainer::new(halves, active)?;
+        let tls_targets = hash_map(&mut ebpf, maps::TLS_TARGETS)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)
             .map_err(map_error(maps::COUNTERS))?;
         let events = EventReader::new(
@@ -113,6 +152,7 @@ impl Sampler {
             perf_events,
             drainer,
             counters,
+            tls_targets,
             events: Some(events),
             _stats: stats,
             ebpf,
@@ -122,6 +162,18 @@ impl Sampler {
     /// Takes everything aggregated since the last drain.
     pub fn drain(&mut self) -> Result<Drained, BpfError> {
         self.drainer.drain()
+    }
+
+    /// Tells the program where `pid`'s threads keep their trace context.
+    pub fn set_tls_location(&mut self, pid: u32, location: TlsLocation) -> Result<(), BpfError> {
+        self.tls_targets
+            .insert(pid, location, 0)
+            .map_err(map_error(maps::TLS_TARGETS))
+    }
+
+    /// Forgets `pid`'s trace-context location (the process image ended).
+    pub fn forget_tls_location(&mut self, pid: u32) {
+        let _ = self.tls_targets.remove(&pid);
     }
 
     /// Current totals of the program's counters.

@@ -53,6 +53,17 @@ impl ProcessTable {
         }
     }
 
+    /// Takes a fresh snapshot of a live process (new libraries since the first one), keeping
+    /// its end, if noted. Samples already resolved keep the snapshot they were resolved with.
+    pub fn recapture(&mut self, key: ProcessKey) -> Arc<ProcessSnapshot> {
+        let ended_in = self.processes.get(&key).and_then(|e| e.ended_in);
+        let snapshot = self.insert(key);
+        if let Some(entry) = self.processes.get_mut(&key) {
+            entry.ended_in = ended_in;
+        }
+        snapshot
+    }
+
     /// Called right after the halves are flipped; returns the number of the drain just begun.
     /// Ends noted from now on belong to the next drain.
     pub fn begin_drain(&mut self) -> u64 {
@@ -130,6 +141,16 @@ mod tests {
         let second = table.begin_drain();
         table.finish_drain(second);
         assert!(table.is_empty());
+    }
+
+    #[test]
+    fn recapture_replaces_the_snapshot() {
+        let mut table = ProcessTable::default();
+        let first = table.get_or_capture(own(1));
+        let second = table.recapture(own(1));
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert!(Arc::ptr_eq(&second, &table.get_or_capture(own(1))));
+        assert_eq!(table.len(), 1);
     }
 
     #[test]

@@ -6,6 +6,7 @@
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -38,6 +39,20 @@ pub struct Labels {
     /// Process name.
     pub comm: String,
     pub thread_name: String,
+    /// The trace the thread was serving, when it published one.
+    pub trace: Option<Arc<TraceLabels>>,
+}
+
+/// Labels of a sample taken under a trace context.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TraceLabels {
+    /// Lowercase hex, 32 characters.
+    pub trace_id: String,
+    /// Lowercase hex, 16 characters.
+    pub span_id: String,
+    pub service_name: Option<String>,
+    /// Attribute name (or `attr_<index>`) and value.
+    pub attributes: Vec<(String, String)>,
 }
 
 pub struct ProfileBuilder {
@@ -135,12 +150,22 @@ impl ProfileBuilder {
             values[1] += cpu_ns;
             return;
         }
-        let label = vec![
+        let mut label = vec![
             self.num_label("pid", i64::from(labels.pid)),
             self.num_label("thread_id", i64::from(labels.thread_id)),
             self.str_label("comm", &labels.comm),
             self.str_label("thread_name", &labels.thread_name),
         ];
+        if let Some(trace) = &labels.trace {
+            label.push(self.str_label("trace_id", &trace.trace_id));
+            label.push(self.str_label("span_id", &trace.span_id));
+            if let Some(service) = &trace.service_name {
+                label.push(self.str_label("service_name", service));
+            }
+            for (key, value) in &trace.attributes {
+                label.push(self.str_label(key, value));
+            }
+        }
         self.samples.insert(key.clone(), self.profile.sample.len());
         self.profile.sample.push(Sample {
             location_id: key.0,
@@ -243,6 +268,7 @@ mod tests {
             thread_id: tid,
             comm: "app".into(),
             thread_name: "worker".into(),
+            trace: None,
         }
     }
 
@@ -273,6 +299,16 @@ mod tests {
         b.add_sample(vec![ksym, leaf, caller], &labels(11), 2, 100);
         b.add_sample(vec![ksym, leaf, caller], &labels(11), 1, 50);
         b.add_sample(vec![leaf, caller], &labels(12), 1, 50);
+        let traced = Labels {
+            trace: Some(Arc::new(TraceLabels {
+                trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+                span_id: "b7ad6b7169203331".into(),
+                service_name: Some("checkout".into()),
+                attributes: vec![("http.route".into(), "/pay".into())],
+            })),
+            ..labels(12)
+        };
+        b.add_sample(vec![leaf, caller], &traced, 1, 50);
         b.comment("hello");
         b.build()
     }
@@ -281,7 +317,7 @@ mod tests {
     fn interns_and_merges() {
         let p = sample_profile();
         assert_eq!(p.string_table[0], "");
-        assert_eq!(p.sample.len(), 2, "same stack and labels merge");
+        assert_eq!(p.sample.len(), 3, "same stack and labels merge");
         assert_eq!(p.sample[0].value, vec![3, 150]);
         assert_eq!(p.mapping.len(), 2);
         assert_eq!(p.location.len(), 3);
@@ -334,6 +370,21 @@ mod tests {
             ]
         );
         assert_eq!(s(decoded.comment[0]), "hello");
+        let traced: Vec<_> = decoded.sample[2]
+            .label
+            .iter()
+            .skip(4)
+            .map(|l| (s(l.key), s(l.str)))
+            .collect();
+        assert_eq!(
+            traced,
+            [
+                ("trace_id", "0af7651916cd43dd8448eb211c80319c"),
+                ("span_id", "b7ad6b7169203331"),
+                ("service_name", "checkout"),
+                ("http.route", "/pay")
+            ]
+        );
         // Inlined frames: innermost first, the containing function last.
         let leaf = &decoded.location[0];
         let names: Vec<_> = leaf

@@ -1,6 +1,8 @@
-//! One drain becomes one profile: stacks are split into kernel and user frames, user addresses
-//! are mapped to (file, offset) through the process snapshot, every distinct address is
-//! symbolized once in a batch per file, then the samples are added.
+//! One drain becomes resolved samples, then a profile: stacks are split into kernel and user
+//! frames, user addresses are mapped to (file, offset) through the process snapshot, every
+//! distinct address is symbolized once in a batch per file, and trace contexts become labels.
+//! Resolved samples carry their frames, so per-trace files are built from them later without
+//! symbolizing again.
 
 use std::{
     collections::HashMap,
@@ -8,7 +10,7 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use profiler_common::{NO_STACK, SampleKey, SampleValue};
+use profiler_common::{NO_CONTEXT, NO_STACK, SampleKey, SampleValue};
 
 use super::{
     ProfileBuilder,
@@ -19,6 +21,7 @@ use crate::{
     bpf::Drained,
     process::{FileId, MappedFile, MappingObject, ProcessKey, ProcessSnapshot, ProcessTable},
     symbolize::{Frame, Frames, Symbolizer},
+    tracectx::TraceLabeler,
 };
 
 /// Name of the mapping that holds kernel frames, as perf and pprof tools expect it.
@@ -43,6 +46,26 @@ pub struct IntervalStats {
     pub processes: usize,
 }
 
+/// One frame address, resolved: its mapping, its address in the profile, its names.
+#[derive(Clone, Debug)]
+pub struct ResolvedLocation {
+    pub mapping: MappingKey,
+    pub info: Arc<MappingInfo>,
+    /// File offset for file mappings, absolute address otherwise.
+    pub address: u64,
+    pub frames: Frames,
+}
+
+/// A sample with everything needed to write it into any profile.
+#[derive(Clone, Debug)]
+pub struct ResolvedSample {
+    /// Leaf first.
+    pub locations: Arc<[ResolvedLocation]>,
+    pub labels: Labels,
+    pub count: u64,
+    pub cpu_ns: u64,
+}
+
 /// A frame address resolved to where it lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 enum Site {
@@ -53,14 +76,14 @@ enum Site {
     Other(MappingKey, u64),
 }
 
-/// Builds the interval's profile. Processes come from `table` (captured late if their
-/// announcement was missed); names come from `symbolizer` and its caches.
-pub fn build_interval(
+/// Resolves every sample of a drain. Processes come from `table` (captured late if their
+/// announcement was missed); names from `symbolizer`; trace labels from `labeler`.
+pub fn resolve_interval(
     drained: &Drained,
     table: &Mutex<ProcessTable>,
     symbolizer: &mut Symbolizer,
-    meta: IntervalMeta,
-) -> (Profile, IntervalStats) {
+    labeler: &mut TraceLabeler,
+) -> Vec<ResolvedSample> {
     let snapshots = snapshots(&drained.samples, table);
     let mut files: HashMap<FileId, Arc<MappedFile>> = HashMap::new();
     let stacks: Vec<Vec<Site>> = drained
@@ -69,18 +92,62 @@ pub fn build_interval(
         .map(|(key, _)| sites(key, drained, &snapshots[&process_key(key)], &mut files))
         .collect();
     let names = symbolize(&stacks, &files, symbolizer);
+    let mut infos: HashMap<MappingKey, Arc<MappingInfo>> = HashMap::new();
+    let mut located: HashMap<(u64, u64, ProcessKey), Arc<[ResolvedLocation]>> = HashMap::new();
 
+    drained
+        .samples
+        .iter()
+        .zip(&stacks)
+        .map(|((key, value), sites)| {
+            let process = process_key(key);
+            let locations = located
+                .entry((key.user_stack, key.kernel_stack, process))
+                .or_insert_with(|| locations(sites, &files, &names, &mut infos))
+                .clone();
+            let snapshot = &snapshots[&process];
+            let trace = (key.context != NO_CONTEXT)
+                .then(|| drained.contexts.get(&key.context))
+                .flatten()
+                .map(|context| labeler.labels(process, context));
+            ResolvedSample {
+                locations,
+                labels: labels(key, snapshot, trace),
+                count: value.count,
+                cpu_ns: value.period_ns,
+            }
+        })
+        .collect()
+}
+
+/// Builds one profile from resolved samples.
+pub fn build_profile<'a>(
+    samples: impl IntoIterator<Item = &'a ResolvedSample>,
+    meta: IntervalMeta,
+) -> (Profile, IntervalStats) {
     let mut builder = ProfileBuilder::new(meta.period_ns as i64, meta.start, meta.duration);
-    let mut stats = IntervalStats {
-        processes: snapshots.len(),
-        ..IntervalStats::default()
-    };
-    for ((key, value), sites) in drained.samples.iter().zip(&stacks) {
-        let snapshot = &snapshots[&process_key(key)];
-        add_sample(&mut builder, key, value, sites, snapshot, &files, &names);
-        stats.samples += value.count;
+    let mut stats = IntervalStats::default();
+    let mut processes = std::collections::HashSet::new();
+    for sample in samples {
+        let ids = sample
+            .locations
+            .iter()
+            .map(|location| {
+                let mapping = builder.mapping(location.mapping, || (*location.info).clone());
+                builder.location(mapping, location.address, &location.frames)
+            })
+            .collect();
+        builder.add_sample(
+            ids,
+            &sample.labels,
+            sample.count as i64,
+            sample.cpu_ns as i64,
+        );
+        stats.samples += sample.count;
+        processes.insert(sample.labels.pid);
     }
     stats.stacks = builder.sample_count();
+    stats.processes = processes.len();
     (builder.build(), stats)
 }
 
@@ -176,51 +243,64 @@ fn symbolize(
     names
 }
 
-fn add_sample(
-    builder: &mut ProfileBuilder,
-    key: &SampleKey,
-    value: &SampleValue,
+fn locations(
     sites: &[Site],
-    snapshot: &ProcessSnapshot,
     files: &HashMap<FileId, Arc<MappedFile>>,
     names: &HashMap<Site, Frames>,
-) {
-    let thread_name = comm_string(&key.comm);
-    let mut locations: Vec<u64> = sites
+    infos: &mut HashMap<MappingKey, Arc<MappingInfo>>,
+) -> Arc<[ResolvedLocation]> {
+    let mut info = |key: MappingKey| {
+        infos
+            .entry(key)
+            .or_insert_with(|| Arc::new(describe(key, files)))
+            .clone()
+    };
+    let mut resolved: Vec<ResolvedLocation> = sites
         .iter()
         .map(|site| {
-            let (mapping_key, address) = match *site {
+            let (mapping, address) = match *site {
                 Site::Kernel(address) => (MappingKey::Kernel, address),
                 Site::File(id, offset) => (MappingKey::File(id), offset),
                 Site::Other(mapping, address) => (mapping, address),
             };
-            let mapping = builder.mapping(mapping_key, || describe(mapping_key, files));
-            let frames = names.get(site).map_or(&[][..], |f| &f[..]);
-            builder.location(mapping, address, frames)
+            ResolvedLocation {
+                mapping,
+                info: info(mapping),
+                address,
+                frames: names.get(site).cloned().unwrap_or_else(|| Frames::from([])),
+            }
         })
         .collect();
-    if locations.is_empty() {
+    if resolved.is_empty() {
         // Keep the CPU time of a sample whose stacks could not be read.
-        let mapping = builder.mapping(MappingKey::Unknown, || describe(MappingKey::Unknown, files));
-        locations.push(builder.location(mapping, 0, &[Frame::named("[no stack]")]));
+        resolved.push(ResolvedLocation {
+            mapping: MappingKey::Unknown,
+            info: info(MappingKey::Unknown),
+            address: 0,
+            frames: Frames::from([Frame::named("[no stack]")]),
+        });
     }
+    resolved.into()
+}
+
+fn labels(
+    key: &SampleKey,
+    snapshot: &ProcessSnapshot,
+    trace: Option<Arc<super::builder::TraceLabels>>,
+) -> Labels {
+    let thread_name = comm_string(&key.comm);
     let comm = if snapshot.name.is_empty() {
         thread_name.clone()
     } else {
         snapshot.name.clone()
     };
-    let labels = Labels {
+    Labels {
         pid: key.pid,
         thread_id: key.tid,
         comm,
         thread_name,
-    };
-    builder.add_sample(
-        locations,
-        &labels,
-        value.count as i64,
-        value.period_ns as i64,
-    );
+        trace,
+    }
 }
 
 fn describe(key: MappingKey, files: &HashMap<FileId, Arc<MappedFile>>) -> MappingInfo {
@@ -251,6 +331,8 @@ fn comm_string(comm: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use profiler_common::{MAX_ATTR_BYTES, TraceContext};
+
     use super::*;
     use crate::bpf::Stacks;
 
@@ -263,6 +345,24 @@ mod tests {
         let mut comm = [0u8; 16];
         comm[..name.len()].copy_from_slice(name.as_bytes());
         comm
+    }
+
+    fn meta() -> IntervalMeta {
+        IntervalMeta {
+            start: SystemTime::now(),
+            duration: Duration::from_secs(1),
+            period_ns: 10,
+        }
+    }
+
+    fn resolve(drained: &Drained) -> Vec<ResolvedSample> {
+        let table = Mutex::new(ProcessTable::default());
+        resolve_interval(
+            drained,
+            &table,
+            &mut Symbolizer::new(),
+            &mut TraceLabeler::default(),
+        )
     }
 
     #[test]
@@ -278,6 +378,7 @@ mod tests {
             pid_gen: 7,
             user_stack: 42,
             kernel_stack: NO_STACK,
+            context: NO_CONTEXT,
             comm: comm("worker-1"),
         };
         let drained = Drained {
@@ -289,15 +390,9 @@ mod tests {
                 },
             )],
             stacks,
+            ..Drained::default()
         };
-        let table = Mutex::new(ProcessTable::default());
-        let mut symbolizer = Symbolizer::new();
-        let meta = IntervalMeta {
-            start: SystemTime::now(),
-            duration: Duration::from_secs(1),
-            period_ns: 10,
-        };
-        let (profile, stats) = build_interval(&drained, &table, &mut symbolizer, meta);
+        let (profile, stats) = build_profile(&resolve(&drained), meta());
         assert_eq!(
             stats,
             IntervalStats {
@@ -327,6 +422,7 @@ mod tests {
             .find(|l| s(l.key) == "thread_name")
             .unwrap();
         assert_eq!(s(thread_name.str), "worker-1");
+        assert!(!sample.label.iter().any(|l| s(l.key) == "trace_id"));
     }
 
     #[test]
@@ -337,6 +433,7 @@ mod tests {
             pid_gen: 1,
             user_stack: NO_STACK,
             kernel_stack: 99, // missing from the stacks map
+            context: NO_CONTEXT,
             comm: comm("gone"),
         };
         let drained = Drained {
@@ -347,15 +444,9 @@ mod tests {
                     period_ns: 10,
                 },
             )],
-            stacks: Stacks::new(),
+            ..Drained::default()
         };
-        let table = Mutex::new(ProcessTable::default());
-        let meta = IntervalMeta {
-            start: SystemTime::now(),
-            duration: Duration::from_secs(1),
-            period_ns: 10,
-        };
-        let (profile, _) = build_interval(&drained, &table, &mut Symbolizer::new(), meta);
+        let (profile, _) = build_profile(&resolve(&drained), meta());
         assert_eq!(profile.sample.len(), 1);
         assert_eq!(profile.sample[0].value, vec![1, 10]);
         let s = |i: i64| profile.string_table[i as usize].as_str();
@@ -365,6 +456,49 @@ mod tests {
             .find(|l| s(l.key) == "comm")
             .unwrap();
         assert_eq!(s(comm.str), "gone", "falls back to the thread name");
+    }
+
+    #[test]
+    fn a_traced_sample_carries_its_trace_labels() {
+        let mut attrs = [0u8; MAX_ATTR_BYTES];
+        attrs[..5].copy_from_slice(&[0, 3, b'a', b'b', b'c']);
+        let context = TraceContext {
+            trace_id: [0xab; 16],
+            span_id: [0x01; 8],
+            valid: 1,
+            trace_flags: 1,
+            attrs_len: 5,
+            _pad: [0; 4],
+            attrs,
+        };
+        let key = SampleKey {
+            pid: u32::MAX - 1,
+            tid: 1,
+            pid_gen: 1,
+            user_stack: NO_STACK,
+            kernel_stack: NO_STACK,
+            context: 5,
+            comm: comm("traced"),
+        };
+        let drained = Drained {
+            samples: vec![(
+                key,
+                SampleValue {
+                    count: 2,
+                    period_ns: 20,
+                },
+            )],
+            contexts: [(5, context)].into(),
+            ..Drained::default()
+        };
+        let resolved = resolve(&drained);
+        let trace = resolved[0].labels.trace.as_ref().expect("traced");
+        assert_eq!(trace.trace_id, "ab".repeat(16));
+        assert_eq!(trace.span_id, "01".repeat(8));
+        assert_eq!(
+            trace.attributes,
+            vec![("attr_0".to_owned(), "abc".to_owned())]
+        );
     }
 
     #[test]

@@ -4,8 +4,13 @@
 mod builder;
 mod interval;
 pub mod proto;
+mod traces;
 mod writer;
 
-pub use builder::{Labels, MappingInfo, MappingKey, ProfileBuilder};
-pub use interval::{IntervalMeta, IntervalStats, build_interval};
+pub use builder::{Labels, MappingInfo, MappingKey, ProfileBuilder, TraceLabels};
+pub use interval::{
+    IntervalMeta, IntervalStats, KERNEL_MAPPING, ResolvedLocation, ResolvedSample, build_profile,
+    resolve_interval,
+};
+pub use traces::{IndexEntry, TraceFileError, TraceStore};
 pub use writer::{ProfileWriter, WriteError};

@@ -49,22 +49,35 @@ impl ProfileWriter {
     ) -> Result<(PathBuf, u64), WriteError> {
         let stamp = DateTime::<Utc>::from(time).format("%Y%m%dT%H%M%SZ");
         let path = free_name(&self.dir, &format!("{prefix}-{stamp}"));
-        let temp = self.dir.join(format!(
-            ".{}.tmp",
-            path.file_name().unwrap_or_default().to_string_lossy()
-        ));
-        let written = write_gzip(&temp, profile).and_then(|bytes| {
-            fs::rename(&temp, &path)?;
-            Ok(bytes)
-        });
-        match written {
-            Ok(bytes) => Ok((path, bytes)),
-            Err(source) => {
-                let _ = fs::remove_file(&temp);
-                Err(WriteError::Io { path, source })
-            }
-        }
+        let bytes = replace(&path, profile)?;
+        Ok((path, bytes))
     }
+
+    /// Writes (or atomically replaces) `<dir>/<name>`. Returns the number of bytes written.
+    pub fn write_named(&self, name: &str, profile: &Profile) -> Result<(PathBuf, u64), WriteError> {
+        let path = self.dir.join(name);
+        let bytes = replace(&path, profile)?;
+        Ok((path, bytes))
+    }
+}
+
+/// Writes to a hidden temporary name beside `path`, then renames over it.
+fn replace(path: &Path, profile: &Profile) -> Result<u64, WriteError> {
+    let temp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let written = write_gzip(&temp, profile).and_then(|bytes| {
+        fs::rename(&temp, path)?;
+        Ok(bytes)
+    });
+    written.map_err(|source| {
+        let _ = fs::remove_file(&temp);
+        WriteError::Io {
+            path: path.to_owned(),
+            source,
+        }
+    })
 }
 
 fn free_name(dir: &Path, stem: &str) -> PathBuf {
@@ -124,6 +137,18 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names.len(), 2, "no temporary file left: {names:?}");
+    }
+
+    #[test]
+    fn named_files_are_replaced_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = ProfileWriter::new(dir.path());
+        let mut profile = Profile::default();
+        writer.write_named("t.pb.gz", &profile).unwrap();
+        profile.period = 9;
+        let (path, _) = writer.write_named("t.pb.gz", &profile).unwrap();
+        assert_eq!(read(&path).period, 9);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod pipeline;
 mod targets;
 
 use std::{
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
@@ -17,11 +18,15 @@ use tokio::{
 };
 
 use crate::{
-    bpf::{BpfError, CounterSnapshot, Event, EventReader, ProgramCost, Sampler, SamplerOptions},
+    bpf::{
+        BpfError, CounterSnapshot, Drained, Event, EventReader, ProgramCost, Sampler,
+        SamplerOptions, TraceOptions,
+    },
     cli::RecordArgs,
     preflight::{self, PreflightError},
-    process::{ProcessKey, ProcessTable},
-    profile::{IntervalMeta, ProfileWriter},
+    process::{ProcessKey, ProcessSnapshot, ProcessTable},
+    profile::{IntervalMeta, ProfileWriter, TraceStore},
+    tracectx::{TlsTracker, kernel_btf},
 };
 use pipeline::{Interval, Pipeline};
 use targets::Targets;
@@ -56,11 +61,13 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     preflight::check_targets(&args.pids)?;
     preflight::prepare_output_dir(&args.output_dir)?;
 
+    let trace = trace_options(args);
     let options = SamplerOptions {
         frequency: args.frequency,
         targets: args.pids.clone(),
         include_idle: args.include_idle,
         kernel_stacks: !args.no_kernel_stacks,
+        trace,
     };
     let mut sampler = Sampler::start(&options).map_err(RecordError::Start)?;
     tracing::info!(
@@ -73,7 +80,8 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     );
 
     let table = Arc::new(Mutex::new(ProcessTable::default()));
-    let pipeline = Pipeline::spawn(table.clone(), ProfileWriter::new(&args.output_dir));
+    let traces = trace.map(|_| TraceStore::new(args.output_dir.join("traces")));
+    let pipeline = Pipeline::spawn(table.clone(), ProfileWriter::new(&args.output_dir), traces);
     let events = sampler.take_events().expect("events are taken once, here");
     let mut recording = Recording {
         sampler,
@@ -84,6 +92,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         started_at: Instant::now(),
         counters: CounterSnapshot::default(),
         cost: ProgramCost::default(),
+        tls: trace.map(|_| TlsState::default()),
     };
     let reason = recording.run(args, events).await;
     // Whatever stopped us, the partial interval is written before we return.
@@ -106,6 +115,36 @@ struct Recording {
     started_at: Instant,
     counters: CounterSnapshot,
     cost: ProgramCost,
+    /// Trace-context resolution, when enabled.
+    tls: Option<TlsState>,
+}
+
+/// Which process image each PID's TLS location in the BPF map belongs to.
+#[derive(Default)]
+struct TlsState {
+    tracker: TlsTracker,
+    located: HashMap<u32, u64>,
+}
+
+/// Trace-context settings, or `None` when disabled by flag or impossible on this kernel.
+fn trace_options(args: &RecordArgs) -> Option<TraceOptions> {
+    if args.no_trace_context {
+        return None;
+    }
+    match kernel_btf::thread_pointer_offset(&preflight::kernel_btf_path()) {
+        Ok(task_tp_offset) => Some(TraceOptions {
+            task_tp_offset,
+            tcb_dtv_offset: kernel_btf::tcb_dtv_offset(),
+            max_traces: args.max_traces_per_interval,
+        }),
+        Err(err) => {
+            tracing::warn!(
+                "trace contexts will not be read: {}",
+                crate::error_chain(&err)
+            );
+            None
+        }
+    }
 }
 
 impl Recording {
@@ -147,12 +186,70 @@ impl Recording {
         }
     }
 
-    fn handle_events(&self, events: Vec<Event>) {
-        let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
+    fn handle_events(&mut self, events: Vec<Event>) {
         for event in events {
             match event {
-                Event::NewProcess { pid, pid_gen } => table.on_new(ProcessKey { pid, pid_gen }),
-                Event::Ended { pid, pid_gen } => table.on_ended(ProcessKey { pid, pid_gen }),
+                Event::NewProcess { pid, pid_gen } => {
+                    let key = ProcessKey { pid, pid_gen };
+                    let snapshot = self.lock_table().get_or_capture(key);
+                    self.locate_tls(key, &snapshot);
+                }
+                Event::Ended { pid, pid_gen } => {
+                    let key = ProcessKey { pid, pid_gen };
+                    self.lock_table().on_ended(key);
+                    self.forget_tls(key);
+                }
+            }
+        }
+    }
+
+    fn lock_table(&self) -> std::sync::MutexGuard<'_, ProcessTable> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Resolves where `key`'s threads keep their trace context and tells the BPF program.
+    fn locate_tls(&mut self, key: ProcessKey, snapshot: &ProcessSnapshot) {
+        let Some(tls) = &mut self.tls else { return };
+        let Some(location) = tls.tracker.locate(key, snapshot) else {
+            return;
+        };
+        match self.sampler.set_tls_location(key.pid, location) {
+            Ok(()) => {
+                tls.located.insert(key.pid, key.pid_gen);
+                tracing::debug!(pid = key.pid, ?location, "reading trace contexts");
+            }
+            Err(err) => tracing::warn!(pid = key.pid, "{}", crate::error_chain(&err)),
+        }
+    }
+
+    fn forget_tls(&mut self, key: ProcessKey) {
+        let Some(tls) = &mut self.tls else { return };
+        tls.tracker.forget(&key);
+        if tls.located.get(&key.pid) == Some(&key.pid_gen) {
+            tls.located.remove(&key.pid);
+            self.sampler.forget_tls_location(key.pid);
+        }
+    }
+
+    /// Looks again at sampled processes without a location: a library with the variable may
+    /// have been opened since their snapshot.
+    fn retry_tls(&mut self, drained: &Drained) {
+        let Some(tls) = &self.tls else { return };
+        let due: HashSet<ProcessKey> = drained
+            .samples
+            .iter()
+            .map(|(key, _)| ProcessKey {
+                pid: key.pid,
+                pid_gen: key.pid_gen,
+            })
+            .filter(|key| tls.tracker.due_for_retry(key))
+            .collect();
+        for key in due {
+            if preflight::process_alive(key.pid) {
+                let snapshot = self.lock_table().recapture(key);
+                self.locate_tls(key, &snapshot);
+            } else if let Some(tls) = &mut self.tls {
+                tls.tracker.forget(&key);
             }
         }
     }
@@ -161,11 +258,8 @@ impl Recording {
     fn drain(&mut self) -> Result<(), RecordError> {
         let drain_started = Instant::now();
         let drained = self.sampler.drain().map_err(RecordError::Drain)?;
-        let epoch = self
-            .table
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .begin_drain();
+        let epoch = self.lock_table().begin_drain();
+        self.retry_tls(&drained);
         let counters = self.sampler.counters().map_err(RecordError::Drain)?;
         let cost = self.sampler.program_cost().unwrap_or_default();
         let meta = IntervalMeta {

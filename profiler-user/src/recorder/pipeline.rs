@@ -11,8 +11,9 @@ use super::RecordError;
 use crate::{
     bpf::{CounterSnapshot, Drained},
     process::ProcessTable,
-    profile::{IntervalMeta, ProfileWriter, build_interval},
+    profile::{IntervalMeta, ProfileWriter, TraceStore, build_profile, resolve_interval},
     symbolize::Symbolizer,
+    tracectx::TraceLabeler,
 };
 
 /// One drained interval on its way to a file.
@@ -35,14 +36,24 @@ pub(super) struct Pipeline {
 }
 
 impl Pipeline {
-    pub(super) fn spawn(table: Arc<Mutex<ProcessTable>>, writer: ProfileWriter) -> Self {
+    /// `traces`: where per-trace files go, when trace contexts are read.
+    pub(super) fn spawn(
+        table: Arc<Mutex<ProcessTable>>,
+        writer: ProfileWriter,
+        traces: Option<TraceStore>,
+    ) -> Self {
         let (sender, receiver) = mpsc::channel::<Interval>();
         let thread = thread::Builder::new()
             .name("profile-writer".into())
             .spawn(move || {
-                let mut symbolizer = Symbolizer::new();
+                let mut output = Output {
+                    writer,
+                    traces,
+                    symbolizer: Symbolizer::new(),
+                    labeler: TraceLabeler::default(),
+                };
                 for interval in receiver {
-                    write_interval(interval, &table, &mut symbolizer, &writer);
+                    output.write_interval(interval, &table);
                 }
             })
             .expect("spawning a thread at start-up");
@@ -69,49 +80,64 @@ impl Pipeline {
     }
 }
 
-fn write_interval(
-    interval: Interval,
-    table: &Mutex<ProcessTable>,
-    symbolizer: &mut Symbolizer,
-    writer: &ProfileWriter,
-) {
-    let Interval {
-        drained,
-        meta,
-        epoch,
-        counters,
-        bpf_ns_per_sample,
-        drain_started,
-    } = interval;
-    let (profile, stats) = build_interval(&drained, table, symbolizer, meta);
-    table
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .finish_drain(epoch);
-    symbolizer.end_interval();
-    let problems = counters.problems();
-    if !problems.is_empty() {
-        tracing::warn!(
-            interval = epoch,
-            ?problems,
-            "the BPF program lost or degraded samples"
-        );
-    }
-    match writer.write("cpu", meta.start, &profile) {
-        Ok((path, bytes)) => tracing::info!(
-            interval = epoch,
-            samples = stats.samples,
-            stacks = stats.stacks,
-            processes = stats.processes,
-            filtered = counters.get(profiler_common::Counter::Filtered),
-            bytes,
+/// Everything the writer thread owns.
+struct Output {
+    writer: ProfileWriter,
+    traces: Option<TraceStore>,
+    symbolizer: Symbolizer,
+    labeler: TraceLabeler,
+}
+
+impl Output {
+    fn write_interval(&mut self, interval: Interval, table: &Mutex<ProcessTable>) {
+        let Interval {
+            drained,
+            meta,
+            epoch,
+            counters,
             bpf_ns_per_sample,
-            elapsed_ms = drain_started.elapsed().as_millis() as u64,
-            cache_hits = symbolizer.stats().hits,
-            cache_misses = symbolizer.stats().misses,
-            "wrote {}",
-            path.display()
-        ),
-        Err(err) => tracing::error!(interval = epoch, "{}", crate::error_chain(&err)),
+            drain_started,
+        } = interval;
+        let samples = resolve_interval(&drained, table, &mut self.symbolizer, &mut self.labeler);
+        table
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .finish_drain(epoch);
+        let (profile, stats) = build_profile(&samples, meta);
+        let problems = counters.problems();
+        if !problems.is_empty() {
+            tracing::warn!(
+                interval = epoch,
+                ?problems,
+                "the BPF program lost or degraded samples"
+            );
+        }
+        match self.writer.write("cpu", meta.start, &profile) {
+            Ok((path, bytes)) => tracing::info!(
+                interval = epoch,
+                samples = stats.samples,
+                stacks = stats.stacks,
+                processes = stats.processes,
+                traced = counters.get(profiler_common::Counter::Traced),
+                filtered = counters.get(profiler_common::Counter::Filtered),
+                bytes,
+                bpf_ns_per_sample,
+                elapsed_ms = drain_started.elapsed().as_millis() as u64,
+                cache_hits = self.symbolizer.stats().hits,
+                cache_misses = self.symbolizer.stats().misses,
+                "wrote {}",
+                path.display()
+            ),
+            Err(err) => tracing::error!(interval = epoch, "{}", crate::error_chain(&err)),
+        }
+        if let Some(traces) = &mut self.traces {
+            match traces.add_interval(&samples, meta) {
+                Ok(0) => {}
+                Ok(files) => tracing::debug!(interval = epoch, files, "wrote trace files"),
+                Err(err) => tracing::error!(interval = epoch, "{}", crate::error_chain(&err)),
+            }
+        }
+        self.symbolizer.end_interval();
+        self.labeler.end_interval();
     }
 }

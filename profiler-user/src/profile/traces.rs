@@ -1,0 +1,319 @@
+//! Per-trace files: every sample of a trace, from all its threads and processes, gathered across
+//! intervals into `<output>/traces/<trace_id>.pb.gz`, rewritten atomically after each interval in
+//! which the trace had samples, with one line per file written appended to `index.jsonl`.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    fs::{self, OpenOptions},
+    io::{self, Write},
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+
+use super::{
+    IntervalMeta, ProfileWriter, WriteError,
+    interval::{ResolvedSample, build_profile},
+};
+
+/// Intervals without a sample after which a trace's samples leave memory (its file stays).
+const IDLE_INTERVALS: u64 = 6;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TraceFileError {
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("cannot append to {path}")]
+    Index {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// One line of `index.jsonl`.
+#[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub trace_id: String,
+    pub file: String,
+    pub first_sample_time: String,
+    pub last_sample_time: String,
+    pub sample_count: u64,
+    pub pids: Vec<u32>,
+    pub service_names: Vec<String>,
+    pub top_function: String,
+}
+
+struct TraceEntry {
+    samples: Vec<ResolvedSample>,
+    first: SystemTime,
+    last: SystemTime,
+    last_interval: u64,
+}
+
+/// Gathers samples by trace and writes their files.
+pub struct TraceStore {
+    writer: ProfileWriter,
+    traces: HashMap<String, TraceEntry>,
+    interval: u64,
+}
+
+impl TraceStore {
+    /// Files go to `dir` (created on first use).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            writer: ProfileWriter::new(dir),
+            traces: HashMap::new(),
+            interval: 0,
+        }
+    }
+
+    /// Adds an interval's traced samples and rewrites the file of every trace they touch.
+    /// Returns how many files were written; the first error is returned after trying them all.
+    pub fn add_interval(
+        &mut self,
+        samples: &[ResolvedSample],
+        meta: IntervalMeta,
+    ) -> Result<usize, TraceFileError> {
+        let end = meta.start + meta.duration;
+        let mut touched = BTreeSet::new();
+        for sample in samples {
+            let Some(trace) = &sample.labels.trace else {
+                continue;
+            };
+            let entry = self
+                .traces
+                .entry(trace.trace_id.clone())
+                .or_insert_with(|| TraceEntry {
+                    samples: Vec::new(),
+                    first: meta.start,
+                    last: end,
+                    last_interval: self.interval,
+                });
+            entry.samples.push(sample.clone());
+            entry.last = end;
+            entry.last_interval = self.interval;
+            touched.insert(trace.trace_id.clone());
+        }
+        let mut result = Ok(touched.len());
+        if !touched.is_empty()
+            && let Err(source) = fs::create_dir_all(self.writer.dir())
+        {
+            return Err(TraceFileError::Index {
+                path: self.writer.dir().to_owned(),
+                source,
+            });
+        }
+        for trace_id in &touched {
+            if let Err(err) = self.write_trace(trace_id, meta.period_ns)
+                && result.is_ok()
+            {
+                result = Err(err);
+            }
+        }
+        let interval = self.interval;
+        self.traces
+            .retain(|_, entry| entry.last_interval + IDLE_INTERVALS > interval);
+        self.interval += 1;
+        result
+    }
+
+    /// Traces currently held in memory.
+    pub fn active(&self) -> usize {
+        self.traces.len()
+    }
+
+    fn write_trace(&self, trace_id: &str, period_ns: u64) -> Result<(), TraceFileError> {
+        let entry = &self.traces[trace_id];
+        let meta = IntervalMeta {
+            start: entry.first,
+            duration: entry
+                .last
+                .duration_since(entry.first)
+                .unwrap_or(Duration::ZERO),
+            period_ns,
+        };
+        let (profile, stats) = build_profile(&entry.samples, meta);
+        let file = format!("{trace_id}.pb.gz");
+        self.writer.write_named(&file, &profile)?;
+        let index = IndexEntry {
+            trace_id: trace_id.to_owned(),
+            file,
+            first_sample_time: rfc3339(entry.first),
+            last_sample_time: rfc3339(entry.last),
+            sample_count: stats.samples,
+            pids: entry
+                .samples
+                .iter()
+                .map(|s| s.labels.pid)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            service_names: entry
+                .samples
+                .iter()
+                .filter_map(|s| s.labels.trace.as_ref()?.service_name.clone())
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            top_function: top_function(&entry.samples),
+        };
+        self.append_index(&index)
+    }
+
+    fn append_index(&self, entry: &IndexEntry) -> Result<(), TraceFileError> {
+        let path = self.writer.dir().join("index.jsonl");
+        let mut line = serde_json::to_string(entry).unwrap_or_default();
+        line.push('\n');
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(line.as_bytes()))
+            .map_err(|source| TraceFileError::Index { path, source })
+    }
+}
+
+/// The function with the most self samples (the innermost frame of the leaf location).
+fn top_function(samples: &[ResolvedSample]) -> String {
+    let mut selves: HashMap<&str, u64> = HashMap::new();
+    for sample in samples {
+        let name = sample
+            .locations
+            .first()
+            .and_then(|location| location.frames.first())
+            .map_or("[unknown]", |frame| &frame.function);
+        *selves.entry(name).or_default() += sample.count;
+    }
+    selves
+        .into_iter()
+        .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+        .map(|(name, _)| name.to_owned())
+        .unwrap_or_default()
+}
+
+fn rfc3339(time: SystemTime) -> String {
+    DateTime::<Utc>::from(time).to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{io::Read, sync::Arc};
+
+    use flate2::read::GzDecoder;
+    use prost::Message;
+
+    use super::*;
+    use crate::{
+        profile::{
+            Labels, MappingInfo, MappingKey, TraceLabels, interval::ResolvedLocation,
+            proto::Profile,
+        },
+        symbolize::Frame,
+    };
+
+    fn sample(trace: Option<&str>, function: &str, pid: u32, count: u64) -> ResolvedSample {
+        let location = ResolvedLocation {
+            mapping: MappingKey::Unknown,
+            info: Arc::new(MappingInfo::default()),
+            address: function.len() as u64,
+            frames: Arc::from([Frame::named(function)]),
+        };
+        ResolvedSample {
+            locations: Arc::from([location]),
+            labels: Labels {
+                pid,
+                thread_id: pid,
+                comm: "app".into(),
+                thread_name: "app".into(),
+                trace: trace.map(|id| {
+                    Arc::new(TraceLabels {
+                        trace_id: id.into(),
+                        span_id: "00".repeat(8),
+                        service_name: Some("svc".into()),
+                        attributes: vec![],
+                    })
+                }),
+            },
+            count,
+            cpu_ns: count * 10,
+        }
+    }
+
+    fn meta(second: u64) -> IntervalMeta {
+        IntervalMeta {
+            start: SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_000_000 + second),
+            duration: Duration::from_secs(10),
+            period_ns: 10,
+        }
+    }
+
+    fn read(path: &std::path::Path) -> Profile {
+        let mut bytes = Vec::new();
+        GzDecoder::new(fs::File::open(path).unwrap())
+            .read_to_end(&mut bytes)
+            .unwrap();
+        Profile::decode(bytes.as_slice()).unwrap()
+    }
+
+    #[test]
+    fn gathers_a_trace_across_intervals_and_indexes_each_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = TraceStore::new(dir.path().join("traces"));
+        let a = "aa".repeat(16);
+        let first = [sample(Some(&a), "hot", 1, 3), sample(None, "idle", 1, 5)];
+        assert_eq!(store.add_interval(&first, meta(0)).unwrap(), 1);
+        let second = [
+            sample(Some(&a), "hot", 2, 2),
+            sample(Some(&a), "cold", 2, 1),
+        ];
+        assert_eq!(store.add_interval(&second, meta(10)).unwrap(), 1);
+
+        let profile = read(&dir.path().join(format!("traces/{a}.pb.gz")));
+        let total: i64 = profile.sample.iter().map(|s| s.value[0]).sum();
+        assert_eq!(total, 6, "both intervals, traced samples only");
+
+        let index = fs::read_to_string(dir.path().join("traces/index.jsonl")).unwrap();
+        let lines: Vec<IndexEntry> = index
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2, "one line per file written");
+        let last = &lines[1];
+        assert_eq!(last.trace_id, a);
+        assert_eq!(last.file, format!("{a}.pb.gz"));
+        assert_eq!(last.sample_count, 6);
+        assert_eq!(last.pids, vec![1, 2]);
+        assert_eq!(last.service_names, vec!["svc".to_owned()]);
+        assert_eq!(last.top_function, "hot");
+        assert!(last.first_sample_time < last.last_sample_time);
+    }
+
+    #[test]
+    fn idle_traces_leave_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = TraceStore::new(dir.path());
+        store
+            .add_interval(&[sample(Some(&"bb".repeat(16)), "f", 1, 1)], meta(0))
+            .unwrap();
+        for i in 1..=IDLE_INTERVALS {
+            store.add_interval(&[], meta(i * 10)).unwrap();
+        }
+        assert_eq!(store.active(), 0);
+    }
+
+    #[test]
+    fn untraced_intervals_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = TraceStore::new(dir.path().join("traces"));
+        assert_eq!(
+            store
+                .add_interval(&[sample(None, "f", 1, 1)], meta(0))
+                .unwrap(),
+            0
+        );
+        assert!(!dir.path().join("traces").exists());
+    }
+}

@@ -1,0 +1,102 @@
+//! Where the kernel keeps a task's user thread pointer, from the kernel's BTF: aya emits no
+//! CO-RE relocations, so the BPF program gets this offset as configuration.
+
+use btf_rs::{Btf, Type};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelBtfError {
+    #[error("cannot read kernel BTF at {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: btf_rs::Error,
+    },
+    #[error("kernel BTF has no member {0} in task_struct")]
+    NoMember(String),
+    #[error("trace context reading is not supported on this architecture")]
+    UnsupportedArch,
+}
+
+/// Member path of the user thread pointer inside `task_struct` on this architecture.
+fn thread_pointer_path() -> Result<&'static [&'static str], KernelBtfError> {
+    if cfg!(target_arch = "x86_64") {
+        Ok(&["thread", "fsbase"])
+    } else if cfg!(target_arch = "aarch64") {
+        Ok(&["thread", "uw", "tp_value"])
+    } else {
+        Err(KernelBtfError::UnsupportedArch)
+    }
+}
+
+/// Offset of glibc's DTV pointer from the thread pointer: x86_64 `tcbhead_t { tcb, dtv, ... }`,
+/// aarch64 `tcbhead_t { dtv, ... }` at the thread pointer.
+pub fn tcb_dtv_offset() -> u32 {
+    if cfg!(target_arch = "x86_64") { 8 } else { 0 }
+}
+
+/// Byte offset of the user thread pointer in `task_struct`.
+pub fn thread_pointer_offset(btf_path: &str) -> Result<u32, KernelBtfError> {
+    let btf = Btf::from_file(btf_path).map_err(|source| KernelBtfError::Read {
+        path: btf_path.to_owned(),
+        source,
+    })?;
+    let path = thread_pointer_path()?;
+    member_offset(&btf, "task_struct", path).ok_or_else(|| KernelBtfError::NoMember(path.join(".")))
+}
+
+/// Offset in bytes of a nested member, following named members (and typedefs) of structs.
+fn member_offset(btf: &Btf, structure: &str, path: &[&str]) -> Option<u32> {
+    let mut current = btf
+        .resolve_types_by_name(structure)
+        .ok()?
+        .into_iter()
+        .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))?;
+    let mut offset_bits = 0u32;
+    for name in path {
+        let Type::Struct(s) = skip_typedefs(btf, current)? else {
+            return None;
+        };
+        let member = s
+            .members
+            .iter()
+            .find(|m| btf.resolve_name(*m).ok().as_deref() == Some(name))?;
+        offset_bits += member.bit_offset();
+        current = btf.resolve_chained_type(member).ok()?;
+    }
+    Some(offset_bits / 8)
+}
+
+fn skip_typedefs(btf: &Btf, mut ty: Type) -> Option<Type> {
+    for _ in 0..16 {
+        match &ty {
+            Type::Typedef(t) => ty = btf.resolve_chained_type(t).ok()?,
+            Type::Const(t) => ty = btf.resolve_chained_type(t).ok()?,
+            Type::Volatile(t) => ty = btf.resolve_chained_type(t).ok()?,
+            _ => return Some(ty),
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_thread_pointer_in_this_kernel() {
+        let path = "/sys/kernel/btf/vmlinux";
+        if !std::path::Path::new(path).exists() {
+            eprintln!("skipped: no kernel BTF at {path}");
+            return;
+        }
+        let offset = thread_pointer_offset(path).unwrap();
+        // task_struct is several KiB; the thread struct sits at its end.
+        assert!(offset > 1000 && offset.is_multiple_of(8), "offset {offset}");
+    }
+
+    #[test]
+    fn a_missing_file_is_an_error() {
+        let err = thread_pointer_offset("/nonexistent/vmlinux").unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/vmlinux"));
+    }
+}

@@ -1,0 +1,767 @@
+//! Reads the OpenTelemetry process context a process publishes (OTEP 4719): a named mapping
+//! whose first 32 bytes are a header pointing to a protobuf payload with the resource
+//! attributes, among them the key table of the thread-local records.
+//!
+//! Everything read from the target is untrusted: wrong signatures, absurd sizes, dangling
+//! pointers and undecodable payloads are errors, never panics.
+
+use std::{fs::File, io, os::unix::fs::FileExt, time::Duration};
+
+use procfs::process::{MMPermissions, MMapPath, Process};
+use prost::Message as _;
+
+/// Errors of reading a process context.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessContextError {
+    #[error("reading /proc/{pid}/maps failed")]
+    Maps {
+        pid: u32,
+        #[source]
+        source: procfs::ProcError,
+    },
+    #[error("opening /proc/{pid}/mem failed")]
+    OpenMem {
+        pid: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("pread(/proc/{pid}/mem, {len} bytes at {address:#x}) failed")]
+    Read {
+        pid: u32,
+        address: u64,
+        len: usize,
+        #[source]
+        source: io::Error,
+    },
+    #[error("the mapping does not start with the OTEL_CTX signature (found {0:02x?})")]
+    Signature([u8; 8]),
+    #[error("process context version {0} is not supported (only 1 and 2)")]
+    Version(u32),
+    #[error("the process context is being published or updated (published_at_ns is 0)")]
+    NotPublished,
+    #[error("the process context payload of {0} bytes exceeds the 1 MiB limit")]
+    PayloadTooLarge(u32),
+    #[error("the process context payload pointer is null")]
+    NullPayload,
+    #[error("the process context changed during each of {0} attempts to read it")]
+    Unstable(u32),
+    #[error("decoding the process context payload failed")]
+    Decode(#[source] prost::DecodeError),
+}
+
+/// The header at the start of the mapping: `"OTEL_CTX" | version u32 | payload_size u32 |
+/// published_at_ns u64 | payload_ptr u64`, in native byte order (the target runs on this host).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Header {
+    /// Format version: 2, or 1 during the OTEP's development.
+    pub version: u32,
+    /// Length of the protobuf payload in bytes.
+    pub payload_size: u32,
+    /// When the context was published; 0 while the publisher writes.
+    pub published_at_ns: u64,
+    /// Address of the payload in the target process.
+    pub payload_ptr: u64,
+}
+
+/// Size of [`Header`] in the target's memory.
+pub const HEADER_SIZE: usize = 32;
+
+const SIGNATURE: &[u8; 8] = b"OTEL_CTX";
+/// A key table and a few resource attributes take a few KiB; refuse to read more.
+const MAX_PAYLOAD_SIZE: u32 = 1 << 20;
+/// Attempts at a consistent read while the publisher updates the context.
+const ATTEMPTS: u32 = 3;
+
+/// Parses and validates the header: signature, version, a finished publication, and a
+/// payload of at most 1 MiB.
+pub fn parse_header(bytes: &[u8; HEADER_SIZE]) -> Result<Header, ProcessContextError> {
+    let (signature, rest) = bytes.split_first_chunk::<8>().expect("32 bytes");
+    if signature != SIGNATURE {
+        return Err(ProcessContextError::Signature(*signature));
+    }
+    let u32_at = |at: usize| u32::from_ne_bytes(rest[at..at + 4].try_into().expect("4 bytes"));
+    let u64_at = |at: usize| u64::from_ne_bytes(rest[at..at + 8].try_into().expect("8 bytes"));
+    let header = Header {
+        version: u32_at(0),
+        payload_size: u32_at(4),
+        published_at_ns: u64_at(8),
+        payload_ptr: u64_at(16),
+    };
+    if !matches!(header.version, 1 | 2) {
+        return Err(ProcessContextError::Version(header.version));
+    }
+    if header.published_at_ns == 0 {
+        return Err(ProcessContextError::NotPublished);
+    }
+    if header.payload_size > MAX_PAYLOAD_SIZE {
+        return Err(ProcessContextError::PayloadTooLarge(header.payload_size));
+    }
+    if header.payload_ptr == 0 && header.payload_size > 0 {
+        return Err(ProcessContextError::NullPayload);
+    }
+    Ok(header)
+}
+
+/// What the profiler uses of a process context.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessContext {
+    /// The resource's `service.name`.
+    pub service_name: Option<String>,
+    /// `threadlocal.attribute_key_map`: the names of the thread-local records' attribute keys,
+    /// by key index. A non-string entry keeps its index with an empty name.
+    pub attribute_keys: Vec<String>,
+    /// `threadlocal.schema_version`: the layout of the thread-local records.
+    pub schema_version: Option<String>,
+}
+
+const SERVICE_NAME: &str = "service.name";
+const ATTRIBUTE_KEY_MAP: &str = "threadlocal.attribute_key_map";
+const SCHEMA_VERSION: &str = "threadlocal.schema_version";
+
+/// Decodes a payload: `ProcessContext { Resource resource = 1; repeated KeyValue attributes
+/// = 2; }`. The `threadlocal.*` keys are looked up in `attributes`, then in the resource.
+pub fn decode_payload(bytes: &[u8]) -> Result<ProcessContext, ProcessContextError> {
+    let message = proto::ProcessContext::decode(bytes).map_err(ProcessContextError::Decode)?;
+    let resource = message
+        .resource
+        .as_ref()
+        .map(|resource| resource.attributes.as_slice())
+        .unwrap_or_default();
+    let find = |key: &str| {
+        let in_list = |list: &'_ [proto::KeyValue]| {
+            list.iter()
+                .find(|kv| kv.key == key)
+                .and_then(|kv| kv.value.as_ref()?.value.as_ref())
+                .cloned()
+        };
+        in_list(&message.attributes).or_else(|| in_list(resource))
+    };
+    let string = |value: proto::any_value::Value| match value {
+        proto::any_value::Value::StringValue(text) => Some(text),
+        _ => None,
+    };
+
+    let service_name = resource
+        .iter()
+        .find(|kv| kv.key == SERVICE_NAME)
+        .and_then(|kv| kv.value.clone()?.value)
+        .and_then(string);
+    let attribute_keys = match find(ATTRIBUTE_KEY_MAP) {
+        Some(proto::any_value::Value::ArrayValue(array)) => array
+            .values
+            .into_iter()
+            .map(|value| value.value.and_then(string).unwrap_or_default())
+            .collect(),
+        _ => Vec::new(),
+    };
+    Ok(ProcessContext {
+        service_name,
+        attribute_keys,
+        schema_version: find(SCHEMA_VERSION).and_then(string),
+    })
+}
+
+/// Reads the process context of `pid`; `Ok(None)` when the process publishes none.
+///
+/// Publishers write the signature last, so a [`ProcessContextError::Signature`] of zeros can
+/// mean a first publication in progress; like [`ProcessContextError::NotPublished`], it is
+/// worth another try later.
+///
+/// Needs `PTRACE_MODE_READ` access to the process (root, or `CAP_SYS_PTRACE`, or the same
+/// user under Yama's default policy for a descendant; any process may read itself).
+pub fn read_process_context(pid: u32) -> Result<Option<ProcessContext>, ProcessContextError> {
+    let maps_error = |source| ProcessContextError::Maps { pid, source };
+    let maps = Process::new(pid as i32)
+        .and_then(|process| process.maps())
+        .map_err(maps_error)?;
+    let mut candidates = maps
+        .into_iter()
+        .filter(|map| map.perms.contains(MMPermissions::READ) && is_context_mapping(&map.pathname))
+        .map(|map| map.address.0)
+        .peekable();
+    if candidates.peek().is_none() {
+        return Ok(None);
+    }
+    let mem = File::open(format!("/proc/{pid}/mem"))
+        .map_err(|source| ProcessContextError::OpenMem { pid, source })?;
+    let memory = Memory { pid, file: mem };
+
+    // A process publishes one context; a stray mapping with the name but not the signature
+    // is skipped, and its error reported only if no other mapping holds a context.
+    let mut last_error = None;
+    for start in candidates {
+        match read_at(&memory, start) {
+            Ok(context) => return Ok(Some(context)),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.expect("at least one candidate"))
+}
+
+/// The names a context mapping gets: `[anon:OTEL_CTX]` (private anonymous memory named with
+/// `prctl(PR_SET_VMA_ANON_NAME)`), `[anon_shmem:OTEL_CTX]` (shared anonymous), and
+/// `/memfd:OTEL_CTX (deleted)` (a memfd).
+fn is_context_mapping(path: &MMapPath) -> bool {
+    match path {
+        MMapPath::Other(name) => name == "anon:OTEL_CTX" || name == "anon_shmem:OTEL_CTX",
+        MMapPath::Path(path) => path.to_str().is_some_and(|path| {
+            path.strip_suffix(" (deleted)").unwrap_or(path) == "/memfd:OTEL_CTX"
+        }),
+        _ => false,
+    }
+}
+
+struct Memory {
+    pid: u32,
+    file: File,
+}
+
+impl Memory {
+    fn read(&self, address: u64, buffer: &mut [u8]) -> Result<(), ProcessContextError> {
+        self.file
+            .read_exact_at(buffer, address)
+            .map_err(|source| ProcessContextError::Read {
+                pid: self.pid,
+                address,
+                len: buffer.len(),
+                source,
+            })
+    }
+
+    fn header(&self, address: u64) -> Result<Header, ProcessContextError> {
+        let mut bytes = [0; HEADER_SIZE];
+        self.read(address, &mut bytes)?;
+        parse_header(&bytes)
+    }
+}
+
+/// Header, payload, header again: the same `published_at_ns` both times means the payload was
+/// not replaced while it was read.
+fn read_at(memory: &Memory, start: u64) -> Result<ProcessContext, ProcessContextError> {
+    let mut last_error = ProcessContextError::Unstable(ATTEMPTS);
+    for attempt in 0..ATTEMPTS {
+        if attempt > 0 {
+            // Give a publisher that is mid-update a moment to finish.
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let header = match memory.header(start) {
+            Err(ProcessContextError::NotPublished) => {
+                last_error = ProcessContextError::NotPublished;
+                continue;
+            }
+            other => other?,
+        };
+        let mut payload = vec![0; header.payload_size as usize];
+        memory.read(header.payload_ptr, &mut payload)?;
+        match memory.header(start) {
+            Ok(again) if again.published_at_ns == header.published_at_ns => {
+                return decode_payload(&payload);
+            }
+            Ok(_) => last_error = ProcessContextError::Unstable(ATTEMPTS),
+            Err(ProcessContextError::NotPublished) => {
+                last_error = ProcessContextError::NotPublished
+            }
+            Err(error) => return Err(error),
+        }
+    }
+    Err(last_error)
+}
+
+/// The payload's protobuf messages: `ProcessContext` (OTEP 4719) over the OpenTelemetry
+/// `common/v1` and `resource/v1` messages, written by hand to spare a build step.
+pub mod proto {
+    /// The payload: the SDK's resource and attributes addressed to external readers.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ProcessContext {
+        #[prost(message, optional, tag = "1")]
+        pub resource: Option<Resource>,
+        #[prost(message, repeated, tag = "2")]
+        pub attributes: Vec<KeyValue>,
+    }
+
+    /// `opentelemetry.proto.resource.v1.Resource` (without `entity_refs`).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Resource {
+        #[prost(message, repeated, tag = "1")]
+        pub attributes: Vec<KeyValue>,
+        #[prost(uint32, tag = "2")]
+        pub dropped_attributes_count: u32,
+    }
+
+    /// `opentelemetry.proto.common.v1.KeyValue`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KeyValue {
+        #[prost(string, tag = "1")]
+        pub key: String,
+        #[prost(message, optional, tag = "2")]
+        pub value: Option<AnyValue>,
+    }
+
+    /// `opentelemetry.proto.common.v1.AnyValue`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AnyValue {
+        #[prost(oneof = "any_value::Value", tags = "1, 2, 3, 4, 5, 6, 7")]
+        pub value: Option<any_value::Value>,
+    }
+
+    /// The `AnyValue.value` oneof.
+    pub mod any_value {
+        /// One attribute value.
+        #[derive(Clone, PartialEq, prost::Oneof)]
+        pub enum Value {
+            #[prost(string, tag = "1")]
+            StringValue(String),
+            #[prost(bool, tag = "2")]
+            BoolValue(bool),
+            #[prost(int64, tag = "3")]
+            IntValue(i64),
+            #[prost(double, tag = "4")]
+            DoubleValue(f64),
+            #[prost(message, tag = "5")]
+            ArrayValue(super::ArrayValue),
+            #[prost(message, tag = "6")]
+            KvlistValue(super::KeyValueList),
+            #[prost(bytes = "vec", tag = "7")]
+            BytesValue(Vec<u8>),
+        }
+    }
+
+    /// `opentelemetry.proto.common.v1.ArrayValue`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ArrayValue {
+        #[prost(message, repeated, tag = "1")]
+        pub values: Vec<AnyValue>,
+    }
+
+    /// `opentelemetry.proto.common.v1.KeyValueList`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct KeyValueList {
+        #[prost(message, repeated, tag = "1")]
+        pub values: Vec<KeyValue>,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ptr;
+
+    use super::{
+        proto::{AnyValue, ArrayValue, KeyValue, Resource, any_value::Value},
+        *,
+    };
+
+    fn header_bytes(version: u32, size: u32, published_at_ns: u64, ptr: u64) -> [u8; HEADER_SIZE] {
+        let mut bytes = [0; HEADER_SIZE];
+        bytes[..8].copy_from_slice(SIGNATURE);
+        bytes[8..12].copy_from_slice(&version.to_ne_bytes());
+        bytes[12..16].copy_from_slice(&size.to_ne_bytes());
+        bytes[16..24].copy_from_slice(&published_at_ns.to_ne_bytes());
+        bytes[24..32].copy_from_slice(&ptr.to_ne_bytes());
+        bytes
+    }
+
+    fn kv(key: &str, value: Value) -> KeyValue {
+        KeyValue {
+            key: key.to_string(),
+            value: Some(AnyValue { value: Some(value) }),
+        }
+    }
+
+    fn text(value: &str) -> Value {
+        Value::StringValue(value.to_string())
+    }
+
+    fn strings(values: &[&str]) -> Value {
+        Value::ArrayValue(ArrayValue {
+            values: values
+                .iter()
+                .map(|value| AnyValue {
+                    value: Some(text(value)),
+                })
+                .collect(),
+        })
+    }
+
+    fn payload(resource: Vec<KeyValue>, attributes: Vec<KeyValue>) -> Vec<u8> {
+        proto::ProcessContext {
+            resource: Some(Resource {
+                attributes: resource,
+                dropped_attributes_count: 0,
+            }),
+            attributes,
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn good_header() {
+        let header = parse_header(&header_bytes(
+            2,
+            120,
+            1_700_000_000_000_000_000,
+            0x7f00_1000,
+        ))
+        .unwrap();
+        assert_eq!(
+            header,
+            Header {
+                version: 2,
+                payload_size: 120,
+                published_at_ns: 1_700_000_000_000_000_000,
+                payload_ptr: 0x7f00_1000,
+            }
+        );
+        assert_eq!(parse_header(&header_bytes(1, 0, 1, 0)).unwrap().version, 1);
+    }
+
+    #[test]
+    fn bad_headers() {
+        let mut bytes = header_bytes(2, 120, 1, 0x1000);
+        bytes[..8].copy_from_slice(b"OTEL_CTY");
+        assert!(matches!(
+            parse_header(&bytes),
+            Err(ProcessContextError::Signature(found)) if &found == b"OTEL_CTY"
+        ));
+        assert!(matches!(
+            parse_header(&[0; HEADER_SIZE]),
+            Err(ProcessContextError::Signature(found)) if found == [0; 8]
+        ));
+        assert!(matches!(
+            parse_header(&header_bytes(3, 120, 1, 0x1000)),
+            Err(ProcessContextError::Version(3))
+        ));
+        assert!(matches!(
+            parse_header(&header_bytes(2, 120, 0, 0x1000)),
+            Err(ProcessContextError::NotPublished)
+        ));
+        assert!(matches!(
+            parse_header(&header_bytes(2, (1 << 20) + 1, 1, 0x1000)),
+            Err(ProcessContextError::PayloadTooLarge(_))
+        ));
+        assert!(parse_header(&header_bytes(2, 1 << 20, 1, 0x1000)).is_ok());
+        assert!(matches!(
+            parse_header(&header_bytes(2, 16, 1, 0)),
+            Err(ProcessContextError::NullPayload)
+        ));
+    }
+
+    #[test]
+    fn payload_round_trip() {
+        let bytes = payload(
+            vec![
+                kv("service.name", text("checkout")),
+                kv("service.instance.id", text("7d0c")),
+                kv("process.pid", Value::IntValue(42)),
+            ],
+            vec![
+                kv("threadlocal.schema_version", text("tlsdesc_v1_dev")),
+                kv(
+                    "threadlocal.attribute_key_map",
+                    strings(&["http.route", "http.method"]),
+                ),
+            ],
+        );
+        assert_eq!(
+            decode_payload(&bytes).unwrap(),
+            ProcessContext {
+                service_name: Some("checkout".into()),
+                attribute_keys: vec!["http.route".into(), "http.method".into()],
+                schema_version: Some("tlsdesc_v1_dev".into()),
+            }
+        );
+    }
+
+    /// Bytes as a C publisher writes them by hand, without a protobuf library: two entries of
+    /// `ProcessContext.attributes` (field 2) and no resource.
+    #[test]
+    fn hand_encoded_attributes() {
+        let mut bytes = Vec::new();
+        // KeyValue { key: "threadlocal.schema_version", value: { string_value: "tlsdesc_v1_dev" } }
+        bytes.extend_from_slice(b"\x12\x2e\x0a\x1athreadlocal.schema_version");
+        bytes.extend_from_slice(b"\x12\x10\x0a\x0etlsdesc_v1_dev");
+        // KeyValue { key: "threadlocal.attribute_key_map",
+        //            value: { array_value: { values: [{ string_value: "local.root.id" }] } } }
+        bytes.extend_from_slice(b"\x12\x34\x0a\x1dthreadlocal.attribute_key_map");
+        bytes.extend_from_slice(b"\x12\x13\x2a\x11\x0a\x0f\x0a\x0dlocal.root.id");
+        let context = decode_payload(&bytes).unwrap();
+        assert_eq!(context.schema_version.as_deref(), Some("tlsdesc_v1_dev"));
+        assert_eq!(context.attribute_keys, ["local.root.id"]);
+        assert_eq!(context.service_name, None);
+    }
+
+    #[test]
+    fn threadlocal_keys_fall_back_to_the_resource() {
+        let bytes = payload(
+            vec![
+                kv("threadlocal.schema_version", text("from_resource")),
+                kv("threadlocal.attribute_key_map", strings(&["resource.key"])),
+            ],
+            vec![kv("threadlocal.schema_version", text("from_attributes"))],
+        );
+        let context = decode_payload(&bytes).unwrap();
+        assert_eq!(context.schema_version.as_deref(), Some("from_attributes"));
+        assert_eq!(context.attribute_keys, ["resource.key"]);
+        assert_eq!(context.service_name, None);
+    }
+
+    #[test]
+    fn odd_values_keep_their_place() {
+        let keys = Value::ArrayValue(ArrayValue {
+            values: vec![
+                AnyValue {
+                    value: Some(text("a")),
+                },
+                AnyValue {
+                    value: Some(Value::IntValue(7)),
+                },
+                AnyValue { value: None },
+                AnyValue {
+                    value: Some(text("d")),
+                },
+            ],
+        });
+        let bytes = payload(
+            vec![kv("service.name", Value::BoolValue(true))],
+            vec![
+                kv("threadlocal.attribute_key_map", keys),
+                kv("threadlocal.schema_version", Value::IntValue(1)),
+            ],
+        );
+        let context = decode_payload(&bytes).unwrap();
+        assert_eq!(context.attribute_keys, ["a", "", "", "d"]);
+        assert_eq!(context.service_name, None);
+        assert_eq!(context.schema_version, None);
+        // A key map that is not an array yields no keys.
+        let bytes = payload(
+            vec![],
+            vec![kv("threadlocal.attribute_key_map", text("a,b"))],
+        );
+        assert_eq!(
+            decode_payload(&bytes).unwrap().attribute_keys,
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn an_empty_payload_is_an_empty_context() {
+        assert_eq!(decode_payload(&[]).unwrap(), ProcessContext::default());
+    }
+
+    #[test]
+    fn garbage_payloads_are_errors() {
+        // A truncated length-delimited field, and a string that is not UTF-8.
+        assert!(matches!(
+            decode_payload(&[0x0a, 0x05, 0x0a]),
+            Err(ProcessContextError::Decode(_))
+        ));
+        let not_utf8 = [0x12, 0x04, 0x0a, 0x02, 0xff, 0xfe];
+        assert!(matches!(
+            decode_payload(&not_utf8),
+            Err(ProcessContextError::Decode(_))
+        ));
+        // Deep nesting stops at prost's recursion limit instead of the stack's end.
+        let mut nested = Vec::new();
+        for _ in 0..10_000 {
+            // AnyValue { array_value: ArrayValue { values: [nested] } }
+            let array = [vec![0x0a], encode_len(nested.len()), nested].concat();
+            nested = [vec![0x2a], encode_len(array.len()), array].concat();
+        }
+        let value = [vec![0x12], encode_len(nested.len()), nested].concat();
+        let kv = [vec![0x12], encode_len(value.len()), value].concat();
+        assert!(decode_payload(&kv).is_err());
+        // Random bytes never panic.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        for _ in 0..2000 {
+            let len = (state % 64) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect();
+            let _ = decode_payload(&bytes);
+        }
+    }
+
+    fn encode_len(len: usize) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        prost::encoding::encode_varint(len as u64, &mut bytes);
+        bytes
+    }
+
+    #[test]
+    fn context_mapping_names() {
+        let named = |text: &str| is_context_mapping(&MMapPath::from(text).unwrap());
+        assert!(named("[anon:OTEL_CTX]"));
+        assert!(named("[anon_shmem:OTEL_CTX]"));
+        assert!(named("/memfd:OTEL_CTX (deleted)"));
+        assert!(named("/memfd:OTEL_CTX"));
+        assert!(!named("/memfd:OTEL_CTX_other (deleted)"));
+        assert!(!named("/usr/lib/OTEL_CTX.so"));
+        assert!(!named("[anon:other]"));
+        assert!(!named(""));
+        assert!(!named("[heap]"));
+    }
+
+    /// A context mapping in this very process, the way an SDK publishes one (a memfd mapping
+    /// that outlives its descriptor). Only this test creates one, so the others cannot
+    /// disturb it.
+    struct Published {
+        base: *mut u8,
+        len: usize,
+    }
+
+    impl Published {
+        fn new() -> Published {
+            let len = 4096;
+            // SAFETY: plain syscalls; the result is checked before use.
+            unsafe {
+                let fd = libc::memfd_create(c"OTEL_CTX".as_ptr(), libc::MFD_CLOEXEC);
+                assert!(fd >= 0, "memfd_create: {}", io::Error::last_os_error());
+                assert_eq!(libc::ftruncate(fd, len as libc::off_t), 0);
+                let base = libc::mmap(
+                    ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE,
+                    fd,
+                    0,
+                );
+                assert_ne!(
+                    base,
+                    libc::MAP_FAILED,
+                    "mmap: {}",
+                    io::Error::last_os_error()
+                );
+                libc::close(fd);
+                Published {
+                    base: base.cast(),
+                    len,
+                }
+            }
+        }
+
+        /// Writes the header, the signature last (as publishers do).
+        fn header(&self, bytes: &[u8; HEADER_SIZE]) {
+            // SAFETY: the mapping is `len` >= 32 bytes, writable, and ours alone.
+            unsafe {
+                ptr::copy_nonoverlapping(bytes[8..].as_ptr(), self.base.add(8), HEADER_SIZE - 8);
+                ptr::copy_nonoverlapping(bytes.as_ptr(), self.base, 8);
+            }
+        }
+
+        /// Places `payload` right after the header and returns its address.
+        fn payload_inside(&self, payload: &[u8]) -> u64 {
+            assert!(HEADER_SIZE + payload.len() <= self.len);
+            // SAFETY: bounds checked above.
+            unsafe {
+                let at = self.base.add(HEADER_SIZE);
+                ptr::copy_nonoverlapping(payload.as_ptr(), at, payload.len());
+                at as u64
+            }
+        }
+    }
+
+    impl Drop for Published {
+        fn drop(&mut self) {
+            // SAFETY: unmaps exactly what `new` mapped.
+            unsafe { libc::munmap(self.base.cast(), self.len) };
+        }
+    }
+
+    #[test]
+    fn reads_the_context_of_this_process() {
+        let me = std::process::id();
+        let published = Published::new();
+        let first = payload(
+            vec![kv("service.name", text("profiled-service"))],
+            vec![
+                kv("threadlocal.schema_version", text("tlsdesc_v1_dev")),
+                kv(
+                    "threadlocal.attribute_key_map",
+                    strings(&["http.route", "user.id"]),
+                ),
+            ],
+        );
+        let at = published.payload_inside(&first);
+        published.header(&header_bytes(2, first.len() as u32, 1_000, at));
+        let context = read_process_context(me).unwrap().expect("published");
+        assert_eq!(context.service_name.as_deref(), Some("profiled-service"));
+        assert_eq!(context.attribute_keys, ["http.route", "user.id"]);
+        assert_eq!(context.schema_version.as_deref(), Some("tlsdesc_v1_dev"));
+
+        // An update that moves the payload to the heap.
+        let second = payload(vec![kv("service.name", text("renamed"))], vec![]);
+        published.header(&header_bytes(
+            2,
+            second.len() as u32,
+            2_000,
+            second.as_ptr() as u64,
+        ));
+        let context = read_process_context(me).unwrap().expect("published");
+        assert_eq!(context.service_name.as_deref(), Some("renamed"));
+        assert_eq!(context.attribute_keys, Vec::<String>::new());
+
+        // An update in progress, for longer than the reader waits.
+        published.header(&header_bytes(
+            2,
+            second.len() as u32,
+            0,
+            second.as_ptr() as u64,
+        ));
+        assert!(matches!(
+            read_process_context(me),
+            Err(ProcessContextError::NotPublished)
+        ));
+
+        // A pointer to nowhere, a payload that is not protobuf, a wrong signature.
+        published.header(&header_bytes(2, 64, 3_000, 8));
+        assert!(matches!(
+            read_process_context(me),
+            Err(ProcessContextError::Read {
+                address: 8,
+                len: 64,
+                ..
+            })
+        ));
+        let garbage = [0x0a, 0x7f, 0x01];
+        published.header(&header_bytes(2, 3, 4_000, garbage.as_ptr() as u64));
+        assert!(matches!(
+            read_process_context(me),
+            Err(ProcessContextError::Decode(_))
+        ));
+        let mut wrong = header_bytes(2, 3, 5_000, garbage.as_ptr() as u64);
+        wrong[..8].copy_from_slice(b"NOT_OTEL");
+        published.header(&wrong);
+        assert!(matches!(
+            read_process_context(me),
+            Err(ProcessContextError::Signature(_))
+        ));
+
+        drop(published);
+        assert!(read_process_context(me).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_process_without_context_has_none() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("5")
+            .spawn()
+            .unwrap();
+        let result = read_process_context(child.id());
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(result.unwrap().is_none());
+    }
+
+    #[test]
+    fn a_missing_process_is_an_error() {
+        // PIDs are below 2^22 on Linux.
+        assert!(matches!(
+            read_process_context(u32::MAX >> 1),
+            Err(ProcessContextError::Maps { .. })
+        ));
+    }
+}
