@@ -31,9 +31,16 @@ fn main() {
         &out_dir.join("fixture-hot-rust-frames"),
     );
 
+    let traced = build_traced(&fixtures, &out_dir);
+
     export("FIXTURE_HOT_C", &hot_c);
     export("FIXTURE_SYSCALLS_C", &syscalls);
     export("FIXTURE_HOT_RUST", &hot_rust);
+    export("FIXTURE_TRACED_EXE", &traced.exe);
+    export("FIXTURE_TRACED_TLSDESC", &traced.tlsdesc);
+    export("FIXTURE_TRACED_GD", &traced.gd);
+    export("FIXTURE_LIBOTELCTX_GNU2", &traced.lib_gnu2);
+    export("FIXTURE_LIBOTELCTX_GNU", &traced.lib_gnu);
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RUSTC");
 }
@@ -44,6 +51,82 @@ fn build_c(source: &Path, output: &Path) -> PathBuf {
     cmd.args(CFLAGS).arg("-o").arg(output).arg(source);
     run(cmd);
     output.to_owned()
+}
+
+/// The traced fixtures: one scenario (traced_scenario.c), three places for the thread-local
+/// `otel_thread_ctx_v1` (see the fixture files).
+struct Traced {
+    /// Variable in the executable (static TLS).
+    exe: PathBuf,
+    /// Variable in libotelctx_gnu2.so (TLSDESC).
+    tlsdesc: PathBuf,
+    /// Variable in libotelctx_gnu.so (general dynamic: DTPMOD64/DTPOFF64, __tls_get_addr).
+    gd: PathBuf,
+    lib_gnu2: PathBuf,
+    lib_gnu: PathBuf,
+}
+
+fn build_traced(fixtures: &Path, out_dir: &Path) -> Traced {
+    for name in [
+        "trace_ids.h",
+        "traced_scenario.h",
+        "traced_scenario.c",
+        "traced.c",
+        "otelctx.h",
+        "otelctx.c",
+        "traced_lib.c",
+    ] {
+        println!("cargo:rerun-if-changed={}", fixtures.join(name).display());
+    }
+    let scenario = fixtures.join("traced_scenario.c");
+
+    let exe = out_dir.join("traced");
+    let mut cmd = Command::new("gcc");
+    cmd.args(CFLAGS)
+        .arg("-pthread")
+        .arg("-Wl,--export-dynamic-symbol=otel_thread_ctx_v1")
+        .arg("-o")
+        .arg(&exe)
+        .arg(fixtures.join("traced.c"))
+        .arg(&scenario);
+    run(cmd);
+
+    let build_variant = |dialect: &str, lib_name: &str, exe_name: &str| {
+        let lib = out_dir.join(format!("lib{lib_name}.so"));
+        let mut cmd = Command::new("gcc");
+        cmd.args(CFLAGS)
+            .args(["-pthread", "-fPIC", "-shared"])
+            .arg(format!("-mtls-dialect={dialect}"))
+            .arg("-o")
+            .arg(&lib)
+            .arg(fixtures.join("otelctx.c"));
+        run(cmd);
+        let exe = out_dir.join(exe_name);
+        let mut cmd = Command::new("gcc");
+        cmd.args(CFLAGS)
+            .arg("-pthread")
+            .arg("-o")
+            .arg(&exe)
+            .arg(fixtures.join("traced_lib.c"))
+            .arg(&scenario)
+            .arg("-L")
+            .arg(out_dir)
+            .arg(format!("-l{lib_name}"))
+            // No shell: `$ORIGIN` reaches the linker as is, and the loader finds the library
+            // next to the executable.
+            .arg("-Wl,-rpath,$ORIGIN");
+        run(cmd);
+        (lib, exe)
+    };
+    let (lib_gnu2, tlsdesc) = build_variant("gnu2", "otelctx_gnu2", "traced_tlsdesc");
+    let (lib_gnu, gd) = build_variant("gnu", "otelctx_gnu", "traced_gd");
+    Traced {
+        exe,
+        tlsdesc,
+        gd,
+        lib_gnu2,
+        lib_gnu,
+    }
 }
 
 fn build_rust(source: &Path, output: &Path) -> PathBuf {

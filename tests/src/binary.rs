@@ -39,10 +39,7 @@ fn locate_profiler() -> Result<PathBuf> {
         );
         return Ok(bin);
     }
-    let target_dir = env::var_os("CARGO_TARGET_DIR")
-        .map(|dir| workspace_root().join(dir))
-        .unwrap_or_else(|| workspace_root().join("target"));
-    let bin = target_dir.join("release/profiler");
+    let bin = target_dir().join("release/profiler");
     if !bin.is_file() {
         build_profiler()?;
     }
@@ -85,8 +82,16 @@ fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
     newest
 }
 
-fn build_profiler() -> Result<()> {
-    // The BPF build inside profiler-user needs bpf-linker from ~/.cargo/bin.
+/// The workspace's target directory (`$CARGO_TARGET_DIR`, else `<workspace>/target`).
+pub fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR")
+        .map(|dir| workspace_root().join(dir))
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// `cargo <args>` in the workspace root, with `~/.cargo/bin` first on `PATH` (the BPF build
+/// inside profiler-user needs bpf-linker from there).
+pub fn cargo_command(args: &[&str]) -> Command {
     let mut path = OsString::new();
     if let Some(home) = env::var_os("HOME") {
         path.push(Path::new(&home).join(".cargo/bin"));
@@ -94,11 +99,16 @@ fn build_profiler() -> Result<()> {
     }
     path.push(env::var_os("PATH").unwrap_or_default());
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    eprintln!("building the profiler: cargo build --release -p profiler-user");
-    let status = Command::new(cargo)
-        .args(["build", "--release", "-p", "profiler-user"])
+    let mut cmd = Command::new(cargo);
+    cmd.args(args)
         .current_dir(workspace_root())
-        .env("PATH", path)
+        .env("PATH", path);
+    cmd
+}
+
+fn build_profiler() -> Result<()> {
+    eprintln!("building the profiler: cargo build --release -p profiler-user");
+    let status = cargo_command(&["build", "--release", "-p", "profiler-user"])
         .status()
         .context("running cargo build for the profiler")?;
     ensure!(

@@ -3,8 +3,10 @@
 use std::{
     ffi::OsStr,
     fs,
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
+    sync::mpsc,
     thread,
     time::{Duration, Instant},
 };
@@ -24,11 +26,42 @@ impl Fixture {
     /// Starts the fixture at `path` and waits until it has exec'd, so that the profiler sees its
     /// final executable and comm, not the test binary's.
     pub fn spawn(path: &str, args: &[&str]) -> Result<Fixture> {
+        Fixture::spawn_with_stdout(path, args, Stdio::null())
+    }
+
+    /// Starts the fixture at `path` and waits (up to `timeout`) until it prints a line starting
+    /// with `ready`: the fixture has set up what the test looks at (threads, published
+    /// contexts). Its further output is read and dropped.
+    pub fn spawn_ready(path: &str, args: &[&str], timeout: Duration) -> Result<Fixture> {
+        let mut fixture = Fixture::spawn_with_stdout(path, args, Stdio::piped())?;
+        let stdout = fixture.child.stdout.take().context("fixture stdout")?;
+        let (tx, rx) = mpsc::channel();
+        thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("ready") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        match rx.recv_timeout(timeout) {
+            Ok(_) => Ok(fixture),
+            Err(_) => {
+                let status = fixture.child.try_wait()?;
+                bail!(
+                    "{} did not print `ready` within {timeout:?} (exit status: {status:?})",
+                    fixture.path.display()
+                )
+            }
+        }
+    }
+
+    fn spawn_with_stdout(path: &str, args: &[&str], stdout: Stdio) -> Result<Fixture> {
         let path = fs::canonicalize(path).with_context(|| format!("fixture {path} missing"))?;
         let child = Command::new(&path)
             .args(args)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(stdout)
             .spawn()
             .with_context(|| format!("spawning {}", path.display()))?;
         let fixture = Fixture { child, path };
@@ -75,6 +108,11 @@ impl Fixture {
     /// The GNU build ID of the executable, lowercase hex.
     pub fn build_id(&self) -> Result<String> {
         elf_build_id(&self.path)
+    }
+
+    /// Whether the fixture still runs (without blocking).
+    pub fn is_running(&mut self) -> Result<bool> {
+        Ok(self.child.try_wait()?.is_none())
     }
 
     /// Waits for the fixture to exit (reaping it, so it does not linger as a zombie).

@@ -17,6 +17,19 @@ pub const HOT_RUST: &str = env!("FIXTURE_HOT_RUST");
 /// Name of the thread of [`HOT_RUST`] that burns CPU.
 pub const RUST_WORKER_THREAD: &str = "rust-hot-worker";
 
+/// C fixture publishing known trace contexts on named threads (see
+/// `fixtures/traced_scenario.c` and [`C_TRACED`]), with `otel_thread_ctx_v1` defined in the
+/// executable (static TLS).
+pub const TRACED_EXE: &str = env!("FIXTURE_TRACED_EXE");
+/// The same scenario with `otel_thread_ctx_v1` in [`LIBOTELCTX_GNU2`] (TLSDESC).
+pub const TRACED_TLSDESC: &str = env!("FIXTURE_TRACED_TLSDESC");
+/// The same scenario with `otel_thread_ctx_v1` in [`LIBOTELCTX_GNU`] (general dynamic).
+pub const TRACED_GD: &str = env!("FIXTURE_TRACED_GD");
+/// Shared library defining `otel_thread_ctx_v1`, built with `-mtls-dialect=gnu2`.
+pub const LIBOTELCTX_GNU2: &str = env!("FIXTURE_LIBOTELCTX_GNU2");
+/// Shared library defining `otel_thread_ctx_v1`, built with `-mtls-dialect=gnu`.
+pub const LIBOTELCTX_GNU: &str = env!("FIXTURE_LIBOTELCTX_GNU");
+
 /// Filename of the mapping that kernel frames belong to.
 pub const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
 /// The rate the recording tests ask for: not the default, so the period check means something.
@@ -48,14 +61,20 @@ mod binary;
 mod checks;
 mod fixture;
 mod go;
+mod marker;
 mod pprof;
 mod recording;
 mod running;
+mod trace_files;
+mod traces;
 
 pub use binary::*;
 pub use checks::*;
 pub use fixture::*;
 pub use go::*;
+pub use marker::*;
 pub use pprof::*;
 pub use recording::*;
 pub use running::*;
+pub use trace_files::*;
+pub use traces::*;

@@ -23,6 +23,9 @@ pub const SYMBOL: &str = "otel_thread_ctx_v1";
 /// dlopen, or a TLSDESC descriptor that `ld.so` resolves lazily, appears in the meantime).
 const RETRY_AFTER: Duration = Duration::from_secs(10);
 
+/// Files remembered before the cache starts afresh (hosts that deploy new binaries for months).
+const MAX_FILES: usize = 50_000;
+
 /// Per-process TLS resolution with a per-file cache.
 #[derive(Default)]
 pub struct TlsTracker {
@@ -74,6 +77,9 @@ impl TlsTracker {
     }
 
     fn symbol(&mut self, file: &Arc<MappedFile>) -> Option<Arc<TlsSymbol>> {
+        if self.files.len() >= MAX_FILES && !self.files.contains_key(&file.id) {
+            self.files.clear();
+        }
         self.files
             .entry(file.id)
             .or_insert_with(|| {
