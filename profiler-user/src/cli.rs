@@ -24,7 +24,7 @@ pub enum Command {
     Record(RecordArgs),
 }
 
-#[derive(Clone, Debug, Args, PartialEq, Eq)]
+#[derive(Clone, Debug, Args, PartialEq)]
 pub struct RecordArgs {
     /// Only sample these processes (repeat, or comma-separate); default: the whole host.
     #[arg(
@@ -67,6 +67,60 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", env = "PROFILER_MAX_TRACES_PER_INTERVAL", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_traces_per_interval: u32,
+    #[command(flatten)]
+    pub adaptive: AdaptiveArgs,
+}
+
+/// Adaptive sampling: follow host load, capture incidents, stay under an overhead budget.
+#[derive(Clone, Debug, Args, PartialEq)]
+pub struct AdaptiveArgs {
+    /// Keep the rate fixed at --frequency: no incident captures, no overhead governor.
+    #[arg(long, env = "PROFILER_NO_ADAPTIVE")]
+    pub no_adaptive: bool,
+    /// Host CPU utilization (0-1) above which an incident is captured.
+    #[arg(long, value_name = "FRACTION", env = "PROFILER_CPU_THRESHOLD", default_value_t = 0.70,
+          value_parser = fraction)]
+    pub cpu_threshold: f64,
+    /// Host memory in use (0-1) above which an incident is captured.
+    #[arg(long, value_name = "FRACTION", env = "PROFILER_MEM_THRESHOLD", default_value_t = 0.80,
+          value_parser = fraction)]
+    pub mem_threshold: f64,
+    /// Sampling rate during an incident capture, per CPU.
+    #[arg(long, value_name = "HZ", env = "PROFILER_CAPTURE_FREQUENCY", default_value_t = 99,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub capture_frequency: u64,
+    /// Length of an incident capture.
+    #[arg(long, value_name = "SECONDS", env = "PROFILER_CAPTURE_DURATION", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub capture_duration: u64,
+    /// At most one capture per this many seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "PROFILER_CAPTURE_MIN_INTERVAL",
+        default_value_t = 600
+    )]
+    pub capture_min_interval: u64,
+    /// The profiler's own cost ceiling, as a fraction of the host's CPU capacity.
+    #[arg(long, value_name = "FRACTION", env = "PROFILER_OVERHEAD_BUDGET", default_value_t = 0.01,
+          value_parser = fraction)]
+    pub overhead_budget: f64,
+    /// The rate the overhead governor never goes below.
+    #[arg(long, value_name = "HZ", env = "PROFILER_MIN_FREQUENCY", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub min_frequency: u64,
+}
+
+/// A number in (0, 1].
+fn fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if value > 0.0 && value <= 1.0 {
+        Ok(value)
+    } else {
+        Err(format!("{value} is not in (0, 1]"))
+    }
 }
 
 #[cfg(test)]
@@ -89,6 +143,21 @@ mod tests {
         assert!(args.pids.is_empty() && !args.no_kernel_stacks && !args.include_idle);
         assert!(!args.no_trace_context);
         assert_eq!(args.max_traces_per_interval, 10_000);
+        let adaptive = &args.adaptive;
+        assert!(!adaptive.no_adaptive);
+        assert_eq!(
+            (adaptive.cpu_threshold, adaptive.mem_threshold),
+            (0.70, 0.80)
+        );
+        assert_eq!(
+            (adaptive.capture_frequency, adaptive.capture_duration),
+            (99, 30)
+        );
+        assert_eq!(adaptive.capture_min_interval, 600);
+        assert_eq!(
+            (adaptive.overhead_budget, adaptive.min_frequency),
+            (0.01, 1)
+        );
     }
 
     #[test]
@@ -105,6 +174,9 @@ mod tests {
         assert!(record(&["--pid", "abc"]).is_err());
         assert!(record(&["--duration", "-1"]).is_err());
         assert!(record(&["--max-traces-per-interval", "0"]).is_err());
+        assert!(record(&["--cpu-threshold", "1.5"]).is_err());
+        assert!(record(&["--overhead-budget", "0"]).is_err());
+        assert!(record(&["--mem-threshold", "abc"]).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! program that aggregates them in the kernel; userspace drains them every interval,
 //! symbolizes them on the host, and writes pprof files. See ARCHITECTURE.md for the map.
 
+pub mod adaptive;
 pub mod bpf;
 pub mod cli;
 pub mod preflight;

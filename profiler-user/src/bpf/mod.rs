@@ -12,7 +12,7 @@ pub use counters::CounterSnapshot;
 pub use drain::{Contexts, Drained, Stacks};
 pub use error::BpfError;
 pub use events::{Event, EventReader};
-pub use perf_events::PerfEvents;
+pub use perf_events::{PerfEvents, period_ns};
 pub use sampler::{ProgramCost, Sampler, SamplerOptions, TraceOptions};
 
 /// The BPF object built by `build.rs` from the `profiler-ebpf` crate.

@@ -195,6 +195,16 @@ impl Sampler {
         })
     }
 
+    /// Retunes the sampling rate of every CPU without reattaching the program.
+    pub fn set_frequency(&mut self, frequency: u64) -> Result<(), BpfError> {
+        self.perf_events.set_frequency(frequency)
+    }
+
+    /// The sampling rate in force.
+    pub fn frequency(&self) -> u64 {
+        self.perf_events.frequency()
+    }
+
     /// Number of CPUs sampled.
     pub fn cpus(&self) -> usize {
         self.perf_events.cpus()

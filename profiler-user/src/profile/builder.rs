@@ -248,6 +248,20 @@ impl ProfileBuilder {
     }
 }
 
+/// Appends free-form comments to a built profile.
+pub fn add_comments(profile: &mut Profile, comments: &[String]) {
+    for comment in comments {
+        let index = match profile.string_table.iter().position(|s| s == comment) {
+            Some(index) => index,
+            None => {
+                profile.string_table.push(comment.clone());
+                profile.string_table.len() - 1
+            }
+        };
+        profile.comment.push(index as i64);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
@@ -311,6 +325,18 @@ mod tests {
         b.add_sample(vec![leaf, caller], &traced, 1, 50);
         b.comment("hello");
         b.build()
+    }
+
+    #[test]
+    fn comments_are_added_to_a_built_profile() {
+        let mut p = sample_profile();
+        add_comments(&mut p, &["hello".to_owned(), "world".to_owned()]);
+        let texts: Vec<_> = p
+            .comment
+            .iter()
+            .map(|&i| p.string_table[i as usize].as_str())
+            .collect();
+        assert_eq!(texts, ["hello", "hello", "world"]);
     }
 
     #[test]

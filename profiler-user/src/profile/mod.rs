@@ -7,7 +7,7 @@ pub mod proto;
 mod traces;
 mod writer;
 
-pub use builder::{Labels, MappingInfo, MappingKey, ProfileBuilder, TraceLabels};
+pub use builder::{Labels, MappingInfo, MappingKey, ProfileBuilder, TraceLabels, add_comments};
 pub use interval::{
     IntervalMeta, IntervalStats, KERNEL_MAPPING, ResolvedLocation, ResolvedSample, build_profile,
     resolve_interval,

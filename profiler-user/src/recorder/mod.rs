@@ -17,10 +17,14 @@ use tokio::{
     time::{MissedTickBehavior, interval_at, sleep},
 };
 
+use crate::adaptive::{
+    controller::{Controller, ControllerConfig, Decision},
+    signals::{CostReader, LoadReader},
+};
 use crate::{
     bpf::{
         BpfError, CounterSnapshot, Drained, Event, EventReader, ProgramCost, Sampler,
-        SamplerOptions, TraceOptions,
+        SamplerOptions, TraceOptions, period_ns,
     },
     cli::RecordArgs,
     preflight::{self, PreflightError},
@@ -28,7 +32,7 @@ use crate::{
     profile::{IntervalMeta, ProfileWriter, TraceStore},
     tracectx::{TlsTracker, kernel_btf},
 };
-use pipeline::{Interval, Pipeline};
+use pipeline::{Interval, Job, Pipeline};
 use targets::Targets;
 
 #[derive(Debug, thiserror::Error)]
@@ -83,20 +87,24 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     let traces = trace.map(|_| TraceStore::new(args.output_dir.join("traces")));
     let pipeline = Pipeline::spawn(table.clone(), ProfileWriter::new(&args.output_dir), traces);
     let events = sampler.take_events().expect("events are taken once, here");
+    let cpus = sampler.cpus();
     let mut recording = Recording {
         sampler,
         table,
         pipeline,
-        period_ns: 1_000_000_000 / args.frequency,
         started: SystemTime::now(),
         started_at: Instant::now(),
         counters: CounterSnapshot::default(),
         cost: ProgramCost::default(),
         tls: trace.map(|_| TlsState::default()),
+        control: (!args.adaptive.no_adaptive).then(|| Control::new(args, cpus)),
+        rate_changes: Vec::new(),
     };
     let reason = recording.run(args, events).await;
-    // Whatever stopped us, the partial interval is written before we return.
-    let flushed = recording.drain();
+    // Whatever stopped us, the partial interval (and capture) is written before we return.
+    let flushed = recording
+        .drain()
+        .and_then(|()| recording.end_capture_early());
     let finished = recording.pipeline.finish();
     let reason = reason?;
     flushed?;
@@ -109,7 +117,6 @@ struct Recording {
     sampler: Sampler,
     table: Arc<Mutex<ProcessTable>>,
     pipeline: Pipeline,
-    period_ns: u64,
     /// Start of the interval being recorded.
     started: SystemTime,
     started_at: Instant,
@@ -117,6 +124,41 @@ struct Recording {
     cost: ProgramCost,
     /// Trace-context resolution, when enabled.
     tls: Option<TlsState>,
+    /// Adaptive sampling, unless `--no-adaptive`.
+    control: Option<Control>,
+    /// Rate changes since the last drain, for the interval's comments.
+    rate_changes: Vec<String>,
+}
+
+/// The adaptive controller and what feeds it.
+struct Control {
+    controller: Controller,
+    load: LoadReader,
+    cost: CostReader,
+    started: Instant,
+}
+
+impl Control {
+    fn new(args: &RecordArgs, cpus: usize) -> Self {
+        let adaptive = &args.adaptive;
+        let config = ControllerConfig {
+            adaptive: true,
+            baseline_hz: args.frequency,
+            capture_hz: adaptive.capture_frequency,
+            min_hz: adaptive.min_frequency.min(args.frequency),
+            cpu_threshold: adaptive.cpu_threshold,
+            mem_threshold: adaptive.mem_threshold,
+            capture_duration: Duration::from_secs(adaptive.capture_duration),
+            capture_min_interval: Duration::from_secs(adaptive.capture_min_interval),
+            overhead_budget: adaptive.overhead_budget,
+        };
+        Self {
+            controller: Controller::new(config),
+            load: LoadReader::new(),
+            cost: CostReader::new(cpus, Duration::from_secs(args.interval.clamp(5, 60))),
+            started: Instant::now(),
+        }
+    }
 }
 
 /// Which process image each PID's TLS location in the BPF map belongs to.
@@ -165,6 +207,8 @@ impl Recording {
         tokio::pin!(deadline);
         let mut targets = Targets::new(&args.pids);
         let mut watch = tokio::time::interval(Duration::from_secs(1));
+        let mut control = tokio::time::interval(Duration::from_secs(1));
+        control.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
         loop {
             tokio::select! {
@@ -174,6 +218,7 @@ impl Recording {
                     self.handle_events(guard.get_inner_mut().read_available());
                     guard.clear_ready();
                 }
+                _ = control.tick(), if self.control.is_some() => self.control()?,
                 _ = watch.tick(), if !targets.is_empty() => {
                     if targets.all_exited() {
                         return Ok(StopReason::TargetsExited);
@@ -262,13 +307,16 @@ impl Recording {
         self.retry_tls(&drained);
         let counters = self.sampler.counters().map_err(RecordError::Drain)?;
         let cost = self.sampler.program_cost().unwrap_or_default();
+        let frequency = self.sampler.frequency();
         let meta = IntervalMeta {
             start: self.started,
             duration: self.started_at.elapsed(),
-            period_ns: self.period_ns,
+            period_ns: period_ns(frequency),
         };
         self.started = SystemTime::now();
         self.started_at = Instant::now();
+        let mut comments = std::mem::take(&mut self.rate_changes);
+        comments.push(format!("sampling frequency at the end: {frequency} Hz"));
         let interval = Interval {
             drained,
             meta,
@@ -276,9 +324,85 @@ impl Recording {
             counters: counters.since(&self.counters),
             bpf_ns_per_sample: cost.per_run_since(&self.cost),
             drain_started,
+            comments,
         };
         self.counters = counters;
         self.cost = cost;
-        self.pipeline.send(interval)
+        self.pipeline.send(Job::Interval(Box::new(interval)))
+    }
+
+    /// Once a second: reads load and cost, and applies what the controller decides.
+    fn control(&mut self) -> Result<(), RecordError> {
+        let Some(control) = &mut self.control else {
+            return Ok(());
+        };
+        let Some(load) = control.load.sample() else {
+            return Ok(());
+        };
+        let cost = control.cost.sample(self.sampler.program_cost());
+        let decisions = control
+            .controller
+            .step(control.started.elapsed(), load, cost);
+        for decision in decisions {
+            self.apply(decision)?;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, decision: Decision) -> Result<(), RecordError> {
+        match decision {
+            Decision::StartCapture(trigger) => {
+                let description = trigger.describe();
+                tracing::warn!("incident capture started: {description}");
+                // The incident starts on an interval boundary: earlier samples stay out of it.
+                self.drain()?;
+                self.pipeline.send(Job::CaptureStart {
+                    start: SystemTime::now(),
+                    comments: vec![description],
+                })
+            }
+            Decision::EndCapture => {
+                self.drain()?;
+                let frequency = self.sampler.frequency();
+                tracing::info!("incident capture ended");
+                self.pipeline.send(Job::CaptureEnd {
+                    end: SystemTime::now(),
+                    frequency,
+                    comments: vec![format!("capture frequency at the end: {frequency} Hz")],
+                })
+            }
+            Decision::SetFrequency { hz, reason } => {
+                let from = self.sampler.frequency();
+                match self.sampler.set_frequency(hz) {
+                    Ok(()) => {
+                        let note = format!("sampling frequency {from} Hz -> {hz} Hz: {reason}");
+                        tracing::info!(from, to = hz, "{note}");
+                        self.rate_changes.push(note);
+                    }
+                    Err(err) => tracing::error!(
+                        "changing the sampling frequency to {hz} Hz failed: {}",
+                        crate::error_chain(&err)
+                    ),
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Ends a capture cut short by the end of recording, after the final drain.
+    fn end_capture_early(&mut self) -> Result<(), RecordError> {
+        let capturing = self
+            .control
+            .as_ref()
+            .is_some_and(|control| control.controller.capturing());
+        if !capturing {
+            return Ok(());
+        }
+        let frequency = self.sampler.frequency();
+        self.pipeline.send(Job::CaptureEnd {
+            end: SystemTime::now(),
+            frequency,
+            comments: vec!["capture cut short: recording stopped".to_owned()],
+        })
     }
 }

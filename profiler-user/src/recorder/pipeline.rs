@@ -1,17 +1,21 @@
 //! The thread that turns drained intervals into files. It owns the symbolizer (blazesym's is
-//! not `Send`), so symbolization never delays a drain or the handling of process events.
+//! not `Send`), so symbolization never delays a drain or the handling of process events. It also
+//! gathers the samples of an incident capture, which spans several intervals, into its own file.
 
 use std::{
     sync::{Arc, Mutex, mpsc},
     thread::{self, JoinHandle},
-    time::Instant,
+    time::{Duration, Instant, SystemTime},
 };
 
 use super::RecordError;
 use crate::{
     bpf::{CounterSnapshot, Drained},
     process::ProcessTable,
-    profile::{IntervalMeta, ProfileWriter, TraceStore, build_profile, resolve_interval},
+    profile::{
+        IntervalMeta, ProfileWriter, ResolvedSample, TraceStore, add_comments, build_profile,
+        resolve_interval,
+    },
     symbolize::Symbolizer,
     tracectx::TraceLabeler,
 };
@@ -28,10 +32,35 @@ pub(super) struct Interval {
     pub bpf_ns_per_sample: Option<u64>,
     /// When the drain began: the time to a written file is measured from here.
     pub drain_started: Instant,
+    /// Notes for the profile's comments (rates in force, rate changes).
+    pub comments: Vec<String>,
+}
+
+/// Work for the writer thread, in order.
+pub(super) enum Job {
+    Interval(Box<Interval>),
+    /// Samples of the following intervals also go to an incident file.
+    CaptureStart {
+        start: SystemTime,
+        comments: Vec<String>,
+    },
+    /// Writes the incident file of the capture in progress.
+    CaptureEnd {
+        end: SystemTime,
+        frequency: u64,
+        comments: Vec<String>,
+    },
+}
+
+/// An incident capture in progress.
+struct Capture {
+    start: SystemTime,
+    comments: Vec<String>,
+    samples: Vec<ResolvedSample>,
 }
 
 pub(super) struct Pipeline {
-    sender: Option<mpsc::Sender<Interval>>,
+    sender: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -42,7 +71,7 @@ impl Pipeline {
         writer: ProfileWriter,
         traces: Option<TraceStore>,
     ) -> Self {
-        let (sender, receiver) = mpsc::channel::<Interval>();
+        let (sender, receiver) = mpsc::channel::<Job>();
         let thread = thread::Builder::new()
             .name("profile-writer".into())
             .spawn(move || {
@@ -51,9 +80,24 @@ impl Pipeline {
                     traces,
                     symbolizer: Symbolizer::new(),
                     labeler: TraceLabeler::default(),
+                    capture: None,
                 };
-                for interval in receiver {
-                    output.write_interval(interval, &table);
+                for job in receiver {
+                    match job {
+                        Job::Interval(interval) => output.write_interval(*interval, &table),
+                        Job::CaptureStart { start, comments } => {
+                            output.capture = Some(Capture {
+                                start,
+                                comments,
+                                samples: Vec::new(),
+                            });
+                        }
+                        Job::CaptureEnd {
+                            end,
+                            frequency,
+                            comments,
+                        } => output.write_incident(end, frequency, comments),
+                    }
                 }
             })
             .expect("spawning a thread at start-up");
@@ -63,10 +107,10 @@ impl Pipeline {
         }
     }
 
-    pub(super) fn send(&self, interval: Interval) -> Result<(), RecordError> {
+    pub(super) fn send(&self, job: Job) -> Result<(), RecordError> {
         self.sender
             .as_ref()
-            .and_then(|s| s.send(interval).ok())
+            .and_then(|s| s.send(job).ok())
             .ok_or(RecordError::PipelineGone)
     }
 
@@ -86,6 +130,7 @@ struct Output {
     traces: Option<TraceStore>,
     symbolizer: Symbolizer,
     labeler: TraceLabeler,
+    capture: Option<Capture>,
 }
 
 impl Output {
@@ -97,13 +142,15 @@ impl Output {
             counters,
             bpf_ns_per_sample,
             drain_started,
+            comments,
         } = interval;
         let samples = resolve_interval(&drained, table, &mut self.symbolizer, &mut self.labeler);
         table
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .finish_drain(epoch);
-        let (profile, stats) = build_profile(&samples, meta);
+        let (mut profile, stats) = build_profile(&samples, meta);
+        add_comments(&mut profile, &comments);
         let problems = counters.problems();
         if !problems.is_empty() {
             tracing::warn!(
@@ -137,7 +184,35 @@ impl Output {
                 Err(err) => tracing::error!(interval = epoch, "{}", crate::error_chain(&err)),
             }
         }
+        if let Some(capture) = &mut self.capture {
+            capture.samples.extend(samples);
+        }
         self.symbolizer.end_interval();
         self.labeler.end_interval();
+    }
+
+    /// Writes `incident-<start>.pb.gz` with every sample since the capture started.
+    fn write_incident(&mut self, end: SystemTime, frequency: u64, comments: Vec<String>) {
+        let Some(capture) = self.capture.take() else {
+            return;
+        };
+        let meta = IntervalMeta {
+            start: capture.start,
+            duration: end.duration_since(capture.start).unwrap_or(Duration::ZERO),
+            period_ns: crate::bpf::period_ns(frequency),
+        };
+        let (mut profile, stats) = build_profile(&capture.samples, meta);
+        add_comments(&mut profile, &capture.comments);
+        add_comments(&mut profile, &comments);
+        match self.writer.write("incident", capture.start, &profile) {
+            Ok((path, bytes)) => tracing::info!(
+                samples = stats.samples,
+                processes = stats.processes,
+                bytes,
+                "wrote incident capture {}",
+                path.display()
+            ),
+            Err(err) => tracing::error!("{}", crate::error_chain(&err)),
+        }
     }
 }
