@@ -128,6 +128,15 @@ pub fn profiler_command() -> Command {
 
 /// `profiler record --output-dir <out_dir> <args>`.
 pub fn record_command(out_dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = adaptive_record_command(out_dir, args);
+    // Tests of what a fixed rate records: the suite's own load must not start incident
+    // captures or move the rate under them (tests/tests/adaptive.rs covers that).
+    cmd.arg("--no-adaptive");
+    cmd
+}
+
+/// `<profiler> record --output-dir <out_dir> <args>` with adaptive sampling on (the default).
+pub fn adaptive_record_command(out_dir: &Path, args: &[&str]) -> Command {
     let mut cmd = profiler_command();
     cmd.arg("record")
         .arg("--output-dir")

@@ -57,6 +57,7 @@ pub fn require_root() -> bool {
 
 use std::{env, thread};
 
+mod adaptive;
 mod binary;
 mod checks;
 mod fixture;
@@ -68,6 +69,7 @@ mod running;
 mod trace_files;
 mod traces;
 
+pub use adaptive::*;
 pub use binary::*;
 pub use checks::*;
 pub use fixture::*;

@@ -39,7 +39,7 @@ impl Frame {
     }
 }
 
-/// Every `*.pb.gz` in `dir`, decoded, in name order (= time order). Fails on a `.pb.gz` whose
+/// Every `*.pb.gz` in `dir`, decoded, in time order (by `time_nanos`). Fails on a `.pb.gz` whose
 /// name is not `cpu-<%Y%m%dT%H%M%SZ>[-N].pb.gz`.
 pub fn read_profiles(dir: &Path) -> Result<Vec<Pprof>> {
     let mut paths = Vec::new();
@@ -55,8 +55,13 @@ pub fn read_profiles(dir: &Path) -> Result<Vec<Pprof>> {
             paths.push(path);
         }
     }
-    paths.sort();
-    paths.into_iter().map(|p| Pprof::read(&p)).collect()
+    // Time order: `-N` names (two intervals starting in one second) do not sort by name.
+    let mut profiles = paths
+        .into_iter()
+        .map(|p| Pprof::read(&p))
+        .collect::<Result<Vec<_>>>()?;
+    profiles.sort_by_key(|p| (p.profile.time_nanos, p.path.clone()));
+    Ok(profiles)
 }
 
 /// Files left in `dir` that are not finished profiles' names yet look like temp files.

@@ -207,7 +207,9 @@ impl Recording {
         tokio::pin!(deadline);
         let mut targets = Targets::new(&args.pids);
         let mut watch = tokio::time::interval(Duration::from_secs(1));
-        let mut control = tokio::time::interval(Duration::from_secs(1));
+        // The first reading covers a full second: a shorter one would count as a whole reading.
+        let second = Duration::from_secs(1);
+        let mut control = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
         control.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
         loop {
@@ -402,7 +404,10 @@ impl Recording {
         self.pipeline.send(Job::CaptureEnd {
             end: SystemTime::now(),
             frequency,
-            comments: vec!["capture cut short: recording stopped".to_owned()],
+            comments: vec![
+                "capture cut short: recording stopped".to_owned(),
+                format!("capture frequency at the end: {frequency} Hz"),
+            ],
         })
     }
 }
