@@ -48,7 +48,8 @@ static STACKS_0: HashMap<u64, StackTrace> = HashMap::with_max_entries(8192, 0);
 #[map]
 static STACKS_1: HashMap<u64, StackTrace> = HashMap::with_max_entries(8192, 0);
 
-/// Which half (0 or 1) the program writes to; userspace flips it before each drain.
+/// The interval being recorded; its low bit is the half the program writes to. Userspace moves
+/// it on before each drain.
 #[map]
 static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
@@ -119,7 +120,8 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
         return Err(Counter::Filtered);
     }
 
-    let half = ACTIVE.get(0).copied().ok_or(Counter::Internal)?;
+    let interval = ACTIVE.get(0).copied().ok_or(Counter::Internal)?;
+    let half = interval & 1;
     let scratch = SCRATCH.get_ptr_mut(0).ok_or(Counter::Internal)?;
     // SAFETY: per-CPU map value, valid for the duration of the program.
     let scratch = unsafe { &mut *scratch };
@@ -145,7 +147,7 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
     );
 
     let context = if config.trace_context != 0 {
-        trace_context::read(pid, half, &config)
+        trace_context::read(pid, interval, &config)
     } else {
         NO_CONTEXT
     };

@@ -42,6 +42,19 @@ static TRACES_1: HashMap<[u8; 16], u8> = HashMap::with_max_entries(10000, 0);
 #[map]
 static CONTEXT_SCRATCH: PerCpuArray<TraceContext> = PerCpuArray::with_max_entries(1, 0);
 
+/// The context this CPU stored last, and in which interval: a thread sampled again under the
+/// same context skips the trace-limit and store map operations.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct LastContext {
+    interval: u32,
+    _pad: u32,
+    hash: u64,
+}
+
+#[map]
+static LAST_CONTEXT: PerCpuArray<LastContext> = PerCpuArray::with_max_entries(1, 0);
+
 /// Size of one glibc `dtv_t` entry (a pointer and a flag, padded).
 const DTV_ENTRY_SIZE: u64 = 16;
 /// glibc's marker for a DTV slot whose block is not allocated yet.
@@ -49,13 +62,13 @@ const TLS_DTV_UNALLOCATED: u64 = u64::MAX;
 
 /// The hash of the current thread's context, stored in the active contexts map, or
 /// [`NO_CONTEXT`]. Every failure is counted and leaves the sample without a trace.
-pub(crate) fn read(pid: u32, half: u32, config: &Config) -> u64 {
+pub(crate) fn read(pid: u32, interval: u32, config: &Config) -> u64 {
     let Some(location) = TLS_TARGETS.get_ptr(pid) else {
         return NO_CONTEXT;
     };
     // SAFETY: map value pointer returned by the kernel.
     let location = unsafe { *location };
-    match try_read(&location, half, config) {
+    match try_read(&location, interval, config) {
         Ok(hash) => hash,
         Err(Some(counter)) => {
             count(counter);
@@ -66,7 +79,11 @@ pub(crate) fn read(pid: u32, half: u32, config: &Config) -> u64 {
 }
 
 /// `Err(None)`: no context published, which is not a failure.
-fn try_read(location: &TlsLocation, half: u32, config: &Config) -> Result<u64, Option<Counter>> {
+fn try_read(
+    location: &TlsLocation,
+    interval: u32,
+    config: &Config,
+) -> Result<u64, Option<Counter>> {
     let variable = variable_address(location, config)?;
     // SAFETY: a user-memory read through the checked helper; failures are returned.
     let record: u64 = unsafe { bpf_probe_read_user(variable as *const u64) }
@@ -80,7 +97,15 @@ fn try_read(location: &TlsLocation, half: u32, config: &Config) -> Result<u64, O
     // SAFETY: per-CPU map value, valid for the duration of the program.
     let context = unsafe { &mut *scratch };
     read_record(record, context)?;
+    let hash = context_hash(context);
+    let last = LAST_CONTEXT.get_ptr_mut(0).ok_or(Some(Counter::Internal))?;
+    // SAFETY: per-CPU map value, valid for the duration of the program.
+    let last = unsafe { &mut *last };
+    if last.interval == interval && last.hash == hash {
+        return Ok(hash);
+    }
 
+    let half = interval & 1;
     let traces = if half == 0 { &TRACES_0 } else { &TRACES_1 };
     if traces.get_ptr(context.trace_id).is_none() {
         match traces.insert(context.trace_id, 1, BPF_NOEXIST as u64) {
@@ -89,13 +114,15 @@ fn try_read(location: &TlsLocation, half: u32, config: &Config) -> Result<u64, O
             Err(_) => return Err(Some(Counter::TraceLimit)),
         }
     }
-    let hash = context_hash(context);
     let contexts = if half == 0 { &CONTEXTS_0 } else { &CONTEXTS_1 };
     match contexts.insert(hash, &*context, BPF_NOEXIST as u64) {
-        Ok(()) => Ok(hash),
-        Err(err) if err == -(EEXIST as i32) => Ok(hash),
-        Err(_) => Err(Some(Counter::ContextsMapFull)),
+        Ok(()) => {}
+        Err(err) if err == -(EEXIST as i32) => {}
+        Err(_) => return Err(Some(Counter::ContextsMapFull)),
     }
+    last.interval = interval;
+    last.hash = hash;
+    Ok(hash)
 }
 
 fn variable_address(location: &TlsLocation, config: &Config) -> Result<u64, Option<Counter>> {

@@ -1,7 +1,7 @@
 //! Double-buffered drain of the aggregation maps.
 //!
-//! The program writes into the half named by the `ACTIVE` map. To drain, userspace points
-//! `ACTIVE` at the other half, waits out programs that read the old value (a program runs for
+//! The program writes into the half named by the `ACTIVE` map (an interval number; its low bit
+//! is the half). To drain, userspace points `ACTIVE` at the other half (the next number), waits out programs that read the old value (a program runs for
 //! microseconds with preemption off; the grace period is a thousand times that), then reads and
 //! clears the old half, which no program writes any more. No sample is lost and none is counted
 //! twice.
@@ -41,7 +41,8 @@ pub(crate) struct HalfMaps {
 pub(crate) struct Drainer {
     maps: HalfMaps,
     active: Array<MapData, u32>,
-    half: u32,
+    /// Interval number in `ACTIVE`; its low bit is the half being written.
+    interval: u32,
 }
 
 impl Drainer {
@@ -50,18 +51,18 @@ impl Drainer {
         Ok(Self {
             maps,
             active,
-            half: 0,
+            interval: 0,
         })
     }
 
     /// Flips the halves and returns everything the old half held, leaving it empty.
     pub(crate) fn drain(&mut self) -> Result<Drained, BpfError> {
-        let old = self.half as usize;
-        let new = 1 - self.half;
+        let old = (self.interval & 1) as usize;
+        let new = self.interval.wrapping_add(1);
         self.active
             .set(0, new, 0)
             .map_err(map_error(maps::ACTIVE))?;
-        self.half = new;
+        self.interval = new;
         thread::sleep(GRACE_PERIOD);
 
         let halves = &mut self.maps;
