@@ -9,6 +9,10 @@ use std::env;
 const EXPORT: &str = "-Wl,--export-dynamic-symbol=otel_thread_ctx_v1";
 
 fn main() {
+    // Without the `tls` feature the crate is only the formats: nothing to compile or export.
+    if env::var_os("CARGO_FEATURE_TLS").is_none() {
+        return;
+    }
     println!("cargo:rerun-if-changed=src/otel_thread_ctx.c");
     println!("cargo:rerun-if-changed=include/otel_thread_ctx.h");
 

@@ -36,15 +36,18 @@ mod context;
 mod layer;
 pub mod process_context;
 pub mod record;
+#[cfg(feature = "tls")]
 mod thread;
 
 pub use context::{Error, TraceContext};
 #[cfg(feature = "tracing")]
 pub use layer::MarkerLayer;
+#[cfg(feature = "tls")]
 pub use thread::{ContextGuard, attach, clear, current, try_attach};
 
 /// Name of the thread-local symbol readers look up (OTEP 4947).
 pub const SYMBOL: &str = "otel_thread_ctx_v1";
 
+#[cfg(feature = "tls")]
 #[doc(hidden)]
 pub use thread::slot_address;

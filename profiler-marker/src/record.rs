@@ -15,6 +15,7 @@
 //! [`encode_truncated`], which [`crate::attach`] uses, cuts a value longer than 255 bytes at a
 //! character boundary and drops the attributes from the first one that would overflow onwards.
 
+#[cfg(feature = "tls")]
 use std::ffi::c_void;
 
 use crate::context::{Error, TraceContext};
@@ -173,6 +174,7 @@ pub fn decode(bytes: &[u8]) -> Option<TraceContext> {
 }
 
 /// The `attrs_data_size` a record declares, if `header` holds at least the fixed part.
+#[cfg(feature = "tls")]
 pub(crate) fn declared_size(header: &[u8]) -> Option<usize> {
     let size = header.get(ATTRS_DATA_SIZE_OFFSET..HEADER_SIZE)?;
     Some(HEADER_SIZE + usize::from(u16::from_ne_bytes([size[0], size[1]])))
@@ -180,11 +182,13 @@ pub(crate) fn declared_size(header: &[u8]) -> Option<usize> {
 
 /// An encoded record in heap memory that does not move, aligned to 8 bytes (readers ask for 2),
 /// so that its address can be published.
+#[cfg(feature = "tls")]
 pub(crate) struct RecordBuf {
     words: Box<[u64]>,
     len: usize,
 }
 
+#[cfg(feature = "tls")]
 impl RecordBuf {
     /// The record of `ctx` (truncated to fit), or `None` for an invalid context.
     pub(crate) fn new(ctx: &TraceContext) -> Option<Self> {
@@ -257,6 +261,7 @@ mod tests {
     fn decode_round_trip() {
         let bytes = encode(&ctx()).unwrap();
         assert_eq!(decode(&bytes), Some(ctx()));
+        #[cfg(feature = "tls")]
         assert_eq!(declared_size(&bytes), Some(bytes.len()));
     }
 
@@ -349,6 +354,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "tls")]
     fn record_buf_is_aligned_and_matches() {
         let buf = RecordBuf::try_new(&ctx()).unwrap();
         assert_eq!(buf.as_ptr() as usize % 8, 0);

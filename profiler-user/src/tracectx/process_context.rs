@@ -267,79 +267,8 @@ fn read_at(memory: &Memory, start: u64) -> Result<ProcessContext, ProcessContext
     Err(last_error)
 }
 
-/// The payload's protobuf messages: `ProcessContext` (OTEP 4719) over the OpenTelemetry
-/// `common/v1` and `resource/v1` messages, written by hand to spare a build step.
-pub mod proto {
-    /// The payload: the SDK's resource and attributes addressed to external readers.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ProcessContext {
-        #[prost(message, optional, tag = "1")]
-        pub resource: Option<Resource>,
-        #[prost(message, repeated, tag = "2")]
-        pub attributes: Vec<KeyValue>,
-    }
-
-    /// `opentelemetry.proto.resource.v1.Resource` (without `entity_refs`).
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Resource {
-        #[prost(message, repeated, tag = "1")]
-        pub attributes: Vec<KeyValue>,
-        #[prost(uint32, tag = "2")]
-        pub dropped_attributes_count: u32,
-    }
-
-    /// `opentelemetry.proto.common.v1.KeyValue`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct KeyValue {
-        #[prost(string, tag = "1")]
-        pub key: String,
-        #[prost(message, optional, tag = "2")]
-        pub value: Option<AnyValue>,
-    }
-
-    /// `opentelemetry.proto.common.v1.AnyValue`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct AnyValue {
-        #[prost(oneof = "any_value::Value", tags = "1, 2, 3, 4, 5, 6, 7")]
-        pub value: Option<any_value::Value>,
-    }
-
-    /// The `AnyValue.value` oneof.
-    pub mod any_value {
-        /// One attribute value.
-        #[derive(Clone, PartialEq, prost::Oneof)]
-        pub enum Value {
-            #[prost(string, tag = "1")]
-            StringValue(String),
-            #[prost(bool, tag = "2")]
-            BoolValue(bool),
-            #[prost(int64, tag = "3")]
-            IntValue(i64),
-            #[prost(double, tag = "4")]
-            DoubleValue(f64),
-            #[prost(message, tag = "5")]
-            ArrayValue(super::ArrayValue),
-            #[prost(message, tag = "6")]
-            KvlistValue(super::KeyValueList),
-            #[prost(bytes = "vec", tag = "7")]
-            BytesValue(Vec<u8>),
-        }
-    }
-
-    /// `opentelemetry.proto.common.v1.ArrayValue`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct ArrayValue {
-        #[prost(message, repeated, tag = "1")]
-        pub values: Vec<AnyValue>,
-    }
-
-    /// `opentelemetry.proto.common.v1.KeyValueList`.
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct KeyValueList {
-        #[prost(message, repeated, tag = "1")]
-        pub values: Vec<KeyValue>,
-    }
-}
+/// The payload's protobuf messages, shared with the writer side (`profiler-marker`).
+pub use profiler_marker::process_context::proto;
 
 #[cfg(test)]
 mod tests;
