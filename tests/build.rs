@@ -41,6 +41,7 @@ fn main() {
     export("FIXTURE_TRACED_GD", &traced.gd);
     export("FIXTURE_LIBOTELCTX_GNU2", &traced.lib_gnu2);
     export("FIXTURE_LIBOTELCTX_GNU", &traced.lib_gnu);
+    export("FIXTURE_TRACED_DLOPEN", &traced.dlopen);
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RUSTC");
 }
@@ -62,6 +63,8 @@ struct Traced {
     tlsdesc: PathBuf,
     /// Variable in libotelctx_gnu.so (general dynamic: DTPMOD64/DTPOFF64, __tls_get_addr).
     gd: PathBuf,
+    /// No variable at start; dlopens libotelctx_gnu2.so (found next to itself) on SIGUSR1.
+    dlopen: PathBuf,
     lib_gnu2: PathBuf,
     lib_gnu: PathBuf,
 }
@@ -75,6 +78,7 @@ fn build_traced(fixtures: &Path, out_dir: &Path) -> Traced {
         "otelctx.h",
         "otelctx.c",
         "traced_lib.c",
+        "traced_dlopen.c",
     ] {
         println!("cargo:rerun-if-changed={}", fixtures.join(name).display());
     }
@@ -120,10 +124,23 @@ fn build_traced(fixtures: &Path, out_dir: &Path) -> Traced {
     };
     let (lib_gnu2, tlsdesc) = build_variant("gnu2", "otelctx_gnu2", "traced_tlsdesc");
     let (lib_gnu, gd) = build_variant("gnu", "otelctx_gnu", "traced_gd");
+
+    // Not linked against the library: it opens it itself, from its own directory (OUT_DIR).
+    let dlopen = out_dir.join("traced_dlopen");
+    let mut cmd = Command::new("gcc");
+    cmd.args(CFLAGS)
+        .arg("-pthread")
+        .arg("-o")
+        .arg(&dlopen)
+        .arg(fixtures.join("traced_dlopen.c"))
+        .arg("-ldl");
+    run(cmd);
+
     Traced {
         exe,
         tlsdesc,
         gd,
+        dlopen,
         lib_gnu2,
         lib_gnu,
     }

@@ -26,14 +26,25 @@ impl Fixture {
     /// Starts the fixture at `path` and waits until it has exec'd, so that the profiler sees its
     /// final executable and comm, not the test binary's.
     pub fn spawn(path: &str, args: &[&str]) -> Result<Fixture> {
-        Fixture::spawn_with_stdout(path, args, Stdio::null())
+        Fixture::spawn_with_stdout(path, args, &[], Stdio::null())
     }
 
     /// Starts the fixture at `path` and waits (up to `timeout`) until it prints a line starting
     /// with `ready`: the fixture has set up what the test looks at (threads, published
     /// contexts). Its further output is read and dropped.
     pub fn spawn_ready(path: &str, args: &[&str], timeout: Duration) -> Result<Fixture> {
-        let mut fixture = Fixture::spawn_with_stdout(path, args, Stdio::piped())?;
+        Fixture::spawn_ready_with_env(path, args, &[], timeout)
+    }
+
+    /// [`Fixture::spawn_ready`] with `env` added to the fixture's environment (e.g. a glibc
+    /// tunable).
+    pub fn spawn_ready_with_env(
+        path: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Fixture> {
+        let mut fixture = Fixture::spawn_with_stdout(path, args, env, Stdio::piped())?;
         let stdout = fixture.child.stdout.take().context("fixture stdout")?;
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
@@ -56,10 +67,16 @@ impl Fixture {
         }
     }
 
-    fn spawn_with_stdout(path: &str, args: &[&str], stdout: Stdio) -> Result<Fixture> {
+    fn spawn_with_stdout(
+        path: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        stdout: Stdio,
+    ) -> Result<Fixture> {
         let path = fs::canonicalize(path).with_context(|| format!("fixture {path} missing"))?;
         let child = Command::new(&path)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(stdout)
             .spawn()

@@ -25,6 +25,10 @@ pub const TRACED_EXE: &str = env!("FIXTURE_TRACED_EXE");
 pub const TRACED_TLSDESC: &str = env!("FIXTURE_TRACED_TLSDESC");
 /// The same scenario with `otel_thread_ctx_v1` in [`LIBOTELCTX_GNU`] (general dynamic).
 pub const TRACED_GD: &str = env!("FIXTURE_TRACED_GD");
+/// C fixture without `otel_thread_ctx_v1` at start: burns CPU in `before_dlopen_fn` until it gets
+/// SIGUSR1, then dlopens [`LIBOTELCTX_GNU2`] (next to itself), publishes [`TRACE_DLOPEN`] through
+/// it and burns CPU in `after_dlopen_fn` (see `fixtures/traced_dlopen.c`).
+pub const TRACED_DLOPEN: &str = env!("FIXTURE_TRACED_DLOPEN");
 /// Shared library defining `otel_thread_ctx_v1`, built with `-mtls-dialect=gnu2`.
 pub const LIBOTELCTX_GNU2: &str = env!("FIXTURE_LIBOTELCTX_GNU2");
 /// Shared library defining `otel_thread_ctx_v1`, built with `-mtls-dialect=gnu`.

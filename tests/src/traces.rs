@@ -21,6 +21,9 @@ pub const TRACE_C2: &str = "00c2b3c4d5e6f708192a3b4c5d6e7f81";
 pub const SPAN_C2: &str = "52a2c2d2e2f20304";
 /// Published with valid = 0: must never show up.
 pub const TRACE_D: &str = "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf";
+/// Published by [`TRACED_DLOPEN`] once it has dlopen'ed the library with the variable.
+pub const TRACE_DLOPEN: &str = "0e1d2c3b4a5968778695a4b3c2d1e0f1";
+pub const SPAN_DLOPEN: &str = "d1e0f1a2b3c4d5e6";
 
 pub const TRACE_ID_LABEL: &str = "trace_id";
 pub const SPAN_ID_LABEL: &str = "span_id";
@@ -372,6 +375,8 @@ mod tests {
             ("TRACE_C2_ID", TRACE_C2),
             ("SPAN_C2_ID", SPAN_C2),
             ("TRACE_D_ID", TRACE_D),
+            ("TRACE_DLOPEN_ID", TRACE_DLOPEN),
+            ("SPAN_DLOPEN_ID", SPAN_DLOPEN),
             ("TRACE_A_ATTR_0", "checkout"),
             ("TRACE_B_ATTR_1", "fresh"),
             ("TRACE_C1_ATTR_0", "switch-1"),
@@ -386,6 +391,8 @@ mod tests {
         }
         assert_eq!(C_TRACED[0].labels, [("attr_0", "checkout")]);
         assert!(is_hex_id(TRACE_D, 32));
+        assert!(is_hex_id(TRACE_DLOPEN, 32));
+        assert!(is_hex_id(SPAN_DLOPEN, 16));
     }
 
     #[test]
@@ -462,5 +469,27 @@ mod tests {
             "the general-dynamic library has TLSDESC relocations:\n{relocs}"
         );
         assert_needs(TRACED_GD, LIBOTELCTX_GNU);
+    }
+
+    /// The dlopen fixture neither defines the variable nor needs the library: the profiler can
+    /// only find it once the process has opened the library.
+    #[test]
+    fn dlopen_fixture_starts_without_the_variable() {
+        let syms = readelf(&["--dyn-syms", "-W"], TRACED_DLOPEN);
+        assert!(
+            !syms.contains("otel_thread_ctx_v1"),
+            "{TRACED_DLOPEN} mentions otel_thread_ctx_v1:\n{syms}"
+        );
+        let dynamic = readelf(&["-d", "-W"], TRACED_DLOPEN);
+        assert!(
+            !dynamic.contains("libotelctx"),
+            "{TRACED_DLOPEN} needs a libotelctx library:\n{dynamic}"
+        );
+        let dir = |p: &str| Path::new(p).parent().map(Path::to_path_buf);
+        assert_eq!(
+            dir(TRACED_DLOPEN),
+            dir(LIBOTELCTX_GNU2),
+            "the fixture looks for the library in its own directory"
+        );
     }
 }
