@@ -20,7 +20,7 @@ pub enum PreflightError {
     )]
     NoPerfEvents,
     #[error(
-        "--frequency {requested} is above the kernel's limit of {limit} Hz: lower it, or raise the sysctl kernel.perf_event_max_sample_rate"
+        "a sampling rate of {requested} Hz (--frequency or --capture-frequency) is above the kernel's limit of {limit} Hz: lower it, or raise the sysctl kernel.perf_event_max_sample_rate"
     )]
     FrequencyTooHigh { requested: u64, limit: u64 },
     #[error("no process with PID {0}: check it with `ps -p {0}`")]

@@ -61,7 +61,13 @@ pub enum StopReason {
 pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     preflight::check_capabilities()?;
     preflight::check_btf(&preflight::kernel_btf_path())?;
-    preflight::check_perf_events(args.frequency)?;
+    // A capture raises the rate: check the highest rate the recording may ask for.
+    let highest = if args.adaptive.no_adaptive {
+        args.frequency
+    } else {
+        args.frequency.max(args.adaptive.capture_frequency)
+    };
+    preflight::check_perf_events(highest)?;
     preflight::check_targets(&args.pids)?;
     preflight::prepare_output_dir(&args.output_dir)?;
 
