@@ -127,7 +127,8 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
     let scratch = unsafe { &mut *scratch };
 
     let pid_gen = process_generation(pid);
-    let kernel_stack = if config.kernel_stacks != 0 {
+    // A sample of user code has no kernel stack: skip the helper call that would say so.
+    let kernel_stack = if config.kernel_stacks != 0 && !interrupted_user_code(ctx) {
         read_stack(
             ctx,
             &mut scratch.kernel,
@@ -169,6 +170,30 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
         count(Counter::Traced);
     }
     Ok(())
+}
+
+/// Whether the sample interrupted user code, from the privilege level in the saved registers.
+/// On an architecture not listed here the answer is "no", and the kernel stack is always read.
+#[inline(always)]
+fn interrupted_user_code(ctx: &PerfEventContext) -> bool {
+    // SAFETY: the verifier allows (and rewrites) 8-byte reads of the context's registers.
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        // The code segment selector's low two bits are the privilege level: 3 is user.
+        let cs = unsafe { (*ctx.ctx).regs.cs };
+        cs & 3 == 3
+    }
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        // PSTATE.M[3:0] is 0 (EL0t) in user code.
+        let pstate = unsafe { (*ctx.ctx).regs.pstate };
+        pstate & 0xf == 0
+    }
+    #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+    {
+        let _ = ctx;
+        false
+    }
 }
 
 /// Returns the generation of this process, announcing it to userspace the first time.

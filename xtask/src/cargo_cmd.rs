@@ -16,6 +16,29 @@ pub fn cargo(root: &Path, args: &[&str]) -> Result<Command> {
     Ok(cmd)
 }
 
+/// Builds the benchmark harness (optimized, with debug info) and returns its path.
+pub fn build_bench_harness(root: &Path) -> Result<PathBuf> {
+    process::run(&mut cargo(
+        root,
+        &[
+            "build",
+            "--profile",
+            "bench-harness",
+            "-p",
+            "profiler-bench",
+        ],
+    )?)?;
+    let bin = paths::target_dir(root)
+        .join("bench-harness")
+        .join("profiler-bench");
+    ensure!(
+        bin.is_file(),
+        "the build finished but {} is missing",
+        bin.display()
+    );
+    Ok(bin)
+}
+
 /// Builds the release profiler and returns the path of its binary.
 pub fn build_profiler(root: &Path) -> Result<PathBuf> {
     process::run(&mut cargo(

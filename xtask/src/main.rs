@@ -1,6 +1,7 @@
-//! `cargo xtask <task>`: the workspace's developer tasks (setup, build, run, test), in Rust so
+//! `cargo xtask <task>`: the workspace's developer tasks (setup, build, run, test, bench), in Rust so
 //! that they need nothing beyond cargo and run the same on a laptop and in CI.
 
+mod bench;
 mod cargo_cmd;
 mod paths;
 mod privilege;
@@ -39,6 +40,17 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// Set up (with perf, bpftrace, addr2line, llvm-symbolizer), build, and run the benchmarks
+    /// as root; a full run writes BENCHMARKS.md.
+    Bench {
+        /// Fewer rounds and shorter windows (under five minutes); writes
+        /// target/bench/BENCHMARKS-quick.md instead.
+        #[arg(long)]
+        quick: bool,
+        /// Extra arguments for the harness (e.g. `--only output,symbolization`), after `--`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,6 +74,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         }
         Task::Run { args } => return run::run(&root, args),
         Task::Test { args } => test::test(&root, args)?,
+        Task::Bench { quick, args } => return bench::bench(&root, quick, args),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -86,6 +99,17 @@ mod tests {
             panic!("expected run");
         };
         assert_eq!(args, ["record", "--pid", "1"]);
+    }
+
+    #[test]
+    fn bench_takes_quick_and_harness_arguments() {
+        let Task::Bench { quick, args } =
+            parse(&["xtask", "bench", "--quick", "--", "--only", "output"])
+        else {
+            panic!("expected bench");
+        };
+        assert!(quick);
+        assert_eq!(args, ["--only", "output"]);
     }
 
     #[test]

@@ -17,11 +17,14 @@ pub fn workspace_root() -> PathBuf {
         .map_or_else(|| manifest_dir.join(".."), Path::to_path_buf)
 }
 
-/// The release profiler binary, honouring `CARGO_TARGET_DIR` as cargo does.
+/// Cargo's target directory, honouring `CARGO_TARGET_DIR` as cargo does.
+pub fn target_dir(root: &Path) -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir))
+}
+
+/// The release profiler binary.
 pub fn profiler_bin(root: &Path) -> PathBuf {
-    let target =
-        env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), |dir| root.join(dir));
-    target.join("release").join("profiler")
+    target_dir(root).join("release").join("profiler")
 }
 
 /// Where `cargo install` puts binaries (bpf-linker).

@@ -37,8 +37,27 @@ const APT_PACKAGES: [(&str, Probe); 6] = [
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
 
+/// What `cargo xtask bench` compares the profiler with, on top of the above.
+const BENCH_PACKAGES: [(&str, Probe); 4] = [
+    ("linux-perf", Probe::File("/usr/bin/perf")),
+    ("bpftrace", Probe::File("/usr/bin/bpftrace")),
+    // addr2line
+    ("binutils", Probe::Runs("addr2line")),
+    ("llvm-22", Probe::File("/usr/bin/llvm-symbolizer-22")),
+];
+
+/// The reference tools of the benchmarks; `setup` must have run.
+pub fn setup_bench() -> Result<()> {
+    let missing = missing_packages(&BENCH_PACKAGES);
+    if missing.is_empty() {
+        println!("setup: the benchmark's reference tools are installed");
+        return Ok(());
+    }
+    install_apt_packages(&missing)
+}
+
 pub fn setup(root: &Path) -> Result<()> {
-    let missing = missing_apt_packages();
+    let missing = missing_packages(&APT_PACKAGES);
     let linker_ok = bpf_linker_installed()?;
     if missing.is_empty() && linker_ok {
         println!("setup: everything is installed");
@@ -53,8 +72,8 @@ pub fn setup(root: &Path) -> Result<()> {
     Ok(())
 }
 
-fn missing_apt_packages() -> Vec<&'static str> {
-    APT_PACKAGES
+fn missing_packages(packages: &[(&'static str, Probe)]) -> Vec<&'static str> {
+    packages
         .iter()
         .filter(|(_, probe)| !is_present(probe))
         .map(|(name, _)| *name)
@@ -126,9 +145,10 @@ mod tests {
 
     #[test]
     fn package_names_are_unique() {
-        let mut names: Vec<_> = APT_PACKAGES.iter().map(|(name, _)| *name).collect();
+        let all = || APT_PACKAGES.iter().chain(&BENCH_PACKAGES);
+        let mut names: Vec<_> = all().map(|(name, _)| *name).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), APT_PACKAGES.len());
+        assert_eq!(names.len(), all().count());
     }
 }

@@ -1,0 +1,147 @@
+//! 1. Kernel-side cost per sample: run time over run count of the sampling BPF programs
+//!    (`kernel.bpf_stats_enabled`), ours and bpftrace's, on stacks of known depth.
+
+use std::thread;
+
+use anyhow::{Context, Result};
+
+use super::{Bench, PartResult, rotated};
+use crate::{
+    fdinfo::StatsEnabled,
+    report::{Section, Table, Target},
+    stats::{Summary, ratios},
+    tools::{Invocation, Running, Tool},
+    workload,
+};
+
+/// Whether the fixture publishes a trace context, which our program then reads on every sample.
+const FIXTURES: [bool; 2] = [false, true];
+
+pub fn run(bench: &Bench) -> Result<PartResult> {
+    let _stats = StatsEnabled::new()?;
+    let plan = &bench.plan;
+    let fixtures = bench.fixtures()?;
+    let mut table = Table::new(&[
+        "Stack depth",
+        "profiler, µs",
+        "bpftrace, µs",
+        "profiler / bpftrace",
+        "profiler + trace context, µs",
+        "bpftrace, µs ",
+        "profiler + context / bpftrace",
+    ]);
+    let mut targets = Vec::new();
+    for &frames in &plan.cost_frames {
+        // Nanoseconds per sample per round: [fixture][ours, bpftrace].
+        let mut ns: [[Vec<f64>; 2]; 2] = Default::default();
+        for round in 0..plan.rounds {
+            for traced in rotated(&FIXTURES, round) {
+                let bin = if traced {
+                    &fixtures.work_traced
+                } else {
+                    &fixtures.work
+                };
+                bench.progress(&format!(
+                    "kernel cost: {frames} frames{}, round {}",
+                    if traced { ", trace context" } else { "" },
+                    round + 1
+                ));
+                let [ours, theirs] = side_by_side(bench, bin, frames)?;
+                bench.progress(&format!(
+                    "  profiler {:.2} µs, bpftrace {:.2} µs per sample",
+                    ours / 1e3,
+                    theirs / 1e3
+                ));
+                ns[usize::from(traced)][0].push(ours);
+                ns[usize::from(traced)][1].push(theirs);
+            }
+        }
+        let us = |values: &[f64]| {
+            Summary::of(values).map_or("n/a".into(), |s| s.scaled(1e-3).show(2, "").to_string())
+        };
+        let ratio = |pair: &[Vec<f64>; 2]| Summary::of(&ratios(&pair[0], &pair[1]));
+        let show = |r: Option<Summary>| r.map_or("n/a".into(), |s| s.show(2, "×").to_string());
+        let mut row = vec![format!("{frames} frames")];
+        for (traced, pair) in ns.iter().enumerate() {
+            row.extend([us(&pair[0]), us(&pair[1]), show(ratio(pair))]);
+            if let Some(r) = ratio(pair) {
+                let what = if traced == 1 {
+                    ", trace context read"
+                } else {
+                    ""
+                };
+                targets.push(Target {
+                    goal: format!("Kernel cost per sample ≤ bpftrace's ({frames} frames{what})"),
+                    measured: format!("{:.2}× bpftrace's", r.median),
+                    met: r.median <= 1.0,
+                });
+            }
+        }
+        table.row(row);
+    }
+    let window = plan.cost_window.as_secs();
+    let section = Section {
+        title: "Kernel-side cost per sample".into(),
+        method: format!(
+            "With `kernel.bpf_stats_enabled=1`, the run time over the run count of each profiler's \
+             `perf_event` programs (read from each profiler's own descriptors in /proc/PID/fdinfo), \
+             both profilers sampling side by side over the same {window} s window, which opens \
+             {} s after they start, whole host at {} Hz, while one fixture per CPU spins at the \
+             bottom of a user stack of the given depth (`bench/fixtures/work.c`, frame pointers, \
+             gcc -O2). The trace-context variant runs the same fixture built with an OpenTelemetry \
+             thread context published (OTEP 4947), which our program reads on every sample. \
+             bpftrace runs the issue's program `{}`. Each ratio divides the two programs' costs \
+             in the same window: the machine's drift from window to window (large on a shared \
+             virtual machine) cancels out. Lower is better.",
+            crate::tools::SETTLE.as_secs(),
+            plan.cost_rate,
+            crate::tools::bpftrace_program(plan.cost_rate)
+        ),
+        commands: vec![
+            "sysctl kernel.bpf_stats_enabled=1".into(),
+            format!(
+                "work <frames> 0 &   # one per CPU, frames = {:?}",
+                plan.cost_frames
+            ),
+            Invocation::new(Tool::Ours, plan.cost_rate).shown(),
+            Invocation::new(Tool::Bpftrace, plan.cost_rate).shown(),
+        ],
+        table,
+        notes: vec![format!(
+            "{} rounds; in each round the plain and the traced fixture took turns, in rotated \
+             order. The two bpftrace columns are its cost beside each fixture (it reads no \
+             trace context).",
+            plan.rounds
+        )],
+    };
+    Ok(PartResult { section, targets })
+}
+
+/// Nanoseconds per sample of our program and of bpftrace's, both sampling over the same window
+/// while one fixture per CPU spins `frames` deep.
+fn side_by_side(bench: &Bench, bin: &std::path::Path, frames: u32) -> Result<[f64; 2]> {
+    let plan = &bench.plan;
+    let _workers = workload::spin(bin, frames, bench.cpus)?;
+    let ours = Running::start(
+        &Invocation::new(Tool::Ours, plan.cost_rate),
+        &bench.profiler,
+        &bench.scratch("cost"),
+    )?;
+    let theirs = Running::start(
+        &Invocation::new(Tool::Bpftrace, plan.cost_rate),
+        &bench.profiler,
+        &bench.scratch("cost-bpftrace"),
+    )?;
+    ours.settle();
+    let before = [ours.bpf_totals()?, theirs.bpf_totals()?];
+    thread::sleep(plan.cost_window);
+    let after = [ours.bpf_totals()?, theirs.bpf_totals()?];
+    ours.stop()?;
+    theirs.stop()?;
+    let per_sample = |i: usize, who: &str| {
+        after[i]
+            .ns_per_run_since(before[i])
+            .with_context(|| format!("{who} took no sample in {:?}", plan.cost_window))
+    };
+    Ok([per_sample(0, "the profiler")?, per_sample(1, "bpftrace")?])
+}

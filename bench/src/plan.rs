@@ -1,0 +1,126 @@
+//! How much of everything a run does: the full run behind BENCHMARKS.md, or the quick one.
+
+use std::time::Duration;
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    /// Repeats of every variant (interleaved round by round).
+    pub rounds: usize,
+    /// Per kernel-cost measurement.
+    pub cost_window: Duration,
+    pub cost_rate: u64,
+    /// Stack depths of the kernel-cost fixture, in frames.
+    pub cost_frames: Vec<u32>,
+    /// Length of the timed workload without a profiler.
+    pub slowdown_work: Duration,
+    pub slowdown_rates: Vec<u64>,
+    pub footprint_window: Duration,
+    pub footprint_rounds: usize,
+    pub footprint_rates: Vec<u64>,
+    /// Long-lived processes of the footprint's background.
+    pub background_processes: usize,
+    /// Addresses per batch of the symbolization benchmark (two batches).
+    pub symbol_addresses: usize,
+    pub output_stacks: Vec<usize>,
+}
+
+/// Seconds a profiler needs to start and stop, for estimates (bpftrace compiles its program).
+const START_STOP_S: f64 = 2.5;
+
+impl Plan {
+    pub fn full() -> Self {
+        Self {
+            rounds: 5,
+            cost_window: Duration::from_secs(5),
+            cost_rate: 99,
+            cost_frames: vec![10, 60, 120],
+            slowdown_work: Duration::from_secs(5),
+            slowdown_rates: vec![19, 99, 999],
+            footprint_window: Duration::from_secs(60),
+            footprint_rounds: 2,
+            footprint_rates: vec![19, 99],
+            background_processes: 32,
+            symbol_addresses: 20_000,
+            output_stacks: vec![1_000, 10_000, 100_000],
+        }
+    }
+
+    /// Everyday use: the same measurements, fewer rounds and shorter windows.
+    pub fn quick() -> Self {
+        Self {
+            rounds: 2,
+            cost_window: Duration::from_millis(1500),
+            slowdown_work: Duration::from_secs(1),
+            footprint_window: Duration::from_secs(10),
+            footprint_rounds: 1,
+            symbol_addresses: 4_000,
+            ..Self::full()
+        }
+    }
+
+    /// Rough seconds each part takes (excluding builds), for the progress messages and the
+    /// check that the quick run stays under five minutes.
+    pub fn estimate_s(&self) -> [(&'static str, f64); 5] {
+        let rounds = self.rounds as f64;
+        // Windows: the plain and the traced fixture, ours and bpftrace side by side in each.
+        let cost = self.cost_frames.len() as f64
+            * 2.0
+            * rounds
+            * (self.cost_window.as_secs_f64() + 2.0 * START_STOP_S + 2.3);
+        // Variants: no profiler, then three tools at each rate.
+        let variants = 1.0 + 3.0 * self.slowdown_rates.len() as f64;
+        // Profilers get 2 s past their start-up before the workload starts.
+        let slowdown = self.slowdown_work.as_secs_f64() * 1.5
+            + variants * rounds * (self.slowdown_work.as_secs_f64() + START_STOP_S + 2.0);
+        let footprint = 3.0
+            + self.footprint_rounds as f64
+                * self.footprint_rates.len() as f64
+                * (self.footprint_window.as_secs_f64() + START_STOP_S);
+        // Measured: addr2line reads a large binary's DWARF at about 1.5k addresses a second.
+        let symbolization = rounds * 4.0 * self.symbol_addresses as f64 / 1_500.0;
+        let output = rounds * self.output_stacks.iter().sum::<usize>() as f64 * 20e-6;
+        [
+            ("kernel cost", cost),
+            ("slowdown", slowdown),
+            ("footprint", footprint),
+            ("symbolization", symbolization),
+            ("output", output),
+        ]
+    }
+
+    #[cfg(test)]
+    pub fn total_estimate_s(&self) -> f64 {
+        self.estimate_s().iter().map(|(_, s)| s).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quick_run_fits_in_five_minutes() {
+        let total = Plan::quick().total_estimate_s();
+        assert!(total < 300.0, "quick plan estimated at {total:.0} s");
+    }
+
+    #[test]
+    fn quick_keeps_every_measurement_of_the_full_run() {
+        let (quick, full) = (Plan::quick(), Plan::full());
+        assert_eq!(quick.cost_frames, full.cost_frames);
+        assert_eq!(quick.slowdown_rates, full.slowdown_rates);
+        assert_eq!(quick.footprint_rates, full.footprint_rates);
+        assert_eq!(quick.output_stacks, full.output_stacks);
+        assert!(quick.rounds >= 2, "a spread needs two rounds");
+    }
+
+    #[test]
+    fn full_run_measures_what_the_issue_asks() {
+        let full = Plan::full();
+        assert_eq!(full.cost_frames, [10, 60, 120]);
+        assert_eq!(full.slowdown_rates, [19, 99, 999]);
+        assert_eq!(full.footprint_rates, [19, 99]);
+        assert_eq!(full.footprint_window, Duration::from_secs(60));
+        assert_eq!(full.output_stacks, [1_000, 10_000, 100_000]);
+    }
+}

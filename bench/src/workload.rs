@@ -1,0 +1,153 @@
+//! Processes the benchmarks profile: spinning workers, a fixed amount of work to time, and a
+//! background of many small processes that come and go.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread::{self, JoinHandle},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, ensure};
+
+/// Children killed when dropped.
+pub struct Workers(Vec<Child>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn spawn(bin: &Path, args: &[String]) -> Result<Child> {
+    Command::new(bin)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))
+}
+
+/// `count` workers spinning `frames` deep until dropped.
+pub fn spin(bin: &Path, frames: u32, count: usize) -> Result<Workers> {
+    let args = [frames.to_string(), "0".into()];
+    let children = (0..count)
+        .map(|_| spawn(bin, &args))
+        .collect::<Result<_>>()?;
+    Ok(Workers(children))
+}
+
+/// Runs `count` workers of `rounds` each, in parallel; the wall time until the last one ends.
+pub fn timed(bin: &Path, frames: u32, rounds: u64, count: usize) -> Result<Duration> {
+    let args = [frames.to_string(), rounds.to_string()];
+    let start = Instant::now();
+    let mut workers = Workers(
+        (0..count)
+            .map(|_| spawn(bin, &args))
+            .collect::<Result<_>>()?,
+    );
+    for child in &mut workers.0 {
+        let status = child.wait()?;
+        ensure!(status.success(), "workload failed: {status}");
+    }
+    let elapsed = start.elapsed();
+    workers.0.clear();
+    Ok(elapsed)
+}
+
+/// Rounds per worker for which `count` parallel workers take about `target`.
+pub fn calibrate(bin: &Path, frames: u32, count: usize, target: Duration) -> Result<u64> {
+    const PROBE: u64 = 200_000_000;
+    let took = timed(bin, frames, PROBE, count)?;
+    let scale = target.as_secs_f64() / took.as_secs_f64().max(1e-3);
+    Ok(((PROBE as f64) * scale).max(1.0) as u64)
+}
+
+/// Long-lived duty-cycle processes at many stack depths, plus short-lived ones started ten
+/// times a second: the process churn of a busy node.
+pub struct Background {
+    _steady: Workers,
+    stop: Arc<AtomicBool>,
+    churn: Option<JoinHandle<()>>,
+}
+
+/// Busy milliseconds out of each period of a steady process.
+const DUTY_BUSY_MS: u32 = 1;
+const DUTY_PERIOD_MS: u32 = 40;
+/// Short-lived processes per second, and the work of each (about 20 ms of CPU).
+const CHURN_PER_SECOND: u32 = 10;
+const CHURN_ROUNDS: u64 = 10_000_000;
+
+impl Background {
+    pub fn start(bin: &Path, steady: usize) -> Result<Self> {
+        let children = (0..steady)
+            .map(|i| {
+                let frames = 8 + (i as u32 % 24) * 4;
+                let args = [
+                    frames.to_string(),
+                    "duty".into(),
+                    DUTY_BUSY_MS.to_string(),
+                    DUTY_PERIOD_MS.to_string(),
+                ];
+                spawn(bin, &args)
+            })
+            .collect::<Result<_>>()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let churn = {
+            let stop = stop.clone();
+            let bin: PathBuf = bin.to_owned();
+            thread::spawn(move || churn(&bin, &stop))
+        };
+        Ok(Self {
+            _steady: Workers(children),
+            stop,
+            churn: Some(churn),
+        })
+    }
+
+    /// Processes per second the background starts.
+    pub fn churn_rate() -> u32 {
+        CHURN_PER_SECOND
+    }
+
+    pub fn describe(steady: usize) -> String {
+        format!(
+            "{steady} long-lived processes at stack depths 8 to 100, each busy {DUTY_BUSY_MS} ms \
+             of every {DUTY_PERIOD_MS} ms, and {CHURN_PER_SECOND} short-lived processes started \
+             per second (about 20 ms of CPU each)"
+        )
+    }
+}
+
+fn churn(bin: &Path, stop: &AtomicBool) {
+    let period = Duration::from_secs(1) / CHURN_PER_SECOND;
+    let args = ["12".to_owned(), CHURN_ROUNDS.to_string()];
+    let mut running: Vec<Child> = Vec::new();
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(child) = spawn(bin, &args) {
+            running.push(child);
+        }
+        running.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
+        thread::sleep(period);
+    }
+    for mut child in running {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(churn) = self.churn.take() {
+            let _ = churn.join();
+        }
+    }
+}
