@@ -87,20 +87,22 @@ impl Machine {
     }
 }
 
-/// The first non-empty line `program arg` prints (some tools print a blank line first).
+/// The line of `program arg`'s output that names a version (llvm-symbolizer prints its name
+/// first and the version two lines down), else its first non-empty line.
 fn first_line_of(program: &str, arg: &str) -> String {
     Command::new(program)
         .arg(arg)
         .output()
         .ok()
-        .and_then(|out| {
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            text.lines()
-                .map(str::trim)
-                .find(|line| !line.is_empty())
-                .map(str::to_owned)
-        })
+        .and_then(|out| version_line(&String::from_utf8_lossy(&out.stdout)))
         .unwrap_or_else(|| "not installed".into())
+}
+
+fn version_line(text: &str) -> Option<String> {
+    let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
+    let first = lines.clone().next()?;
+    let versioned = lines.find(|line| line.to_lowercase().contains("version"));
+    Some(versioned.unwrap_or(first).to_owned())
 }
 
 #[cfg(test)]
@@ -112,6 +114,17 @@ mod tests {
         let md = Machine::for_tests().markdown();
         assert!(md.starts_with("2 online CPUs (Test CPU) (a virtual machine"));
         assert!(md.contains("| perf | perf version 6.1 |"));
+    }
+
+    #[test]
+    fn picks_the_line_with_the_version() {
+        let llvm = "llvm-symbolizer\nLLVM (http://llvm.org/):\n  LLVM version 22.1.8\n";
+        assert_eq!(version_line(llvm).unwrap(), "LLVM version 22.1.8");
+        assert_eq!(
+            version_line("\nbpftrace v0.17.0\n").unwrap(),
+            "bpftrace v0.17.0"
+        );
+        assert_eq!(version_line(""), None);
     }
 
     #[test]
