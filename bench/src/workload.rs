@@ -2,13 +2,8 @@
 //! background of many small processes that come and go.
 
 use std::{
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    thread::{self, JoinHandle},
     time::{Duration, Instant},
 };
 
@@ -71,17 +66,18 @@ pub fn calibrate(bin: &Path, frames: u32, count: usize, target: Duration) -> Res
 }
 
 /// Long-lived duty-cycle processes at many stack depths, plus short-lived ones started ten
-/// times a second: the process churn of a busy node.
+/// times a second: the process churn of a busy node. The churn runs in a shell of its own, so
+/// that this harness sleeps while the profilers watch.
 pub struct Background {
     _steady: Workers,
-    stop: Arc<AtomicBool>,
-    churn: Option<JoinHandle<()>>,
+    _churn: Workers,
 }
 
 /// Busy milliseconds out of each period of a steady process.
 const DUTY_BUSY_MS: u32 = 1;
 const DUTY_PERIOD_MS: u32 = 40;
-/// Short-lived processes per second, and the work of each (about 20 ms of CPU).
+/// Short-lived processes per second (at most: each runs before the next starts), and the work
+/// of each (about 20 ms of CPU).
 const CHURN_PER_SECOND: u32 = 10;
 const CHURN_ROUNDS: u64 = 10_000_000;
 
@@ -99,20 +95,25 @@ impl Background {
                 spawn(bin, &args)
             })
             .collect::<Result<_>>()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let churn = {
-            let stop = stop.clone();
-            let bin: PathBuf = bin.to_owned();
-            thread::spawn(move || churn(&bin, &stop))
-        };
+        let steady = Workers(children);
+        let script = format!(
+            "while :; do \"$0\" 12 {CHURN_ROUNDS}; sleep {}; done",
+            1.0 / f64::from(CHURN_PER_SECOND)
+        );
+        let churn = Command::new("sh")
+            .args(["-c", &script])
+            .arg(bin)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start the churn loop")?;
         Ok(Self {
-            _steady: Workers(children),
-            stop,
-            churn: Some(churn),
+            _steady: steady,
+            _churn: Workers(vec![churn]),
         })
     }
 
-    /// Processes per second the background starts.
+    /// Processes per second the background starts, at most.
     pub fn churn_rate() -> u32 {
         CHURN_PER_SECOND
     }
@@ -120,34 +121,8 @@ impl Background {
     pub fn describe(steady: usize) -> String {
         format!(
             "{steady} long-lived processes at stack depths 8 to 100, each busy {DUTY_BUSY_MS} ms \
-             of every {DUTY_PERIOD_MS} ms, and {CHURN_PER_SECOND} short-lived processes started \
-             per second (about 20 ms of CPU each)"
+             of every {DUTY_PERIOD_MS} ms, and a shell loop starting up to {CHURN_PER_SECOND} \
+             short-lived processes a second (about 20 ms of CPU each)"
         )
-    }
-}
-
-fn churn(bin: &Path, stop: &AtomicBool) {
-    let period = Duration::from_secs(1) / CHURN_PER_SECOND;
-    let args = ["12".to_owned(), CHURN_ROUNDS.to_string()];
-    let mut running: Vec<Child> = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(child) = spawn(bin, &args) {
-            running.push(child);
-        }
-        running.retain_mut(|c| !matches!(c.try_wait(), Ok(Some(_))));
-        thread::sleep(period);
-    }
-    for mut child in running {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(churn) = self.churn.take() {
-            let _ = churn.join();
-        }
     }
 }
