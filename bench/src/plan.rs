@@ -62,9 +62,9 @@ impl Plan {
     /// check that the quick run stays under five minutes.
     pub fn estimate_s(&self) -> [(&'static str, f64); 5] {
         let rounds = self.rounds as f64;
-        // Windows: the plain and the traced fixture, ours and bpftrace side by side in each.
-        let cost = self.cost_frames.len() as f64
-            * 2.0
+        // Windows: the plain and the traced fixture, ours and bpftrace side by side in each, and
+        // one control window (ours beside ours) per round.
+        let cost = (self.cost_frames.len() as f64 * 2.0 + 1.0)
             * rounds
             * (self.cost_window.as_secs_f64() + 2.0 * START_STOP_S + 2.3);
         // Variants: no profiler, then three tools at each rate.

@@ -199,6 +199,12 @@ impl Running {
         }
     }
 
+    /// CPU seconds (user + system, all threads) the profiler has used so far.
+    pub fn cpu_s(&self) -> Result<f64> {
+        let stat = procfs::process::Process::new(self.pid() as i32)?.stat()?;
+        Ok((stat.utime + stat.stime) as f64 / procfs::ticks_per_second() as f64)
+    }
+
     /// Run totals of this process's sampling programs.
     pub fn bpf_totals(&self) -> Result<fdinfo::RunTotals> {
         fdinfo::sampling_totals(self.pid())

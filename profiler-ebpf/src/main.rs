@@ -258,7 +258,11 @@ fn read_stack(
     }
     let hash = stack_hash(&buf.ips, frames, flags);
     let stacks = if half == 0 { &STACKS_0 } else { &STACKS_1 };
-    // BPF_NOEXIST returns before copying when the stack is already stored, the common case.
+    // Already stored, the common case: a lookup takes no lock, an insert locks its bucket even
+    // when BPF_NOEXIST then refuses.
+    if stacks.get_ptr(hash).is_some() {
+        return hash;
+    }
     match stacks.insert(hash, &*buf, BPF_NOEXIST as u64) {
         Ok(()) => hash,
         Err(err) if err == -(EEXIST as i32) => hash,

@@ -5,15 +5,30 @@ use std::{ffi::OsString, path::Path, process::ExitCode};
 
 use anyhow::{Context, Result};
 
-use crate::{cargo_cmd, paths, privilege, setup};
+use std::process::Command;
+
+use crate::{cargo_cmd, paths, privilege, process, setup};
 
 pub fn bench(root: &Path, quick: bool, extra: Vec<OsString>) -> Result<ExitCode> {
     setup::setup(root)?;
     setup::setup_bench()?;
     let profiler = cargo_cmd::build_profiler(root)?;
     let harness = cargo_cmd::build_bench_harness(root)?;
-    let mut cmd = privilege::as_root(&harness, &[], "the benchmarks")?;
+    // The harness runs without its debug info: the profilers it measures sample it too, and
+    // parsing 90 MiB of DWARF would be charged to their memory. The full binary stays the
+    // symbolization benchmark's input.
+    let stripped = harness.with_file_name("profiler-bench-stripped");
+    process::run(
+        Command::new("objcopy")
+            .arg("--strip-debug")
+            .arg(&harness)
+            .arg(&stripped),
+    )
+    .context("could not strip the harness (objcopy is in binutils)")?;
+    let mut cmd = privilege::as_root(&stripped, &[], "the benchmarks")?;
     cmd.current_dir(root)
+        .arg("--symbols-binary")
+        .arg(&harness)
         .arg("--profiler")
         .arg(&profiler)
         .arg("--output")

@@ -46,7 +46,8 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
                     if traced { ", trace context" } else { "" },
                     round + 1
                 ));
-                let [ours, theirs] = side_by_side(bench, bin, frames)?;
+                // Who starts first alternates: the pair's timer phases favour one of them.
+                let [ours, theirs] = side_by_side(bench, bin, frames, Tool::Bpftrace, round)?;
                 bench.progress(&format!(
                     "  profiler {:.2} µs, bpftrace {:.2} µs per sample",
                     ours / 1e3,
@@ -79,6 +80,18 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
         }
         table.row(row);
     }
+    // The method's own noise: our program beside itself, on the first depth's plain fixture.
+    let control_frames = plan.cost_frames[0];
+    let mut control = Vec::new();
+    for round in 0..plan.rounds {
+        bench.progress(&format!(
+            "kernel cost: control, profiler beside itself, round {}",
+            round + 1
+        ));
+        let [a, b] = side_by_side(bench, &fixtures.work, control_frames, Tool::Ours, 0)?;
+        control.push(a / b);
+    }
+    let control = Summary::of(&control);
     let window = plan.cost_window.as_secs();
     let section = Section {
         title: "Kernel-side cost per sample".into(),
@@ -107,31 +120,51 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
             Invocation::new(Tool::Bpftrace, plan.cost_rate).shown(),
         ],
         table,
-        notes: vec![format!(
-            "{} rounds; in each round the plain and the traced fixture took turns, in rotated \
-             order. The two bpftrace columns are its cost beside each fixture (it reads no \
-             trace context).",
-            plan.rounds
-        )],
+        notes: vec![
+            format!(
+                "{} rounds; in each round the plain and the traced fixture took turns, in \
+                 rotated order, and which profiler started first alternated from round to \
+                 round. The two bpftrace columns are its cost beside each fixture (it reads no \
+                 trace context).",
+                plan.rounds
+            ),
+            format!(
+                "Control: our program beside a second copy of itself ({control_frames} frames, \
+                 same method) gives a ratio of {}: differences inside that range are the \
+                 method's noise (each pair's timer phases are fixed for the pair's life and \
+                 favour one of the two), not the programs'.",
+                control.map_or("n/a".into(), |s| s.show(2, "×").to_string())
+            ),
+        ],
     };
     Ok(PartResult { section, targets })
 }
 
-/// Nanoseconds per sample of our program and of bpftrace's, both sampling over the same window
-/// while one fixture per CPU spins `frames` deep.
-fn side_by_side(bench: &Bench, bin: &std::path::Path, frames: u32) -> Result<[f64; 2]> {
+/// Nanoseconds per sample of our program and of `other`'s, both sampling over the same window
+/// while one fixture per CPU spins `frames` deep. Ours starts first in even rounds.
+fn side_by_side(
+    bench: &Bench,
+    bin: &std::path::Path,
+    frames: u32,
+    other: Tool,
+    round: usize,
+) -> Result<[f64; 2]> {
     let plan = &bench.plan;
     let _workers = workload::spin(bin, frames, bench.cpus)?;
-    let ours = Running::start(
-        &Invocation::new(Tool::Ours, plan.cost_rate),
-        &bench.profiler,
-        &bench.scratch("cost"),
-    )?;
-    let theirs = Running::start(
-        &Invocation::new(Tool::Bpftrace, plan.cost_rate),
-        &bench.profiler,
-        &bench.scratch("cost-bpftrace"),
-    )?;
+    let start = |tool: Tool| {
+        Running::start(
+            &Invocation::new(tool, plan.cost_rate),
+            &bench.profiler,
+            &bench.scratch("cost"),
+        )
+    };
+    let (ours, theirs) = if round.is_multiple_of(2) {
+        let ours = start(Tool::Ours)?;
+        (ours, start(other)?)
+    } else {
+        let theirs = start(other)?;
+        (start(Tool::Ours)?, theirs)
+    };
     ours.settle();
     let before = [ours.bpf_totals()?, theirs.bpf_totals()?];
     thread::sleep(plan.cost_window);
@@ -143,5 +176,8 @@ fn side_by_side(bench: &Bench, bin: &std::path::Path, frames: u32) -> Result<[f6
             .ns_per_run_since(before[i])
             .with_context(|| format!("{who} took no sample in {:?}", plan.cost_window))
     };
-    Ok([per_sample(0, "the profiler")?, per_sample(1, "bpftrace")?])
+    Ok([
+        per_sample(0, "the profiler")?,
+        per_sample(1, other.label())?,
+    ])
 }

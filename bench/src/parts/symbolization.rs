@@ -154,8 +154,8 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
         title: "Symbolization".into(),
         method: format!(
             "Two batches of {} distinct addresses, drawn at random (fixed seed) inside the \
-             function symbols of `{}` ({size_mib:.0} MiB: the benchmark harness itself, optimized, \
-             with full DWARF debug info). *Cold*: a new symbolizer (a new process for the \
+             function symbols of `{}` ({size_mib:.0} MiB: the benchmark harness, optimized, with full \
+             DWARF debug info; the harness runs from a copy without it). *Cold*: a new symbolizer (a new process for the \
              references) answers the first batch, parsing the debug info. *Warm*: the second \
              batch, the debug info being parsed already (the references run as servers that read \
              addresses from a pipe, as profilers use them). *Cached*: ours, the first batch again, \
@@ -317,6 +317,9 @@ fn normalize(name: &str) -> String {
 /// The escapes of Rust's legacy mangling (rustc's `legacy.rs`). Written here because the
 /// demanglers decode whole mangled symbols, not a half-demangled path.
 fn decode_legacy_escapes(name: &str) -> String {
+    let name = name
+        .strip_prefix("_$")
+        .map_or_else(|| name.to_owned(), |rest| format!("${rest}"));
     let name = name.replace("::_$", "::$").replace("..", "::");
     let mut out = String::with_capacity(name.len());
     let mut rest = name.as_str();
