@@ -87,8 +87,8 @@ impl Machine {
     }
 }
 
-/// The line of `program arg`'s output that names a version (llvm-symbolizer prints its name
-/// first and the version two lines down), else its first non-empty line.
+/// The first line of `program arg`'s output with a dotted version number (llvm-symbolizer
+/// prints its name first and the version two lines down), else its first non-empty line.
 fn first_line_of(program: &str, arg: &str) -> String {
     Command::new(program)
         .arg(arg)
@@ -101,7 +101,11 @@ fn first_line_of(program: &str, arg: &str) -> String {
 fn version_line(text: &str) -> Option<String> {
     let mut lines = text.lines().map(str::trim).filter(|line| !line.is_empty());
     let first = lines.clone().next()?;
-    let versioned = lines.find(|line| line.to_lowercase().contains("version"));
+    let has_version = |line: &&str| {
+        line.split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .any(|token| token.split('.').filter(|part| !part.is_empty()).count() >= 2)
+    };
+    let versioned = lines.find(has_version);
     Some(versioned.unwrap_or(first).to_owned())
 }
 

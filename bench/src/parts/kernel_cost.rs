@@ -130,9 +130,10 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
             ),
             format!(
                 "Control: our program beside a second copy of itself ({control_frames} frames, \
-                 same method) gives a ratio of {}: differences inside that range are the \
-                 method's noise (each pair's timer phases are fixed for the pair's life and \
-                 favour one of the two), not the programs'.",
+                 same method), the first started over the second: {}. The profiler that starts \
+                 first tends to pay more (a pair's timer phases stay fixed for its life), which \
+                 is why the start order alternates above; differences within this spread are \
+                 the method's noise, not the programs'.",
                 control.map_or("n/a".into(), |s| s.show(2, "×").to_string())
             ),
         ],

@@ -302,6 +302,8 @@ fn same_function(a: &str, b: &str) -> bool {
 }
 
 fn normalize(name: &str) -> String {
+    // llvm-symbolizer keeps the suffix LTO gives local symbols: `name (.llvm.123)`.
+    let name = name.split(" (.llvm.").next().unwrap_or(name);
     let name = match name.rsplit_once("::h") {
         Some((head, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
             head
@@ -389,6 +391,10 @@ mod tests {
             "<&T as Debug>::fmt"
         ));
         assert_eq!(decode_legacy_escapes("cost$5"), "cost$5");
+        assert!(same_function(
+            "anyhow::error::object_boxed::hbb264c2825cb6411 (.llvm.17854250899550721727)",
+            "anyhow::error::object_boxed"
+        ));
     }
 
     #[test]
