@@ -142,6 +142,9 @@ struct Control {
     load: LoadReader,
     cost: CostReader,
     started: Instant,
+    /// Start-up and the first interval's cold symbolization are one-off costs, not what the
+    /// budget governs: cost readings begin once the first drain is behind.
+    warm_up: Duration,
 }
 
 impl Control {
@@ -163,6 +166,7 @@ impl Control {
             load: LoadReader::new(),
             cost: CostReader::new(cpus, Duration::from_secs(args.interval.clamp(5, 60))),
             started: Instant::now(),
+            warm_up: Duration::from_secs(args.interval) + Duration::from_secs(1),
         }
     }
 }
@@ -347,7 +351,11 @@ impl Recording {
         let Some(load) = control.load.sample() else {
             return Ok(());
         };
-        let cost = control.cost.sample(self.sampler.program_cost());
+        let cost = if control.started.elapsed() < control.warm_up {
+            None
+        } else {
+            control.cost.sample(self.sampler.program_cost())
+        };
         let decisions = control
             .controller
             .step(control.started.elapsed(), load, cost);
