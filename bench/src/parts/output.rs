@@ -166,6 +166,7 @@ pub fn synthetic_interval(stacks: usize) -> Vec<ResolvedSample> {
                     comm: format!("service{}", pid % 20),
                     thread_name: format!("worker-{}", i % 8),
                     trace,
+                    container: None,
                 },
                 count: 1 + rng.u64(..20),
                 cpu_ns: 52_631_578,

@@ -2,10 +2,12 @@
 //! snapshotted when the BPF program first reports it, so that a process that exits before the
 //! drain is still symbolized.
 
+mod container;
 mod files;
 mod snapshot;
 mod table;
 
+pub use container::ContainerInfo;
 pub use files::{FileId, FileTable, MappedFile};
 pub use snapshot::{Mapping, MappingObject, ProcessSnapshot};
 pub use table::{ProcessKey, ProcessTable};

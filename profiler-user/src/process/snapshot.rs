@@ -4,7 +4,7 @@ use std::{fs::File, path::Path, sync::Arc};
 
 use procfs::process::{MMPermissions, MMapPath, MemoryMap, Process};
 
-use super::{FileId, FileTable, MappedFile};
+use super::{ContainerInfo, FileId, FileTable, MappedFile, container};
 
 /// What a mapping holds.
 #[derive(Clone, Debug)]
@@ -43,6 +43,8 @@ pub struct ProcessSnapshot {
     pub name: String,
     /// Executable mappings sorted by start address.
     pub mappings: Vec<Mapping>,
+    /// The container the process runs in, if any.
+    pub container: Option<Arc<ContainerInfo>>,
 }
 
 impl ProcessSnapshot {
@@ -64,6 +66,7 @@ impl ProcessSnapshot {
             pid,
             name,
             mappings,
+            container: container::of_process(&process),
         }
     }
 
@@ -162,6 +165,7 @@ mod tests {
                     object: MappingObject::Vdso,
                 },
             ],
+            container: None,
         };
         assert!(snapshot.find(0xfff).is_none());
         assert_eq!(snapshot.find(0x1000).unwrap().start, 0x1000);

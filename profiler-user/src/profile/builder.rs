@@ -11,7 +11,10 @@ use std::{
 };
 
 use super::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
-use crate::{process::FileId, symbolize::Frame};
+use crate::{
+    process::{ContainerInfo, FileId},
+    symbolize::Frame,
+};
 
 /// What a location's mapping is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -41,6 +44,8 @@ pub struct Labels {
     pub thread_name: String,
     /// The trace the thread was serving, when it published one.
     pub trace: Option<Arc<TraceLabels>>,
+    /// The container (and pod) the process runs in.
+    pub container: Option<Arc<ContainerInfo>>,
 }
 
 /// Labels of a sample taken under a trace context.
@@ -156,6 +161,12 @@ impl ProfileBuilder {
             self.str_label("comm", &labels.comm),
             self.str_label("thread_name", &labels.thread_name),
         ];
+        if let Some(container) = &labels.container {
+            label.push(self.str_label("container_id", &container.container_id));
+            if let Some(pod) = &container.pod_uid {
+                label.push(self.str_label("pod_uid", pod));
+            }
+        }
         if let Some(trace) = &labels.trace {
             label.push(self.str_label("trace_id", &trace.trace_id));
             label.push(self.str_label("span_id", &trace.span_id));
@@ -283,6 +294,7 @@ mod tests {
             comm: "app".into(),
             thread_name: "worker".into(),
             trace: None,
+            container: None,
         }
     }
 

@@ -300,6 +300,7 @@ fn labels(
         comm,
         thread_name,
         trace,
+        container: snapshot.container.clone(),
     }
 }
 

@@ -228,6 +228,7 @@ mod tests {
                 thread_id: pid,
                 comm: "app".into(),
                 thread_name: "app".into(),
+                container: None,
                 trace: trace.map(|id| {
                     Arc::new(TraceLabels {
                         trace_id: id.into(),
