@@ -119,6 +119,7 @@ pub struct Usage {
 /// A profiler that is sampling; stopped (SIGINT, as Ctrl-C) by [`Running::stop`], killed if
 /// dropped.
 pub struct Running {
+    tool: Tool,
     child: Child,
     log: PathBuf,
     reaped: bool,
@@ -149,6 +150,7 @@ impl Running {
             .spawn()
             .with_context(|| format!("cannot start `{}`", argv.join(" ")))?;
         let mut running = Self {
+            tool: invocation.tool,
             child,
             log,
             reaped: false,
@@ -228,7 +230,13 @@ impl Running {
                 return Ok(usage);
             }
             if Instant::now() > deadline {
-                bail!("profiler did not stop within {STOP_TIMEOUT:?} of SIGINT");
+                let threads = thread_states(self.pid());
+                bail!(
+                    "{} (pid {pid}) did not stop within {STOP_TIMEOUT:?} of SIGINT; threads \
+                     (name state wchan): {threads}; {}",
+                    self.tool.label(),
+                    self.log_tail()
+                );
             }
             thread::sleep(Duration::from_millis(20));
         }
@@ -240,6 +248,31 @@ impl Running {
         let tail: Vec<&str> = lines.into_iter().rev().collect();
         format!("last lines of {}: {}", self.log.display(), tail.join(" / "))
     }
+}
+
+/// Name, state and wait channel of each thread of `pid`, for a report on a hung process.
+fn thread_states(pid: u32) -> String {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return "unreadable".into();
+    };
+    let states: Vec<String> = tasks
+        .flatten()
+        .map(|task| {
+            let path = task.path();
+            let read = |file: &str| {
+                std::fs::read_to_string(path.join(file))
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned()
+            };
+            let state = read("status")
+                .lines()
+                .find_map(|l| l.strip_prefix("State:").map(|s| s.trim().to_owned()))
+                .unwrap_or_default();
+            format!("{} {state} {}", read("comm"), read("wchan"))
+        })
+        .collect();
+    states.join(", ")
 }
 
 impl Drop for Running {
