@@ -54,6 +54,14 @@ pub struct RecordArgs {
         default_value = "profiles"
     )]
     pub output_dir: PathBuf,
+    /// Keep the output under this many MiB: the oldest profiles are deleted first (0: no limit).
+    #[arg(
+        long,
+        value_name = "MB",
+        env = "PROFILER_MAX_DISK_MB",
+        default_value_t = 1024
+    )]
+    pub max_disk_mb: u64,
     /// Do not read kernel stacks.
     #[arg(long, env = "PROFILER_NO_KERNEL_STACKS")]
     pub no_kernel_stacks: bool,
@@ -140,6 +148,7 @@ mod tests {
         assert_eq!(args.interval, 10);
         assert_eq!(args.duration, None);
         assert_eq!(args.output_dir, PathBuf::from("profiles"));
+        assert_eq!(args.max_disk_mb, 1024);
         assert!(args.pids.is_empty() && !args.no_kernel_stacks && !args.include_idle);
         assert!(!args.no_trace_context);
         assert_eq!(args.max_traces_per_interval, 10_000);

@@ -186,3 +186,51 @@ fn check_no_temp_files(dir: &Path) -> Result<()> {
     ensure!(left.is_empty(), "temp files left behind: {left:?}");
     Ok(())
 }
+
+#[test]
+fn max_disk_mb_deletes_the_oldest_profiles_first() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let fixture = Fixture::spawn(HOT_C, &[])?;
+    let out = tempfile::tempdir()?;
+    // A left-over profile from an earlier run, older and larger than the whole allowance.
+    let old = out.path().join("cpu-20000101T000000Z.pb.gz");
+    std::fs::write(&old, vec![0u8; 2 << 20])?;
+    let long_ago = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)?
+        .set_modified(long_ago)?;
+
+    let (pid, frequency) = (fixture.pid_arg(), TEST_FREQUENCY.to_string());
+    let args = [
+        "--pid",
+        &pid,
+        "--frequency",
+        &frequency,
+        "--duration",
+        "3",
+        "--interval",
+        "1",
+        "--max-disk-mb",
+        "1",
+    ];
+    let output = run(
+        record_command(out.path(), &args),
+        run_timeout(Duration::from_secs(3)),
+    )?;
+    output.ensure_success()?;
+    ensure!(!old.exists(), "the oldest profile is still there");
+    ensure!(
+        output
+            .stderr
+            .contains("deleted the oldest profiles to stay under --max-disk-mb"),
+        "no deletion in the log:\n{}",
+        output.stderr
+    );
+    // What this recording wrote stays: it fits in 1 MiB.
+    let profiles = read_checked_profiles(out.path(), TEST_FREQUENCY)?;
+    ensure!(profiles.len() >= 2, "{} profiles kept", profiles.len());
+    Ok(())
+}

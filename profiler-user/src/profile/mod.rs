@@ -4,6 +4,7 @@
 mod builder;
 mod interval;
 pub mod proto;
+mod retention;
 mod traces;
 mod writer;
 
@@ -12,5 +13,6 @@ pub use interval::{
     IntervalMeta, IntervalStats, KERNEL_MAPPING, ResolvedLocation, ResolvedSample, build_profile,
     resolve_interval,
 };
+pub use retention::{Pruned, Retention};
 pub use traces::{IndexEntry, TraceFileError, TraceStore};
 pub use writer::{ProfileWriter, WriteError};

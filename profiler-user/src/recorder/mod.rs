@@ -29,7 +29,7 @@ use crate::{
     cli::RecordArgs,
     preflight::{self, PreflightError},
     process::{ProcessKey, ProcessSnapshot, ProcessTable},
-    profile::{IntervalMeta, ProfileWriter, TraceStore},
+    profile::{IntervalMeta, ProfileWriter, Retention, TraceStore},
     tracectx::{TlsTracker, kernel_btf},
 };
 use pipeline::{Interval, Job, Pipeline};
@@ -91,7 +91,12 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
 
     let table = Arc::new(Mutex::new(ProcessTable::default()));
     let traces = trace.map(|_| TraceStore::new(args.output_dir.join("traces")));
-    let pipeline = Pipeline::spawn(table.clone(), ProfileWriter::new(&args.output_dir), traces);
+    let pipeline = Pipeline::spawn(
+        table.clone(),
+        ProfileWriter::new(&args.output_dir),
+        traces,
+        Retention::new(&args.output_dir, args.max_disk_mb),
+    );
     let events = sampler.take_events().expect("events are taken once, here");
     let cpus = sampler.cpus();
     let mut recording = Recording {

@@ -13,8 +13,8 @@ use crate::{
     bpf::{CounterSnapshot, Drained},
     process::ProcessTable,
     profile::{
-        IntervalMeta, ProfileWriter, ResolvedSample, TraceStore, add_comments, build_profile,
-        resolve_interval,
+        IntervalMeta, ProfileWriter, ResolvedSample, Retention, TraceStore, add_comments,
+        build_profile, resolve_interval,
     },
     symbolize::Symbolizer,
     tracectx::TraceLabeler,
@@ -70,6 +70,7 @@ impl Pipeline {
         table: Arc<Mutex<ProcessTable>>,
         writer: ProfileWriter,
         traces: Option<TraceStore>,
+        retention: Retention,
     ) -> Self {
         let (sender, receiver) = mpsc::channel::<Job>();
         let thread = thread::Builder::new()
@@ -78,6 +79,7 @@ impl Pipeline {
                 let mut output = Output {
                     writer,
                     traces,
+                    retention,
                     symbolizer: Symbolizer::new(),
                     labeler: TraceLabeler::default(),
                     capture: None,
@@ -98,6 +100,7 @@ impl Pipeline {
                             comments,
                         } => output.write_incident(end, frequency, comments),
                     }
+                    output.prune();
                 }
             })
             .expect("spawning a thread at start-up");
@@ -128,12 +131,26 @@ impl Pipeline {
 struct Output {
     writer: ProfileWriter,
     traces: Option<TraceStore>,
+    retention: Retention,
     symbolizer: Symbolizer,
     labeler: TraceLabeler,
     capture: Option<Capture>,
 }
 
 impl Output {
+    /// Keeps the output directory under `--max-disk-mb`.
+    fn prune(&self) {
+        match self.retention.enforce() {
+            Ok(pruned) if pruned.files > 0 => tracing::info!(
+                files = pruned.files,
+                bytes = pruned.bytes,
+                "deleted the oldest profiles to stay under --max-disk-mb"
+            ),
+            Ok(_) => {}
+            Err(err) => tracing::warn!("could not apply --max-disk-mb: {err}"),
+        }
+    }
+
     fn write_interval(&mut self, interval: Interval, table: &Mutex<ProcessTable>) {
         let Interval {
             drained,

@@ -1,0 +1,166 @@
+//! Bounds the disk the output takes (`--max-disk-mb`): after each write, the oldest profiles go
+//! first, trace files included, until the total fits. The file just written always stays.
+
+use std::{
+    fs, io,
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+/// What one pass deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub files: usize,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Retention {
+    dir: PathBuf,
+    /// `None`: no limit.
+    max_bytes: Option<u64>,
+}
+
+/// A profile on disk.
+struct Stored {
+    path: PathBuf,
+    bytes: u64,
+    modified: SystemTime,
+}
+
+impl Retention {
+    /// `max_mb` of zero means no limit.
+    pub fn new(dir: impl Into<PathBuf>, max_mb: u64) -> Self {
+        Self {
+            dir: dir.into(),
+            max_bytes: (max_mb > 0).then(|| max_mb.saturating_mul(1 << 20)),
+        }
+    }
+
+    /// Deletes the oldest profiles until the total is within the limit.
+    pub fn enforce(&self) -> io::Result<Pruned> {
+        let Some(max) = self.max_bytes else {
+            return Ok(Pruned::default());
+        };
+        let mut stored = Vec::new();
+        collect(&self.dir, &mut stored)?;
+        let mut total: u64 = stored.iter().map(|s| s.bytes).sum();
+        // Oldest first; the name breaks ties (names carry the UTC start time).
+        stored.sort_by(|a, b| {
+            a.modified
+                .cmp(&b.modified)
+                .then_with(|| a.path.cmp(&b.path))
+        });
+        let mut pruned = Pruned::default();
+        let keep_newest = stored.len().saturating_sub(1);
+        for file in stored.iter().take(keep_newest) {
+            if total <= max {
+                break;
+            }
+            match fs::remove_file(&file.path) {
+                Ok(()) => {}
+                // Someone else removed it: it no longer counts either way.
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                Err(err) => return Err(err),
+            }
+            total -= file.bytes;
+            pruned.files += 1;
+            pruned.bytes += file.bytes;
+        }
+        Ok(pruned)
+    }
+}
+
+/// Finished profiles (`*.pb.gz`, not the hidden temporaries) under `dir`, recursively.
+fn collect(dir: &Path, out: &mut Vec<Stored>) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let meta = entry.metadata()?;
+        if meta.is_dir() {
+            collect(&entry.path(), out)?;
+        } else if meta.is_file() && name.ends_with(".pb.gz") && !name.starts_with('.') {
+            out.push(Stored {
+                path: entry.path(),
+                bytes: meta.len(),
+                modified: meta.modified()?,
+            });
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs::File, time::Duration};
+
+    use super::*;
+
+    /// A file of `kib` KiB modified `age` seconds before a fixed instant.
+    fn profile(dir: &Path, name: &str, kib: usize, age: u64) -> PathBuf {
+        let path = dir.join(name);
+        fs::write(&path, vec![0u8; kib * 1024]).unwrap();
+        let when = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000_000_000 - age);
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+        path
+    }
+
+    #[test]
+    fn deletes_the_oldest_until_the_total_fits() {
+        let dir = tempfile::tempdir().unwrap();
+        let traces = dir.path().join("traces");
+        fs::create_dir(&traces).unwrap();
+        let oldest = profile(dir.path(), "cpu-1.pb.gz", 400, 30);
+        let old_trace = profile(&traces, "t1.pb.gz", 400, 20);
+        let newer = profile(dir.path(), "cpu-2.pb.gz", 400, 10);
+        let newest = profile(dir.path(), "cpu-3.pb.gz", 400, 0);
+        fs::write(traces.join("index.jsonl"), "{}\n").unwrap();
+
+        let pruned = Retention::new(dir.path(), 1).enforce().unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                files: 2,
+                bytes: 800 * 1024
+            }
+        );
+        assert!(!oldest.exists() && !old_trace.exists());
+        assert!(newer.exists() && newest.exists());
+        assert!(
+            traces.join("index.jsonl").exists(),
+            "only profiles are pruned"
+        );
+    }
+
+    #[test]
+    fn the_newest_file_stays_even_over_the_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        profile(dir.path(), "cpu-1.pb.gz", 700, 10);
+        let newest = profile(dir.path(), "cpu-2.pb.gz", 1500, 0);
+        let pruned = Retention::new(dir.path(), 1).enforce().unwrap();
+        assert_eq!(pruned.files, 1);
+        assert!(newest.exists());
+    }
+
+    #[test]
+    fn within_the_limit_or_without_one_nothing_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        profile(dir.path(), "cpu-1.pb.gz", 300, 10);
+        profile(dir.path(), ".cpu-2.pb.gz.tmp", 3000, 0);
+        assert_eq!(
+            Retention::new(dir.path(), 1).enforce().unwrap(),
+            Pruned::default()
+        );
+        profile(dir.path(), "cpu-3.pb.gz", 3000, 0);
+        assert_eq!(
+            Retention::new(dir.path(), 0).enforce().unwrap(),
+            Pruned::default()
+        );
+    }
+}
