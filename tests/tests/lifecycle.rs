@@ -234,3 +234,89 @@ fn max_disk_mb_deletes_the_oldest_profiles_first() -> Result<()> {
     ensure!(profiles.len() >= 2, "{} profiles kept", profiles.len());
     Ok(())
 }
+
+/// A small tmpfs, unmounted when dropped.
+struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    fn mount(size: &str) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()?;
+        ensure!(status.success(), "mount -t tmpfs failed: {status}");
+        Ok(Self { dir })
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn a_full_disk_frees_the_oldest_profiles_and_recording_goes_on() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let fixture = Fixture::spawn(HOT_C, &[])?;
+    let disk = Tmpfs::mount("1m")?;
+    // An old profile fills the disk to the last byte.
+    let filler = disk.path().join("cpu-20000101T000000Z.pb.gz");
+    {
+        use std::io::Write;
+        let mut file = std::fs::File::create(&filler)?;
+        let chunk = vec![0u8; 4096];
+        while file.write_all(&chunk).is_ok() {}
+        let _ = file.flush();
+        let long_ago = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800);
+        file.set_modified(long_ago)?;
+    }
+
+    let (pid, frequency) = (fixture.pid_arg(), TEST_FREQUENCY.to_string());
+    let args = [
+        "--pid",
+        &pid,
+        "--frequency",
+        &frequency,
+        "--duration",
+        "3",
+        "--interval",
+        "1",
+        "--max-disk-mb",
+        "0",
+    ];
+    let output = run(
+        record_command(disk.path(), &args),
+        run_timeout(Duration::from_secs(3)),
+    )?;
+    output.ensure_success()?;
+    ensure!(
+        output
+            .stderr
+            .contains("disk full: deleted the oldest profiles to make room"),
+        "no room made in the log:\n{}",
+        output.stderr
+    );
+    ensure!(
+        !filler.exists(),
+        "the old profile that filled the disk is still there"
+    );
+    let profiles = read_checked_profiles(disk.path(), TEST_FREQUENCY)?;
+    ensure!(profiles.len() >= 2, "{} profiles written", profiles.len());
+    ensure!(
+        leftover_temp_files(disk.path())?.is_empty(),
+        "temporary files left behind"
+    );
+    Ok(())
+}

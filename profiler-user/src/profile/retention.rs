@@ -71,6 +71,39 @@ impl Retention {
     }
 }
 
+impl Retention {
+    /// On a full disk: deletes the oldest profiles, at least `bytes` of them and at least one,
+    /// keeping the newest unless it is the only one left to delete.
+    pub fn free_oldest(&self, bytes: u64) -> io::Result<Pruned> {
+        let mut stored = Vec::new();
+        collect(&self.dir, &mut stored)?;
+        stored.sort_by(|a, b| {
+            a.modified
+                .cmp(&b.modified)
+                .then_with(|| a.path.cmp(&b.path))
+        });
+        let candidates = if stored.len() > 1 {
+            stored.len() - 1
+        } else {
+            stored.len()
+        };
+        let mut pruned = Pruned::default();
+        for file in stored.iter().take(candidates) {
+            if pruned.files > 0 && pruned.bytes >= bytes {
+                break;
+            }
+            match fs::remove_file(&file.path) {
+                Ok(()) => {}
+                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                Err(err) => return Err(err),
+            }
+            pruned.files += 1;
+            pruned.bytes += file.bytes;
+        }
+        Ok(pruned)
+    }
+}
+
 /// Finished profiles (`*.pb.gz`, not the hidden temporaries) under `dir`, recursively.
 fn collect(dir: &Path, out: &mut Vec<Stored>) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
@@ -146,6 +179,23 @@ mod tests {
         let pruned = Retention::new(dir.path(), 1).enforce().unwrap();
         assert_eq!(pruned.files, 1);
         assert!(newest.exists());
+    }
+
+    #[test]
+    fn a_full_disk_frees_the_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let oldest = profile(dir.path(), "cpu-1.pb.gz", 100, 30);
+        let older = profile(dir.path(), "cpu-2.pb.gz", 100, 20);
+        let newest = profile(dir.path(), "cpu-3.pb.gz", 100, 10);
+        // No limit configured: a full disk still frees space.
+        let retention = Retention::new(dir.path(), 0);
+        let pruned = retention.free_oldest(150 * 1024).unwrap();
+        assert_eq!(pruned.files, 2);
+        assert!(!oldest.exists() && !older.exists() && newest.exists());
+        // The newest goes only when it is all there is.
+        assert_eq!(retention.free_oldest(1).unwrap().files, 1);
+        assert!(!newest.exists());
+        assert_eq!(retention.free_oldest(1).unwrap(), Pruned::default());
     }
 
     #[test]

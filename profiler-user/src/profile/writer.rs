@@ -24,6 +24,14 @@ pub enum WriteError {
     },
 }
 
+impl WriteError {
+    /// The file system (or the user's quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        let WriteError::Io { source, .. } = self;
+        matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+    }
+}
+
 /// Writes `<dir>/<prefix>-<UTC %Y%m%dT%H%M%SZ>.pb.gz` files.
 #[derive(Clone, Debug)]
 pub struct ProfileWriter {

@@ -3,6 +3,7 @@
 //! gathers the samples of an incident capture, which spans several intervals, into its own file.
 
 use std::{
+    path::PathBuf,
     sync::{Arc, Mutex, mpsc},
     thread::{self, JoinHandle},
     time::{Duration, Instant, SystemTime},
@@ -13,8 +14,8 @@ use crate::{
     bpf::{CounterSnapshot, Drained},
     process::ProcessTable,
     profile::{
-        IntervalMeta, ProfileWriter, ResolvedSample, Retention, TraceStore, add_comments,
-        build_profile, resolve_interval,
+        IntervalMeta, ProfileWriter, ResolvedSample, Retention, TraceStore, WriteError,
+        add_comments, build_profile, proto::Profile, resolve_interval,
     },
     symbolize::Symbolizer,
     tracectx::TraceLabeler,
@@ -80,6 +81,7 @@ impl Pipeline {
                     writer,
                     traces,
                     retention,
+                    dropped: 0,
                     symbolizer: Symbolizer::new(),
                     labeler: TraceLabeler::default(),
                     capture: None,
@@ -132,12 +134,50 @@ struct Output {
     writer: ProfileWriter,
     traces: Option<TraceStore>,
     retention: Retention,
+    /// Profiles lost to a full disk since start.
+    dropped: u64,
     symbolizer: Symbolizer,
     labeler: TraceLabeler,
     capture: Option<Capture>,
 }
 
 impl Output {
+    /// Writes a profile; on a full disk, deletes the oldest profiles and tries once more.
+    /// Sampling goes on either way: a profile that still does not fit is counted and dropped.
+    fn write_with_room(
+        &mut self,
+        prefix: &str,
+        time: SystemTime,
+        profile: &Profile,
+    ) -> Result<(PathBuf, u64), WriteError> {
+        let first = self.writer.write(prefix, time, profile);
+        let Err(err) = &first else {
+            return first;
+        };
+        if !err.is_disk_full() {
+            return first;
+        }
+        // Room for this profile with margin: gzip does not grow it.
+        let wanted = (prost::Message::encoded_len(profile) as u64).max(1 << 20);
+        match self.retention.free_oldest(wanted) {
+            Ok(pruned) => tracing::warn!(
+                files = pruned.files,
+                bytes = pruned.bytes,
+                "disk full: deleted the oldest profiles to make room"
+            ),
+            Err(err) => tracing::warn!("disk full, and deleting old profiles failed: {err}"),
+        }
+        let retried = self.writer.write(prefix, time, profile);
+        if retried.as_ref().is_err_and(WriteError::is_disk_full) {
+            self.dropped += 1;
+            tracing::error!(
+                dropped_total = self.dropped,
+                "disk full: a {prefix} profile was dropped"
+            );
+        }
+        retried
+    }
+
     /// Keeps the output directory under `--max-disk-mb`.
     fn prune(&self) {
         match self.retention.enforce() {
@@ -176,7 +216,7 @@ impl Output {
                 "the BPF program lost or degraded samples"
             );
         }
-        match self.writer.write("cpu", meta.start, &profile) {
+        match self.write_with_room("cpu", meta.start, &profile) {
             Ok((path, bytes)) => tracing::info!(
                 interval = epoch,
                 samples = stats.samples,
@@ -221,7 +261,7 @@ impl Output {
         let (mut profile, stats) = build_profile(&capture.samples, meta);
         add_comments(&mut profile, &capture.comments);
         add_comments(&mut profile, &comments);
-        match self.writer.write("incident", capture.start, &profile) {
+        match self.write_with_room("incident", capture.start, &profile) {
             Ok((path, bytes)) => tracing::info!(
                 samples = stats.samples,
                 processes = stats.processes,
