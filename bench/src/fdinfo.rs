@@ -54,17 +54,12 @@ pub fn parse(text: &str) -> Option<ProgStats> {
 /// The programs of `prog_type` that process `pid` holds a descriptor of, one entry per program.
 pub fn programs_of(pid: u32, prog_type: u32) -> Result<Vec<ProgStats>> {
     let dir = PathBuf::from(format!("/proc/{pid}/fd"));
-    let entries = fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let fds = fds_of_kind(pid, "anon_inode:bpf-prog")
+        .with_context(|| format!("cannot list {}", dir.display()))?;
     let mut found: BTreeMap<u32, ProgStats> = BTreeMap::new();
-    for entry in entries.flatten() {
-        let is_prog = fs::read_link(entry.path())
-            .is_ok_and(|target| target.as_os_str() == "anon_inode:bpf-prog");
-        if !is_prog {
-            continue;
-        }
-        let info = format!("/proc/{pid}/fdinfo/{}", entry.file_name().to_string_lossy());
+    for fd in fds {
         // The descriptor may close between the listing and the read.
-        let Ok(text) = fs::read_to_string(&info) else {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
             continue;
         };
         if let Some(stats) = parse(&text).filter(|s| s.prog_type == prog_type) {
@@ -72,6 +67,15 @@ pub fn programs_of(pid: u32, prog_type: u32) -> Result<Vec<ProgStats>> {
         }
     }
     Ok(found.into_values().collect())
+}
+
+/// The descriptor numbers of `pid` whose link reads `kind` (an anonymous inode's name).
+fn fds_of_kind(pid: u32, kind: &str) -> std::io::Result<Vec<String>> {
+    Ok(fs::read_dir(format!("/proc/{pid}/fd"))?
+        .flatten()
+        .filter(|entry| fs::read_link(entry.path()).is_ok_and(|target| target.as_os_str() == kind))
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .collect())
 }
 
 /// Run totals over the sampling programs of `pid`.
@@ -87,17 +91,7 @@ pub fn sampling_totals(pid: u32) -> Result<RunTotals> {
 
 /// Number of perf event descriptors `pid` holds.
 pub fn perf_event_fds(pid: u32) -> usize {
-    fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter(|e| {
-                    fs::read_link(e.path())
-                        .is_ok_and(|target| target.as_os_str() == "anon_inode:[perf_event]")
-                })
-                .count()
-        })
-        .unwrap_or(0)
+    fds_of_kind(pid, "anon_inode:[perf_event]").map_or(0, |fds| fds.len())
 }
 
 /// Turns on `kernel.bpf_stats_enabled` and restores the previous value when dropped.

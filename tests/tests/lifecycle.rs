@@ -4,9 +4,9 @@ use std::{path::Path, thread, time::Duration};
 
 use anyhow::{Result, ensure};
 use integration_tests::{
-    C_CHAIN, Fixture, HOT_C, Pprof, Running, TEST_FREQUENCY, check_go_pprof, check_hot_chain,
-    leftover_temp_files, read_checked_profiles, record_command, require_root, run, run_timeout,
-    samples_of_pid, total_count,
+    C_CHAIN, Fixture, HOT_C, Pprof, RunOutput, Running, TEST_FREQUENCY, check_go_pprof,
+    check_hot_chain, leftover_temp_files, read_checked_profiles, record_command, require_root, run,
+    run_timeout, samples_of_pid, total_count,
 };
 
 /// Bound on the profiler's own wind-down after its last target is gone or a signal arrived.
@@ -187,22 +187,18 @@ fn check_no_temp_files(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn max_disk_mb_deletes_the_oldest_profiles_first() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
-    let fixture = Fixture::spawn(HOT_C, &[])?;
-    let out = tempfile::tempdir()?;
-    // A left-over profile from an earlier run, older and larger than the whole allowance.
-    let old = out.path().join("cpu-20000101T000000Z.pb.gz");
-    std::fs::write(&old, vec![0u8; 2 << 20])?;
+/// Gives `path` a modification time in 2000: a profile left over from long ago.
+fn age(path: &Path) -> Result<()> {
     let long_ago = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800);
     std::fs::File::options()
         .write(true)
-        .open(&old)?
+        .open(path)?
         .set_modified(long_ago)?;
+    Ok(())
+}
 
+/// Records `fixture` into `out` for 3 s in 1 s intervals under `--max-disk-mb max_mb`.
+fn record_with_disk_limit(fixture: &Fixture, out: &Path, max_mb: &str) -> Result<RunOutput> {
     let (pid, frequency) = (fixture.pid_arg(), TEST_FREQUENCY.to_string());
     let args = [
         "--pid",
@@ -214,13 +210,29 @@ fn max_disk_mb_deletes_the_oldest_profiles_first() -> Result<()> {
         "--interval",
         "1",
         "--max-disk-mb",
-        "1",
+        max_mb,
     ];
     let output = run(
-        record_command(out.path(), &args),
+        record_command(out, &args),
         run_timeout(Duration::from_secs(3)),
     )?;
     output.ensure_success()?;
+    Ok(output)
+}
+
+#[test]
+fn max_disk_mb_deletes_the_oldest_profiles_first() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let fixture = Fixture::spawn(HOT_C, &[])?;
+    let out = tempfile::tempdir()?;
+    // A left-over profile from an earlier run, older and larger than the whole allowance.
+    let old = out.path().join("cpu-20000101T000000Z.pb.gz");
+    std::fs::write(&old, vec![0u8; 2 << 20])?;
+    age(&old)?;
+
+    let output = record_with_disk_limit(&fixture, out.path(), "1")?;
     ensure!(!old.exists(), "the oldest profile is still there");
     ensure!(
         output
@@ -279,28 +291,10 @@ fn a_full_disk_frees_the_oldest_profiles_and_recording_goes_on() -> Result<()> {
         let chunk = vec![0u8; 4096];
         while file.write_all(&chunk).is_ok() {}
         let _ = file.flush();
-        let long_ago = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800);
-        file.set_modified(long_ago)?;
     }
+    age(&filler)?;
 
-    let (pid, frequency) = (fixture.pid_arg(), TEST_FREQUENCY.to_string());
-    let args = [
-        "--pid",
-        &pid,
-        "--frequency",
-        &frequency,
-        "--duration",
-        "3",
-        "--interval",
-        "1",
-        "--max-disk-mb",
-        "0",
-    ];
-    let output = run(
-        record_command(disk.path(), &args),
-        run_timeout(Duration::from_secs(3)),
-    )?;
-    output.ensure_success()?;
+    let output = record_with_disk_limit(&fixture, disk.path(), "0")?;
     ensure!(
         output
             .stderr

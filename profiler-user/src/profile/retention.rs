@@ -42,66 +42,57 @@ impl Retention {
         let Some(max) = self.max_bytes else {
             return Ok(Pruned::default());
         };
-        let mut stored = Vec::new();
-        collect(&self.dir, &mut stored)?;
-        let mut total: u64 = stored.iter().map(|s| s.bytes).sum();
-        // Oldest first; the name breaks ties (names carry the UTC start time).
-        stored.sort_by(|a, b| {
-            a.modified
-                .cmp(&b.modified)
-                .then_with(|| a.path.cmp(&b.path))
-        });
-        let mut pruned = Pruned::default();
+        let stored = self.oldest_first()?;
+        let total: u64 = stored.iter().map(|s| s.bytes).sum();
         let keep_newest = stored.len().saturating_sub(1);
-        for file in stored.iter().take(keep_newest) {
-            if total <= max {
-                break;
-            }
-            match fs::remove_file(&file.path) {
-                Ok(()) => {}
-                // Someone else removed it: it no longer counts either way.
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                Err(err) => return Err(err),
-            }
-            total -= file.bytes;
-            pruned.files += 1;
-            pruned.bytes += file.bytes;
-        }
-        Ok(pruned)
+        delete_until(&stored[..keep_newest], |pruned| total - pruned.bytes <= max)
     }
-}
 
-impl Retention {
     /// On a full disk: deletes the oldest profiles, at least `bytes` of them and at least one,
     /// keeping the newest unless it is the only one left to delete.
     pub fn free_oldest(&self, bytes: u64) -> io::Result<Pruned> {
-        let mut stored = Vec::new();
-        collect(&self.dir, &mut stored)?;
-        stored.sort_by(|a, b| {
-            a.modified
-                .cmp(&b.modified)
-                .then_with(|| a.path.cmp(&b.path))
-        });
+        let stored = self.oldest_first()?;
         let candidates = if stored.len() > 1 {
             stored.len() - 1
         } else {
             stored.len()
         };
-        let mut pruned = Pruned::default();
-        for file in stored.iter().take(candidates) {
-            if pruned.files > 0 && pruned.bytes >= bytes {
-                break;
-            }
-            match fs::remove_file(&file.path) {
-                Ok(()) => {}
-                Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
-                Err(err) => return Err(err),
-            }
-            pruned.files += 1;
-            pruned.bytes += file.bytes;
-        }
-        Ok(pruned)
+        delete_until(&stored[..candidates], |pruned| {
+            pruned.files > 0 && pruned.bytes >= bytes
+        })
     }
+
+    /// Finished profiles under the directory, oldest first; the name breaks ties (names carry
+    /// the UTC start time).
+    fn oldest_first(&self) -> io::Result<Vec<Stored>> {
+        let mut stored = Vec::new();
+        collect(&self.dir, &mut stored)?;
+        stored.sort_by(|a, b| {
+            a.modified
+                .cmp(&b.modified)
+                .then_with(|| a.path.cmp(&b.path))
+        });
+        Ok(stored)
+    }
+}
+
+/// Deletes `files` in order until `enough` holds. A file someone else removed meanwhile counts
+/// as deleted: it takes no room either way.
+fn delete_until(files: &[Stored], enough: impl Fn(&Pruned) -> bool) -> io::Result<Pruned> {
+    let mut pruned = Pruned::default();
+    for file in files {
+        if enough(&pruned) {
+            break;
+        }
+        match fs::remove_file(&file.path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => return Err(err),
+        }
+        pruned.files += 1;
+        pruned.bytes += file.bytes;
+    }
+    Ok(pruned)
 }
 
 /// Finished profiles (`*.pb.gz`, not the hidden temporaries) under `dir`, recursively.

@@ -88,7 +88,10 @@ impl Pipeline {
                 };
                 for job in receiver {
                     match job {
-                        Job::Interval(interval) => output.write_interval(*interval, &table),
+                        Job::Interval(interval) => {
+                            output.write_interval(*interval, &table);
+                            output.prune();
+                        }
                         Job::CaptureStart { start, comments } => {
                             output.capture = Some(Capture {
                                 start,
@@ -100,9 +103,11 @@ impl Pipeline {
                             end,
                             frequency,
                             comments,
-                        } => output.write_incident(end, frequency, comments),
+                        } => {
+                            output.write_incident(end, frequency, comments);
+                            output.prune();
+                        }
                     }
-                    output.prune();
                 }
             })
             .expect("spawning a thread at start-up");
