@@ -3,6 +3,7 @@
 
 mod bench;
 mod cargo_cmd;
+mod deploy_tools;
 mod paths;
 mod privilege;
 mod process;
@@ -24,9 +25,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what is missing: Debian packages, gcc, bpf-linker.
+    /// Install what is missing: Debian packages, gcc, bpf-linker, the deploy linters.
     Setup,
-    /// Set up, then build the release profiler (target/release/profiler).
+    /// Install what building needs if missing (not the test tools), then build the release
+    /// profiler (target/release/profiler).
     Build,
     /// Set up, build, and run the profiler as root (default arguments: `record`).
     Run {
@@ -69,7 +71,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
     match task {
         Task::Setup => setup::setup(&root)?,
         Task::Build => {
-            setup::setup(&root)?;
+            setup::setup_build(&root)?;
             cargo_cmd::build_profiler(&root)?;
         }
         Task::Run { args } => return run::run(&root, args),

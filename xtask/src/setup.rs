@@ -6,7 +6,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result};
 
-use crate::{cargo_cmd, paths, privilege, process};
+use crate::{cargo_cmd, deploy_tools, paths, privilege, process};
 
 /// How to tell that a Debian package is installed without asking dpkg.
 enum Probe {
@@ -16,7 +16,9 @@ enum Probe {
     Runs(&'static str),
 }
 
-const APT_PACKAGES: [(&str, Probe); 6] = [
+/// What building the profiler needs (`cargo xtask build`, and so deploy/Dockerfile), with
+/// bpf-linker.
+const BUILD_PACKAGES: [(&str, Probe); 4] = [
     // Debian's rustc/cargo 1.96 with a prebuilt `core` for the BPF target.
     ("rustc-web", Probe::File("/usr/bin/rustc")),
     ("cargo-web", Probe::File("/usr/bin/cargo")),
@@ -29,10 +31,22 @@ const APT_PACKAGES: [(&str, Probe); 6] = [
         "llvm-22-dev",
         Probe::File("/usr/lib/llvm-22/lib/libLLVM.so"),
     ),
+];
+
+/// What the tests need on top of the build.
+const TEST_PACKAGES: [(&str, Probe); 4] = [
     // `go tool pprof`: the external reader tests check profiles with.
     ("golang-go", Probe::File("/usr/bin/go")),
     // Builds the C test fixtures.
     ("gcc", Probe::Runs("gcc")),
+    // The venv of the deploy linters (deploy_tools.rs). Every package ships its copyright file,
+    // even in images that leave out the rest of /usr/share/doc.
+    (
+        "python3-venv",
+        Probe::File("/usr/share/doc/python3-venv/copyright"),
+    ),
+    // `systemd-analyze verify` checks deploy/systemd/profiler.service.
+    ("systemd", Probe::File("/usr/bin/systemd-analyze")),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -56,10 +70,24 @@ pub fn setup_bench() -> Result<()> {
     install_apt_packages(&missing)
 }
 
+/// Everything: the build, the tests (fixtures, `go tool pprof`, the deploy linters).
 pub fn setup(root: &Path) -> Result<()> {
-    let missing = missing_packages(&APT_PACKAGES);
+    ensure(root, &[&BUILD_PACKAGES, &TEST_PACKAGES], true)
+}
+
+/// Only what `cargo xtask build` needs: the compilers, LLVM and bpf-linker.
+pub fn setup_build(root: &Path) -> Result<()> {
+    ensure(root, &[&BUILD_PACKAGES], false)
+}
+
+fn ensure(root: &Path, groups: &[&[(&'static str, Probe)]], deploy_tools: bool) -> Result<()> {
+    let missing: Vec<_> = groups
+        .iter()
+        .flat_map(|group| missing_packages(group))
+        .collect();
     let linker_ok = bpf_linker_installed()?;
-    if missing.is_empty() && linker_ok {
+    let tools_ok = !deploy_tools || deploy_tools::installed(root);
+    if missing.is_empty() && linker_ok && tools_ok {
         println!("setup: everything is installed");
         return Ok(());
     }
@@ -68,6 +96,9 @@ pub fn setup(root: &Path) -> Result<()> {
     }
     if !linker_ok {
         install_bpf_linker(root)?;
+    }
+    if !tools_ok {
+        deploy_tools::install(root)?;
     }
     Ok(())
 }
@@ -145,7 +176,12 @@ mod tests {
 
     #[test]
     fn package_names_are_unique() {
-        let all = || APT_PACKAGES.iter().chain(&BENCH_PACKAGES);
+        let all = || {
+            BUILD_PACKAGES
+                .iter()
+                .chain(&TEST_PACKAGES)
+                .chain(&BENCH_PACKAGES)
+        };
         let mut names: Vec<_> = all().map(|(name, _)| *name).collect();
         names.sort_unstable();
         names.dedup();

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 
 use crate::{
     cargo_cmd::{build_profiler, cargo},
+    deploy_tools,
     process::run,
     setup,
 };
@@ -27,8 +28,11 @@ pub fn test(root: &Path, cargo_test_args: Vec<OsString>) -> Result<()> {
     step("test", || {
         let mut cmd = cargo(root, &["test"])?;
         cmd.args(HOST_PACKAGES).args(&cargo_test_args);
-        // The integration tests run the release binary built above.
-        run(cmd.env("PROFILER_BIN", &bin))
+        // The integration tests run the release binary built above, and the deploy tests the
+        // linters that setup installed.
+        cmd.env("PROFILER_BIN", &bin)
+            .env(deploy_tools::BIN_DIR_VAR, deploy_tools::bin_dir(root));
+        run(&mut cmd)
     })
 }
 
