@@ -72,6 +72,9 @@ impl Invocation {
                 self.interval.to_string(),
                 "--output-dir".into(),
                 out.display().to_string(),
+                // Two of ours may run side by side (the A/A control): a free port each.
+                "--metrics-address".into(),
+                "127.0.0.1:0".into(),
             ],
             Tool::Perf => vec![
                 "perf".into(),
@@ -325,7 +328,8 @@ mod tests {
             .argv(Path::new("/p"), Path::new("/out"));
         assert_eq!(
             argv.join(" "),
-            "/p record --no-adaptive --frequency 99 --interval 2 --output-dir /out"
+            "/p record --no-adaptive --frequency 99 --interval 2 --output-dir /out \
+             --metrics-address 127.0.0.1:0"
         );
     }
 

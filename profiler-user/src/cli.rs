@@ -1,6 +1,6 @@
 //! Command line: subcommands and flags, each flag also readable from a `PROFILER_*` variable.
 
-use std::path::PathBuf;
+use std::{net::SocketAddr, path::PathBuf};
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
@@ -75,8 +75,28 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", env = "PROFILER_MAX_TRACES_PER_INTERVAL", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_traces_per_interval: u32,
+    /// Serve Prometheus metrics, /healthz and /readyz on this address (`off`: no server).
+    #[arg(long, value_name = "ADDRESS", env = "PROFILER_METRICS_ADDRESS",
+          default_value = "127.0.0.1:9464", value_parser = metrics_address)]
+    pub metrics_address: MetricsAddress,
+    /// The node name written into profiles and metrics; default: this host's name.
+    #[arg(long, value_name = "NAME", env = "PROFILER_NODE_NAME")]
+    pub node_name: Option<String>,
     #[command(flatten)]
     pub adaptive: AdaptiveArgs,
+}
+
+/// Where the metrics server listens; `None` when turned off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MetricsAddress(pub Option<SocketAddr>);
+
+fn metrics_address(text: &str) -> Result<MetricsAddress, String> {
+    if text == "off" {
+        return Ok(MetricsAddress(None));
+    }
+    text.parse()
+        .map(|address| MetricsAddress(Some(address)))
+        .map_err(|_| format!("{text:?} is not an IP:PORT address (or `off`)"))
 }
 
 /// Adaptive sampling: follow host load, capture incidents, stay under an overhead budget.
@@ -152,6 +172,11 @@ mod tests {
         assert!(args.pids.is_empty() && !args.no_kernel_stacks && !args.include_idle);
         assert!(!args.no_trace_context);
         assert_eq!(args.max_traces_per_interval, 10_000);
+        assert_eq!(
+            args.metrics_address,
+            MetricsAddress(Some("127.0.0.1:9464".parse().unwrap()))
+        );
+        assert_eq!(args.node_name, None);
         let adaptive = &args.adaptive;
         assert!(!adaptive.no_adaptive);
         assert_eq!(
@@ -174,6 +199,25 @@ mod tests {
         let args = record(&["--pid", "1", "--pid", "2,3", "--frequency", "99"]).unwrap();
         assert_eq!(args.pids, vec![1, 2, 3]);
         assert_eq!(args.frequency, 99);
+    }
+
+    #[test]
+    fn metrics_address_takes_an_address_or_off() {
+        let args = record(&["--metrics-address", "0.0.0.0:1234"]).unwrap();
+        assert_eq!(
+            args.metrics_address.0,
+            Some("0.0.0.0:1234".parse().unwrap())
+        );
+        let args = record(&["--metrics-address", "[::1]:9"]).unwrap();
+        assert_eq!(args.metrics_address.0, Some("[::1]:9".parse().unwrap()));
+        assert_eq!(
+            record(&["--metrics-address", "off"])
+                .unwrap()
+                .metrics_address
+                .0,
+            None
+        );
+        assert!(record(&["--metrics-address", "localhost"]).is_err());
     }
 
     #[test]

@@ -170,6 +170,9 @@ fn strip_profiler_env(cmd: &mut Command) {
             cmd.env_remove(key);
         }
     }
+    // Tests run profilers side by side: each serves its metrics on a port of its own (a test
+    // that scrapes passes --metrics-address, which wins over the variable).
+    cmd.env("PROFILER_METRICS_ADDRESS", "127.0.0.1:0");
 }
 
 /// A copy of the profiler that any user can execute (the original may sit in a directory only

@@ -134,7 +134,7 @@ impl CostReader {
 
 /// CPU time of all our threads. `getrusage` rather than `/proc/self/stat`: the latter counts in
 /// clock ticks, too coarse for a 1% budget read every second.
-fn process_cpu_seconds() -> Option<f64> {
+pub(crate) fn process_cpu_seconds() -> Option<f64> {
     // SAFETY: getrusage fills the struct it is given.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {

@@ -71,11 +71,13 @@ impl TraceStore {
     }
 
     /// Adds an interval's traced samples and rewrites the file of every trace they touch.
-    /// Returns how many files were written; the first error is returned after trying them all.
+    /// Returns the files written; `on_write` hears of each (its size in bytes). The first error
+    /// is returned after trying them all.
     pub fn add_interval(
         &mut self,
         samples: &[ResolvedSample],
         meta: IntervalMeta,
+        mut on_write: impl FnMut(u64),
     ) -> Result<usize, TraceFileError> {
         let end = meta.start + meta.duration;
         let mut touched = BTreeSet::new();
@@ -107,10 +109,10 @@ impl TraceStore {
             });
         }
         for trace_id in &touched {
-            if let Err(err) = self.write_trace(trace_id, meta.period_ns)
-                && result.is_ok()
-            {
-                result = Err(err);
+            match self.write_trace(trace_id, meta.period_ns) {
+                Ok(bytes) => on_write(bytes),
+                Err(err) if result.is_ok() => result = Err(err),
+                Err(_) => {}
             }
         }
         let interval = self.interval;
@@ -125,7 +127,8 @@ impl TraceStore {
         self.traces.len()
     }
 
-    fn write_trace(&self, trace_id: &str, period_ns: u64) -> Result<(), TraceFileError> {
+    /// Returns the size of the file written.
+    fn write_trace(&self, trace_id: &str, period_ns: u64) -> Result<u64, TraceFileError> {
         let entry = &self.traces[trace_id];
         let meta = IntervalMeta {
             start: entry.first,
@@ -137,7 +140,7 @@ impl TraceStore {
         };
         let (profile, stats) = build_profile(&entry.samples, meta);
         let file = format!("{trace_id}.pb.gz");
-        self.writer.write_named(&file, &profile)?;
+        let (_, bytes) = self.writer.write_named(&file, &profile)?;
         let index = IndexEntry {
             trace_id: trace_id.to_owned(),
             file,
@@ -160,7 +163,8 @@ impl TraceStore {
                 .collect(),
             top_function: top_function(&entry.samples),
         };
-        self.append_index(&index)
+        self.append_index(&index)?;
+        Ok(bytes)
     }
 
     fn append_index(&self, entry: &IndexEntry) -> Result<(), TraceFileError> {
@@ -265,12 +269,12 @@ mod tests {
         let mut store = TraceStore::new(dir.path().join("traces"));
         let a = "aa".repeat(16);
         let first = [sample(Some(&a), "hot", 1, 3), sample(None, "idle", 1, 5)];
-        assert_eq!(store.add_interval(&first, meta(0)).unwrap(), 1);
+        assert_eq!(store.add_interval(&first, meta(0), |_| {}).unwrap(), 1);
         let second = [
             sample(Some(&a), "hot", 2, 2),
             sample(Some(&a), "cold", 2, 1),
         ];
-        assert_eq!(store.add_interval(&second, meta(10)).unwrap(), 1);
+        assert_eq!(store.add_interval(&second, meta(10), |_| {}).unwrap(), 1);
 
         let profile = read(&dir.path().join(format!("traces/{a}.pb.gz")));
         let total: i64 = profile.sample.iter().map(|s| s.value[0]).sum();
@@ -297,10 +301,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = TraceStore::new(dir.path());
         store
-            .add_interval(&[sample(Some(&"bb".repeat(16)), "f", 1, 1)], meta(0))
+            .add_interval(
+                &[sample(Some(&"bb".repeat(16)), "f", 1, 1)],
+                meta(0),
+                |_| {},
+            )
             .unwrap();
         for i in 1..=IDLE_INTERVALS {
-            store.add_interval(&[], meta(i * 10)).unwrap();
+            store.add_interval(&[], meta(i * 10), |_| {}).unwrap();
         }
         assert_eq!(store.active(), 0);
     }
@@ -311,7 +319,7 @@ mod tests {
         let mut store = TraceStore::new(dir.path().join("traces"));
         assert_eq!(
             store
-                .add_interval(&[sample(None, "f", 1, 1)], meta(0))
+                .add_interval(&[sample(None, "f", 1, 1)], meta(0), |_| {})
                 .unwrap(),
             0
         );

@@ -55,6 +55,7 @@ impl ProfileWriter {
         time: SystemTime,
         profile: &Profile,
     ) -> Result<(PathBuf, u64), WriteError> {
+        self.recreate_dir()?;
         let stamp = DateTime::<Utc>::from(time).format("%Y%m%dT%H%M%SZ");
         let path = free_name(&self.dir, &format!("{prefix}-{stamp}"));
         let bytes = replace(&path, profile)?;
@@ -63,9 +64,19 @@ impl ProfileWriter {
 
     /// Writes (or atomically replaces) `<dir>/<name>`. Returns the number of bytes written.
     pub fn write_named(&self, name: &str, profile: &Profile) -> Result<(PathBuf, u64), WriteError> {
+        self.recreate_dir()?;
         let path = self.dir.join(name);
         let bytes = replace(&path, profile)?;
         Ok((path, bytes))
+    }
+
+    /// Someone cleaning up may delete the directory under a long-running recorder: make it
+    /// again rather than fail every write from then on.
+    fn recreate_dir(&self) -> Result<(), WriteError> {
+        fs::create_dir_all(&self.dir).map_err(|source| WriteError::Io {
+            path: self.dir.clone(),
+            source,
+        })
     }
 }
 
@@ -167,7 +178,23 @@ mod tests {
             .unwrap_err();
         assert!(
             err.to_string()
-                .starts_with("cannot write /proc/no-such-dir/cpu-")
+                .starts_with("cannot write /proc/no-such-dir"),
+            "{err}"
         );
+    }
+
+    #[test]
+    fn a_deleted_directory_is_made_again() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("out");
+        let writer = ProfileWriter::new(&dir);
+        writer
+            .write("cpu", SystemTime::now(), &Profile::default())
+            .unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+        let (path, _) = writer
+            .write("cpu", SystemTime::now(), &Profile::default())
+            .unwrap();
+        assert!(path.starts_with(&dir) && path.exists());
     }
 }

@@ -27,6 +27,7 @@ use crate::{
         SamplerOptions, TraceOptions, period_ns,
     },
     cli::RecordArgs,
+    metrics::{ErrorKind, Health, Metrics, MetricsError, MetricsServer},
     preflight::{self, PreflightError},
     process::{ProcessKey, ProcessSnapshot, ProcessTable},
     profile::{IntervalMeta, ProfileWriter, Retention, TraceStore},
@@ -39,6 +40,8 @@ use targets::Targets;
 pub enum RecordError {
     #[error(transparent)]
     Preflight(#[from] PreflightError),
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     #[error("starting the BPF sampler failed")]
     Start(#[source] BpfError),
     #[error("draining the BPF maps failed")]
@@ -71,6 +74,24 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     preflight::check_targets(&args.pids)?;
     preflight::prepare_output_dir(&args.output_dir)?;
 
+    let node = args.node_name.clone().unwrap_or_else(host_name);
+    let metrics = Arc::new(Metrics::new(
+        &node,
+        Health::new(args.output_dir.clone(), args.interval),
+    ));
+    // Up before the (slow) BPF load, so that probes hear "not ready yet" rather than nothing.
+    let _server = match args.metrics_address.0 {
+        Some(address) => {
+            let server = MetricsServer::start(address, metrics.clone()).await?;
+            tracing::info!(
+                "serving metrics on http://{}/metrics (health: /healthz, /readyz)",
+                server.address()
+            );
+            Some(server)
+        }
+        None => None,
+    };
+
     let trace = trace_options(args);
     let options = SamplerOptions {
         frequency: args.frequency,
@@ -80,6 +101,8 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         trace,
     };
     let mut sampler = Sampler::start(&options).map_err(RecordError::Start)?;
+    metrics.health.set_attached();
+    metrics.set_frequency(args.frequency);
     tracing::info!(
         cpus = sampler.cpus(),
         frequency = args.frequency,
@@ -96,6 +119,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         ProfileWriter::new(&args.output_dir),
         traces,
         Retention::new(&args.output_dir, args.max_disk_mb),
+        metrics.clone(),
     );
     let events = sampler.take_events().expect("events are taken once, here");
     let cpus = sampler.cpus();
@@ -110,6 +134,8 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         tls: trace.map(|_| TlsState::default()),
         control: (!args.adaptive.no_adaptive).then(|| Control::new(args, cpus)),
         rate_changes: Vec::new(),
+        node,
+        metrics,
     };
     let reason = recording.run(args, events).await;
     // Whatever stopped us, the partial interval (and capture) is written before we return.
@@ -139,6 +165,9 @@ struct Recording {
     control: Option<Control>,
     /// Rate changes since the last drain, for the interval's comments.
     rate_changes: Vec<String>,
+    /// The node name written into each profile.
+    node: String,
+    metrics: Arc<Metrics>,
 }
 
 /// The adaptive controller and what feeds it.
@@ -280,7 +309,10 @@ impl Recording {
                 tls.located.insert(key.pid, key.pid_gen);
                 tracing::debug!(pid = key.pid, ?location, "reading trace contexts");
             }
-            Err(err) => tracing::warn!(pid = key.pid, "{}", crate::error_chain(&err)),
+            Err(err) => {
+                self.metrics.error(ErrorKind::TraceContext);
+                tracing::warn!(pid = key.pid, "{}", crate::error_chain(&err));
+            }
         }
     }
 
@@ -325,6 +357,8 @@ impl Recording {
         let counters = self.sampler.counters().map_err(RecordError::Drain)?;
         let cost = self.sampler.program_cost().unwrap_or_default();
         let frequency = self.sampler.frequency();
+        self.metrics.add_counters(&counters.since(&self.counters));
+        self.metrics.add_program_cost(&self.cost, &cost);
         let meta = IntervalMeta {
             start: self.started,
             duration: self.started_at.elapsed(),
@@ -334,6 +368,7 @@ impl Recording {
         self.started_at = Instant::now();
         let mut comments = std::mem::take(&mut self.rate_changes);
         comments.push(format!("sampling frequency at the end: {frequency} Hz"));
+        comments.push(self.node_comment());
         let interval = Interval {
             drained,
             meta,
@@ -379,7 +414,7 @@ impl Recording {
                 self.drain()?;
                 self.pipeline.send(Job::CaptureStart {
                     start: SystemTime::now(),
-                    comments: vec![description],
+                    comments: vec![description, self.node_comment()],
                 })
             }
             Decision::EndCapture => {
@@ -396,18 +431,26 @@ impl Recording {
                 let from = self.sampler.frequency();
                 match self.sampler.set_frequency(hz) {
                     Ok(()) => {
+                        self.metrics.set_frequency(hz);
                         let note = format!("sampling frequency {from} Hz -> {hz} Hz: {reason}");
                         tracing::info!(from, to = hz, "{note}");
                         self.rate_changes.push(note);
                     }
-                    Err(err) => tracing::error!(
-                        "changing the sampling frequency to {hz} Hz failed: {}",
-                        crate::error_chain(&err)
-                    ),
+                    Err(err) => {
+                        self.metrics.error(ErrorKind::RateChange);
+                        tracing::error!(
+                            "changing the sampling frequency to {hz} Hz failed: {}",
+                            crate::error_chain(&err)
+                        );
+                    }
                 }
                 Ok(())
             }
         }
+    }
+
+    fn node_comment(&self) -> String {
+        format!("node: {}", self.node)
     }
 
     /// Ends a capture cut short by the end of recording, after the final drain.
@@ -429,4 +472,13 @@ impl Recording {
             ],
         })
     }
+}
+
+/// This machine's name, for `--node-name`'s default.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }

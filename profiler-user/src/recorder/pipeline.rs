@@ -12,12 +12,13 @@ use std::{
 use super::RecordError;
 use crate::{
     bpf::{CounterSnapshot, Drained},
+    metrics::{ErrorKind, FileKind, Metrics},
     process::ProcessTable,
     profile::{
         IntervalMeta, ProfileWriter, ResolvedSample, Retention, TraceStore, WriteError,
         add_comments, build_profile, proto::Profile, resolve_interval,
     },
-    symbolize::Symbolizer,
+    symbolize::{CacheStats, Symbolizer},
     tracectx::TraceLabeler,
 };
 
@@ -63,6 +64,7 @@ struct Capture {
 pub(super) struct Pipeline {
     sender: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Pipeline {
@@ -72,8 +74,10 @@ impl Pipeline {
         writer: ProfileWriter,
         traces: Option<TraceStore>,
         retention: Retention,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let (sender, receiver) = mpsc::channel::<Job>();
+        let output_metrics = metrics.clone();
         let thread = thread::Builder::new()
             .name("profile-writer".into())
             .spawn(move || {
@@ -83,8 +87,10 @@ impl Pipeline {
                     retention,
                     dropped: 0,
                     symbolizer: Symbolizer::new(),
+                    cache_seen: CacheStats::default(),
                     labeler: TraceLabeler::default(),
                     capture: None,
+                    metrics: output_metrics,
                 };
                 for job in receiver {
                     match job {
@@ -108,16 +114,19 @@ impl Pipeline {
                             output.prune();
                         }
                     }
+                    output.metrics.health.job_done();
                 }
             })
             .expect("spawning a thread at start-up");
         Self {
             sender: Some(sender),
             thread: Some(thread),
+            metrics,
         }
     }
 
     pub(super) fn send(&self, job: Job) -> Result<(), RecordError> {
+        self.metrics.health.job_queued();
         self.sender
             .as_ref()
             .and_then(|s| s.send(job).ok())
@@ -142,14 +151,35 @@ struct Output {
     /// Profiles lost to a full disk since start.
     dropped: u64,
     symbolizer: Symbolizer,
+    /// The symbolizer's totals when last reported to the metrics.
+    cache_seen: CacheStats,
     labeler: TraceLabeler,
     capture: Option<Capture>,
+    metrics: Arc<Metrics>,
 }
 
 impl Output {
     /// Writes a profile; on a full disk, deletes the oldest profiles and tries once more.
     /// Sampling goes on either way: a profile that still does not fit is counted and dropped.
     fn write_with_room(
+        &mut self,
+        kind: FileKind,
+        prefix: &str,
+        time: SystemTime,
+        profile: &Profile,
+    ) -> Result<(PathBuf, u64), WriteError> {
+        let written = self.try_write_with_room(prefix, time, profile);
+        match &written {
+            Ok((_, bytes)) => self.metrics.file_written(kind, *bytes),
+            Err(err) if err.is_disk_full() => self.metrics.error(ErrorKind::DiskFull),
+            Err(_) => self.metrics.error(ErrorKind::Write),
+        }
+        let outcome = written.as_ref().err().map(|err| crate::error_chain(err));
+        self.metrics.health.write_outcome(outcome);
+        written
+    }
+
+    fn try_write_with_room(
         &mut self,
         prefix: &str,
         time: SystemTime,
@@ -170,11 +200,15 @@ impl Output {
                 bytes = pruned.bytes,
                 "disk full: deleted the oldest profiles to make room"
             ),
-            Err(err) => tracing::warn!("disk full, and deleting old profiles failed: {err}"),
+            Err(err) => {
+                self.metrics.error(ErrorKind::Retention);
+                tracing::warn!("disk full, and deleting old profiles failed: {err}");
+            }
         }
         let retried = self.writer.write(prefix, time, profile);
         if retried.as_ref().is_err_and(WriteError::is_disk_full) {
             self.dropped += 1;
+            self.metrics.profile_dropped();
             tracing::error!(
                 dropped_total = self.dropped,
                 "disk full: a {prefix} profile was dropped"
@@ -192,7 +226,10 @@ impl Output {
                 "deleted the oldest profiles to stay under --max-disk-mb"
             ),
             Ok(_) => {}
-            Err(err) => tracing::warn!("could not apply --max-disk-mb: {err}"),
+            Err(err) => {
+                self.metrics.error(ErrorKind::Retention);
+                tracing::warn!("could not apply --max-disk-mb: {err}");
+            }
         }
     }
 
@@ -207,10 +244,15 @@ impl Output {
             comments,
         } = interval;
         let samples = resolve_interval(&drained, table, &mut self.symbolizer, &mut self.labeler);
-        table
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .finish_drain(epoch);
+        let processes = {
+            let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+            table.finish_drain(epoch);
+            table.len()
+        };
+        self.metrics.set_processes(processes);
+        let cache = self.symbolizer.stats();
+        self.metrics.add_cache_stats(&self.cache_seen, &cache);
+        self.cache_seen = cache;
         let (mut profile, stats) = build_profile(&samples, meta);
         add_comments(&mut profile, &comments);
         let problems = counters.problems();
@@ -221,7 +263,7 @@ impl Output {
                 "the BPF program lost or degraded samples"
             );
         }
-        match self.write_with_room("cpu", meta.start, &profile) {
+        match self.write_with_room(FileKind::Interval, "cpu", meta.start, &profile) {
             Ok((path, bytes)) => tracing::info!(
                 interval = epoch,
                 samples = stats.samples,
@@ -240,10 +282,15 @@ impl Output {
             Err(err) => tracing::error!(interval = epoch, "{}", crate::error_chain(&err)),
         }
         if let Some(traces) = &mut self.traces {
-            match traces.add_interval(&samples, meta) {
+            let metrics = &self.metrics;
+            let written = |bytes| metrics.file_written(FileKind::Trace, bytes);
+            match traces.add_interval(&samples, meta, written) {
                 Ok(0) => {}
                 Ok(files) => tracing::debug!(interval = epoch, files, "wrote trace files"),
-                Err(err) => tracing::error!(interval = epoch, "{}", crate::error_chain(&err)),
+                Err(err) => {
+                    metrics.error(ErrorKind::TraceWrite);
+                    tracing::error!(interval = epoch, "{}", crate::error_chain(&err));
+                }
             }
         }
         if let Some(capture) = &mut self.capture {
@@ -266,7 +313,7 @@ impl Output {
         let (mut profile, stats) = build_profile(&capture.samples, meta);
         add_comments(&mut profile, &capture.comments);
         add_comments(&mut profile, &comments);
-        match self.write_with_room("incident", capture.start, &profile) {
+        match self.write_with_room(FileKind::Incident, "incident", capture.start, &profile) {
             Ok((path, bytes)) => tracing::info!(
                 samples = stats.samples,
                 processes = stats.processes,

@@ -1,0 +1,10 @@
+//! What an operator sees of a running recorder: Prometheus metrics, `/healthz` and `/readyz`.
+
+mod health;
+mod own_process;
+mod registry;
+mod server;
+
+pub use health::Health;
+pub use registry::{ErrorKind, FileKind, Metrics};
+pub use server::{MetricsError, MetricsServer};

@@ -1,0 +1,431 @@
+//! The Prometheus series of a recording. Recorder, writer thread and HTTP server share one
+//! [`Metrics`]; every update is an atomic add or store, so a scrape never waits for a drain and
+//! a drain never waits for a scrape.
+
+use std::sync::atomic::AtomicU64;
+
+use profiler_common::Counter as BpfCounter;
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, info::Info},
+    registry::{Registry, Unit},
+};
+
+use super::{health::Health, own_process::OwnProcess};
+use crate::{
+    bpf::{CounterSnapshot, ProgramCost},
+    symbolize::CacheStats,
+};
+
+type Labelled = Family<[(&'static str, &'static str); 1], Counter>;
+
+/// What a written file was.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    Interval,
+    Incident,
+    Trace,
+}
+
+impl FileKind {
+    fn label(self) -> &'static str {
+        match self {
+            FileKind::Interval => "interval",
+            FileKind::Incident => "incident",
+            FileKind::Trace => "trace",
+        }
+    }
+}
+
+/// What went wrong, as the `kind` label of `profiler_errors_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A profile could not be written (other than for lack of space).
+    Write,
+    /// The disk was full when writing.
+    DiskFull,
+    /// A per-trace file or the trace index could not be written.
+    TraceWrite,
+    /// `--max-disk-mb` could not delete old files.
+    Retention,
+    /// Retuning the sampling rate failed.
+    RateChange,
+    /// Telling the BPF program where a process keeps its trace context failed.
+    TraceContext,
+}
+
+impl ErrorKind {
+    fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Write => "write",
+            ErrorKind::DiskFull => "disk_full",
+            ErrorKind::TraceWrite => "trace_write",
+            ErrorKind::Retention => "retention",
+            ErrorKind::RateChange => "rate_change",
+            ErrorKind::TraceContext => "trace_context",
+        }
+    }
+}
+
+/// How a BPF counter shows in the metrics.
+#[derive(Debug, PartialEq, Eq)]
+enum Effect {
+    Taken,
+    Traced,
+    /// Not sampled on purpose (not a target, the idle task).
+    Skipped,
+    /// The sample was lost.
+    Dropped,
+    /// The sample was kept with less than asked (a stack, a process, a trace context missing).
+    Degraded,
+}
+
+fn effect(counter: BpfCounter) -> Effect {
+    match counter {
+        BpfCounter::Samples => Effect::Taken,
+        BpfCounter::Traced => Effect::Traced,
+        BpfCounter::Filtered | BpfCounter::Idle => Effect::Skipped,
+        BpfCounter::CountsMapFull | BpfCounter::Internal => Effect::Dropped,
+        BpfCounter::KernelStackFailed
+        | BpfCounter::UserStackFailed
+        | BpfCounter::StacksMapFull
+        | BpfCounter::ProcessesMapFull
+        | BpfCounter::EventsLost
+        | BpfCounter::TlsReadFailed
+        | BpfCounter::RecordReadFailed
+        | BpfCounter::TraceLimit
+        | BpfCounter::ContextsMapFull => Effect::Degraded,
+    }
+}
+
+pub struct Metrics {
+    registry: Registry,
+    samples: Counter,
+    traced: Counter,
+    skipped: Labelled,
+    dropped: Labelled,
+    degraded: Labelled,
+    frequency: Gauge,
+    kernel_seconds_per_sample: Gauge<f64, AtomicU64>,
+    bpf_runs: Counter,
+    bpf_run_seconds: Counter<f64, AtomicU64>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+    files: Labelled,
+    bytes: Labelled,
+    errors: Labelled,
+    profiles_dropped: Counter,
+    processes: Gauge,
+    /// Liveness and readiness, for `/healthz` and `/readyz`.
+    pub health: Health,
+}
+
+impl Metrics {
+    /// `node`: the node name reported in `profiler_info`.
+    pub fn new(node: &str, health: Health) -> Self {
+        let mut registry = Registry::default();
+        let metrics = Self {
+            registry: Registry::default(),
+            samples: Counter::default(),
+            traced: Counter::default(),
+            skipped: Labelled::default(),
+            dropped: Labelled::default(),
+            degraded: Labelled::default(),
+            frequency: Gauge::default(),
+            kernel_seconds_per_sample: Gauge::default(),
+            bpf_runs: Counter::default(),
+            bpf_run_seconds: Counter::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+            files: Labelled::default(),
+            bytes: Labelled::default(),
+            errors: Labelled::default(),
+            profiles_dropped: Counter::default(),
+            processes: Gauge::default(),
+            health,
+        };
+        let r = &mut registry;
+        r.register(
+            "profiler",
+            "The profiler's version and the node it runs on",
+            Info::new(vec![
+                ("version", env!("CARGO_PKG_VERSION").to_owned()),
+                ("node", node.to_owned()),
+            ]),
+        );
+        r.register(
+            "profiler_samples",
+            "Samples taken and stored",
+            metrics.samples.clone(),
+        );
+        r.register(
+            "profiler_samples_traced",
+            "Stored samples that carry a trace context",
+            metrics.traced.clone(),
+        );
+        r.register(
+            "profiler_samples_skipped",
+            "Samples not taken on purpose, by reason (not a target process, the idle task)",
+            metrics.skipped.clone(),
+        );
+        r.register(
+            "profiler_samples_dropped",
+            "Samples lost, by reason",
+            metrics.dropped.clone(),
+        );
+        r.register(
+            "profiler_samples_degraded",
+            "Samples stored with less than asked (a stack, a process event or a trace context missing), by reason",
+            metrics.degraded.clone(),
+        );
+        r.register(
+            "profiler_sampling_frequency_hertz",
+            "Current sampling rate per CPU",
+            metrics.frequency.clone(),
+        );
+        r.register_with_unit(
+            "profiler_kernel_per_sample",
+            "Mean kernel-side run time of the sampling program per sample, over the last interval",
+            Unit::Seconds,
+            metrics.kernel_seconds_per_sample.clone(),
+        );
+        r.register(
+            "profiler_bpf_runs",
+            "Runs of the sampling program (when the kernel keeps BPF statistics)",
+            metrics.bpf_runs.clone(),
+        );
+        r.register_with_unit(
+            "profiler_bpf_run",
+            "Kernel-side run time of the sampling program",
+            Unit::Seconds,
+            metrics.bpf_run_seconds.clone(),
+        );
+        r.register(
+            "profiler_symbol_cache_hits",
+            "Frames served from the symbolization cache",
+            metrics.cache_hits.clone(),
+        );
+        r.register(
+            "profiler_symbol_cache_misses",
+            "Frames symbolized from the binary",
+            metrics.cache_misses.clone(),
+        );
+        r.register(
+            "profiler_files_written",
+            "Profile files written, by kind (interval, incident, trace)",
+            metrics.files.clone(),
+        );
+        r.register_with_unit(
+            "profiler_written",
+            "Bytes of profile files written, by kind",
+            Unit::Bytes,
+            metrics.bytes.clone(),
+        );
+        r.register(
+            "profiler_errors",
+            "Errors the profiler recovered from, by kind",
+            metrics.errors.clone(),
+        );
+        r.register(
+            "profiler_profiles_dropped",
+            "Profiles lost because the disk stayed full after deleting the oldest",
+            metrics.profiles_dropped.clone(),
+        );
+        r.register(
+            "profiler_processes",
+            "Processes whose mappings are held for symbolization",
+            metrics.processes.clone(),
+        );
+        r.register_collector(Box::new(OwnProcess));
+        Self {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The OpenMetrics text exposition of every series.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+
+    /// Adds what the BPF program counted during an interval.
+    pub fn add_counters(&self, interval: &CounterSnapshot) {
+        for counter in BpfCounter::ALL {
+            let value = interval.get(counter);
+            if value == 0 {
+                continue;
+            }
+            let label = [("reason", counter.name())];
+            match effect(counter) {
+                Effect::Taken => self.samples.inc_by(value),
+                Effect::Traced => self.traced.inc_by(value),
+                Effect::Skipped => self.skipped.get_or_create(&label).inc_by(value),
+                Effect::Dropped => self.dropped.get_or_create(&label).inc_by(value),
+                Effect::Degraded => self.degraded.get_or_create(&label).inc_by(value),
+            };
+        }
+    }
+
+    /// Adds the program's run statistics between two readings.
+    pub fn add_program_cost(&self, earlier: &ProgramCost, now: &ProgramCost) {
+        let runs = now.run_count.saturating_sub(earlier.run_count);
+        let nanos = now.run_time_ns.saturating_sub(earlier.run_time_ns);
+        self.bpf_runs.inc_by(runs);
+        self.bpf_run_seconds.inc_by(nanos as f64 / 1e9);
+        if let Some(per_run) = now.per_run_since(earlier) {
+            self.kernel_seconds_per_sample.set(per_run as f64 / 1e9);
+        }
+    }
+
+    pub fn set_frequency(&self, hz: u64) {
+        self.frequency.set(hz.try_into().unwrap_or(i64::MAX));
+    }
+
+    pub fn set_processes(&self, processes: usize) {
+        self.processes.set(processes.try_into().unwrap_or(i64::MAX));
+    }
+
+    /// Adds the cache counters between two readings of the symbolizer's totals.
+    pub fn add_cache_stats(&self, earlier: &CacheStats, now: &CacheStats) {
+        self.cache_hits
+            .inc_by(now.hits.saturating_sub(earlier.hits));
+        self.cache_misses
+            .inc_by(now.misses.saturating_sub(earlier.misses));
+    }
+
+    pub fn file_written(&self, kind: FileKind, bytes: u64) {
+        let label = [("kind", kind.label())];
+        self.files.get_or_create(&label).inc();
+        self.bytes.get_or_create(&label).inc_by(bytes);
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors.get_or_create(&[("kind", kind.label())]).inc();
+    }
+
+    pub fn profile_dropped(&self) {
+        self.profiles_dropped.inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn metrics() -> Metrics {
+        Metrics::new("node-a", Health::new("/nonexistent".into(), 10))
+    }
+
+    /// The value of the series `name` (with labels, exactly as exposed).
+    fn value(text: &str, series: &str) -> Option<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.parse().ok())
+    }
+
+    #[test]
+    fn bpf_counters_land_in_their_series() {
+        let m = metrics();
+        let mut interval = CounterSnapshot::default();
+        interval.values[BpfCounter::Samples as usize] = 120;
+        interval.values[BpfCounter::Traced as usize] = 7;
+        interval.values[BpfCounter::Filtered as usize] = 30;
+        interval.values[BpfCounter::CountsMapFull as usize] = 2;
+        interval.values[BpfCounter::UserStackFailed as usize] = 5;
+        m.add_counters(&interval);
+        m.add_counters(&interval);
+        let text = m.encode();
+        assert_eq!(value(&text, "profiler_samples_total"), Some(240.0));
+        assert_eq!(value(&text, "profiler_samples_traced_total"), Some(14.0));
+        assert_eq!(
+            value(
+                &text,
+                r#"profiler_samples_skipped_total{reason="filtered"}"#
+            ),
+            Some(60.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"profiler_samples_dropped_total{reason="counts_map_full"}"#
+            ),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"profiler_samples_degraded_total{reason="user_stack_failed"}"#
+            ),
+            Some(10.0)
+        );
+        // A reason that never happened has no series.
+        assert!(!text.contains("stacks_map_full"), "{text}");
+    }
+
+    #[test]
+    fn every_bpf_counter_has_an_effect() {
+        let effects: Vec<Effect> = BpfCounter::ALL.into_iter().map(effect).collect();
+        assert_eq!(effects.iter().filter(|e| **e == Effect::Taken).count(), 1);
+        assert!(effects.contains(&Effect::Dropped));
+    }
+
+    #[test]
+    fn cost_files_errors_and_own_process() {
+        let m = metrics();
+        m.set_frequency(99);
+        m.add_program_cost(
+            &ProgramCost::default(),
+            &ProgramCost {
+                run_time_ns: 5_000_000,
+                run_count: 1000,
+            },
+        );
+        m.add_cache_stats(
+            &CacheStats { hits: 1, misses: 1 },
+            &CacheStats {
+                hits: 11,
+                misses: 4,
+            },
+        );
+        m.file_written(FileKind::Interval, 1000);
+        m.file_written(FileKind::Interval, 500);
+        m.file_written(FileKind::Trace, 10);
+        m.error(ErrorKind::DiskFull);
+        m.profile_dropped();
+        let text = m.encode();
+        assert_eq!(
+            value(&text, "profiler_sampling_frequency_hertz"),
+            Some(99.0)
+        );
+        assert_eq!(
+            value(&text, "profiler_kernel_per_sample_seconds"),
+            Some(5e-6)
+        );
+        assert_eq!(value(&text, "profiler_bpf_runs_total"), Some(1000.0));
+        assert_eq!(value(&text, "profiler_symbol_cache_hits_total"), Some(10.0));
+        assert_eq!(
+            value(&text, "profiler_symbol_cache_misses_total"),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(&text, r#"profiler_files_written_total{kind="interval"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&text, r#"profiler_written_bytes_total{kind="interval"}"#),
+            Some(1500.0)
+        );
+        assert_eq!(
+            value(&text, r#"profiler_errors_total{kind="disk_full"}"#),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, "profiler_profiles_dropped_total"), Some(1.0));
+        assert!(text.contains(r#"profiler_info{version=""#), "{text}");
+        assert!(text.contains(r#"node="node-a""#), "{text}");
+        assert!(value(&text, "process_resident_memory_bytes").is_some_and(|v| v > 1e6));
+        assert!(value(&text, "process_cpu_seconds_total").is_some_and(|v| v > 0.0));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,151 @@
+//! The HTTP endpoints: `/metrics` (OpenMetrics text), `/healthz`, `/readyz`. The server runs as
+//! a task on the recorder's runtime; encoding a scrape reads atomics and takes microseconds.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use tokio::{net::TcpListener, task::JoinHandle};
+
+use super::Metrics;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "cannot serve metrics on {address}: {source}; pass another --metrics-address, or `--metrics-address off`"
+)]
+pub struct MetricsError {
+    address: SocketAddr,
+    #[source]
+    source: std::io::Error,
+}
+
+/// The running server; it stops when dropped.
+pub struct MetricsServer {
+    address: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl MetricsServer {
+    /// Binds `address` (port 0 picks a free port) and starts answering.
+    pub async fn start(address: SocketAddr, metrics: Arc<Metrics>) -> Result<Self, MetricsError> {
+        let error = |source| MetricsError { address, source };
+        let listener = TcpListener::bind(address).await.map_err(error)?;
+        let address = listener.local_addr().map_err(error)?;
+        let app = router(metrics);
+        let task = tokio::spawn(async move {
+            if let Err(err) = axum::serve(listener, app).await {
+                tracing::error!("the metrics server stopped: {err}");
+            }
+        });
+        Ok(Self { address, task })
+    }
+
+    /// Where it listens (with the port chosen when 0 was asked).
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/metrics", get(scrape))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(metrics)
+}
+
+async fn index() -> &'static str {
+    "profiler: /metrics (OpenMetrics), /healthz (live), /readyz (ready)\n"
+}
+
+async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
+    ([(header::CONTENT_TYPE, OPENMETRICS)], metrics.encode()).into_response()
+}
+
+async fn healthz(State(metrics): State<Arc<Metrics>>) -> Response {
+    verdict(metrics.health.live())
+}
+
+async fn readyz(State(metrics): State<Arc<Metrics>>) -> Response {
+    verdict(metrics.health.ready())
+}
+
+fn verdict(result: Result<(), String>) -> Response {
+    match result {
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("{reason}\n")).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+    use crate::metrics::Health;
+
+    async fn get(address: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        response
+    }
+
+    #[tokio::test]
+    async fn serves_metrics_health_and_readiness() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new("n1", Health::new(dir.path().to_owned(), 10)));
+        metrics.set_frequency(19);
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.clone())
+            .await
+            .unwrap();
+        let address = server.address();
+        assert_ne!(address.port(), 0);
+
+        let scrape = get(address, "/metrics").await;
+        assert!(scrape.starts_with("HTTP/1.1 200"), "{scrape}");
+        assert!(scrape.contains("application/openmetrics-text"), "{scrape}");
+        assert!(
+            scrape.contains("profiler_sampling_frequency_hertz 19"),
+            "{scrape}"
+        );
+
+        assert!(get(address, "/healthz").await.starts_with("HTTP/1.1 200"));
+        let not_ready = get(address, "/readyz").await;
+        assert!(not_ready.starts_with("HTTP/1.1 503"), "{not_ready}");
+        assert!(not_ready.contains("not attached"), "{not_ready}");
+        metrics.health.set_attached();
+        assert!(get(address, "/readyz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(address, "/nothing").await.starts_with("HTTP/1.1 404"));
+    }
+
+    #[tokio::test]
+    async fn a_taken_port_is_a_clear_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::new("n1", Health::new("/".into(), 10)));
+        let err = MetricsServer::start(address, metrics)
+            .await
+            .err()
+            .expect("the port is taken");
+        let line = crate::error_chain(&err);
+        assert!(line.contains(&address.to_string()), "{line}");
+        assert!(line.contains("--metrics-address off"), "{line}");
+    }
+}

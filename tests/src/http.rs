@@ -1,0 +1,92 @@
+//! A minimal HTTP/1.1 GET over a TCP socket, enough to read the profiler's endpoints without a
+//! client library.
+
+use std::{
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+
+/// Status code and body of a response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+/// `GET path` from `address`, with `Connection: close` and a timeout on every step.
+pub fn http_get(address: SocketAddr, path: &str, timeout: Duration) -> Result<HttpResponse> {
+    let mut stream = TcpStream::connect_timeout(&address, timeout)
+        .with_context(|| format!("connecting to {address}"))?;
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = String::new();
+    stream
+        .read_to_string(&mut raw)
+        .with_context(|| format!("reading the answer to GET {path}"))?;
+    let (head, body) = raw.split_once("\r\n\r\n").context("no end of headers")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("no status in {head:?}"))?;
+    let chunked = head
+        .lines()
+        .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = if chunked {
+        dechunk(body)?
+    } else {
+        body.to_owned()
+    };
+    Ok(HttpResponse { status, body })
+}
+
+fn dechunk(mut rest: &str) -> Result<String> {
+    let mut body = String::new();
+    loop {
+        let (size, after) = rest.split_once("\r\n").context("truncated chunk size")?;
+        let size = usize::from_str_radix(size.trim(), 16).context("bad chunk size")?;
+        if size == 0 {
+            return Ok(body);
+        }
+        body.push_str(after.get(..size).context("truncated chunk")?);
+        rest = after.get(size + 2..).context("truncated chunk end")?;
+    }
+}
+
+/// A localhost address with a port free right now (for a child process to bind).
+pub fn free_local_address() -> Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// The value of one series in a Prometheus/OpenMetrics text exposition, e.g.
+/// `profiler_files_written_total{kind="interval"}`.
+pub fn metric_value(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|value| value.split_whitespace().next()?.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_series_and_chunks() {
+        let text = "# TYPE a counter\na_total 3\nb{kind=\"x\"} 2.5\n# EOF\n";
+        assert_eq!(metric_value(text, "a_total"), Some(3.0));
+        assert_eq!(metric_value(text, "b{kind=\"x\"}"), Some(2.5));
+        assert_eq!(metric_value(text, "a"), None);
+        assert_eq!(
+            dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
+            "abcde"
+        );
+    }
+}
