@@ -121,8 +121,14 @@ pub struct Config {
     pub task_tp_offset: u32,
     /// Offset of glibc's DTV pointer from the thread pointer (x86_64: 8, aarch64: 0).
     pub tcb_dtv_offset: u32,
-    pub _pad: u32,
+    /// 1: sample only tasks in (or below) a cgroup of the target cgroup map. With `filter_pids`
+    /// too, a sample passes either filter.
+    pub filter_cgroups: u8,
+    pub _pad: [u8; 3],
 }
+
+/// Deepest cgroup v2 level the program looks at for a target ancestor (the root is level 0).
+pub const MAX_CGROUP_LEVELS: i32 = 32;
 
 /// Name of the [`Config`] global in the BPF object.
 pub const CONFIG_SYMBOL: &str = "PROFILER_CONFIG";
@@ -229,6 +235,7 @@ pub mod maps {
     pub const STACKS: [&str; 2] = ["STACKS_0", "STACKS_1"];
     pub const ACTIVE: &str = "ACTIVE";
     pub const TARGETS: &str = "TARGETS";
+    pub const TARGET_CGROUPS: &str = "TARGET_CGROUPS";
     pub const PROCESSES: &str = "PROCESSES";
     pub const EVENTS: &str = "EVENTS";
     pub const COUNTERS: &str = "COUNTERS";

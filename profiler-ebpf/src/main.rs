@@ -16,14 +16,18 @@ mod trace_context;
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, generated::bpf_get_stack},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid,
+        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_stack},
+    },
     macros::{map, perf_event, raw_tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{PerfEventContext, RawTracePointContext},
 };
 use profiler_common::{
-    COUNTER_COUNT, Config, Counter, EVENT_EXIT, EVENT_NEW_PROCESS, MAX_STACK_DEPTH, NO_CONTEXT,
-    NO_STACK, ProcessEvent, SampleKey, SampleValue, Scratch, StackTrace,
+    COUNTER_COUNT, Config, Counter, EVENT_EXIT, EVENT_NEW_PROCESS, MAX_CGROUP_LEVELS,
+    MAX_STACK_DEPTH, NO_CONTEXT, NO_STACK, ProcessEvent, SampleKey, SampleValue, Scratch,
+    StackTrace,
 };
 
 /// Set by userspace at load time (`EbpfLoader::set_global`).
@@ -35,7 +39,8 @@ static PROFILER_CONFIG: Config = Config {
     trace_context: 0,
     task_tp_offset: 0,
     tcb_dtv_offset: 0,
-    _pad: 0,
+    filter_cgroups: 0,
+    _pad: [0; 3],
 };
 
 // Sizes are defaults; userspace may resize the maps before load.
@@ -56,6 +61,10 @@ static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 /// Target processes (tgid -> 1), consulted only when `filter_pids` is set.
 #[map]
 static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+
+/// Target cgroups (cgroup v2 ID -> 1), consulted only when `filter_cgroups` is set.
+#[map]
+static TARGET_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 
 /// Processes seen so far (tgid -> generation). LRU: an evicted process is simply seen anew.
 #[map]
@@ -99,6 +108,30 @@ fn config() -> Config {
     unsafe { core::ptr::read_volatile(&PROFILER_CONFIG) }
 }
 
+/// Whether the current task is a target: its process is listed, or its cgroup or one of the
+/// cgroup's ancestors is.
+#[inline(always)]
+fn targeted(pid: u32, config: &Config) -> bool {
+    if config.filter_pids != 0 && TARGETS.get_ptr(pid).is_some() {
+        return true;
+    }
+    if config.filter_cgroups == 0 {
+        return false;
+    }
+    // Root first: a cgroup's ID is 0 past the task's own level, which ends the walk.
+    for level in 0..MAX_CGROUP_LEVELS {
+        // SAFETY: helper without preconditions (Linux 5.6+).
+        let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
+        if id == 0 {
+            return false;
+        }
+        if TARGET_CGROUPS.get_ptr(id).is_some() {
+            return true;
+        }
+    }
+    false
+}
+
 pub(crate) fn count(counter: Counter) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {
         // SAFETY: per-CPU slot, and perf_event programs do not nest on one CPU.
@@ -116,7 +149,7 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
     if pid == 0 && config.include_idle == 0 {
         return Err(Counter::Idle);
     }
-    if config.filter_pids != 0 && TARGETS.get_ptr(pid).is_none() {
+    if (config.filter_pids != 0 || config.filter_cgroups != 0) && !targeted(pid, &config) {
         return Err(Counter::Filtered);
     }
 

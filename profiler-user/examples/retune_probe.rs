@@ -17,6 +17,7 @@ fn main() -> anyhow::Result<()> {
     let mut sampler = Sampler::start(&SamplerOptions {
         frequency: 19,
         targets: vec![std::process::id()],
+        target_cgroups: Vec::new(),
         include_idle: false,
         kernel_stacks: false,
         trace: None,

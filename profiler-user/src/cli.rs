@@ -34,6 +34,24 @@ pub struct RecordArgs {
         value_delimiter = ','
     )]
     pub pids: Vec<u32>,
+    /// Only sample processes in this cgroup v2 or below it: a directory of the cgroup2 mount,
+    /// or the path /proc/PID/cgroup shows (repeat, or comma-separate).
+    #[arg(
+        long = "cgroup",
+        value_name = "PATH",
+        env = "PROFILER_CGROUP",
+        value_delimiter = ','
+    )]
+    pub cgroups: Vec<PathBuf>,
+    /// Only sample this container's processes: its ID (64 hex digits, a unique prefix of 12 or
+    /// more, or runtime://ID as Kubernetes shows it); repeat, or comma-separate.
+    #[arg(
+        long = "container",
+        value_name = "ID",
+        env = "PROFILER_CONTAINER",
+        value_delimiter = ','
+    )]
+    pub containers: Vec<String>,
     /// Samples per second on each CPU.
     #[arg(long, value_name = "HZ", env = "PROFILER_FREQUENCY", default_value_t = 19,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
@@ -170,6 +188,7 @@ mod tests {
         assert_eq!(args.output_dir, PathBuf::from("profiles"));
         assert_eq!(args.max_disk_mb, 1024);
         assert!(args.pids.is_empty() && !args.no_kernel_stacks && !args.include_idle);
+        assert!(args.cgroups.is_empty() && args.containers.is_empty());
         assert!(!args.no_trace_context);
         assert_eq!(args.max_traces_per_interval, 10_000);
         assert_eq!(
@@ -218,6 +237,24 @@ mod tests {
             None
         );
         assert!(record(&["--metrics-address", "localhost"]).is_err());
+    }
+
+    #[test]
+    fn cgroup_and_container_targets() {
+        let args = record(&[
+            "--cgroup",
+            "/a.slice",
+            "--container",
+            "abc,def",
+            "--cgroup",
+            "b",
+        ])
+        .unwrap();
+        assert_eq!(
+            args.cgroups,
+            vec![PathBuf::from("/a.slice"), PathBuf::from("b")]
+        );
+        assert_eq!(args.containers, vec!["abc", "def"]);
     }
 
     #[test]

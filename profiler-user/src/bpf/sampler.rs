@@ -17,8 +17,10 @@ use super::{
 pub struct SamplerOptions {
     /// Sampling frequency per CPU, in Hz.
     pub frequency: u64,
-    /// Processes to sample; empty means every process.
+    /// Processes to sample; with `target_cgroups`, both empty means every process.
     pub targets: Vec<u32>,
+    /// Cgroup v2 IDs whose tasks (and their descendants' tasks) to sample.
+    pub target_cgroups: Vec<u64>,
     pub include_idle: bool,
     pub kernel_stacks: bool,
     /// Read trace contexts; `None` turns the feature off.
@@ -81,7 +83,8 @@ impl Sampler {
             trace_context: u8::from(options.trace.is_some()),
             task_tp_offset: trace.task_tp_offset,
             tcb_dtv_offset: trace.tcb_dtv_offset,
-            _pad: 0,
+            filter_cgroups: u8::from(!options.target_cgroups.is_empty()),
+            _pad: [0; 3],
         };
         let max_traces = trace.max_traces.max(1);
         let mut loader = EbpfLoader::new();
@@ -100,6 +103,14 @@ impl Sampler {
             targets
                 .insert(pid, 1, 0)
                 .map_err(map_error(maps::TARGETS))?;
+        }
+        let mut cgroups: HashMap<MapData, u64, u8> =
+            HashMap::try_from(take_map(&mut ebpf, maps::TARGET_CGROUPS)?)
+                .map_err(map_error(maps::TARGET_CGROUPS))?;
+        for &id in &options.target_cgroups {
+            cgroups
+                .insert(id, 1, 0)
+                .map_err(map_error(maps::TARGET_CGROUPS))?;
         }
 
         for name in [programs::EXEC, programs::EXIT] {

@@ -41,7 +41,10 @@ pub fn from_cgroup_paths<'a>(paths: impl IntoIterator<Item = &'a str>) -> Option
 pub fn from_cgroup_path(path: &str) -> Option<ContainerInfo> {
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     // The innermost container segment: a pod's pause container and the app share the pod.
-    let container_id = segments.iter().rev().find_map(|s| container_id(s))?;
+    let container_id = segments
+        .iter()
+        .rev()
+        .find_map(|s| segment_container_id(s))?;
     let pod_uid = segments.iter().rev().find_map(|s| pod_uid(s));
     Some(ContainerInfo {
         container_id,
@@ -49,7 +52,8 @@ pub fn from_cgroup_path(path: &str) -> Option<ContainerInfo> {
     })
 }
 
-fn container_id(segment: &str) -> Option<String> {
+/// The container ID a single path segment (a cgroup directory's name) carries.
+pub(super) fn segment_container_id(segment: &str) -> Option<String> {
     let name = segment.strip_suffix(".scope").unwrap_or(segment);
     let id = SCOPE_PREFIXES
         .iter()

@@ -2,6 +2,7 @@
 //! snapshotted when the BPF program first reports it, so that a process that exits before the
 //! drain is still symbolized.
 
+pub mod cgroup_targets;
 mod container;
 mod files;
 mod snapshot;

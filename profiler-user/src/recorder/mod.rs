@@ -29,7 +29,10 @@ use crate::{
     cli::RecordArgs,
     metrics::{ErrorKind, Health, Metrics, MetricsError, MetricsServer},
     preflight::{self, PreflightError},
-    process::{ProcessKey, ProcessSnapshot, ProcessTable},
+    process::{
+        ProcessKey, ProcessSnapshot, ProcessTable,
+        cgroup_targets::{self, CgroupTargetError},
+    },
     profile::{IntervalMeta, ProfileWriter, Retention, TraceStore},
     tracectx::{TlsTracker, kernel_btf},
 };
@@ -42,6 +45,8 @@ pub enum RecordError {
     Preflight(#[from] PreflightError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupTargetError),
     #[error("starting the BPF sampler failed")]
     Start(#[source] BpfError),
     #[error("draining the BPF maps failed")]
@@ -72,6 +77,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     };
     preflight::check_perf_events(highest)?;
     preflight::check_targets(&args.pids)?;
+    let cgroups = cgroup_targets::resolve(&args.cgroups, &args.containers)?;
     preflight::prepare_output_dir(&args.output_dir)?;
 
     let node = args.node_name.clone().unwrap_or_else(host_name);
@@ -96,6 +102,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     let options = SamplerOptions {
         frequency: args.frequency,
         targets: args.pids.clone(),
+        target_cgroups: cgroups.iter().map(|c| c.id).collect(),
         include_idle: args.include_idle,
         kernel_stacks: !args.no_kernel_stacks,
         trace,
@@ -107,9 +114,10 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         cpus = sampler.cpus(),
         frequency = args.frequency,
         targets = ?args.pids,
+        cgroups = ?cgroups.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
         output = %args.output_dir.display(),
         "recording {}",
-        if args.pids.is_empty() { "the whole host" } else { "the target processes" }
+        if args.pids.is_empty() && cgroups.is_empty() { "the whole host" } else { "the targets" }
     );
 
     let table = Arc::new(Mutex::new(ProcessTable::default()));
@@ -137,7 +145,9 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         node,
         metrics,
     };
-    let reason = recording.run(args, events).await;
+    // Processes come and go in a cgroup: only a recording of PIDs alone ends with its targets.
+    let watched: &[u32] = if cgroups.is_empty() { &args.pids } else { &[] };
+    let reason = recording.run(args, watched, events).await;
     // Whatever stopped us, the partial interval (and capture) is written before we return.
     let flushed = recording
         .drain()
@@ -237,6 +247,7 @@ impl Recording {
     async fn run(
         &mut self,
         args: &RecordArgs,
+        watched: &[u32],
         events: EventReader,
     ) -> Result<StopReason, RecordError> {
         // SAFETY: the reader owns the ring buffer's descriptor and keeps it open while held here.
@@ -249,7 +260,7 @@ impl Recording {
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let deadline = sleep(args.duration.map_or(Duration::MAX / 4, Duration::from_secs));
         tokio::pin!(deadline);
-        let mut targets = Targets::new(&args.pids);
+        let mut targets = Targets::new(watched);
         let mut watch = tokio::time::interval(Duration::from_secs(1));
         // The first reading covers a full second: a shorter one would count as a whole reading.
         let second = Duration::from_secs(1);
