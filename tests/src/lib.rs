@@ -63,6 +63,7 @@ use std::{env, thread};
 
 mod adaptive;
 mod binary;
+mod cgroup;
 mod checks;
 mod fixture;
 mod go;
@@ -76,6 +77,7 @@ mod traces;
 
 pub use adaptive::*;
 pub use binary::*;
+pub use cgroup::*;
 pub use checks::*;
 pub use fixture::*;
 pub use go::*;

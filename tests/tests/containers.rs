@@ -1,87 +1,18 @@
 //! Container and pod labels: a fixture moved into a cgroup named the way the kubelet and
 //! containerd name them (systemd driver) is labelled with its container ID and pod UID.
 
-use std::{
-    fs,
-    path::{Path, PathBuf},
-};
-
-use anyhow::{Context, Result, ensure};
-use integration_tests::{Fixture, HOT_C, record_fixture, require_root, samples_of_pid};
+use anyhow::{Result, ensure};
+use integration_tests::{Fixture, HOT_C, TestCgroup, record_fixture, require_root, samples_of_pid};
 
 const CONTAINER_ID: &str = "9e3c6a1b5d7f4e2a8c0b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a3c";
 const POD_UID: &str = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
-
-/// A cgroup hierarchy to create cgroups in: the cgroup2 mount, else the v1 `name=systemd` one.
-fn cgroup_root() -> Result<PathBuf> {
-    let mounts = procfs::process::Process::myself()?.mountinfo()?;
-    let v2 = mounts.0.iter().find(|m| m.fs_type == "cgroup2");
-    let v1 = || {
-        mounts
-            .0
-            .iter()
-            .find(|m| m.fs_type == "cgroup" && m.super_options.contains_key("name=systemd"))
-    };
-    v2.or_else(v1)
-        .map(|m| m.mount_point.clone())
-        .context("no cgroup2 or name=systemd cgroup hierarchy is mounted")
-}
-
-/// Nested cgroups, removed innermost first when dropped (once their processes have exited).
-struct TestCgroup {
-    dirs: Vec<PathBuf>,
-}
-
-impl TestCgroup {
-    fn create(root: &Path, path: &[&str]) -> Result<Self> {
-        let mut dirs = Vec::new();
-        let mut dir = root.to_path_buf();
-        for segment in path {
-            dir.push(segment);
-            fs::create_dir(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-            dirs.push(dir.clone());
-        }
-        Ok(Self { dirs })
-    }
-
-    fn add(&self, pid: u32) -> Result<()> {
-        let procs = self
-            .dirs
-            .last()
-            .context("empty cgroup path")?
-            .join("cgroup.procs");
-        fs::write(&procs, pid.to_string())
-            .with_context(|| format!("cannot move {pid} into {}", procs.display()))
-    }
-}
-
-impl Drop for TestCgroup {
-    fn drop(&mut self) {
-        for dir in self.dirs.iter().rev() {
-            let _ = fs::remove_dir(dir);
-        }
-    }
-}
 
 #[test]
 fn a_process_in_a_pod_container_carries_its_ids() -> Result<()> {
     if !require_root() {
         return Ok(());
     }
-    let pod_slice = format!("kubepods-burstable-pod{}.slice", POD_UID.replace('-', "_"));
-    let scope = format!("cri-containerd-{CONTAINER_ID}.scope");
-    // A unique top level, so that parallel or leftover runs do not collide.
-    let top = format!("profiler-test-{}.slice", std::process::id());
-    let cgroup = TestCgroup::create(
-        &cgroup_root()?,
-        &[
-            &top,
-            "kubepods.slice",
-            "kubepods-burstable.slice",
-            &pod_slice,
-            &scope,
-        ],
-    )?;
+    let cgroup = TestCgroup::kubernetes_containerd(CONTAINER_ID, POD_UID)?;
     let fixture = Fixture::spawn(HOT_C, &[])?;
     cgroup.add(fixture.pid())?;
     // A process on the host, recorded alongside, carries no container labels.
