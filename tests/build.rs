@@ -11,6 +11,8 @@ use std::{
 
 /// Flags of every C fixture: frame pointers so the BPF side can unwind them (see TOOLCHAIN.md).
 const CFLAGS: &[&str] = &["-O2", "-g", "-fno-omit-frame-pointer"];
+/// The churn fixture's: -O1, as a typical short-lived tool might be built.
+const CHURN_CFLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer"];
 
 fn main() {
     let manifest_dir =
@@ -26,6 +28,15 @@ fn main() {
         &fixtures.join("syscalls.c"),
         &out_dir.join("fixture-syscalls-loop"),
     );
+    let churn = build_c_with(
+        &fixtures.join("churn.c"),
+        &out_dir.join("fixture-churn-short-lived"),
+        CHURN_CFLAGS,
+    );
+    let stacks = build_c(
+        &fixtures.join("stacks.c"),
+        &out_dir.join("fixture-many-distinct-stacks"),
+    );
     let hot_rust = build_rust(
         &fixtures.join("hot.rs"),
         &out_dir.join("fixture-hot-rust-frames"),
@@ -36,6 +47,8 @@ fn main() {
     export("FIXTURE_HOT_C", &hot_c);
     export("FIXTURE_SYSCALLS_C", &syscalls);
     export("FIXTURE_HOT_RUST", &hot_rust);
+    export("FIXTURE_CHURN", &churn);
+    export("FIXTURE_STACKS", &stacks);
     export("FIXTURE_TRACED_EXE", &traced.exe);
     export("FIXTURE_TRACED_TLSDESC", &traced.tlsdesc);
     export("FIXTURE_TRACED_GD", &traced.gd);
@@ -47,9 +60,13 @@ fn main() {
 }
 
 fn build_c(source: &Path, output: &Path) -> PathBuf {
+    build_c_with(source, output, CFLAGS)
+}
+
+fn build_c_with(source: &Path, output: &Path, flags: &[&str]) -> PathBuf {
     println!("cargo:rerun-if-changed={}", source.display());
     let mut cmd = Command::new("gcc");
-    cmd.args(CFLAGS).arg("-o").arg(output).arg(source);
+    cmd.args(flags).arg("-o").arg(output).arg(source);
     run(cmd);
     output.to_owned()
 }
