@@ -73,6 +73,7 @@ mod marker;
 mod pprof;
 mod recording;
 mod running;
+mod system;
 mod trace_files;
 mod traces;
 
@@ -88,5 +89,6 @@ pub use marker::*;
 pub use pprof::*;
 pub use recording::*;
 pub use running::*;
+pub use system::*;
 pub use trace_files::*;
 pub use traces::*;
