@@ -7,7 +7,7 @@ use caps::{CapSet, Capability};
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     #[error(
-        "missing capabilities {}: run as root (for example `sudo profiler record ...`) or grant them with `setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_checkpoint_restore,cap_dac_read_search+ep <profiler binary>`",
+        "missing capabilities {}: run as root (for example `sudo profiler record ...`) or grant them with `setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_checkpoint_restore,cap_dac_read_search,cap_syslog+ep <profiler binary>`",
         .0.join(", ")
     )]
     MissingCapabilities(Vec<&'static str>),
@@ -52,6 +52,22 @@ pub fn check_capabilities() -> Result<(), PreflightError> {
     } else {
         Err(PreflightError::MissingCapabilities(missing))
     }
+}
+
+/// Whether `/proc/kallsyms` shows real addresses to us. Without CAP_SYSLOG (or with
+/// `kernel.kptr_restrict=2`) it shows zeros, and kernel frames could not be named.
+pub fn kallsyms_visible() -> bool {
+    let Ok(text) = fs::read_to_string("/proc/kallsyms") else {
+        return false;
+    };
+    kallsyms_has_addresses(&text)
+}
+
+fn kallsyms_has_addresses(text: &str) -> bool {
+    text.lines()
+        .take(1000)
+        .filter_map(|line| line.split_whitespace().next())
+        .any(|address| address.bytes().any(|b| b != b'0'))
 }
 
 pub fn check_btf(path: &str) -> Result<(), PreflightError> {
@@ -159,6 +175,14 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("cannot use output directory "), "{err}");
+    }
+
+    #[test]
+    fn hidden_kallsyms_are_all_zeros() {
+        let hidden = "0000000000000000 T _text\n0000000000000000 t do_one_initcall\n";
+        assert!(!kallsyms_has_addresses(hidden));
+        let shown = "0000000000000000 A fixed_percpu_data\nffffffff81000000 T _text\n";
+        assert!(kallsyms_has_addresses(shown));
     }
 
     #[test]

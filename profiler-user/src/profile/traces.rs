@@ -33,6 +33,18 @@ pub enum TraceFileError {
     },
 }
 
+impl TraceFileError {
+    /// The file system (or the user's quota) is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            TraceFileError::Write(err) => err.is_disk_full(),
+            TraceFileError::Index { source, .. } => {
+                matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+            }
+        }
+    }
+}
+
 /// One line of `index.jsonl`.
 #[derive(Debug, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct IndexEntry {
@@ -57,6 +69,11 @@ struct TraceEntry {
 pub struct TraceStore {
     writer: ProfileWriter,
     traces: HashMap<String, TraceEntry>,
+    /// Traces whose latest write failed (a full disk): written again with the next interval,
+    /// new samples or not, while their samples are still in memory.
+    unwritten: BTreeSet<String>,
+    /// Traces that left memory before a write succeeded.
+    lost: u64,
     interval: u64,
 }
 
@@ -66,13 +83,15 @@ impl TraceStore {
         Self {
             writer: ProfileWriter::new(dir),
             traces: HashMap::new(),
+            unwritten: BTreeSet::new(),
+            lost: 0,
             interval: 0,
         }
     }
 
-    /// Adds an interval's traced samples and rewrites the file of every trace they touch.
-    /// Returns the files written; `on_write` hears of each (its size in bytes). The first error
-    /// is returned after trying them all.
+    /// Adds an interval's traced samples and rewrites the file of every trace they touch (and
+    /// of every trace whose last write failed). Returns the files written; `on_write` hears of
+    /// each (its size in bytes). The first error is returned after trying them all.
     pub fn add_interval(
         &mut self,
         samples: &[ResolvedSample],
@@ -99,27 +118,50 @@ impl TraceStore {
             entry.last_interval = self.interval;
             touched.insert(trace.trace_id.clone());
         }
-        let mut result = Ok(touched.len());
+        touched.extend(std::mem::take(&mut self.unwritten));
+        let mut result = Ok(0);
         if !touched.is_empty()
             && let Err(source) = fs::create_dir_all(self.writer.dir())
         {
-            return Err(TraceFileError::Index {
+            result = Err(TraceFileError::Index {
                 path: self.writer.dir().to_owned(),
                 source,
             });
-        }
-        for trace_id in &touched {
-            match self.write_trace(trace_id, meta.period_ns) {
-                Ok(bytes) => on_write(bytes),
-                Err(err) if result.is_ok() => result = Err(err),
-                Err(_) => {}
+            self.unwritten = touched;
+        } else {
+            for trace_id in touched {
+                match self.write_trace(&trace_id, meta.period_ns) {
+                    Ok(bytes) => {
+                        on_write(bytes);
+                        if let Ok(written) = &mut result {
+                            *written += 1;
+                        }
+                    }
+                    Err(err) => {
+                        self.unwritten.insert(trace_id);
+                        if result.is_ok() {
+                            result = Err(err);
+                        }
+                    }
+                }
             }
         }
         let interval = self.interval;
-        self.traces
-            .retain(|_, entry| entry.last_interval + IDLE_INTERVALS > interval);
+        let (unwritten, lost) = (&mut self.unwritten, &mut self.lost);
+        self.traces.retain(|trace_id, entry| {
+            let keep = entry.last_interval + IDLE_INTERVALS > interval;
+            if !keep && unwritten.remove(trace_id) {
+                *lost += 1;
+            }
+            keep
+        });
         self.interval += 1;
         result
+    }
+
+    /// Traces whose samples left memory before their file could be written, since start.
+    pub fn lost(&self) -> u64 {
+        self.lost
     }
 
     /// Traces currently held in memory.
@@ -311,6 +353,49 @@ mod tests {
             store.add_interval(&[], meta(i * 10), |_| {}).unwrap();
         }
         assert_eq!(store.active(), 0);
+    }
+
+    #[test]
+    fn a_failed_write_is_retried_with_the_next_interval() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("traces");
+        let mut store = TraceStore::new(&dir);
+        let a = "cc".repeat(16);
+        // A file where the directory should be: every write fails.
+        fs::write(&dir, b"").unwrap();
+        assert!(
+            store
+                .add_interval(&[sample(Some(&a), "hot", 1, 4)], meta(0), |_| {})
+                .is_err()
+        );
+        fs::remove_file(&dir).unwrap();
+        // No new sample of the trace, yet its file is written, with what it had.
+        let mut sizes = Vec::new();
+        let written = store
+            .add_interval(&[], meta(10), |bytes| sizes.push(bytes))
+            .unwrap();
+        assert_eq!((written, sizes.len()), (1, 1));
+        let profile = read(&dir.join(format!("{a}.pb.gz")));
+        assert_eq!(profile.sample.iter().map(|s| s.value[0]).sum::<i64>(), 4);
+        assert_eq!(store.add_interval(&[], meta(20), |_| {}).unwrap(), 0);
+        assert_eq!(store.lost(), 0);
+    }
+
+    #[test]
+    fn a_trace_that_never_got_written_is_counted_lost() {
+        let scratch = tempfile::tempdir().unwrap();
+        let dir = scratch.path().join("traces");
+        fs::write(&dir, b"").unwrap();
+        let mut store = TraceStore::new(&dir);
+        let _ = store.add_interval(
+            &[sample(Some(&"dd".repeat(16)), "f", 1, 1)],
+            meta(0),
+            |_| {},
+        );
+        for i in 1..=IDLE_INTERVALS {
+            let _ = store.add_interval(&[], meta(i * 10), |_| {});
+        }
+        assert_eq!((store.active(), store.lost()), (0, 1));
     }
 
     #[test]

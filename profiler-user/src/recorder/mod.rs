@@ -78,6 +78,13 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     preflight::check_perf_events(highest)?;
     preflight::check_targets(&args.pids)?;
     let cgroups = cgroup_targets::resolve(&args.cgroups, &args.containers)?;
+    if !args.no_kernel_stacks && !preflight::kallsyms_visible() {
+        tracing::warn!(
+            "/proc/kallsyms hides kernel addresses from this process: kernel frames will not be \
+             named; grant CAP_SYSLOG (or set the sysctl kernel.kptr_restrict=0), or pass \
+             --no-kernel-stacks"
+        );
+    }
     preflight::prepare_output_dir(&args.output_dir)?;
 
     let node = args.node_name.clone().unwrap_or_else(host_name);

@@ -284,13 +284,34 @@ impl Output {
         if let Some(traces) = &mut self.traces {
             let metrics = &self.metrics;
             let written = |bytes| metrics.file_written(FileKind::Trace, bytes);
+            let lost_before = traces.lost();
             match traces.add_interval(&samples, meta, written) {
                 Ok(0) => {}
                 Ok(files) => tracing::debug!(interval = epoch, files, "wrote trace files"),
+                Err(err) if err.is_disk_full() => {
+                    metrics.error(ErrorKind::DiskFull);
+                    // Room for the retry that comes with the next interval.
+                    let freed = self.retention.free_oldest(1 << 20);
+                    tracing::warn!(
+                        interval = epoch,
+                        freed_files = freed.as_ref().map_or(0, |p| p.files),
+                        "disk full: trace files will be written again with the next interval: {}",
+                        crate::error_chain(&err)
+                    );
+                }
                 Err(err) => {
                     metrics.error(ErrorKind::TraceWrite);
                     tracing::error!(interval = epoch, "{}", crate::error_chain(&err));
                 }
+            }
+            for _ in lost_before..traces.lost() {
+                metrics.profile_dropped();
+            }
+            if traces.lost() > lost_before {
+                tracing::error!(
+                    lost_total = traces.lost(),
+                    "trace files dropped: their samples left memory before the disk had room"
+                );
             }
         }
         if let Some(capture) = &mut self.capture {
