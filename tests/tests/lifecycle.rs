@@ -4,7 +4,7 @@ use std::{path::Path, thread, time::Duration};
 
 use anyhow::{Result, ensure};
 use integration_tests::{
-    C_CHAIN, Fixture, HOT_C, Pprof, RunOutput, Running, TEST_FREQUENCY, check_go_pprof,
+    C_CHAIN, Fixture, HOT_C, Pprof, RunOutput, Running, TEST_FREQUENCY, Tmpfs, check_go_pprof,
     check_hot_chain, leftover_temp_files, read_checked_profiles, record_command, require_root, run,
     run_timeout, samples_of_pid, total_count,
 };
@@ -245,35 +245,6 @@ fn max_disk_mb_deletes_the_oldest_profiles_first() -> Result<()> {
     let profiles = read_checked_profiles(out.path(), TEST_FREQUENCY)?;
     ensure!(profiles.len() >= 2, "{} profiles kept", profiles.len());
     Ok(())
-}
-
-/// A small tmpfs, unmounted when dropped.
-struct Tmpfs {
-    dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    fn mount(size: &str) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
-        let status = std::process::Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
-            .status()?;
-        ensure!(status.success(), "mount -t tmpfs failed: {status}");
-        Ok(Self { dir })
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg(self.dir.path())
-            .status();
-    }
 }
 
 #[test]

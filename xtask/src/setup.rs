@@ -34,7 +34,7 @@ const BUILD_PACKAGES: [(&str, Probe); 4] = [
 ];
 
 /// What the tests need on top of the build.
-const TEST_PACKAGES: [(&str, Probe); 4] = [
+const TEST_PACKAGES: [(&str, Probe); 5] = [
     // `go tool pprof`: the external reader tests check profiles with.
     ("golang-go", Probe::File("/usr/bin/go")),
     // Builds the C test fixtures.
@@ -47,6 +47,8 @@ const TEST_PACKAGES: [(&str, Probe); 4] = [
     ),
     // `systemd-analyze verify` checks deploy/systemd/profiler.service.
     ("systemd", Probe::File("/usr/bin/systemd-analyze")),
+    // The real browser the dashboard test (tests/tests/dashboard.rs) drives headless.
+    ("chromium", Probe::File("/usr/bin/chromium")),
 ];
 
 const BPF_LINKER_VERSION: &str = "0.13.0";
