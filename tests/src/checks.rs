@@ -1,6 +1,6 @@
 //! Checks of what the profiles hold: the hot call chain, labels, the fixture's mapping.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use anyhow::{Context, Result, ensure};
 
@@ -11,6 +11,19 @@ pub fn samples_of_pid(profiles: &[Pprof], pid: u32) -> Vec<(&Pprof, &Sample)> {
     profiles
         .iter()
         .flat_map(|p| p.samples_of_pid(pid).map(move |s| (p, s)))
+        .collect()
+}
+
+/// Every PID with samples in `profiles`.
+pub fn sampled_pids(profiles: &[Pprof]) -> BTreeSet<i64> {
+    profiles
+        .iter()
+        .flat_map(|p| {
+            p.profile
+                .sample
+                .iter()
+                .filter_map(|s| p.label_num(s, "pid"))
+        })
         .collect()
 }
 

@@ -6,7 +6,7 @@ use std::{collections::BTreeSet, path::Path, thread, time::Duration};
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
     C_CHAIN, Fixture, HOT_C, Pprof, TEST_FREQUENCY, TestCgroup, cgroup_root, check_hot_chain,
-    read_checked_profiles, record_command, require_root, run, samples_of_pid,
+    read_checked_profiles, record_command, require_root, run, sampled_pids, samples_of_pid,
 };
 
 const CONTAINER_ID: &str = "5e0c1a2b3c4d5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6e7";
@@ -22,19 +22,6 @@ fn record_target(target: &[&str]) -> Result<(tempfile::TempDir, Vec<Pprof>)> {
     run(record_command(out.path(), &args), TIMEOUT)?.ensure_success()?;
     let profiles = read_checked_profiles(out.path(), TEST_FREQUENCY)?;
     Ok((out, profiles))
-}
-
-/// Every PID with samples in `profiles`.
-fn sampled_pids(profiles: &[Pprof]) -> BTreeSet<i64> {
-    profiles
-        .iter()
-        .flat_map(|p| {
-            p.profile
-                .sample
-                .iter()
-                .filter_map(|s| p.label_num(s, "pid"))
-        })
-        .collect()
 }
 
 #[test]

@@ -1,12 +1,12 @@
 //! Recording the whole host (no `--pid`): other processes show up next to the fixtures.
 
-use std::{collections::BTreeSet, time::Duration};
+use std::time::Duration;
 
 use anyhow::{Result, ensure};
 use integration_tests::{
     C_CHAIN, Fixture, HOT_C, SYSCALLS_C, TEST_FREQUENCY, check_go_pprof, check_hot_chain,
     check_labels, read_checked_profiles, record_command, require_root, run, run_timeout,
-    samples_of_pid,
+    sampled_pids, samples_of_pid,
 };
 
 #[test]
@@ -35,15 +35,7 @@ fn whole_host_sees_every_process_and_the_hot_fixture() -> Result<()> {
     .ensure_success()?;
     let profiles = read_checked_profiles(out.path(), TEST_FREQUENCY)?;
 
-    let pids: BTreeSet<i64> = profiles
-        .iter()
-        .flat_map(|p| {
-            p.profile
-                .sample
-                .iter()
-                .filter_map(|s| p.label_num(s, "pid"))
-        })
-        .collect();
+    let pids = sampled_pids(&profiles);
     ensure!(pids.len() >= 2, "samples from pids {pids:?} only");
     for fixture in [&hot, &busy] {
         ensure!(
