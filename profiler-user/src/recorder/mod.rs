@@ -384,9 +384,10 @@ impl Recording {
         };
         self.started = SystemTime::now();
         self.started_at = Instant::now();
-        let mut comments = std::mem::take(&mut self.rate_changes);
+        // The rate at the end stays the last comment: readers look for it there.
+        let mut comments = vec![self.node_comment()];
+        comments.append(&mut self.rate_changes);
         comments.push(format!("sampling frequency at the end: {frequency} Hz"));
-        comments.push(self.node_comment());
         let interval = Interval {
             drained,
             meta,
