@@ -1,8 +1,10 @@
 //! Command line: subcommands and flags, each flag also readable from a `PROFILER_*` variable.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::report::{ReportFormat, stacks::ValueKind};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -22,6 +24,10 @@ pub struct Cli {
 pub enum Command {
     /// Sample CPU stacks and write one pprof file per interval.
     Record(RecordArgs),
+    /// Top functions, flame graph or folded stacks of a directory of profiles (or one profile).
+    Report(ReportArgs),
+    /// Serve a directory of profiles as web pages: traces, flame graphs, timeline, diffs.
+    Serve(ServeArgs),
 }
 
 #[derive(Clone, Debug, Args, PartialEq)]
@@ -100,8 +106,81 @@ pub struct RecordArgs {
     /// The node name written into profiles and metrics; default: this host's name.
     #[arg(long, value_name = "NAME", env = "PROFILER_NODE_NAME")]
     pub node_name: Option<String>,
+    /// Also serve the output directory's web pages on this address (as `profiler serve`).
+    #[arg(long, value_name = "ADDRESS", env = "PROFILER_SERVE")]
+    pub serve: Option<SocketAddr>,
     #[command(flatten)]
     pub adaptive: AdaptiveArgs,
+}
+
+/// `profiler report`. Its flags have no `PROFILER_*` variables: a recorder's `PROFILER_PID`
+/// must not narrow a report run in the same environment.
+#[derive(Clone, Debug, Args, PartialEq)]
+pub struct ReportArgs {
+    /// A directory of profiles (the recording's output directory), or one profile.
+    #[arg(value_name = "PATH")]
+    pub path: PathBuf,
+    /// Only profiles of the last DURATION (`30s`, `10m`, `2h`, `1d`).
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub since: Option<Duration>,
+    /// Only this trace: its trace file, else the samples labelled with it.
+    #[arg(long, value_name = "TRACE_ID", value_parser = trace_id)]
+    pub trace: Option<String>,
+    /// Only these processes (repeat, or comma-separate).
+    #[arg(long = "pid", value_name = "PID", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+    /// Functions listed in the text report (0: all).
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+    /// Sort the text report by cumulative rather than self time.
+    #[arg(long)]
+    pub cum: bool,
+    /// The sample value to weigh by.
+    #[arg(long, value_enum, default_value_t = ValueKind::Cpu)]
+    pub value: ValueKind,
+    /// text (top functions), svg (flame graph) or folded (stacks); default: by --output's
+    /// extension, else text.
+    #[arg(long, value_enum)]
+    pub format: Option<ReportFormat>,
+    /// Write the report to FILE instead of stdout.
+    #[arg(long, short, value_name = "FILE", conflicts_with = "each")]
+    pub output: Option<PathBuf>,
+    /// One report per profile, written beside it: <name>.txt and <name>.svg next to each
+    /// <name>.pb.gz (only the --format one when given); prints the files written.
+    #[arg(long)]
+    pub each: bool,
+}
+
+/// `profiler serve`.
+#[derive(Clone, Debug, Args, PartialEq)]
+pub struct ServeArgs {
+    /// The directory of profiles (a recording's output directory).
+    #[arg(value_name = "DIR")]
+    pub dir: PathBuf,
+    /// Address to listen on (`0.0.0.0:8080` to let others in; port 0 picks a free one).
+    #[arg(
+        long,
+        value_name = "ADDRESS",
+        env = "PROFILER_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub listen: SocketAddr,
+}
+
+/// A duration such as `90s`, `10m`, `2h` or `1d`.
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text)
+        .map_err(|err| format!("{text:?} is not a duration like 10m or 2h: {err}"))
+}
+
+/// A W3C trace ID: 32 hex digits, not all zero (taken in either case, kept in lowercase).
+fn trace_id(text: &str) -> Result<String, String> {
+    let id = text.to_ascii_lowercase();
+    if crate::report::files::is_trace_id(&id) {
+        Ok(id)
+    } else {
+        Err(format!("{text:?} is not a trace ID (32 hex digits)"))
+    }
 }
 
 /// Where the metrics server listens; `None` when turned off.
@@ -175,7 +254,9 @@ mod tests {
 
     fn record(args: &[&str]) -> Result<RecordArgs, clap::Error> {
         let cli = Cli::try_parse_from(["profiler", "record"].iter().chain(args))?;
-        let Command::Record(record) = cli.command;
+        let Command::Record(record) = cli.command else {
+            unreachable!("parsed a record command")
+        };
         Ok(record)
     }
 
@@ -267,6 +348,66 @@ mod tests {
         assert!(record(&["--cpu-threshold", "1.5"]).is_err());
         assert!(record(&["--overhead-budget", "0"]).is_err());
         assert!(record(&["--mem-threshold", "abc"]).is_err());
+    }
+
+    #[test]
+    fn record_serves_on_request() {
+        assert_eq!(record(&[]).unwrap().serve, None);
+        let args = record(&["--serve", "127.0.0.1:0"]).unwrap();
+        assert_eq!(args.serve, Some("127.0.0.1:0".parse().unwrap()));
+        assert!(record(&["--serve", "localhost"]).is_err());
+    }
+
+    fn report(args: &[&str]) -> Result<ReportArgs, clap::Error> {
+        let cli = Cli::try_parse_from(["profiler", "report"].iter().chain(args))?;
+        let Command::Report(report) = cli.command else {
+            unreachable!("parsed a report command")
+        };
+        Ok(report)
+    }
+
+    #[test]
+    fn report_flags() {
+        let args = report(&["profiles"]).unwrap();
+        assert_eq!(args.path, PathBuf::from("profiles"));
+        assert_eq!((args.top, args.since, args.format), (20, None, None));
+        assert_eq!(args.value, ValueKind::Cpu);
+        assert!(!args.each && !args.cum && args.pids.is_empty());
+        let args = report(&[
+            "--since",
+            "10m",
+            "--trace",
+            "4BF92F3577B34DA6A3CE929D0E0E4736",
+            "--pid",
+            "1,2",
+            "--top",
+            "5",
+            "--format",
+            "svg",
+            "dir",
+        ])
+        .unwrap();
+        assert_eq!(args.since, Some(Duration::from_secs(600)));
+        assert_eq!(
+            args.trace.as_deref(),
+            Some("4bf92f3577b34da6a3ce929d0e0e4736")
+        );
+        assert_eq!(args.pids, [1, 2]);
+        assert_eq!(args.format, Some(ReportFormat::Svg));
+        assert!(report(&["--since", "soon", "d"]).is_err());
+        assert!(report(&["--trace", "xyz", "d"]).is_err());
+        assert!(report(&["--each", "--output", "x.svg", "d"]).is_err());
+        assert!(report(&[]).is_err(), "a path is needed");
+    }
+
+    #[test]
+    fn serve_listens_on_localhost_by_default() {
+        let cli = Cli::try_parse_from(["profiler", "serve", "profiles"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            unreachable!("parsed a serve command")
+        };
+        assert_eq!(args.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(args.dir, PathBuf::from("profiles"));
     }
 
     #[test]

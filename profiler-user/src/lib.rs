@@ -10,6 +10,8 @@ pub mod preflight;
 pub mod process;
 pub mod profile;
 pub mod recorder;
+pub mod report;
+pub mod serve;
 pub mod symbolize;
 pub mod tracectx;
 

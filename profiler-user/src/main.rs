@@ -41,6 +41,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .block_on(recorder::record(&args))
                 .map_err(|err| anyhow::anyhow!(profiler::error_chain(&err)))?;
         }
+        Command::Report(args) => {
+            profiler::report::run(&args)
+                .map_err(|err| anyhow::anyhow!(profiler::error_chain(&err)))?;
+        }
+        Command::Serve(args) => {
+            runtime
+                .block_on(profiler::serve::serve(&args))
+                .map_err(|err| anyhow::anyhow!(profiler::error_chain(&err)))?;
+        }
     }
     Ok(())
 }

@@ -46,6 +46,8 @@ pub enum RecordError {
     #[error(transparent)]
     Metrics(#[from] MetricsError),
     #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
+    #[error(transparent)]
     Cgroup(#[from] CgroupTargetError),
     #[error("starting the BPF sampler failed")]
     Start(#[source] BpfError),
@@ -102,6 +104,10 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
             );
             Some(server)
         }
+        None => None,
+    };
+    let _web = match args.serve {
+        Some(address) => Some(crate::serve::Server::start(&args.output_dir, address).await?),
         None => None,
     };
 

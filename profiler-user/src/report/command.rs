@@ -1,0 +1,523 @@
+//! The `report` command: a merged report of a selection (to stdout or `--output`), or one report
+//! per profile written beside it (`--each`).
+
+use std::{
+    fs,
+    io::{self, Write as _},
+    path::{Path, PathBuf},
+    time::SystemTime,
+};
+
+use super::{
+    files::ProfileFile,
+    flame::{self, Labels},
+    folded::Folded,
+    select::{self, Selection},
+    stacks::{ProfileMeta, ValueKind},
+    top::{Order, TopBuilder, format_nanos},
+    utc,
+};
+use crate::cli::ReportArgs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("no profiles in {0}")]
+    NoProfiles(PathBuf),
+    #[error("no samples selected in {path} ({detail})")]
+    Empty { path: PathBuf, detail: String },
+    #[error("cannot write {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("drawing the flame graph failed")]
+    Render(#[source] io::Error),
+}
+
+/// What a report is written as.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    /// The top functions, as `go tool pprof -top` prints them.
+    Text,
+    /// A flame graph.
+    Svg,
+    /// Folded stacks (`comm (pid);thread (tid);outer;…;leaf value`), for other tools.
+    Folded,
+}
+
+impl ReportFormat {
+    pub fn extension(self) -> &'static str {
+        match self {
+            ReportFormat::Text => "txt",
+            ReportFormat::Svg => "svg",
+            ReportFormat::Folded => "folded",
+        }
+    }
+
+    /// The format a file name asks for by its extension.
+    pub fn of_path(path: &Path) -> Option<ReportFormat> {
+        match path.extension()?.to_str()? {
+            "svg" => Some(ReportFormat::Svg),
+            "folded" => Some(ReportFormat::Folded),
+            "txt" => Some(ReportFormat::Text),
+            _ => None,
+        }
+    }
+}
+
+/// Runs `profiler report`.
+pub fn run(args: &ReportArgs) -> Result<(), ReportError> {
+    let selection = Selection {
+        since: args.since.map(|since| SystemTime::now() - since),
+        trace: args.trace.clone(),
+        pids: args.pids.clone(),
+    };
+    let order = if args.cum { Order::Cum } else { Order::Flat };
+    let options = Options {
+        top: if args.top == 0 { usize::MAX } else { args.top },
+        order,
+        value: args.value,
+    };
+    if args.each {
+        let formats = match args.format {
+            Some(format) => vec![format],
+            None => vec![ReportFormat::Text, ReportFormat::Svg],
+        };
+        let written = each(&args.path, &selection, &options, &formats)?;
+        let mut stdout = io::stdout().lock();
+        for path in written {
+            let _ = writeln!(stdout, "{}", path.display());
+        }
+        return Ok(());
+    }
+    let format = args
+        .format
+        .or_else(|| args.output.as_deref().and_then(ReportFormat::of_path))
+        .unwrap_or(ReportFormat::Text);
+    let text = merged(&args.path, &selection, &options, format)?;
+    match &args.output {
+        Some(path) => fs::write(path, text).map_err(|source| ReportError::Write {
+            path: path.clone(),
+            source,
+        }),
+        None => io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .map_err(|source| ReportError::Write {
+                path: PathBuf::from("stdout"),
+                source,
+            }),
+    }
+}
+
+/// How reports are drawn.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Functions in a text report.
+    pub top: usize,
+    pub order: Order,
+    pub value: ValueKind,
+}
+
+/// What a report covers, for its header and title.
+struct Covered<'a> {
+    files: Vec<(ProfileFile, ProfileMeta)>,
+    selection: &'a Selection,
+}
+
+impl Covered<'_> {
+    fn window(&self) -> Option<(SystemTime, SystemTime)> {
+        let start = self.files.iter().filter_map(|(_, m)| m.start).min()?;
+        let end = self.files.iter().filter_map(|(_, m)| m.end()).max()?;
+        Some((start, end))
+    }
+
+    fn header(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        match self.files.as_slice() {
+            [(file, meta)] => {
+                lines.push(format!("File: {}", file.name));
+                lines.push(format!("Kind: {}", file.kind.as_str()));
+                lines.extend(meta.comments.iter().cloned());
+            }
+            files => lines.push(format!(
+                "Files: {} profiles, {} to {}",
+                files.len(),
+                files.first().map_or("", |(f, _)| f.name.as_str()),
+                files.last().map_or("", |(f, _)| f.name.as_str())
+            )),
+        }
+        if let Some((start, end)) = self.window() {
+            let length = end.duration_since(start).unwrap_or_default();
+            lines.push(format!(
+                "Time: {} to {} ({})",
+                utc(start),
+                utc(end),
+                format_nanos(length.as_nanos() as i64)
+            ));
+        }
+        let selection = self.selection.describe();
+        if !selection.is_empty() {
+            lines.push(format!("Selection: {selection}"));
+        }
+        lines
+    }
+
+    fn title(&self, value: ValueKind) -> String {
+        let what = match value {
+            ValueKind::Cpu => "CPU time",
+            ValueKind::Samples => "Samples",
+        };
+        match self.files.as_slice() {
+            [(file, _)] => format!("{what}: {}", file.name),
+            files => format!("{what}: {} profiles", files.len()),
+        }
+    }
+
+    fn subtitle(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some((start, end)) = self.window() {
+            parts.push(format!("{} to {}", utc(start), utc(end)));
+        }
+        if let [(_, meta)] = self.files.as_slice()
+            && let Some(trigger) = meta.trigger()
+        {
+            parts.push(trigger.to_owned());
+        }
+        let selection = self.selection.describe();
+        if !selection.is_empty() {
+            parts.push(selection);
+        }
+        (!parts.is_empty()).then(|| parts.join("; "))
+    }
+}
+
+/// The report of everything `selection` takes from `path`, in `format`.
+pub fn merged(
+    path: &Path,
+    selection: &Selection,
+    options: &Options,
+    format: ReportFormat,
+) -> Result<String, ReportError> {
+    let files = select::merged_files(path, selection).map_err(|source| ReportError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if files.is_empty() {
+        return Err(ReportError::NoProfiles(path.to_owned()));
+    }
+    let mut top = TopBuilder::new(options.value);
+    let mut folded = Folded::default();
+    let mut covered = Covered {
+        files: Vec::new(),
+        selection,
+    };
+    let mut read = 0;
+    for file in &files {
+        let Some(loaded) = load(selection, file) else {
+            continue;
+        };
+        read += 1;
+        if loaded.stacks.samples.is_empty() {
+            continue;
+        }
+        top.add(&loaded.stacks.samples);
+        folded.add(&loaded.stacks.samples, options.value);
+        covered.files.push((loaded.file, loaded.stacks.meta));
+    }
+    if folded.is_empty() {
+        return Err(empty(path, selection, read));
+    }
+    render(format, top, &folded, &covered, options)
+}
+
+/// One report per profile, in each of `formats`, written beside it. Returns the files written.
+pub fn each(
+    path: &Path,
+    selection: &Selection,
+    options: &Options,
+    formats: &[ReportFormat],
+) -> Result<Vec<PathBuf>, ReportError> {
+    let files = select::each_files(path).map_err(|source| ReportError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if files.is_empty() {
+        return Err(ReportError::NoProfiles(path.to_owned()));
+    }
+    let mut written = Vec::new();
+    let mut read = 0;
+    for file in &files {
+        let Some(loaded) = load(selection, file) else {
+            continue;
+        };
+        read += 1;
+        if loaded.stacks.samples.is_empty() {
+            continue;
+        }
+        let mut top = TopBuilder::new(options.value);
+        top.add(&loaded.stacks.samples);
+        let folded = Folded::new(&loaded.stacks.samples, options.value);
+        let covered = Covered {
+            files: vec![(loaded.file, loaded.stacks.meta)],
+            selection,
+        };
+        for &format in formats {
+            let text = render(format, top.clone(), &folded, &covered, options)?;
+            let out = beside(&file.path, format);
+            fs::write(&out, text).map_err(|source| ReportError::Write {
+                path: out.clone(),
+                source,
+            })?;
+            written.push(out);
+        }
+    }
+    if written.is_empty() {
+        return Err(empty(path, selection, read));
+    }
+    Ok(written)
+}
+
+/// `<dir>/<name>.<ext>` for `<dir>/<name>.pb.gz`.
+fn beside(profile: &Path, format: ReportFormat) -> PathBuf {
+    let name = profile
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name
+        .strip_suffix(".pb.gz")
+        .or_else(|| name.strip_suffix(".pb"))
+        .unwrap_or(&name);
+    profile.with_file_name(format!("{stem}.{}", format.extension()))
+}
+
+/// Reads a profile; an unreadable one is skipped with a warning (a vanished one quietly).
+fn load(selection: &Selection, file: &ProfileFile) -> Option<select::Loaded> {
+    match selection.load(file) {
+        Ok(loaded) => Some(loaded),
+        Err(err) if err.is_not_found() => {
+            tracing::debug!("{} vanished while reading", file.path.display());
+            None
+        }
+        Err(err) => {
+            tracing::warn!("skipping {}", crate::error_chain(&err));
+            None
+        }
+    }
+}
+
+fn empty(path: &Path, selection: &Selection, read: usize) -> ReportError {
+    let mut detail = format!("{read} profile{} read", if read == 1 { "" } else { "s" });
+    let described = selection.describe();
+    if !described.is_empty() {
+        detail.push_str(", selection: ");
+        detail.push_str(&described);
+    }
+    ReportError::Empty {
+        path: path.to_owned(),
+        detail,
+    }
+}
+
+fn render(
+    format: ReportFormat,
+    top: TopBuilder,
+    folded: &Folded,
+    covered: &Covered<'_>,
+    options: &Options,
+) -> Result<String, ReportError> {
+    match format {
+        ReportFormat::Text => Ok(top
+            .finish(options.order)
+            .render(options.top, &covered.header())),
+        ReportFormat::Folded => Ok(folded.to_text()),
+        ReportFormat::Svg => {
+            let title = covered.title(options.value);
+            let subtitle = covered.subtitle();
+            flame::flame_graph(
+                folded,
+                Labels {
+                    title: &title,
+                    subtitle: subtitle.as_deref(),
+                    value: options.value,
+                },
+            )
+            .map_err(ReportError::Render)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::ProfileWriter;
+    use crate::report::stacks::tests::{labels, profile, traced};
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+    fn options() -> Options {
+        Options {
+            top: 20,
+            order: Order::Flat,
+            value: ValueKind::Cpu,
+        }
+    }
+
+    fn recorded() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = ProfileWriter::new(dir.path());
+        writer
+            .write_named(
+                "cpu-20260101T000000Z.pb.gz",
+                &profile(&[
+                    ("main;work;hot", labels(1, 1), 6),
+                    ("main;cold", traced(2, 3, TRACE), 2),
+                ]),
+            )
+            .unwrap();
+        writer
+            .write_named(
+                "cpu-20260101T000010Z.pb.gz",
+                &profile(&[("main;work;hot", labels(1, 1), 2)]),
+            )
+            .unwrap();
+        fs::write(dir.path().join("cpu-20260101T000020Z.pb.gz"), b"corrupt").unwrap();
+        dir
+    }
+
+    #[test]
+    fn merges_the_interval_files_and_skips_a_corrupt_one() {
+        let dir = recorded();
+        let text = merged(
+            dir.path(),
+            &Selection::default(),
+            &options(),
+            ReportFormat::Text,
+        )
+        .unwrap();
+        assert!(
+            text.starts_with(
+                "Files: 2 profiles, cpu-20260101T000000Z.pb.gz to cpu-20260101T000010Z.pb.gz\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n      80ms 80.00% 80.00%       80ms 80.00%  hot\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n      20ms 20.00%   100%       20ms 20.00%  cold\n"),
+            "{text}"
+        );
+        let folded = merged(
+            dir.path(),
+            &Selection::default(),
+            &options(),
+            ReportFormat::Folded,
+        )
+        .unwrap();
+        assert_eq!(
+            folded,
+            "app1 (1);worker1 (1);main;work;hot 80000000\napp2 (2);worker3 (3);main;cold 20000000\n"
+        );
+        let svg = merged(
+            dir.path(),
+            &Selection {
+                pids: vec![2],
+                ..Selection::default()
+            },
+            &options(),
+            ReportFormat::Svg,
+        )
+        .unwrap();
+        assert!(svg.contains("cold") && !svg.contains(">hot<"), "{svg}");
+        assert!(svg.contains("CPU time: cpu-20260101T000000Z.pb.gz"));
+        assert!(svg.contains("pid 2"));
+    }
+
+    #[test]
+    fn an_empty_selection_is_one_clear_error() {
+        let dir = recorded();
+        let err = merged(
+            dir.path(),
+            &Selection {
+                pids: vec![99],
+                ..Selection::default()
+            },
+            &options(),
+            ReportFormat::Text,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no samples selected in {} (2 profiles read, selection: pid 99)",
+                dir.path().display()
+            )
+        );
+        let missing = dir.path().join("nothing");
+        let err = merged(
+            &missing,
+            &Selection::default(),
+            &options(),
+            ReportFormat::Text,
+        )
+        .unwrap_err();
+        assert!(crate::error_chain(&err).contains("No such file"), "{err}");
+        let empty = tempfile::tempdir().unwrap();
+        let err = merged(
+            empty.path(),
+            &Selection::default(),
+            &options(),
+            ReportFormat::Text,
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("no profiles in"), "{err}");
+    }
+
+    #[test]
+    fn each_profile_gets_its_report_beside_it() {
+        let dir = recorded();
+        let written = each(
+            dir.path(),
+            &Selection {
+                trace: Some(TRACE.into()),
+                ..Selection::default()
+            },
+            &options(),
+            &[ReportFormat::Text, ReportFormat::Svg],
+        )
+        .unwrap();
+        let names: Vec<_> = written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["cpu-20260101T000000Z.txt", "cpu-20260101T000000Z.svg"]
+        );
+        let text = fs::read_to_string(&written[0]).unwrap();
+        assert!(text.contains("Selection: trace 4bf9"), "{text}");
+        assert!(text.contains("trigger: cpu utilization"), "{text}");
+    }
+
+    #[test]
+    fn formats_by_extension() {
+        assert_eq!(
+            ReportFormat::of_path(Path::new("a.svg")),
+            Some(ReportFormat::Svg)
+        );
+        assert_eq!(ReportFormat::of_path(Path::new("a")), None);
+        assert_eq!(
+            beside(Path::new("/x/cpu-1.pb.gz"), ReportFormat::Folded),
+            Path::new("/x/cpu-1.folded")
+        );
+    }
+}

@@ -1,0 +1,440 @@
+//! `profiler serve` over HTTP: the traces list with its filters and order, a trace's page (its
+//! flame graph inline, its top functions, threads and processes, its download), the timeline
+//! with the incident and its diff, the diff page; every path out of the directory refused with
+//! 400 (raw and encoded `..`, encoded slashes, absolute paths, symlinks leaving it); pages that
+//! keep working while files come and go. `record --serve` serves a recording as it runs (root).
+
+use std::{
+    fs,
+    io::{Read, Write},
+    net::{SocketAddr, TcpStream},
+    os::unix::fs::symlink,
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use integration_tests::{
+    Fixture, HOT_C, HttpResponse, LoggedRun, SYNTHETIC_INCIDENT, SYNTHETIC_TRACES,
+    SYNTHETIC_TRIGGER, Stack, TEST_FREQUENCY, http_get, profiler_command, record_command,
+    require_root, synthetic_profile, synthetic_recording, synthetic_time, write_synthetic,
+};
+
+const STEP: Duration = Duration::from_secs(10);
+const START: Duration = Duration::from_secs(30);
+
+/// `profiler serve --listen 127.0.0.1:0 <dir>` and the address its log names.
+fn serve(dir: &Path) -> Result<(LoggedRun, SocketAddr)> {
+    let mut cmd = profiler_command();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).arg(dir);
+    let mut server = LoggedRun::spawn(cmd)?;
+    let address = wait_for_address(&mut server)?;
+    Ok((server, address))
+}
+
+/// The address of the `serving <dir> on http://<address>/` log line (not the metrics
+/// server's `serving metrics on http://<address>/metrics …`).
+fn wait_for_address(run: &mut LoggedRun) -> Result<SocketAddr> {
+    let address_of = |line: &str| -> Option<SocketAddr> {
+        let (before, rest) = line.split_once(" on http://")?;
+        before.contains("serving ").then_some(())?;
+        rest.trim_end().strip_suffix('/')?.parse().ok()
+    };
+    let log = run.wait_for_log(START, "the serving line", |log| {
+        log.lines().any(|l| address_of(l).is_some())
+    })?;
+    log.lines().find_map(address_of).context("serving line")
+}
+
+fn get(address: SocketAddr, path: &str) -> Result<HttpResponse> {
+    http_get(address, path, STEP)
+}
+
+fn get_ok(address: SocketAddr, path: &str) -> Result<String> {
+    let response = get(address, path)?;
+    ensure!(
+        response.status == 200,
+        "GET {path}: {} {}",
+        response.status,
+        response.body
+    );
+    Ok(response.body)
+}
+
+/// A GET whose body may not be text: status and body bytes (`Content-Length` bodies only).
+fn get_bytes(address: SocketAddr, path: &str) -> Result<(u16, Vec<u8>)> {
+    let mut stream = TcpStream::connect_timeout(&address, STEP)?;
+    stream.set_read_timeout(Some(STEP))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw)?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("end of headers")?;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("status")?;
+    ensure!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "chunked download: {head}"
+    );
+    Ok((status, raw[end + 4..].to_vec()))
+}
+
+/// The trace IDs the traces list links to, in page order.
+fn listed_traces(page: &str) -> Vec<String> {
+    page.split("<a href=\"/traces/")
+        .skip(1)
+        .filter_map(|rest| {
+            let (id, after) = rest.split_once('"')?;
+            // The link's text is the trace ID.
+            let text = after.split_once('>')?.1.split_once("</a>")?.0;
+            (text == id).then(|| id.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn pages_list_traces_and_draw_their_flame_graphs() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    synthetic_recording(dir.path())?;
+    let (_server, address) = serve(dir.path())?;
+    let [a, b] = SYNTHETIC_TRACES;
+
+    // Newest first (b's last sample is a second after a's), filters, sort by samples.
+    let page = get_ok(address, "/")?;
+    ensure!(listed_traces(&page) == [b, a], "{page}");
+    ensure!(
+        page.contains("checkout_hot_leaf") && page.contains("checkout"),
+        "{page}"
+    );
+    ensure!(listed_traces(&get_ok(address, "/?sort=samples")?) == [a, b]);
+    ensure!(listed_traces(&get_ok(address, "/?trace=0AF7")?) == [b]);
+    ensure!(listed_traces(&get_ok(address, "/?service=CHECK")?).len() == 2);
+    ensure!(listed_traces(&get_ok(address, "/?service=nobody")?).is_empty());
+    let since = get_ok(address, "/?since=2026-01-01T12:00:20.500Z")?;
+    ensure!(listed_traces(&since) == [b], "{since}");
+    let until = get_ok(address, "/?until=2026-01-01T12:00:00.500Z")?;
+    ensure!(listed_traces(&until) == [a], "{until}");
+    ensure!(listed_traces(&get_ok(address, "/?limit=1")?) == [b]);
+    ensure!(get(address, "/?since=whenever")?.status == 400);
+
+    // A trace's page: the flame graph inline, top functions, threads and processes, download.
+    let page = get_ok(address, &format!("/traces/{a}"))?;
+    let svg = page.find("<svg").context("no inline <svg>")?;
+    ensure!(
+        page[svg..].contains("checkout_hot_leaf"),
+        "the flame graph lacks the hot function"
+    );
+    for text in [
+        "synthetic200 (200)",
+        "worker-201 (201)",
+        "Top functions",
+        "Processes",
+        "Threads",
+        "worker-201",
+        &format!("href=\"/files/traces/{a}.pb.gz\""),
+    ] {
+        ensure!(page.contains(text), "the trace page lacks {text:?}");
+    }
+    ensure!(
+        !page.contains("payment_hot_leaf"),
+        "another trace's function"
+    );
+    let (status, bytes) = get_bytes(address, &format!("/files/traces/{a}.pb.gz"))?;
+    ensure!(status == 200);
+    ensure!(
+        bytes == fs::read(dir.path().join(format!("traces/{a}.pb.gz")))?,
+        "download differs"
+    );
+    ensure!(get(address, &format!("/traces/{}", "ab".repeat(16)))?.status == 404);
+    ensure!(get(address, "/traces/not-a-trace")?.status == 400);
+
+    // The timeline: intervals and the incident with its trigger, linked to its diff.
+    let page = get_ok(address, "/profiles")?;
+    for name in [
+        "cpu-20260101T120000Z.pb.gz",
+        "cpu-20260101T120010Z.pb.gz",
+        "cpu-20260101T120020Z.pb.gz",
+        SYNTHETIC_INCIDENT,
+    ] {
+        ensure!(
+            page.contains(&format!("href=\"/profiles/{name}\"")),
+            "no link to {name}"
+        );
+    }
+    let trigger = SYNTHETIC_TRIGGER
+        .trim_start_matches("trigger: ")
+        .replace('>', "&gt;");
+    ensure!(
+        page.contains(&trigger),
+        "the incident's trigger is not shown:\n{page}"
+    );
+    let diff = format!("/diff?base=cpu-20260101T120010Z.pb.gz&amp;target={SYNTHETIC_INCIDENT}");
+    ensure!(
+        page.contains(&diff),
+        "no diff against the interval before:\n{page}"
+    );
+
+    let page = get_ok(address, "/profiles/cpu-20260101T120000Z.pb.gz")?;
+    let svg = page.find("<svg").context("no inline <svg>")?;
+    ensure!(page[svg..].contains("synthetic_hot_leaf"));
+    ensure!(page.contains("inlined_helper"));
+    let page = get_ok(address, &format!("/profiles/{SYNTHETIC_INCIDENT}"))?;
+    ensure!(page.contains(&trigger) && page.contains("diff against the interval before"));
+
+    // The diff: a differential graph, and the function only the incident has grew.
+    let page = get_ok(address, &diff.replace("&amp;", "&"))?;
+    let svg = page.find("<svg").context("no inline <svg>")?;
+    ensure!(page[svg..].contains("incident_only_function"));
+    let grew = page
+        .find("Functions that grew")
+        .context("no growth table")?;
+    let shrank = page
+        .find("Functions that shrank")
+        .context("no shrink table")?;
+    ensure!(
+        page[grew..shrank].contains("incident_only_function"),
+        "{page}"
+    );
+    ensure!(page[shrank..].contains("checkout_hot_leaf"), "{page}");
+    let picker = get_ok(address, "/diff")?;
+    ensure!(picker.contains("name=\"base\"") && picker.contains("name=\"target\""));
+    Ok(())
+}
+
+#[test]
+fn paths_out_of_the_directory_get_400_and_a_warning() -> Result<()> {
+    let outside = tempfile::tempdir()?;
+    let secret = "secret profile bytes";
+    fs::write(outside.path().join("secret.pb.gz"), secret)?;
+    let dir = tempfile::tempdir()?;
+    synthetic_recording(dir.path())?;
+    symlink(
+        outside.path().join("secret.pb.gz"),
+        dir.path().join("leak.pb.gz"),
+    )?;
+    symlink(outside.path(), dir.path().join("out"))?;
+    let secret_path = outside.path().join("secret.pb.gz");
+    let absolute = secret_path.to_str().context("UTF-8 path")?;
+    let [a, _] = SYNTHETIC_TRACES;
+    let (mut server, address) = serve(&dir.path().join("traces"))?;
+    // Served from traces/: its parent holds the intervals, one `..` away.
+    let attempts = [
+        "/files/../cpu-20260101T120000Z.pb.gz".to_owned(),
+        "/files/%2e%2e/cpu-20260101T120000Z.pb.gz".to_owned(),
+        "/files/%2E%2E%2Fcpu-20260101T120000Z.pb.gz".to_owned(),
+        "/files/..%2fleak.pb.gz".to_owned(),
+        format!("/files/.%2f{a}.pb.gz"),
+        format!("/files/{a}.pb.gz%2f"),
+        format!("/files/{absolute}"),
+        format!("/files/%2F{}", absolute.trim_start_matches('/')),
+        "/profiles/../../../../../../etc/passwd".to_owned(),
+        "/profiles/%2e%2e/%2e%2e/%2e%2e/etc/passwd".to_owned(),
+        "/traces/..%2F..%2Fetc%2Fpasswd".to_owned(),
+        "/traces/../../etc/passwd".to_owned(),
+        "/diff?base=../cpu-20260101T120000Z.pb.gz&target=x.pb.gz".to_owned(),
+        format!("/diff?base={a}.pb.gz&target={absolute}"),
+        "/../etc/passwd".to_owned(),
+        "/%2e%2e/%2e%2e/etc/passwd".to_owned(),
+    ];
+    // The same through symlinks inside a directory served from its root.
+    let (mut root_server, root) = serve(dir.path())?;
+    let through_links = [
+        "/files/leak.pb.gz",
+        "/files/out/secret.pb.gz",
+        "/profiles/leak.pb.gz",
+    ];
+    for (server, path) in attempts
+        .iter()
+        .map(|p| (address, p.as_str()))
+        .chain(through_links.iter().map(|p| (root, *p)))
+    {
+        let response = get(server, path)?;
+        ensure!(
+            response.status == 400,
+            "GET {path}: {} instead of 400: {}",
+            response.status,
+            response.body
+        );
+        ensure!(!response.body.contains(secret) && !response.body.contains("root:x:0"));
+    }
+    // Still fine: plain names, a missing one, a hidden temporary.
+    ensure!(get_bytes(address, &format!("/files/{a}.pb.gz"))?.0 == 200);
+    ensure!(get(address, "/files/none.pb.gz")?.status == 404);
+    fs::write(dir.path().join(".cpu-x.pb.gz.tmp"), "half")?;
+    ensure!(get(root, "/files/.cpu-x.pb.gz.tmp")?.status == 404);
+
+    let warnings = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("WARN") && l.contains("refused"))
+            .count()
+    };
+    let log = server.wait_for_log(STEP, "a warning per refusal", |log| {
+        warnings(log) >= attempts.len()
+    })?;
+    ensure!(warnings(&log) == attempts.len(), "{log}");
+    let log = root_server.wait_for_log(STEP, "a warning per refusal", |log| {
+        warnings(log) >= through_links.len()
+    })?;
+    ensure!(log.contains("symlink"), "{log}");
+    Ok(())
+}
+
+#[test]
+fn pages_keep_working_while_files_come_and_go() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    synthetic_recording(dir.path())?;
+    // A name whose file is gone (a dangling link), and an index line of a deleted trace.
+    symlink(
+        dir.path().join("gone.pb.gz"),
+        dir.path().join("cpu-20260101T115950Z.pb.gz"),
+    )?;
+    let [a, b] = SYNTHETIC_TRACES;
+    fs::remove_file(dir.path().join(format!("traces/{b}.pb.gz")))?;
+    let (_server, address) = serve(dir.path())?;
+    ensure!(listed_traces(&get_ok(address, "/")?) == [a]);
+    get_ok(address, "/profiles")?;
+
+    // A writer replaces, adds and deletes files as a recorder and its retention do.
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (stop, out) = (stop.clone(), dir.path().to_owned());
+        thread::spawn(move || -> Result<u64> {
+            let mut round = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let profile = synthetic_profile(
+                    &[Stack::new(
+                        "main;churned_function",
+                        300,
+                        300,
+                        1 + round as i64,
+                    )],
+                    synthetic_time(100 + round),
+                    Duration::from_secs(1),
+                    &[],
+                );
+                let name = format!("cpu-20260101T1201{:02}Z.pb.gz", round % 60);
+                write_synthetic(&out, &name, &profile)?;
+                write_synthetic(
+                    &out.join("traces"),
+                    &format!("{}.pb.gz", "cd".repeat(16)),
+                    &profile,
+                )?;
+                if round % 2 == 1 {
+                    fs::remove_file(out.join(&name))?;
+                    fs::remove_file(out.join(format!("traces/{}.pb.gz", "cd".repeat(16))))?;
+                }
+                round += 1;
+            }
+            Ok(round)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(4);
+    let mut requests = 0;
+    while Instant::now() < deadline {
+        for path in ["/", "/profiles", &format!("/traces/{a}"), "/diff"] {
+            let response = get(address, path)?;
+            ensure!(
+                response.status == 200,
+                "GET {path} while files change: {response:?}"
+            );
+            requests += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rounds = churn
+        .join()
+        .map_err(|_| anyhow::anyhow!("churn thread panicked"))??;
+    eprintln!("{requests} requests answered while {rounds} files came and went");
+    ensure!(rounds > 10 && requests > 20);
+
+    // New files show; a deleted one is a 404, not a 500.
+    let page = get_ok(address, "/profiles")?;
+    ensure!(
+        page.contains("cpu-20260101T120100Z.pb.gz"),
+        "a new file is not listed"
+    );
+    fs::remove_file(dir.path().join("cpu-20260101T120000Z.pb.gz"))?;
+    let gone = get(address, "/profiles/cpu-20260101T120000Z.pb.gz")?;
+    ensure!(gone.status == 404, "{gone:?}");
+    ensure!(get(address, "/files/cpu-20260101T120000Z.pb.gz")?.status == 404);
+    Ok(())
+}
+
+#[test]
+fn a_directory_that_does_not_exist_is_one_line() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let missing = dir.path().join("missing");
+    let mut cmd = profiler_command();
+    cmd.args(["serve", "--listen", "127.0.0.1:0"]).arg(&missing);
+    integration_tests::run(cmd, STEP)?.ensure_error(&["cannot serve", "missing"])?;
+    let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let mut cmd = profiler_command();
+    cmd.args(["serve", "--listen", &taken.local_addr()?.to_string()])
+        .arg(dir.path());
+    integration_tests::run(cmd, STEP)?.ensure_error(&["cannot listen on", "--listen"])?;
+    Ok(())
+}
+
+#[test]
+fn record_serves_its_output_while_recording() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let fixture = Fixture::spawn(HOT_C, &[])?;
+    let out = tempfile::tempdir()?;
+    let frequency = TEST_FREQUENCY.to_string();
+    let pid = fixture.pid_arg();
+    let cmd = record_command(
+        out.path(),
+        &[
+            "--pid",
+            &pid,
+            "--frequency",
+            &frequency,
+            "--interval",
+            "1",
+            "--serve",
+            "127.0.0.1:0",
+        ],
+    );
+    let mut recorder = LoggedRun::spawn(cmd)?;
+    let address = wait_for_address(&mut recorder)?;
+    recorder.wait_until_recording(Duration::from_secs(60))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let name = loop {
+        let page = get_ok(address, "/profiles")?;
+        if let Some(at) = page.find("href=\"/profiles/cpu-") {
+            let rest = &page[at + "href=\"/profiles/".len()..];
+            break rest.split('"').next().unwrap_or_default().to_owned();
+        }
+        if Instant::now() > deadline {
+            bail!("no interval listed within 30 s:\n{page}");
+        }
+        thread::sleep(Duration::from_millis(200));
+    };
+    let page = get_ok(address, &format!("/profiles/{name}"))?;
+    ensure!(
+        page.contains("fixture_hot_leaf"),
+        "the served flame graph lacks the hot function"
+    );
+    recorder.signal(libc::SIGINT)?;
+    recorder.wait(Duration::from_secs(60))?.ensure_success()?;
+    drop(fixture);
+    Ok(())
+}
