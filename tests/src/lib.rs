@@ -63,6 +63,7 @@ use std::{env, thread};
 
 mod adaptive;
 mod binary;
+mod browser;
 mod cgroup;
 mod checks;
 mod churn;
@@ -80,6 +81,7 @@ mod traces;
 
 pub use adaptive::*;
 pub use binary::*;
+pub use browser::*;
 pub use cgroup::*;
 pub use checks::*;
 pub use churn::*;
