@@ -32,7 +32,7 @@ pub fn bench(root: &Path, quick: bool, extra: Vec<OsString>) -> Result<ExitCode>
         .arg("--profiler")
         .arg(&profiler)
         .arg("--output")
-        .arg(report_path(root, quick))
+        .arg(report_path(root, quick, is_partial(&extra)))
         .args(["--invoked-as", "cargo xtask bench"]);
     if quick {
         cmd.arg("--quick");
@@ -48,14 +48,24 @@ pub fn bench(root: &Path, quick: bool, extra: Vec<OsString>) -> Result<ExitCode>
     })
 }
 
-/// The full run writes the committed BENCHMARKS.md; a quick run leaves it alone.
-fn report_path(root: &Path, quick: bool) -> std::path::PathBuf {
-    if quick {
-        paths::target_dir(root)
-            .join("bench")
-            .join("BENCHMARKS-quick.md")
-    } else {
-        root.join("BENCHMARKS.md")
+/// Whether the harness arguments change the plan (some parts, other rounds): such a run is not
+/// the full benchmark and must not replace the committed report.
+fn is_partial(extra: &[OsString]) -> bool {
+    extra.iter().any(|arg| {
+        let arg = arg.to_string_lossy();
+        ["--only", "--rounds"]
+            .iter()
+            .any(|flag| arg == *flag || arg.starts_with(&format!("{flag}=")))
+    })
+}
+
+/// The full run writes the committed BENCHMARKS.md; a quick or partial run leaves it alone.
+fn report_path(root: &Path, quick: bool, partial: bool) -> std::path::PathBuf {
+    let bench = paths::target_dir(root).join("bench");
+    match (quick, partial) {
+        (true, _) => bench.join("BENCHMARKS-quick.md"),
+        (false, true) => bench.join("BENCHMARKS-partial.md"),
+        (false, false) => root.join("BENCHMARKS.md"),
     }
 }
 
@@ -64,9 +74,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quick_runs_do_not_overwrite_the_committed_report() {
+    fn quick_and_partial_runs_do_not_overwrite_the_committed_report() {
         let root = Path::new("/w");
-        assert_eq!(report_path(root, false), Path::new("/w/BENCHMARKS.md"));
-        assert!(report_path(root, true).ends_with("bench/BENCHMARKS-quick.md"));
+        assert_eq!(
+            report_path(root, false, false),
+            Path::new("/w/BENCHMARKS.md")
+        );
+        assert!(report_path(root, true, false).ends_with("bench/BENCHMARKS-quick.md"));
+        assert!(report_path(root, false, true).ends_with("bench/BENCHMARKS-partial.md"));
+        let args = |list: &[&str]| list.iter().map(OsString::from).collect::<Vec<_>>();
+        assert!(is_partial(&args(&["--only", "output"])));
+        assert!(is_partial(&args(&["--rounds=3"])));
+        assert!(!is_partial(&args(&[])));
     }
 }
