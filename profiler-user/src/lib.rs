@@ -5,6 +5,7 @@
 pub mod adaptive;
 pub mod bpf;
 pub mod cli;
+mod listener;
 pub mod metrics;
 pub mod preflight;
 pub mod process;

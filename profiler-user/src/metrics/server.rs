@@ -3,6 +3,8 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use super::Metrics;
+use crate::listener::Listening;
 use axum::{
     Router,
     extract::State,
@@ -10,9 +12,6 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use tokio::{net::TcpListener, task::JoinHandle};
-
-use super::Metrics;
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -28,34 +27,21 @@ pub struct MetricsError {
 
 /// The running server; it stops when dropped.
 pub struct MetricsServer {
-    address: SocketAddr,
-    task: JoinHandle<()>,
+    listening: Listening,
 }
 
 impl MetricsServer {
     /// Binds `address` (port 0 picks a free port) and starts answering.
     pub async fn start(address: SocketAddr, metrics: Arc<Metrics>) -> Result<Self, MetricsError> {
-        let error = |source| MetricsError { address, source };
-        let listener = TcpListener::bind(address).await.map_err(error)?;
-        let address = listener.local_addr().map_err(error)?;
-        let app = router(metrics);
-        let task = tokio::spawn(async move {
-            if let Err(err) = axum::serve(listener, app).await {
-                tracing::error!("the metrics server stopped: {err}");
-            }
-        });
-        Ok(Self { address, task })
+        let listening = Listening::start(address, router(metrics))
+            .await
+            .map_err(|source| MetricsError { address, source })?;
+        Ok(Self { listening })
     }
 
     /// Where it listens (with the port chosen when 0 was asked).
     pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-}
-
-impl Drop for MetricsServer {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.listening.address()
     }
 }
 

@@ -26,13 +26,9 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use tokio::{
-    net::TcpListener,
-    signal::unix::{SignalKind, signal},
-    task::JoinHandle,
-};
+use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::ServeArgs;
+use crate::{cli::ServeArgs, listener::Listening};
 use catalog::Catalog;
 use routes::App;
 
@@ -58,8 +54,7 @@ pub enum ServeError {
 
 /// The running server; it stops when dropped.
 pub struct Server {
-    address: SocketAddr,
-    task: JoinHandle<io::Result<()>>,
+    listening: Listening,
 }
 
 impl Server {
@@ -70,27 +65,23 @@ impl Server {
             dir: dir.to_owned(),
             source,
         })?;
-        let listen_error = |source| ServeError::Listen { address, source };
-        let listener = TcpListener::bind(address).await.map_err(listen_error)?;
-        let address = listener.local_addr().map_err(listen_error)?;
         // Drawing runs on the blocking pool; on a recorder's host, leave it most of the CPUs.
         let concurrency = std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2));
         let app = App::new(catalog, dir.display().to_string(), concurrency);
-        let router = routes::router(app);
-        let task = tokio::spawn(async move { axum::serve(listener, router).await });
-        tracing::info!("serving {} on http://{address}/", dir.display());
-        Ok(Server { address, task })
+        let listening = Listening::start(address, routes::router(app))
+            .await
+            .map_err(|source| ServeError::Listen { address, source })?;
+        tracing::info!(
+            "serving {} on http://{}/",
+            dir.display(),
+            listening.address()
+        );
+        Ok(Server { listening })
     }
 
     /// Where it listens (with the port chosen when 0 was asked).
     pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.listening.address()
     }
 }
 
@@ -100,13 +91,7 @@ pub async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
     let mut server = Server::start(&args.dir, args.listen).await?;
     tokio::select! {
-        ended = &mut server.task => {
-            return match ended {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(err)) => Err(ServeError::Stopped(err)),
-                Err(err) => Err(ServeError::Stopped(io::Error::other(err))),
-            };
-        }
+        ended = server.listening.stopped() => return ended.map_err(ServeError::Stopped),
         _ = sigint.recv() => {}
         _ = sigterm.recv() => {}
     }
