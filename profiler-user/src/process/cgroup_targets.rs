@@ -47,6 +47,14 @@ pub struct CgroupTarget {
     pub id: u64,
 }
 
+impl CgroupTarget {
+    /// The cgroup of directory `dir`; `None` when it is gone.
+    fn of_dir(dir: PathBuf) -> Option<Self> {
+        let id = fs::metadata(&dir).ok()?.ino();
+        Some(CgroupTarget { path: dir, id })
+    }
+}
+
 /// Resolves every `--cgroup` and `--container`. Nothing asked: nothing to do (no cgroup2 needed).
 pub fn resolve(
     cgroups: &[PathBuf],
@@ -87,10 +95,7 @@ pub fn resolve_cgroup(mount: &Path, path: &Path) -> Result<CgroupTarget, CgroupT
     candidates
         .into_iter()
         .find(|dir| is_cgroup2_dir(dir))
-        .and_then(|dir| {
-            let id = fs::metadata(&dir).ok()?.ino();
-            Some(CgroupTarget { path: dir, id })
-        })
+        .and_then(CgroupTarget::of_dir)
         .ok_or_else(|| {
             CgroupTargetError::NoSuchCgroup(path.display().to_string(), mount.display().to_string())
         })
@@ -128,10 +133,7 @@ fn resolve_container(mount: &Path, given: &str) -> Result<Vec<CgroupTarget>, Cgr
         )),
         1 => Ok(found
             .into_iter()
-            .filter_map(|(_, dir)| {
-                let id = fs::metadata(&dir).ok()?.ino();
-                Some(CgroupTarget { path: dir, id })
-            })
+            .filter_map(|(_, dir)| CgroupTarget::of_dir(dir))
             .collect()),
         n => Err(CgroupTargetError::AmbiguousContainer(given.to_owned(), n)),
     }

@@ -38,9 +38,7 @@ impl TraceFileError {
     pub fn is_disk_full(&self) -> bool {
         match self {
             TraceFileError::Write(err) => err.is_disk_full(),
-            TraceFileError::Index { source, .. } => {
-                matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
-            }
+            TraceFileError::Index { source, .. } => super::writer::is_disk_full(source),
         }
     }
 }

@@ -28,8 +28,13 @@ impl WriteError {
     /// The file system (or the user's quota) is full.
     pub fn is_disk_full(&self) -> bool {
         let WriteError::Io { source, .. } = self;
-        matches!(source.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+        is_disk_full(source)
     }
+}
+
+/// ENOSPC, or EDQUOT: the file system (or the user's quota) is full.
+pub(super) fn is_disk_full(err: &io::Error) -> bool {
+    matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 /// Writes `<dir>/<prefix>-<UTC %Y%m%dT%H%M%SZ>.pb.gz` files.

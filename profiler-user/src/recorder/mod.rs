@@ -381,7 +381,8 @@ impl Recording {
         let counters = self.sampler.counters().map_err(RecordError::Drain)?;
         let cost = self.sampler.program_cost().unwrap_or_default();
         let frequency = self.sampler.frequency();
-        self.metrics.add_counters(&counters.since(&self.counters));
+        let interval_counters = counters.since(&self.counters);
+        self.metrics.add_counters(&interval_counters);
         self.metrics.add_program_cost(&self.cost, &cost);
         let meta = IntervalMeta {
             start: self.started,
@@ -398,7 +399,7 @@ impl Recording {
             drained,
             meta,
             epoch,
-            counters: counters.since(&self.counters),
+            counters: interval_counters,
             bpf_ns_per_sample: cost.per_run_since(&self.cost),
             drain_started,
             comments,

@@ -274,8 +274,8 @@ impl Output {
                 bytes,
                 bpf_ns_per_sample,
                 elapsed_ms = drain_started.elapsed().as_millis() as u64,
-                cache_hits = self.symbolizer.stats().hits,
-                cache_misses = self.symbolizer.stats().misses,
+                cache_hits = cache.hits,
+                cache_misses = cache.misses,
                 "wrote {}",
                 path.display()
             ),
