@@ -18,6 +18,17 @@ pub struct HttpResponse {
 
 /// `GET path` from `address`, with `Connection: close` and a timeout on every step.
 pub fn http_get(address: SocketAddr, path: &str, timeout: Duration) -> Result<HttpResponse> {
+    let (status, body) = http_get_bytes(address, path, timeout)?;
+    let body = String::from_utf8(body).with_context(|| format!("GET {path}: not UTF-8"))?;
+    Ok(HttpResponse { status, body })
+}
+
+/// `GET path` for a body that may not be text (a download): status and body bytes.
+pub fn http_get_bytes(
+    address: SocketAddr,
+    path: &str,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&address, timeout)
         .with_context(|| format!("connecting to {address}"))?;
     stream.set_read_timeout(Some(timeout))?;
@@ -26,11 +37,15 @@ pub fn http_get(address: SocketAddr, path: &str, timeout: Duration) -> Result<Ht
         stream,
         "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
     )?;
-    let mut raw = String::new();
+    let mut raw = Vec::new();
     stream
-        .read_to_string(&mut raw)
+        .read_to_end(&mut raw)
         .with_context(|| format!("reading the answer to GET {path}"))?;
-    let (head, body) = raw.split_once("\r\n\r\n").context("no end of headers")?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("no end of headers")?;
+    let head = String::from_utf8_lossy(&raw[..end]);
     let status = head
         .split_whitespace()
         .nth(1)
@@ -39,23 +54,29 @@ pub fn http_get(address: SocketAddr, path: &str, timeout: Duration) -> Result<Ht
     let chunked = head
         .lines()
         .any(|l| l.eq_ignore_ascii_case("transfer-encoding: chunked"));
+    let body = &raw[end + 4..];
     let body = if chunked {
         dechunk(body)?
     } else {
-        body.to_owned()
+        body.to_vec()
     };
-    Ok(HttpResponse { status, body })
+    Ok((status, body))
 }
 
-fn dechunk(mut rest: &str) -> Result<String> {
-    let mut body = String::new();
+fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>> {
+    let mut body = Vec::new();
     loop {
-        let (size, after) = rest.split_once("\r\n").context("truncated chunk size")?;
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .context("truncated chunk size")?;
+        let size = std::str::from_utf8(&rest[..line_end])?;
         let size = usize::from_str_radix(size.trim(), 16).context("bad chunk size")?;
         if size == 0 {
             return Ok(body);
         }
-        body.push_str(after.get(..size).context("truncated chunk")?);
+        let after = &rest[line_end + 2..];
+        body.extend_from_slice(after.get(..size).context("truncated chunk")?);
         rest = after.get(size + 2..).context("truncated chunk end")?;
     }
 }
@@ -85,8 +106,8 @@ mod tests {
         assert_eq!(metric_value(text, "b{kind=\"x\"}"), Some(2.5));
         assert_eq!(metric_value(text, "a"), None);
         assert_eq!(
-            dechunk("3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
-            "abcde"
+            dechunk(b"3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n").unwrap(),
+            b"abcde"
         );
     }
 }

@@ -6,8 +6,7 @@
 
 use std::{
     fs,
-    io::{Read, Write},
-    net::{SocketAddr, TcpStream},
+    net::SocketAddr,
     os::unix::fs::symlink,
     path::Path,
     sync::{
@@ -21,8 +20,9 @@ use std::{
 use anyhow::{Context, Result, bail, ensure};
 use integration_tests::{
     Fixture, HOT_C, HttpResponse, LoggedRun, SYNTHETIC_INCIDENT, SYNTHETIC_TRACES,
-    SYNTHETIC_TRIGGER, Stack, TEST_FREQUENCY, http_get, profiler_command, record_command,
-    require_root, synthetic_profile, synthetic_recording, synthetic_time, write_synthetic,
+    SYNTHETIC_TRIGGER, Stack, TEST_FREQUENCY, http_get, http_get_bytes, profiler_command,
+    record_command, require_root, synthetic_profile, synthetic_recording, synthetic_time,
+    write_synthetic,
 };
 
 const STEP: Duration = Duration::from_secs(10);
@@ -64,35 +64,6 @@ fn get_ok(address: SocketAddr, path: &str) -> Result<String> {
         response.body
     );
     Ok(response.body)
-}
-
-/// A GET whose body may not be text: status and body bytes (`Content-Length` bodies only).
-fn get_bytes(address: SocketAddr, path: &str) -> Result<(u16, Vec<u8>)> {
-    let mut stream = TcpStream::connect_timeout(&address, STEP)?;
-    stream.set_read_timeout(Some(STEP))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .context("end of headers")?;
-    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .context("status")?;
-    ensure!(
-        !head
-            .to_ascii_lowercase()
-            .contains("transfer-encoding: chunked"),
-        "chunked download: {head}"
-    );
-    Ok((status, raw[end + 4..].to_vec()))
 }
 
 /// The trace IDs the traces list links to, in page order.
@@ -155,7 +126,7 @@ fn pages_list_traces_and_draw_their_flame_graphs() -> Result<()> {
         !page.contains("payment_hot_leaf"),
         "another trace's function"
     );
-    let (status, bytes) = get_bytes(address, &format!("/files/traces/{a}.pb.gz"))?;
+    let (status, bytes) = http_get_bytes(address, &format!("/files/traces/{a}.pb.gz"), STEP)?;
     ensure!(status == 200);
     ensure!(
         bytes == fs::read(dir.path().join(format!("traces/{a}.pb.gz")))?,
@@ -274,7 +245,7 @@ fn paths_out_of_the_directory_get_400_and_a_warning() -> Result<()> {
         ensure!(!response.body.contains(secret) && !response.body.contains("root:x:0"));
     }
     // Still fine: plain names, a missing one, a hidden temporary.
-    ensure!(get_bytes(address, &format!("/files/{a}.pb.gz"))?.0 == 200);
+    ensure!(http_get_bytes(address, &format!("/files/{a}.pb.gz"), STEP)?.0 == 200);
     ensure!(get(address, "/files/none.pb.gz")?.status == 404);
     fs::write(dir.path().join(".cpu-x.pb.gz.tmp"), "half")?;
     ensure!(get(root, "/files/.cpu-x.pb.gz.tmp")?.status == 404);
