@@ -43,6 +43,7 @@ fn main() {
     );
 
     let traced = build_traced(&fixtures, &out_dir);
+    let (lifetimes, plugin) = build_lifetimes(&fixtures, &out_dir);
 
     export("FIXTURE_HOT_C", &hot_c);
     export("FIXTURE_SYSCALLS_C", &syscalls);
@@ -55,6 +56,8 @@ fn main() {
     export("FIXTURE_LIBOTELCTX_GNU2", &traced.lib_gnu2);
     export("FIXTURE_LIBOTELCTX_GNU", &traced.lib_gnu);
     export("FIXTURE_TRACED_DLOPEN", &traced.dlopen);
+    export("FIXTURE_LIFETIMES", &lifetimes);
+    export("FIXTURE_PLUGIN", &plugin);
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RUSTC");
 }
@@ -69,6 +72,36 @@ fn build_c_with(source: &Path, output: &Path, flags: &[&str]) -> PathBuf {
     cmd.args(flags).arg("-o").arg(output).arg(source);
     run(cmd);
     output.to_owned()
+}
+
+/// The process-lifetime fixture and the library it opens with dlopen.
+fn build_lifetimes(fixtures: &Path, out_dir: &Path) -> (PathBuf, PathBuf) {
+    let exe = out_dir.join("fixture-process-lifetimes");
+    let mut cmd = Command::new("gcc");
+    cmd.args(CFLAGS)
+        .arg("-pthread")
+        .arg("-o")
+        .arg(&exe)
+        .arg(fixtures.join("lifetimes.c"))
+        .arg("-ldl");
+    println!(
+        "cargo:rerun-if-changed={}",
+        fixtures.join("lifetimes.c").display()
+    );
+    run(cmd);
+    let plugin = out_dir.join("libfixture_plugin.so");
+    let mut cmd = Command::new("gcc");
+    cmd.args(CFLAGS)
+        .args(["-fPIC", "-shared"])
+        .arg("-o")
+        .arg(&plugin)
+        .arg(fixtures.join("plugin.c"));
+    println!(
+        "cargo:rerun-if-changed={}",
+        fixtures.join("plugin.c").display()
+    );
+    run(cmd);
+    (exe, plugin)
 }
 
 /// The traced fixtures: one scenario (traced_scenario.c), three places for the thread-local

@@ -18,8 +18,9 @@ pub struct SampleKey {
     pub pid: u32,
     /// Thread id.
     pub tid: u32,
-    /// Boot-time nanoseconds at which the BPF program first saw this process image: tells two
-    /// processes that shared a PID (reuse, or exec) apart.
+    /// The process image's generation ([`process_generation`]): the process's start time and
+    /// exec count, both kept by the kernel, so two processes that shared a PID (reuse, or exec)
+    /// never share a generation and every CPU computes the same one.
     pub pid_gen: u64,
     /// Hash of the user stack in the stacks map; [`NO_STACK`] when there is none.
     pub user_stack: u64,
@@ -125,6 +126,50 @@ pub struct Config {
     /// too, a sample passes either filter.
     pub filter_cgroups: u8,
     pub _pad: [u8; 3],
+    /// Where the program finds a process's identity and end in kernel memory (from BTF).
+    pub task: TaskOffsets,
+}
+
+/// Byte offsets of the kernel fields that identify a process image and tell when its whole
+/// thread group is gone, read from the kernel's BTF in userspace (aya emits no CO-RE
+/// relocations). All exist in every kernel from 5.10 on.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TaskOffsets {
+    /// `task_struct.group_leader` (a pointer).
+    pub group_leader: u32,
+    /// `task_struct.start_boottime` (u64 ns since boot, suspend included; `/proc/PID/stat`
+    /// field 22 is this in clock ticks).
+    pub start_boottime: u32,
+    /// `task_struct.self_exec_id` (u64 since 5.7): incremented by every exec.
+    pub self_exec_id: u32,
+    /// `task_struct.signal` (a pointer to the thread group's `signal_struct`).
+    pub signal: u32,
+    /// `signal_struct.live.counter` (int): threads of the group not yet exiting.
+    pub signal_live: u32,
+}
+
+/// Bits of [`process_generation`] that hold the start time in microseconds (142 years).
+pub const GENERATION_START_BITS: u32 = 52;
+
+/// The generation of a process image: its group leader's start time since boot in
+/// microseconds (low 52 bits) and its exec count modulo 4096 (high 12 bits). Two processes that
+/// share a PID cannot start in the same microsecond, and an exec (which keeps the start time)
+/// changes the count. Never 0.
+pub const fn process_generation(start_boottime_ns: u64, exec_id: u64) -> u64 {
+    let start_us = (start_boottime_ns / 1000) & ((1 << GENERATION_START_BITS) - 1);
+    let generation = ((exec_id & 0xfff) << GENERATION_START_BITS) | start_us;
+    if generation == 0 { 1 } else { generation }
+}
+
+/// The start time since boot, in microseconds, that a generation carries.
+pub const fn generation_start_us(generation: u64) -> u64 {
+    generation & ((1 << GENERATION_START_BITS) - 1)
+}
+
+/// The exec count (modulo 4096) that a generation carries.
+pub const fn generation_exec_id(generation: u64) -> u64 {
+    generation >> GENERATION_START_BITS
 }
 
 /// Deepest cgroup v2 level the program looks at for a target ancestor (the root is level 0).
@@ -139,13 +184,14 @@ pub const CONFIG_SYMBOL: &str = "PROFILER_CONFIG";
 pub struct ProcessEvent {
     pub kind: u32,
     pub pid: u32,
-    /// The process generation (see [`SampleKey::pid_gen`]); zero for exits.
+    /// The process generation (see [`SampleKey::pid_gen`]).
     pub pid_gen: u64,
 }
 
 /// [`ProcessEvent::kind`]: a process (image) was sampled for the first time.
 pub const EVENT_NEW_PROCESS: u32 = 1;
-/// [`ProcessEvent::kind`]: a process exited; its samples so far are already in the maps.
+/// [`ProcessEvent::kind`]: a process image ended: its last thread exited, or it exec'd; its
+/// samples so far are already in the maps.
 pub const EVENT_EXIT: u32 = 2;
 
 /// Indexes of the per-CPU counters map. Each names one thing that happened in the BPF program.
@@ -182,10 +228,13 @@ pub enum Counter {
     ContextsMapFull = 13,
     /// Samples counted with a trace context.
     Traced = 14,
+    /// The task's start time or exec count could not be read: the sample is kept under
+    /// generation 0 (its process is then named from a snapshot taken at the drain).
+    TaskReadFailed = 15,
 }
 
 /// Number of [`Counter`] slots.
-pub const COUNTER_COUNT: u32 = 15;
+pub const COUNTER_COUNT: u32 = 16;
 
 impl Counter {
     /// All counters, in index order.
@@ -205,6 +254,7 @@ impl Counter {
         Counter::TraceLimit,
         Counter::ContextsMapFull,
         Counter::Traced,
+        Counter::TaskReadFailed,
     ];
 
     /// A short snake_case name for logs and metrics.
@@ -225,6 +275,7 @@ impl Counter {
             Counter::TraceLimit => "trace_limit",
             Counter::ContextsMapFull => "contexts_map_full",
             Counter::Traced => "traced",
+            Counter::TaskReadFailed => "task_read_failed",
         }
     }
 }
@@ -259,6 +310,7 @@ mod pod {
     unsafe impl aya::Pod for SampleValue {}
     unsafe impl aya::Pod for StackTrace {}
     unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for TaskOffsets {}
     unsafe impl aya::Pod for ProcessEvent {}
     unsafe impl aya::Pod for TraceContext {}
     unsafe impl aya::Pod for TlsLocation {}

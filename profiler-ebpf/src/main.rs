@@ -4,8 +4,9 @@
 //! before anything else, reads the kernel and user stacks into per-CPU scratch, stores each stack
 //! once under its hash, and counts the sample under (process generation, thread, stacks, name) in
 //! the active half of a double-buffered pair of maps. Userspace flips the halves and drains the
-//! idle one. The two raw tracepoints (no tracefs needed) tell userspace when a process image ends (exit or exec), so that
-//! a PID reused later is never confused with the one before.
+//! idle one. A process image's generation comes from the kernel (start time and exec count), so
+//! a PID reused later is never confused with the one before; the two raw tracepoints (no tracefs
+//! needed) tell userspace when an image ends: its last thread exits, or it execs.
 //!
 //! Entry points are thin: each calls a `try_*` function and every failure is counted by reason.
 #![no_std]
@@ -15,10 +16,10 @@ mod trace_context;
 
 use aya_ebpf::{
     EbpfContext,
-    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    bindings::{BPF_ANY, BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_stack},
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_get_stack},
     },
     macros::{map, perf_event, raw_tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -27,7 +28,7 @@ use aya_ebpf::{
 use profiler_common::{
     COUNTER_COUNT, Config, Counter, EVENT_EXIT, EVENT_NEW_PROCESS, MAX_CGROUP_LEVELS,
     MAX_STACK_DEPTH, NO_CONTEXT, NO_STACK, ProcessEvent, SampleKey, SampleValue, Scratch,
-    StackTrace,
+    StackTrace, TaskOffsets, process_generation,
 };
 
 /// Set by userspace at load time (`EbpfLoader::set_global`).
@@ -41,6 +42,13 @@ static PROFILER_CONFIG: Config = Config {
     tcb_dtv_offset: 0,
     filter_cgroups: 0,
     _pad: [0; 3],
+    task: TaskOffsets {
+        group_leader: 0,
+        start_boottime: 0,
+        self_exec_id: 0,
+        signal: 0,
+        signal_live: 0,
+    },
 };
 
 // Sizes are defaults; userspace may resize the maps before load.
@@ -66,7 +74,8 @@ static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 #[map]
 static TARGET_CGROUPS: HashMap<u64, u8> = HashMap::with_max_entries(1024, 0);
 
-/// Processes seen so far (tgid -> generation). LRU: an evicted process is simply seen anew.
+/// Processes announced to userspace (tgid -> generation). LRU: an evicted process is simply
+/// announced again, which userspace ignores.
 #[map]
 static PROCESSES: LruHashMap<u32, u64> = LruHashMap::with_max_entries(32768, 0);
 
@@ -95,12 +104,61 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> i32 {
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    // Fires for every thread; only the group leader's exit ends the process.
-    if pid_tgid as u32 == (pid_tgid >> 32) as u32 {
+    // Fires for every exiting thread. The process ends with its last thread, whichever it is: a
+    // main thread that calls pthread_exit leaves the workers running.
+    if thread_group_dead(&config().task) {
         forget_current_process();
     }
     0
+}
+
+/// Whether the current (exiting) task was the last live thread of its group: `do_exit` has
+/// decremented `signal->live` before this tracepoint fires (Linux 2.6.x onwards). A read failure
+/// answers "no": the periodic sweep in userspace ends such a process instead.
+fn thread_group_dead(offsets: &TaskOffsets) -> bool {
+    // SAFETY: helper without preconditions; the pointer is only used for checked reads.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: checked kernel reads at offsets taken from the kernel's own BTF.
+    let Ok(signal) = (unsafe {
+        bpf_probe_read_kernel(task.wrapping_add(offsets.signal as usize).cast::<u64>())
+    }) else {
+        return false;
+    };
+    let live = (signal as *const u8).wrapping_add(offsets.signal_live as usize);
+    matches!(unsafe { bpf_probe_read_kernel(live.cast::<i32>()) }, Ok(0))
+}
+
+/// The generation of the current task's process image, from its group leader's start time and
+/// exec count; `None` when they cannot be read.
+fn current_generation(offsets: &TaskOffsets) -> Option<u64> {
+    // SAFETY: helper without preconditions; the pointer is only used for checked reads.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY: checked kernel reads at offsets taken from the kernel's own BTF.
+    let leader: u64 = unsafe {
+        bpf_probe_read_kernel(
+            task.wrapping_add(offsets.group_leader as usize)
+                .cast::<u64>(),
+        )
+    }
+    .ok()?;
+    let leader = leader as *const u8;
+    let start: u64 = unsafe {
+        bpf_probe_read_kernel(
+            leader
+                .wrapping_add(offsets.start_boottime as usize)
+                .cast::<u64>(),
+        )
+    }
+    .ok()?;
+    let exec_id: u64 = unsafe {
+        bpf_probe_read_kernel(
+            leader
+                .wrapping_add(offsets.self_exec_id as usize)
+                .cast::<u64>(),
+        )
+    }
+    .ok()?;
+    Some(process_generation(start, exec_id))
 }
 
 fn config() -> Config {
@@ -159,7 +217,7 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
     // SAFETY: per-CPU map value, valid for the duration of the program.
     let scratch = unsafe { &mut *scratch };
 
-    let pid_gen = process_generation(pid);
+    let pid_gen = generation_of(pid, &config.task);
     // A sample of user code has no kernel stack: skip the helper call that would say so.
     let kernel_stack = if config.kernel_stacks != 0 && !interrupted_user_code(ctx) {
         read_stack(
@@ -229,26 +287,41 @@ fn interrupted_user_code(ctx: &PerfEventContext) -> bool {
     }
 }
 
-/// Returns the generation of this process, announcing it to userspace the first time.
-fn process_generation(pid: u32) -> u64 {
-    if let Some(generation) = PROCESSES.get_ptr(pid) {
-        // SAFETY: map value pointer returned by the kernel.
-        return unsafe { *generation };
-    }
-    // SAFETY: helper without preconditions.
-    let generation = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_ns() };
-    if PROCESSES.insert(pid, generation, 0).is_err() {
-        count(Counter::ProcessesMapFull);
-    }
-    let event = ProcessEvent {
-        kind: EVENT_NEW_PROCESS,
-        pid,
-        pid_gen: generation,
+/// Returns the generation of this process image, announcing it to userspace the first time.
+///
+/// The generation is computed from the kernel's own fields on every sample, never trusted from
+/// the map: an entry left behind (an exit seen before a last sample of the dying task, an LRU
+/// race) can then never name a later process with the same PID. Every CPU computes the same
+/// value, so two first samples at once agree; the insert that wins announces.
+fn generation_of(pid: u32, offsets: &TaskOffsets) -> u64 {
+    let Some(generation) = current_generation(offsets) else {
+        count(Counter::TaskReadFailed);
+        return 0;
     };
+    let flags = match PROCESSES.get_ptr(pid) {
+        // SAFETY: map value pointer returned by the kernel.
+        Some(known) if unsafe { *known } == generation => return generation,
+        // A stale entry of an earlier image of this PID: replace it.
+        Some(_) => BPF_ANY,
+        None => BPF_NOEXIST,
+    };
+    match PROCESSES.insert(pid, generation, flags as u64) {
+        Ok(()) => announce(EVENT_NEW_PROCESS, pid, generation),
+        // Another CPU announced it between our lookup and insert.
+        Err(err) if err == -(EEXIST as i32) => {}
+        Err(_) => {
+            count(Counter::ProcessesMapFull);
+            announce(EVENT_NEW_PROCESS, pid, generation);
+        }
+    }
+    generation
+}
+
+fn announce(kind: u32, pid: u32, pid_gen: u64) {
+    let event = ProcessEvent { kind, pid, pid_gen };
     if EVENTS.output::<ProcessEvent>(&event, 0).is_err() {
         count(Counter::EventsLost);
     }
-    generation
 }
 
 fn forget_current_process() {
@@ -259,14 +332,7 @@ fn forget_current_process() {
     // SAFETY: map value pointer returned by the kernel.
     let pid_gen = unsafe { *generation };
     let _ = PROCESSES.remove(pid);
-    let event = ProcessEvent {
-        kind: EVENT_EXIT,
-        pid,
-        pid_gen,
-    };
-    if EVENTS.output::<ProcessEvent>(&event, 0).is_err() {
-        count(Counter::EventsLost);
-    }
+    announce(EVENT_EXIT, pid, pid_gen);
 }
 
 /// Reads one stack into `buf`, stores it under its hash in the active stacks map, and returns

@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
         include_idle: false,
         kernel_stacks: false,
         trace: None,
+        task: profiler::tracectx::kernel_btf::task_offsets("/sys/kernel/btf/vmlinux")?,
     })?;
     for hz in [19, 99, 7, 99] {
         sampler.set_frequency(hz)?;

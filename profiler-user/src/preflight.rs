@@ -105,13 +105,29 @@ pub fn check_targets(pids: &[u32]) -> Result<(), PreflightError> {
     }
 }
 
-/// Whether `pid` names a live process (a zombie has finished running, so it does not count).
+/// Whether `pid` names a live process. A zombie has finished running, so it does not count,
+/// unless it is a main thread that called `pthread_exit` while other threads run on.
 pub fn process_alive(pid: u32) -> bool {
+    let Ok(process) = procfs::process::Process::new(pid as i32) else {
+        return false;
+    };
     // /proc/<tid> exists for threads too; only a thread group leader is a process.
-    match procfs::process::Process::new(pid as i32).and_then(|p| p.status()) {
-        Ok(status) => status.tgid == pid as i32 && !status.state.starts_with('Z'),
-        Err(_) => false,
+    match process.status() {
+        Ok(status) if status.tgid == pid as i32 => {
+            !status.state.starts_with('Z') || any_thread_running(&process)
+        }
+        _ => false,
     }
+}
+
+fn any_thread_running(process: &procfs::process::Process) -> bool {
+    let Ok(tasks) = process.tasks() else {
+        return false;
+    };
+    tasks
+        .flatten()
+        .filter_map(|task| task.status().ok())
+        .any(|status| !status.state.starts_with('Z') && !status.state.starts_with('X'))
 }
 
 /// Creates the output directory and proves it writable by writing a file there.

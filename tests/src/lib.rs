@@ -29,6 +29,13 @@ pub const TRACED_GD: &str = env!("FIXTURE_TRACED_GD");
 /// SIGUSR1, then dlopens [`LIBOTELCTX_GNU2`] (next to itself), publishes [`TRACE_DLOPEN`] through
 /// it and burns CPU in `after_dlopen_fn` (see `fixtures/traced_dlopen.c`).
 pub const TRACED_DLOPEN: &str = env!("FIXTURE_TRACED_DLOPEN");
+/// C fixture for process lifetimes (see `fixtures/lifetimes.c`): `leader-exits` (a main
+/// thread that calls pthread_exit on SIGUSR1 while its worker burns CPU in `worker_hot_fn`),
+/// `fork-child [PID]` (a child forked without exec, aimed at PID, burning CPU in
+/// `forked_child_hot_fn`), `dlopen LIBRARY` (burns in `before_plugin_fn` until SIGUSR1, then in [`PLUGIN`]).
+pub const LIFETIMES: &str = env!("FIXTURE_LIFETIMES");
+/// Library with `plugin_outer -> plugin_hot_fn`, opened by [`LIFETIMES`] `dlopen`.
+pub const PLUGIN: &str = env!("FIXTURE_PLUGIN");
 /// Shared library defining `otel_thread_ctx_v1`, built with `-mtls-dialect=gnu2`.
 pub const LIBOTELCTX_GNU2: &str = env!("FIXTURE_LIBOTELCTX_GNU2");
 /// Shared library defining `otel_thread_ctx_v1`, built with `-mtls-dialect=gnu`.

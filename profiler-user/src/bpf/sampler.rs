@@ -5,7 +5,7 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{PerfEvent, RawTracePoint},
 };
-use profiler_common::{CONFIG_SYMBOL, Config, TlsLocation, maps, programs};
+use profiler_common::{CONFIG_SYMBOL, Config, TaskOffsets, TlsLocation, maps, programs};
 
 use super::{
     BpfError, CounterSnapshot, Drained, EventReader, PerfEvents, counters,
@@ -25,6 +25,8 @@ pub struct SamplerOptions {
     pub kernel_stacks: bool,
     /// Read trace contexts; `None` turns the feature off.
     pub trace: Option<TraceOptions>,
+    /// Where process identities live in kernel memory (`kernel_btf::task_offsets`).
+    pub task: TaskOffsets,
 }
 
 /// Trace-context reading, fixed at load time.
@@ -85,6 +87,7 @@ impl Sampler {
             tcb_dtv_offset: trace.tcb_dtv_offset,
             filter_cgroups: u8::from(!options.target_cgroups.is_empty()),
             _pad: [0; 3],
+            task: options.task,
         };
         let max_traces = trace.max_traces.max(1);
         let mut loader = EbpfLoader::new();

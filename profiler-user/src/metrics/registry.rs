@@ -94,7 +94,8 @@ fn effect(counter: BpfCounter) -> Effect {
         | BpfCounter::TlsReadFailed
         | BpfCounter::RecordReadFailed
         | BpfCounter::TraceLimit
-        | BpfCounter::ContextsMapFull => Effect::Degraded,
+        | BpfCounter::ContextsMapFull
+        | BpfCounter::TaskReadFailed => Effect::Degraded,
     }
 }
 

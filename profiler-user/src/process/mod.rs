@@ -5,10 +5,12 @@
 pub mod cgroup_targets;
 mod container;
 mod files;
+mod identity;
 mod snapshot;
 mod table;
 
 pub use container::ContainerInfo;
 pub use files::{FileId, FileTable, MappedFile};
+pub use identity::{Liveness, liveness};
 pub use snapshot::{Mapping, MappingObject, ProcessSnapshot};
 pub use table::{ProcessKey, ProcessTable};

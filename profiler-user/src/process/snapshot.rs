@@ -4,7 +4,7 @@ use std::{fs::File, path::Path, sync::Arc};
 
 use procfs::process::{MMPermissions, MMapPath, MemoryMap, Process};
 
-use super::{ContainerInfo, FileId, FileTable, MappedFile, container};
+use super::{ContainerInfo, FileId, FileTable, MappedFile, container, identity};
 
 /// What a mapping holds.
 #[derive(Clone, Debug)]
@@ -48,18 +48,22 @@ pub struct ProcessSnapshot {
 }
 
 impl ProcessSnapshot {
-    /// Reads `/proc/<pid>`. A process that is already gone yields an empty snapshot, not an
-    /// error: its frames stay unnamed but its samples are kept.
-    pub fn capture(pid: u32, files: &mut FileTable) -> Self {
+    /// Reads `/proc/<pid>` if it still holds generation `pid_gen` (0: any). A process that is
+    /// gone, or whose PID another process has taken, yields an empty snapshot, not an error: its
+    /// frames stay unnamed but its samples are kept, and never named after another program.
+    pub fn capture(pid: u32, pid_gen: u64, files: &mut FileTable) -> Self {
         let Ok(process) = Process::new(pid as i32) else {
             return Self::gone(pid);
         };
+        if !identity::is_generation(&process, pid_gen) {
+            return Self::gone(pid);
+        }
         let name = process.stat().map(|stat| stat.comm).unwrap_or_default();
-        let maps = process.maps().map(|maps| maps.0).unwrap_or_default();
+        let (source, maps) = memory_maps(pid, &process);
         let mut mappings: Vec<Mapping> = maps
             .into_iter()
             .filter(|map| map.perms.contains(MMPermissions::EXECUTE))
-            .filter_map(|map| mapping(pid, map, files))
+            .filter_map(|map| mapping(source, map, files))
             .collect();
         mappings.sort_by_key(|m| m.start);
         Self {
@@ -85,6 +89,35 @@ impl ProcessSnapshot {
     }
 }
 
+/// The process's memory maps, and the `/proc` entry they were read from. A main thread that
+/// called `pthread_exit` leaves a zombie leader whose `/proc/PID/maps` is empty while its other
+/// threads run on in the same memory: read them through a live thread (`/proc/TID` works for
+/// any thread and has `map_files` too).
+fn memory_maps(pid: u32, process: &Process) -> (u32, Vec<MemoryMap>) {
+    let maps = process.maps().map(|maps| maps.0).unwrap_or_default();
+    if !maps.is_empty() {
+        return (pid, maps);
+    }
+    let Ok(tasks) = process.tasks() else {
+        return (pid, maps);
+    };
+    for task in tasks.flatten() {
+        let tid = task.tid as u32;
+        if tid == pid {
+            continue;
+        }
+        let Ok(thread) = Process::new(tid as i32) else {
+            continue;
+        };
+        let maps = thread.maps().map(|maps| maps.0).unwrap_or_default();
+        if !maps.is_empty() {
+            return (tid, maps);
+        }
+    }
+    (pid, Vec::new())
+}
+
+/// `pid`: the `/proc` entry the maps came from (the process, or one of its threads).
 fn mapping(pid: u32, map: MemoryMap, files: &mut FileTable) -> Option<Mapping> {
     let (start, end) = map.address;
     let object = match &map.pathname {
@@ -127,7 +160,7 @@ mod tests {
     #[test]
     fn captures_own_executable_mapping() {
         let mut files = FileTable::default();
-        let snapshot = ProcessSnapshot::capture(std::process::id(), &mut files);
+        let snapshot = ProcessSnapshot::capture(std::process::id(), 0, &mut files);
         assert!(!snapshot.name.is_empty());
         let here = captures_own_executable_mapping as *const () as u64;
         let mapping = snapshot.find(here).expect("our own code is mapped");
@@ -142,7 +175,7 @@ mod tests {
     #[test]
     fn a_missing_process_gives_an_empty_snapshot() {
         let mut files = FileTable::default();
-        let snapshot = ProcessSnapshot::capture(u32::MAX - 1, &mut files);
+        let snapshot = ProcessSnapshot::capture(u32::MAX - 1, 0, &mut files);
         assert!(snapshot.name.is_empty() && snapshot.mappings.is_empty());
     }
 

@@ -84,7 +84,8 @@ pub fn resolve_interval(
     symbolizer: &mut Symbolizer,
     labeler: &mut TraceLabeler,
 ) -> Vec<ResolvedSample> {
-    let snapshots = snapshots(&drained.samples, table);
+    let mut snapshots = snapshots(&drained.samples, table);
+    remap_unknown_addresses(drained, &mut snapshots, table);
     let mut files: HashMap<FileId, Arc<MappedFile>> = HashMap::new();
     let stacks: Vec<Vec<Site>> = drained
         .samples
@@ -173,6 +174,54 @@ fn snapshots(
             .or_insert_with(|| table.get_or_capture(key));
     }
     snapshots
+}
+
+/// Mapping reads for unknown addresses per drain, at most: bounds the `/proc` work of one drain
+/// on a host where many processes show addresses no mapping explains.
+const MAX_REMAPS_PER_DRAIN: usize = 64;
+
+/// Reads again the mappings of processes with a user address outside every known mapping (code
+/// mapped after their snapshot: `dlopen`, plugins, JIT), as far as the table says each is due.
+fn remap_unknown_addresses(
+    drained: &Drained,
+    snapshots: &mut HashMap<ProcessKey, Arc<ProcessSnapshot>>,
+    table: &Mutex<ProcessTable>,
+) {
+    let mut stale: Vec<ProcessKey> = Vec::new();
+    for (key, _) in &drained.samples {
+        let process = process_key(key);
+        if stale.contains(&process) || key.user_stack == NO_STACK {
+            continue;
+        }
+        let Some(stack) = drained.stacks.get(&key.user_stack) else {
+            continue;
+        };
+        let snapshot = &snapshots[&process];
+        let unknown = stack
+            .iter()
+            .enumerate()
+            .any(|(i, &ip)| snapshot.find(caller_adjusted(i, ip)).is_none());
+        if unknown {
+            stale.push(process);
+        }
+    }
+    if stale.is_empty() {
+        return;
+    }
+    let now = std::time::Instant::now();
+    let mut table = table
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let mut remapped = 0;
+    for process in stale {
+        if remapped == MAX_REMAPS_PER_DRAIN {
+            break;
+        }
+        if let Some(fresh) = table.remap(process, now) {
+            remapped += 1;
+            snapshots.insert(process, fresh);
+        }
+    }
 }
 
 /// Kernel frames then user frames, leaf first. Callers' return addresses are moved back by one
@@ -376,7 +425,7 @@ mod tests {
         let key = SampleKey {
             pid,
             tid: pid + 1,
-            pid_gen: 7,
+            pid_gen: 0,
             user_stack: 42,
             kernel_stack: NO_STACK,
             context: NO_CONTEXT,
@@ -431,7 +480,7 @@ mod tests {
         let key = SampleKey {
             pid: u32::MAX - 1,
             tid: 1,
-            pid_gen: 1,
+            pid_gen: 0,
             user_stack: NO_STACK,
             kernel_stack: 99, // missing from the stacks map
             context: NO_CONTEXT,
@@ -475,7 +524,7 @@ mod tests {
         let key = SampleKey {
             pid: u32::MAX - 1,
             tid: 1,
-            pid_gen: 1,
+            pid_gen: 0,
             user_stack: NO_STACK,
             kernel_stack: NO_STACK,
             context: 5,

@@ -30,8 +30,9 @@ use crate::{
     metrics::{ErrorKind, Health, Metrics, MetricsError, MetricsServer},
     preflight::{self, PreflightError},
     process::{
-        ProcessKey, ProcessSnapshot, ProcessTable,
+        Liveness, ProcessKey, ProcessSnapshot, ProcessTable,
         cgroup_targets::{self, CgroupTargetError},
+        liveness,
     },
     profile::{IntervalMeta, ProfileWriter, Retention, TraceStore},
     tracectx::{TlsTracker, kernel_btf},
@@ -51,6 +52,8 @@ pub enum RecordError {
     Cgroup(#[from] CgroupTargetError),
     #[error("starting the BPF sampler failed")]
     Start(#[source] BpfError),
+    #[error(transparent)]
+    KernelBtf(#[from] crate::tracectx::kernel_btf::KernelBtfError),
     #[error("draining the BPF maps failed")]
     Drain(#[source] BpfError),
     #[error("setting up signal handling failed")]
@@ -112,6 +115,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     };
 
     let trace = trace_options(args);
+    let task = kernel_btf::task_offsets(&preflight::kernel_btf_path())?;
     let options = SamplerOptions {
         frequency: args.frequency,
         targets: args.pids.clone(),
@@ -119,6 +123,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         include_idle: args.include_idle,
         kernel_stacks: !args.no_kernel_stacks,
         trace,
+        task,
     };
     let mut sampler = Sampler::start(&options).map_err(RecordError::Start)?;
     metrics.health.set_attached();
@@ -233,7 +238,14 @@ impl Control {
 struct TlsState {
     tracker: TlsTracker,
     located: HashMap<u32, u64>,
+    /// Drains since the last check of `located` against `/proc`.
+    drains_since_sweep: u32,
 }
+
+/// Drains between two checks of the trace-context state against `/proc`, for processes whose
+/// end the BPF program could not report: a location left in the BPF map would otherwise be
+/// followed in a later process that reuses the PID.
+const TLS_SWEEP_EVERY: u32 = 6;
 
 /// Trace-context settings, or `None` when disabled by flag or impossible on this kernel.
 fn trace_options(args: &RecordArgs) -> Option<TraceOptions> {
@@ -349,6 +361,29 @@ impl Recording {
         }
     }
 
+    /// Forgets the trace-context state of process images that `/proc` says are gone.
+    fn sweep_tls(&mut self) {
+        let Some(tls) = &mut self.tls else { return };
+        tls.drains_since_sweep += 1;
+        if tls.drains_since_sweep < TLS_SWEEP_EVERY {
+            return;
+        }
+        tls.drains_since_sweep = 0;
+        let gone: Vec<ProcessKey> = tls
+            .located
+            .iter()
+            .map(|(&pid, &pid_gen)| ProcessKey { pid, pid_gen })
+            .filter(|key| liveness(key.pid, key.pid_gen) == Liveness::Gone)
+            .collect();
+        for key in gone {
+            self.forget_tls(key);
+        }
+        if let Some(tls) = &mut self.tls {
+            tls.tracker
+                .retain(|key| liveness(key.pid, key.pid_gen) == Liveness::Running);
+        }
+    }
+
     /// Looks again at sampled processes without a location: a library with the variable may
     /// have been opened since their snapshot.
     fn retry_tls(&mut self, drained: &Drained) {
@@ -378,6 +413,7 @@ impl Recording {
         let drained = self.sampler.drain().map_err(RecordError::Drain)?;
         let epoch = self.lock_table().begin_drain();
         self.retry_tls(&drained);
+        self.sweep_tls();
         let counters = self.sampler.counters().map_err(RecordError::Drain)?;
         let cost = self.sampler.program_cost().unwrap_or_default();
         let frequency = self.sampler.frequency();

@@ -210,7 +210,7 @@ mod tests {
 
     fn own_file_offset(address: u64) -> (Arc<MappedFile>, u64) {
         let mut files = FileTable::default();
-        let snapshot = ProcessSnapshot::capture(std::process::id(), &mut files);
+        let snapshot = ProcessSnapshot::capture(std::process::id(), 0, &mut files);
         let mapping = snapshot.find(address).expect("own code is mapped");
         let MappingObject::File(file) = &mapping.object else {
             panic!("own code is file-backed")

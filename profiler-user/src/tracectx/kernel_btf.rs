@@ -1,7 +1,9 @@
-//! Where the kernel keeps a task's user thread pointer, from the kernel's BTF: aya emits no
-//! CO-RE relocations, so the BPF program gets this offset as configuration.
+//! Where the kernel keeps a task's user thread pointer, its process's identity and its thread
+//! group's live count, from the kernel's BTF: aya emits no CO-RE relocations, so the BPF program
+//! gets these offsets as configuration.
 
 use btf_rs::{Btf, Type};
+use profiler_common::TaskOffsets;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelBtfError {
@@ -13,6 +15,8 @@ pub enum KernelBtfError {
     },
     #[error("kernel BTF has no member {0} in task_struct")]
     NoMember(String),
+    #[error("kernel BTF has no member {0}: this kernel is older than the profiler supports (5.10)")]
+    NoIdentity(String),
     #[error("trace context reading is not supported on this architecture")]
     UnsupportedArch,
 }
@@ -36,12 +40,33 @@ pub fn tcb_dtv_offset() -> u32 {
 
 /// Byte offset of the user thread pointer in `task_struct`.
 pub fn thread_pointer_offset(btf_path: &str) -> Result<u32, KernelBtfError> {
-    let btf = Btf::from_file(btf_path).map_err(|source| KernelBtfError::Read {
-        path: btf_path.to_owned(),
-        source,
-    })?;
+    let btf = read(btf_path)?;
     let path = thread_pointer_path()?;
     member_offset(&btf, "task_struct", path).ok_or_else(|| KernelBtfError::NoMember(path.join(".")))
+}
+
+/// Offsets of the fields that give a process image its generation and tell when its thread
+/// group is gone.
+pub fn task_offsets(btf_path: &str) -> Result<TaskOffsets, KernelBtfError> {
+    let btf = read(btf_path)?;
+    let find = |structure: &str, path: &[&str]| {
+        member_offset(&btf, structure, path)
+            .ok_or_else(|| KernelBtfError::NoIdentity(format!("{structure}.{}", path.join("."))))
+    };
+    Ok(TaskOffsets {
+        group_leader: find("task_struct", &["group_leader"])?,
+        start_boottime: find("task_struct", &["start_boottime"])?,
+        self_exec_id: find("task_struct", &["self_exec_id"])?,
+        signal: find("task_struct", &["signal"])?,
+        signal_live: find("signal_struct", &["live", "counter"])?,
+    })
+}
+
+fn read(btf_path: &str) -> Result<Btf, KernelBtfError> {
+    Btf::from_file(btf_path).map_err(|source| KernelBtfError::Read {
+        path: btf_path.to_owned(),
+        source,
+    })
 }
 
 /// Offset in bytes of a nested member, following named members (and typedefs) of structs.
@@ -92,6 +117,29 @@ mod tests {
         let offset = thread_pointer_offset(path).unwrap();
         // task_struct is several KiB; the thread struct sits at its end.
         assert!(offset > 1000 && offset.is_multiple_of(8), "offset {offset}");
+    }
+
+    #[test]
+    fn finds_the_process_identity_in_this_kernel() {
+        let path = "/sys/kernel/btf/vmlinux";
+        if !std::path::Path::new(path).exists() {
+            eprintln!("skipped: no kernel BTF at {path}");
+            return;
+        }
+        let offsets = task_offsets(path).unwrap();
+        for offset in [
+            offsets.group_leader,
+            offsets.start_boottime,
+            offsets.self_exec_id,
+            offsets.signal,
+        ] {
+            assert!(offset > 0 && offset.is_multiple_of(8), "{offsets:?}");
+        }
+        // `live` follows the refcount at the start of signal_struct.
+        assert!(
+            offsets.signal_live >= 4 && offsets.signal_live < 64,
+            "{offsets:?}"
+        );
     }
 
     #[test]

@@ -71,6 +71,12 @@ impl TlsTracker {
         self.unresolved.remove(key);
     }
 
+    /// Keeps only the unresolved processes `keep` accepts (the recorder's sweep of processes
+    /// whose end was not reported).
+    pub fn retain(&mut self, keep: impl Fn(&ProcessKey) -> bool) {
+        self.unresolved.retain(|key, _| keep(key));
+    }
+
     /// Number of files known not to define the symbol, or to define it.
     pub fn files_checked(&self) -> usize {
         self.files.len()
@@ -135,7 +141,7 @@ mod tests {
     #[test]
     fn a_process_without_the_symbol_has_no_location_and_is_retried_later() {
         let mut files = FileTable::default();
-        let snapshot = ProcessSnapshot::capture(std::process::id(), &mut files);
+        let snapshot = ProcessSnapshot::capture(std::process::id(), 0, &mut files);
         let key = ProcessKey {
             pid: std::process::id(),
             pid_gen: 1,

@@ -1,0 +1,311 @@
+//! Process lifetimes on a long-running host: a main thread that exits before its workers, a PID
+//! reused by a fork without exec after such a process, and code mapped after a process was
+//! first seen (`dlopen`).
+//!
+//! They change what the host runs (`ns_last_pid`, whole-host recording), so they run one at a
+//! time ([`serial`]).
+
+use std::{
+    fs,
+    path::Path,
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail, ensure};
+use integration_tests::{
+    Fixture, LIFETIMES, LoggedRun, PLUGIN, Pprof, Sample, Want, describe_top_stacks,
+    read_checked_profiles, record_command, require_root, samples_of_pid, send_signal, serial,
+    total_count,
+};
+
+/// Bound on loading BPF and opening the perf events.
+const START_UP: Duration = Duration::from_secs(60);
+/// Bound on the profiler's wind-down after a signal.
+const WIND_DOWN: Duration = Duration::from_secs(60);
+const FREQUENCY: u32 = 99;
+const FREQUENCY_ARG: &str = "99";
+const READY: Duration = Duration::from_secs(10);
+/// The log line of an interval file written.
+const WROTE_LOG: &str = "profiler::recorder::pipeline: wrote ";
+
+/// Share of a process's samples whose leaf must be its hot function.
+const NAMED_SHARE: f64 = 0.9;
+
+/// Waits until the profiler has written `n` interval files in all.
+fn wait_for_intervals(profiler: &mut LoggedRun, n: usize) -> Result<()> {
+    profiler
+        .wait_for_log(Duration::from_secs(60), "interval files", |log| {
+            log.matches(WROTE_LOG).count() >= n
+        })
+        .map(drop)
+}
+
+/// Waits until `pid`'s main thread is a zombie (it called `pthread_exit`) while the process runs.
+fn wait_for_zombie_leader(pid: u32) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = format!("/proc/{pid}/status");
+    while Instant::now() < deadline {
+        let text = fs::read_to_string(&status).with_context(|| format!("reading {status}"))?;
+        if text
+            .lines()
+            .any(|l| l.starts_with("State:") && l.contains('Z'))
+        {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    bail!("the main thread of {pid} did not exit within 10 s")
+}
+
+/// The samples among `samples` whose leaf is `hot`, and their share of the count.
+fn leaf_share(samples: &[(&Pprof, &Sample)], hot: &str) -> (i64, i64) {
+    let total = total_count(samples);
+    let named: i64 = samples
+        .iter()
+        .filter(|(p, s)| p.has_leaf(s, Want::Exact(hot)))
+        .map(|(p, s)| p.count(s))
+        .sum();
+    (named, total)
+}
+
+fn ensure_named(samples: &[(&Pprof, &Sample)], hot: &str, what: &str) -> Result<()> {
+    let (named, total) = leaf_share(samples, hot);
+    println!("{what}: {hot} is the leaf of {named} of {total} samples");
+    ensure!(
+        total >= 20 && named as f64 >= total as f64 * NAMED_SHARE,
+        "{what}: {hot} is the leaf in {named} of {total} samples; top stacks:\n{}",
+        describe_top_stacks(samples, 5)
+    );
+    Ok(())
+}
+
+/// Samples of `pid` in the files that started after `after`.
+fn samples_after(
+    profiles: &[Pprof],
+    pid: u32,
+    after: std::time::SystemTime,
+) -> Vec<(&Pprof, &Sample)> {
+    let after = after
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64);
+    let later: Vec<&Pprof> = profiles
+        .iter()
+        .filter(|p| p.profile.time_nanos >= after)
+        .collect();
+    later
+        .into_iter()
+        .flat_map(|p| p.samples_of_pid(pid).map(move |s| (p, s)))
+        .collect()
+}
+
+#[test]
+fn a_process_whose_main_thread_exits_first_stays_named() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let _serial = serial();
+    let out = tempfile::tempdir()?;
+    let fixture = Fixture::spawn_ready(LIFETIMES, &["leader-exits"], READY)?;
+    let pid = fixture.pid();
+    let mut profiler = LoggedRun::spawn(record_command(
+        out.path(),
+        &[
+            "--pid",
+            &pid.to_string(),
+            "--frequency",
+            FREQUENCY_ARG,
+            "--interval",
+            "2",
+        ],
+    ))?;
+    profiler.wait_until_recording(START_UP)?;
+    // The process is known, with its main thread alive, before that thread leaves.
+    wait_for_intervals(&mut profiler, 1)?;
+    send_signal(pid, libc::SIGUSR1)?;
+    wait_for_zombie_leader(pid)?;
+    let left = std::time::SystemTime::now();
+    wait_for_intervals(&mut profiler, 4)?;
+    ensure!(
+        profiler.is_running()?,
+        "recording of --pid {pid} stopped when its main thread exited; log:\n{}",
+        profiler.log()
+    );
+    profiler.signal(libc::SIGINT)?;
+    profiler.wait(WIND_DOWN)?.ensure_success()?;
+    let profiles = read_checked_profiles(out.path(), FREQUENCY)?;
+    ensure_named(
+        &samples_after(&profiles, pid, left),
+        "worker_hot_fn",
+        "after the main thread's exit",
+    )
+}
+
+#[test]
+fn a_process_whose_main_thread_left_before_the_first_sample_is_named() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let _serial = serial();
+    let out = tempfile::tempdir()?;
+    let fixture = Fixture::spawn_ready(LIFETIMES, &["leader-exits"], READY)?;
+    let pid = fixture.pid();
+    send_signal(pid, libc::SIGUSR1)?;
+    wait_for_zombie_leader(pid)?;
+    let mut profiler = LoggedRun::spawn(record_command(
+        out.path(),
+        &[
+            "--pid",
+            &pid.to_string(),
+            "--frequency",
+            FREQUENCY_ARG,
+            "--interval",
+            "2",
+        ],
+    ))?;
+    profiler.wait_until_recording(START_UP)?;
+    wait_for_intervals(&mut profiler, 2)?;
+    profiler.signal(libc::SIGINT)?;
+    profiler.wait(WIND_DOWN)?.ensure_success()?;
+    let profiles = read_checked_profiles(out.path(), FREQUENCY)?;
+    ensure_named(
+        &samples_of_pid(&profiles, pid),
+        "worker_hot_fn",
+        "main thread gone before the first sample",
+    )
+}
+
+#[test]
+fn a_pid_reused_by_a_fork_without_exec_gets_its_own_mappings() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let _serial = serial();
+    let out = tempfile::tempdir()?;
+    // The first program is another file, so that its mappings cannot pass for the second's.
+    let first_program = out.path().join("first-program");
+    fs::copy(LIFETIMES, &first_program)?;
+    let first_program = first_program.to_string_lossy().into_owned();
+    let traces = out.path().join("profiles");
+    let mut profiler = LoggedRun::spawn(record_command(
+        &traces,
+        &["--frequency", FREQUENCY_ARG, "--interval", "2"],
+    ))?;
+    profiler.wait_until_recording(START_UP)?;
+
+    // A process whose main thread leaves first, sampled before and after, then killed.
+    let mut first = Fixture::spawn_ready(&first_program, &["leader-exits"], READY)?;
+    let pid = first.pid();
+    wait_for_intervals(&mut profiler, 1)?;
+    send_signal(pid, libc::SIGUSR1)?;
+    wait_for_zombie_leader(pid)?;
+    let written = profiler.log().matches(WROTE_LOG).count();
+    wait_for_intervals(&mut profiler, written + 1)?;
+    send_signal(pid, libc::SIGKILL)?;
+    first.wait(Duration::from_secs(10))?;
+
+    // A child forked without exec by another program takes the PID.
+    let mut child = None;
+    for _ in 0..20 {
+        let parent = Fixture::spawn_ready(LIFETIMES, &["fork-child", &pid.to_string()], READY)?;
+        let children = format!("/proc/{0}/task/{0}/children", parent.pid());
+        let forked: Option<u32> = fs::read_to_string(&children)?
+            .split_whitespace()
+            .next()
+            .and_then(|c| c.parse().ok());
+        if forked == Some(pid) {
+            child = Some(parent);
+            break;
+        }
+    }
+    let Some(_parent) = child else {
+        bail!("no forked child got PID {pid} in 20 tries");
+    };
+    let reused = std::time::SystemTime::now();
+    let written = profiler.log().matches(WROTE_LOG).count();
+    wait_for_intervals(&mut profiler, written + 3)?;
+    profiler.signal(libc::SIGINT)?;
+    profiler.wait(WIND_DOWN)?.ensure_success()?;
+
+    let profiles = read_checked_profiles(&traces, FREQUENCY)?;
+    let samples = samples_after(&profiles, pid, reused);
+    let foreign: Vec<String> = samples
+        .iter()
+        .flat_map(|(p, s)| p.frames(s))
+        .filter(|f| f.mapping == first_program)
+        .map(|f| f.function)
+        .collect();
+    ensure!(
+        foreign.is_empty(),
+        "samples of the forked child at PID {pid} named through the earlier process's \
+         mappings: {foreign:?}"
+    );
+    ensure_named(
+        &samples,
+        "forked_child_hot_fn",
+        "forked child on a reused PID",
+    )
+}
+
+#[test]
+fn a_library_opened_after_the_first_sample_is_named() -> Result<()> {
+    if !require_root() {
+        return Ok(());
+    }
+    let _serial = serial();
+    let out = tempfile::tempdir()?;
+    let fixture = Fixture::spawn_ready(LIFETIMES, &["dlopen", PLUGIN], READY)?;
+    let pid = fixture.pid();
+    // Without trace contexts: their periodic retry would read the mappings again too.
+    let mut profiler = LoggedRun::spawn(record_command(
+        out.path(),
+        &[
+            "--pid",
+            &pid.to_string(),
+            "--frequency",
+            FREQUENCY_ARG,
+            "--interval",
+            "2",
+            "--no-trace-context",
+        ],
+    ))?;
+    profiler.wait_until_recording(START_UP)?;
+    wait_for_intervals(&mut profiler, 1)?;
+    send_signal(pid, libc::SIGUSR1)?;
+    wait_for_mapping(pid, PLUGIN)?;
+    let opened = std::time::SystemTime::now();
+    let written = profiler.log().matches(WROTE_LOG).count();
+    wait_for_intervals(&mut profiler, written + 3)?;
+    profiler.signal(libc::SIGINT)?;
+    profiler.wait(WIND_DOWN)?.ensure_success()?;
+    let profiles = read_checked_profiles(out.path(), FREQUENCY)?;
+    let samples = samples_after(&profiles, pid, opened);
+    ensure_named(&samples, "plugin_hot_fn", "library opened with dlopen")?;
+    let plugin = fs::canonicalize(PLUGIN)?.to_string_lossy().into_owned();
+    let from_plugin = samples
+        .iter()
+        .filter(|(p, s)| p.frames(s).first().is_some_and(|f| f.mapping == plugin))
+        .count();
+    ensure!(
+        from_plugin > 0,
+        "no leaf frame's mapping is {plugin}: {}",
+        describe_top_stacks(&samples, 3)
+    );
+    Ok(())
+}
+
+/// Waits until `pid` maps `library`.
+fn wait_for_mapping(pid: u32, library: &str) -> Result<()> {
+    let name = Path::new(library)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if fs::read_to_string(format!("/proc/{pid}/maps"))?.contains(&name) {
+            return Ok(());
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    bail!("{pid} did not map {library} within 10 s")
+}
