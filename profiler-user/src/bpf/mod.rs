@@ -1,6 +1,7 @@
 //! Everything that talks to the kernel's BPF and perf subsystems: loading the object, opening
 //! the per-CPU perf events, draining the aggregation maps, reading counters and process events.
 
+pub mod cost;
 mod counters;
 mod drain;
 mod error;
@@ -8,12 +9,13 @@ mod events;
 mod perf_events;
 mod sampler;
 
+pub use cost::ProgramCost;
 pub use counters::CounterSnapshot;
 pub use drain::{Contexts, Drained, Stacks};
 pub use error::BpfError;
 pub use events::{Event, EventReader};
 pub use perf_events::{PerfEvents, period_ns};
-pub use sampler::{ProgramCost, Sampler, SamplerOptions, TraceOptions};
+pub use sampler::{Sampler, SamplerOptions, TraceOptions};
 
 /// The BPF object built by `build.rs` from the `profiler-ebpf` crate.
 pub(crate) static OBJECT: &[u8] =

@@ -8,7 +8,9 @@ use aya::{
 use profiler_common::{CONFIG_SYMBOL, Config, TaskOffsets, TlsLocation, maps, programs};
 
 use super::{
-    BpfError, CounterSnapshot, Drained, EventReader, PerfEvents, counters,
+    BpfError, CounterSnapshot, Drained, EventReader, PerfEvents,
+    cost::{self, CostMeter, ProgramCost},
+    counters,
     drain::{Drainer, HalfMaps},
 };
 
@@ -48,25 +50,9 @@ pub struct Sampler {
     counters: PerCpuArray<MapData, u64>,
     tls_targets: HashMap<MapData, u32, TlsLocation>,
     events: Option<EventReader>,
-    /// Keeps the kernel's run-time statistics of BPF programs on while held (Linux 5.8+).
-    _stats: Option<std::os::fd::OwnedFd>,
+    /// The kernel-side cost, measured in short windows of run-time statistics.
+    cost: CostMeter,
     ebpf: Ebpf,
-}
-
-/// Cumulative kernel-side cost of the sampling program.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ProgramCost {
-    pub run_time_ns: u64,
-    pub run_count: u64,
-}
-
-impl ProgramCost {
-    /// Mean run time per sample since `earlier`, in nanoseconds.
-    pub fn per_run_since(&self, earlier: &ProgramCost) -> Option<u64> {
-        let runs = self.run_count.checked_sub(earlier.run_count)?;
-        let time = self.run_time_ns.checked_sub(earlier.run_time_ns)?;
-        (runs > 0).then(|| time / runs)
-    }
 }
 
 impl Sampler {
@@ -158,19 +144,18 @@ impl Sampler {
         let fd = sample.fd().map_err(program_error(programs::SAMPLE))?;
         let perf_events = PerfEvents::open(fd, &cpus, options.frequency)?;
 
-        // The cost per sample is reported in every interval's log; without stats it is unknown.
-        let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime)
-            .inspect_err(|err| tracing::debug!("BPF run-time statistics unavailable: {err}"))
-            .ok();
-        Ok(Self {
+        let mut sampler = Self {
             perf_events,
             drainer,
             counters,
             tls_targets,
             events: Some(events),
-            _stats: stats,
+            cost: CostMeter::default(),
             ebpf,
-        })
+        };
+        // The first measurement window opens at once.
+        sampler.tick_cost();
+        Ok(sampler)
     }
 
     /// Takes everything aggregated since the last drain.
@@ -200,13 +185,30 @@ impl Sampler {
         self.events.take()
     }
 
-    /// Cumulative run time and run count of the sampling program, when the kernel keeps them.
-    pub fn program_cost(&self) -> Option<ProgramCost> {
-        let info = self.ebpf.program(programs::SAMPLE)?.info().ok()?;
-        Some(ProgramCost {
-            run_time_ns: info.run_time().as_nanos() as u64,
-            run_count: info.run_count(),
-        })
+    /// Estimated cumulative run time and run count of the sampling program (see
+    /// [`super::cost`]), once a measurement window has closed.
+    pub fn program_cost(&mut self) -> Option<ProgramCost> {
+        let runs = cost::runs(&self.counters().ok()?);
+        self.cost.estimate(runs)
+    }
+
+    /// Opens or closes a measurement window of the kernel's run-time statistics when due; call
+    /// it about once a second.
+    pub fn tick_cost(&mut self) {
+        let program = self.ebpf.program(programs::SAMPLE);
+        let totals = || {
+            let info = program?.info().ok()?;
+            Some(ProgramCost {
+                run_time_ns: info.run_time().as_nanos() as u64,
+                run_count: info.run_count(),
+            })
+        };
+        let enable = || {
+            aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .inspect_err(|err| tracing::debug!("BPF run-time statistics unavailable: {err}"))
+                .ok()
+        };
+        self.cost.tick(std::time::Instant::now(), totals, enable);
     }
 
     /// Retunes the sampling rate of every CPU without reattaching the program.

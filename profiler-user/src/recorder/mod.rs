@@ -301,8 +301,9 @@ impl Recording {
                     guard.clear_ready();
                 }
                 _ = control.tick(), if self.control.is_some() => self.control()?,
-                _ = watch.tick(), if !targets.is_empty() => {
-                    if targets.all_exited() {
+                _ = watch.tick() => {
+                    self.sampler.tick_cost();
+                    if !targets.is_empty() && targets.all_exited() {
                         return Ok(StopReason::TargetsExited);
                     }
                 }
