@@ -1,20 +1,17 @@
 //! Double-buffered drain of the aggregation maps.
 //!
 //! The program writes into the half named by the `ACTIVE` map (an interval number; its low bit
-//! is the half). To drain, userspace points `ACTIVE` at the other half (the next number), waits out programs that read the old value (a program runs for
-//! microseconds with preemption off; the grace period is a thousand times that), then reads and
-//! clears the old half, which no program writes any more. No sample is lost and none is counted
-//! twice.
+//! is the half). To drain, userspace points `ACTIVE` at the other half (the next number), waits
+//! until every program run that may have read the old value has finished (a kernel guarantee:
+//! [`ProgramBarrier`]), then reads and clears the old half, which no program writes any more. No
+//! sample is lost and none is counted twice.
 
-use std::{collections::HashMap as StdHashMap, thread, time::Duration};
+use std::collections::HashMap as StdHashMap;
 
 use aya::maps::{Array, HashMap, MapData, MapError};
 use profiler_common::{SampleKey, SampleValue, StackTrace, TraceContext, maps};
 
-use super::BpfError;
-
-/// Wait after flipping halves before reading the old one.
-const GRACE_PERIOD: Duration = Duration::from_millis(10);
+use super::{BpfError, barrier::ProgramBarrier};
 
 /// Stacks by hash, innermost frame first.
 pub type Stacks = StdHashMap<u64, Box<[u64]>>;
@@ -41,6 +38,7 @@ pub(crate) struct HalfMaps {
 pub(crate) struct Drainer {
     maps: HalfMaps,
     active: Array<MapData, u32>,
+    barrier: ProgramBarrier,
     /// Interval number in `ACTIVE`; its low bit is the half being written.
     interval: u32,
 }
@@ -51,6 +49,7 @@ impl Drainer {
         Ok(Self {
             maps,
             active,
+            barrier: ProgramBarrier::new()?,
             interval: 0,
         })
     }
@@ -63,7 +62,7 @@ impl Drainer {
             .set(0, new, 0)
             .map_err(map_error(maps::ACTIVE))?;
         self.interval = new;
-        thread::sleep(GRACE_PERIOD);
+        self.barrier.wait_for_running_programs()?;
 
         let halves = &mut self.maps;
         let samples = take_all(&mut halves.counts[old]).map_err(map_error(maps::COUNTS[old]))?;

@@ -36,6 +36,12 @@ pub enum BpfError {
         #[source]
         source: io::Error,
     },
+    #[error("{call} failed")]
+    Syscall {
+        call: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("ioctl({request}) on the perf event of cpu {cpu} failed")]
     PerfIoctl {
         request: &'static str,

@@ -1,6 +1,7 @@
 //! Everything that talks to the kernel's BPF and perf subsystems: loading the object, opening
 //! the per-CPU perf events, draining the aggregation maps, reading counters and process events.
 
+mod barrier;
 pub mod cost;
 mod counters;
 mod drain;
