@@ -4,7 +4,8 @@
 //!
 //! Every test here changes what the whole host runs or sees (thousands of processes, a tmpfs,
 //! `ns_last_pid`, cgroups, a loaded CPU), so they run one at a time ([`serial`]). Each prints
-//! its measured figures (`cargo test -p integration-tests --test reliability -- --nocapture`).
+//! its measured figures (as root: `cargo test -p integration-tests --test reliability --
+//! --include-ignored --nocapture`).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -19,10 +20,10 @@ use chrono::Utc;
 use integration_tests::{
     C_CHAIN, CHURN_C, CHURN_HOT_FN, Fixture, HOT_C, HOT_RUST, LoggedRun, MemoryWatch,
     MountNsProcess, Pprof, RUST_CHAIN, STACKS_C, STACKS_LEAF, Sample, TestCgroup, Tmpfs, Want,
-    check_fixture_mapping, check_hot_chain, comm_of, describe_top_stacks, free_local_address,
-    http_get, leftover_temp_files, log_field, log_lines, log_lines_with, metric_value, online_cpus,
-    proc_status_kib, profile_end, profile_start, read_checked_profiles, record_command,
-    require_root, samples_of_pid, seconds_between, send_signal, serial, spawn_with_pid,
+    assert_root, check_fixture_mapping, check_hot_chain, comm_of, describe_top_stacks,
+    free_local_address, http_get, leftover_temp_files, log_field, log_lines, log_lines_with,
+    metric_value, online_cpus, proc_status_kib, profile_end, profile_start, read_checked_profiles,
+    record_command, samples_of_pid, seconds_between, send_signal, serial, spawn_with_pid,
     total_count,
 };
 
@@ -58,10 +59,9 @@ const RSS_BOUND_KIB: u64 = 200 * 1024;
 const CHURN_NAMED_SHARE: f64 = 0.80;
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn process_churn_keeps_the_profiler_up_bounded_and_naming() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let out = tempfile::tempdir()?;
     let mut profiler = LoggedRun::spawn(record_command(
@@ -190,10 +190,9 @@ fn process_churn_keeps_the_profiler_up_bounded_and_naming() -> Result<()> {
 // 2. A target killed with SIGKILL mid-record
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn a_target_killed_mid_record_ends_it_with_whole_named_files() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let mut fixture = Fixture::spawn(HOT_RUST, &[])?;
     let out = tempfile::tempdir()?;
@@ -262,10 +261,9 @@ fn a_target_killed_mid_record_ends_it_with_whole_named_files() -> Result<()> {
 // 3. A PID reused by a new process
 
 #[test]
+#[ignore = "needs root: sets ns_last_pid and loads BPF programs"]
 fn a_reused_pid_keeps_each_process_its_own_names() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let out = tempfile::tempdir()?;
     // One long interval: both processes most likely land in the same file.
@@ -371,10 +369,9 @@ const WRITE_FREQUENCY: u32 = 999;
 const SIGTERM_OFFSETS_MS: [u64; 10] = [0, 1, 2, 3, 5, 8, 12, 20, 35, 60];
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn sigterm_during_a_write_leaves_whole_files_and_the_last_interval() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let _load = (0..online_cpus())
         .map(|_| Fixture::spawn(STACKS_C, &[]))
@@ -482,10 +479,9 @@ fn wait_for_first_write(dir: &Path, timeout: Duration) -> Result<bool> {
 // 5. A full disk that recovers
 
 #[test]
+#[ignore = "needs root: mounts a tmpfs and loads BPF programs"]
 fn a_full_disk_drops_intervals_and_writing_resumes_when_room_returns() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let fixture = Fixture::spawn(HOT_C, &[])?;
     let disk = Tmpfs::mount("1m")?;
@@ -630,10 +626,9 @@ const CONTAINER_ID: &str = "4d2f9b7e1c3a5f8d0b2e4c6a8f1d3b5e7c9a2f4d6b8e0c1a3f5d
 const POD_UID: &str = "7b1e3d5f-9a2c-4e6b-8d0f-1a3c5e7b9d2f";
 
 #[test]
+#[ignore = "needs root: mounts in a new mount namespace and loads BPF programs"]
 fn a_binary_only_in_its_mount_namespace_is_named_and_labelled() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let cgroup = TestCgroup::kubernetes_containerd(CONTAINER_ID, POD_UID)?;
     let process = MountNsProcess::spawn(Path::new(HOT_C), Some(&cgroup.procs_file()?), &[])?;

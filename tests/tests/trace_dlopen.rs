@@ -19,11 +19,11 @@ use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, Utc};
 use integration_tests::{
     Fixture, IndexExpectation, Pprof, Running, SERVICE_NAME_LABEL, SPAN_DLOPEN, Sample,
-    TEST_FREQUENCY, TRACE_DLOPEN, TRACED_DLOPEN, TracedFn, Want, check_index, check_trace_file,
-    check_trace_label_format, check_traced_fn, check_traced_fn_labels, check_untraced_fn,
-    count_where, describe_trace_labels, log_lines, profile_start, read_checked_profiles,
-    read_index, record_command, require_root, run_timeout, samples_of_pid, seconds_between,
-    send_signal, trace_file_ids, trace_id_of, utc,
+    TEST_FREQUENCY, TRACE_DLOPEN, TRACED_DLOPEN, TracedFn, Want, assert_root, check_index,
+    check_trace_file, check_trace_label_format, check_traced_fn, check_traced_fn_labels,
+    check_untraced_fn, count_where, describe_trace_labels, log_lines, profile_start,
+    read_checked_profiles, read_index, record_command, run_timeout, samples_of_pid,
+    seconds_between, send_signal, trace_file_ids, trace_id_of, utc,
 };
 
 /// Length of the recording: the dlopen, the profiler's retry, and two intervals after it.
@@ -65,19 +65,17 @@ const TLS_DTV: u32 = 2;
 const NO_OPTIONAL_STATIC_TLS: (&str, &str) = ("GLIBC_TUNABLES", "glibc.rtld.optional_static_tls=0");
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn a_library_opened_later_is_found() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     // Static TLS surplus or DTV, whichever this glibc chooses.
     check_dlopen(&[], &[TLS_STATIC, TLS_DTV])
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn a_library_opened_later_in_dynamic_tls_is_found() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     check_dlopen(&[NO_OPTIONAL_STATIC_TLS], &[TLS_DTV])
         .context("library TLS in glibc's DTV (glibc.rtld.optional_static_tls=0)")
 }
