@@ -99,6 +99,7 @@ mod synthetic;
 mod system;
 mod trace_files;
 mod traces;
+mod wait;
 
 pub use adaptive::*;
 pub use binary::*;
@@ -117,3 +118,4 @@ pub use synthetic::*;
 pub use system::*;
 pub use trace_files::*;
 pub use traces::*;
+pub use wait::*;

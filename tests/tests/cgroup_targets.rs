@@ -1,7 +1,7 @@
 //! `--container ID` and `--cgroup PATH`: only the tasks of that cgroup (and of the cgroups below
 //! it) are sampled, filtered in the kernel.
 
-use std::{collections::BTreeSet, path::Path, thread, time::Duration};
+use std::{collections::BTreeSet, path::Path, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
@@ -33,7 +33,6 @@ fn container_and_cgroup_targets_sample_only_their_processes() -> Result<()> {
     let inside = Fixture::spawn(HOT_C, &[])?;
     let outside = Fixture::spawn(HOT_C, &[])?;
     cgroup.add(inside.pid())?;
-    thread::sleep(Duration::from_millis(200));
 
     // The container, named by a 12-digit prefix as `docker ps` shows it.
     let (_out, profiles) = record_target(&["--container", &CONTAINER_ID[..12]])?;

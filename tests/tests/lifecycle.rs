@@ -100,6 +100,7 @@ fn killed_target_ends_the_recording() -> Result<()> {
     let mut fixture = Fixture::spawn(HOT_C, &[])?;
     let out = tempfile::tempdir()?;
     let profiler = Running::spawn(record_pid_command(&fixture, out.path(), &[]))?;
+    // Once the sampling runs, ~2 s of samples before the kill (the stacks checked below).
     profiler.wait_until_sampling(START_UP);
     thread::sleep(Duration::from_secs(2));
     integration_tests::send_signal(fixture.pid(), libc::SIGKILL)?;
@@ -121,17 +122,20 @@ fn recording_lasts_until_every_target_exits() -> Result<()> {
     let mut cmd = record_pid_command(&first, out.path(), &[]);
     cmd.args(["--pid", &second.pid_arg()]);
     let mut profiler = Running::spawn(cmd)?;
+    // Once the sampling runs, ~2 s of samples of both before the first goes.
     profiler.wait_until_sampling(START_UP);
     thread::sleep(Duration::from_secs(2));
 
     integration_tests::send_signal(first.pid(), libc::SIGKILL)?;
     first.wait(Duration::from_secs(10))?;
-    // One target left: the profiler must keep recording it.
+    // One target left: the profiler must keep recording it. This sleep is the check: it must
+    // still run 3 s later.
     thread::sleep(Duration::from_secs(3));
     ensure!(
         profiler.is_running()?,
         "profiler stopped while a target still ran"
     );
+    // One more second of samples of the survivor alone.
     thread::sleep(Duration::from_secs(1));
     integration_tests::send_signal(second.pid(), libc::SIGKILL)?;
     second.wait(Duration::from_secs(10))?;

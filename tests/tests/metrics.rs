@@ -187,6 +187,7 @@ fn readiness_follows_the_output_directory() -> Result<()> {
         reason.contains("output directory"),
         "/readyz said {reason:?}"
     );
+    // Two intervals in which the writer fails again: readiness must not come back meanwhile.
     thread::sleep(Duration::from_secs(2 * INTERVAL_SECS));
     let still = http_get(address, "/readyz", STEP)?;
     ensure!(

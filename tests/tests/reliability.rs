@@ -24,7 +24,7 @@ use integration_tests::{
     free_local_address, http_get, leftover_temp_files, log_field, log_lines, log_lines_with,
     metric_value, online_cpus, proc_status_kib, profile_end, profile_start, read_checked_profiles,
     record_command, samples_of_pid, seconds_between, send_signal, serial, spawn_with_pid,
-    total_count,
+    total_count, wait_for_profile,
 };
 
 /// Bound on loading BPF and opening the perf events.
@@ -53,6 +53,8 @@ const CHURN_OVER: Duration = Duration::from_secs(62);
 const CHURN_HOT_MS: &str = "20";
 /// Launcher threads (each starts a process and waits for it).
 const CHURN_LAUNCHERS: usize = 4;
+/// Bound on the first interval file written after the churn (the interval is 5 s).
+const CHURN_DRAINED: Duration = Duration::from_secs(30);
 /// Bound on the profiler's peak resident size.
 const RSS_BOUND_KIB: u64 = 200 * 1024;
 /// Share of the churn processes' samples that must name their hot function.
@@ -78,8 +80,14 @@ fn process_churn_keeps_the_profiler_up_bounded_and_naming() -> Result<()> {
         CHURN_OVER,
         CHURN_LAUNCHERS,
     )?;
-    // The last processes' events and samples reach the profiler.
-    thread::sleep(Duration::from_secs(1));
+    // The last processes' samples reach the profiler: an interval file reaches past the churn.
+    let churn_ended = Utc::now();
+    wait_for_profile(
+        out.path(),
+        CHURN_DRAINED,
+        "interval file ending after the churn",
+        |p| profile_end(p) >= churn_ended,
+    )?;
     let alive = profiler.is_running()?;
     let peak_kib = proc_status_kib(profiler.pid(), "VmHWM");
     let rss = memory.stop();
@@ -209,6 +217,7 @@ fn a_target_killed_mid_record_ends_it_with_whole_named_files() -> Result<()> {
         ],
     ))?;
     profiler.wait_until_recording(START_UP)?;
+    // The time the target is recorded: its sample count is checked against it below.
     let recorded = Duration::from_secs(3);
     thread::sleep(recorded);
     let killed_at = Utc::now();
@@ -275,6 +284,7 @@ fn a_reused_pid_keeps_each_process_its_own_names() -> Result<()> {
 
     let mut first = Fixture::spawn(HOT_C, &[])?;
     let pid = first.pid();
+    // The first process runs 2 s: enough samples for its stacks and mapping, checked below.
     thread::sleep(Duration::from_secs(2));
     send_signal(pid, libc::SIGKILL)?;
     first.wait(Duration::from_secs(10))?;
@@ -387,6 +397,7 @@ fn sigterm_during_a_write_leaves_whole_files_and_the_last_interval() -> Result<(
         ))?;
         profiler.wait_until_recording(START_UP)?;
         let seen_writing = wait_for_first_write(out.path(), Duration::from_secs(30))?;
+        // The offset into the write is what each round varies (not a wait for anything).
         thread::sleep(Duration::from_millis(offset));
         let signalled_at = Utc::now();
         profiler.signal(libc::SIGTERM)?;
