@@ -27,10 +27,10 @@ fn example_binary_exports_the_symbol() {
         .join("examples/traced_worker");
     if !example.exists() {
         // `cargo test` builds examples, unless a filter like `--test exported_symbol` is given.
-        eprintln!(
-            "skipping: {} not built; run `cargo test -p profiler-marker` or `cargo build -p profiler-marker --example traced_worker`",
+        support::skip_or_fail(&format!(
+            "{} not built; run `cargo test -p profiler-marker` or `cargo build -p profiler-marker --example traced_worker`",
             example.display()
-        );
+        ));
         return;
     }
     support::assert_exports_tls_symbol(&example);

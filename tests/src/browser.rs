@@ -2,7 +2,6 @@
 //! DevTools protocol by the `headless_chrome` crate.
 
 use std::{
-    env,
     ffi::OsStr,
     fs,
     path::{Path, PathBuf},
@@ -14,23 +13,21 @@ use std::{
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use headless_chrome::{Browser as Chrome, LaunchOptions, Tab, protocol::cdp::Page};
 
+use crate::skip_or_fail;
+
 /// Where `cargo xtask setup` installs chromium (Debian's package).
 const CHROMIUM: &str = "/usr/bin/chromium";
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The chromium to drive, or `None` (after printing why) when it is missing outside CI; in CI
-/// (`CI=true`) a missing browser fails the test instead.
+/// The chromium to drive, or `None` when it is missing (a failure in CI: see [`skip_or_fail`]).
 pub fn require_chromium() -> Option<PathBuf> {
     let path = PathBuf::from(CHROMIUM);
     if path.exists() {
         return Some(path);
     }
-    let message =
-        format!("{CHROMIUM} is missing: run `cargo xtask setup` (Debian package chromium)");
-    if env::var("CI").as_deref() == Ok("true") {
-        panic!("{message}; a skipped test in CI is a failure");
-    }
-    eprintln!("skipped: {message}");
+    skip_or_fail(&format!(
+        "{CHROMIUM} is missing: run `cargo xtask setup` (Debian package chromium)"
+    ));
     None
 }
 

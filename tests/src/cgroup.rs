@@ -5,9 +5,12 @@ use std::{
     fs,
     path::{Path, PathBuf},
     sync::atomic::{AtomicUsize, Ordering},
+    time::Duration,
 };
 
 use anyhow::{Context, Result};
+
+use crate::wait_until;
 
 /// A cgroup hierarchy to create cgroups in: the cgroup2 mount, else the v1 `name=systemd` one.
 pub fn cgroup_root() -> Result<PathBuf> {
@@ -26,13 +29,17 @@ pub fn cgroup_root() -> Result<PathBuf> {
 
 /// Nested cgroups, removed innermost first when dropped (once their processes have exited).
 pub struct TestCgroup {
+    root: PathBuf,
     dirs: Vec<PathBuf>,
 }
 
 impl TestCgroup {
     /// Creates `root/path[0]/path[1]/...`; every segment must be new.
     pub fn create(root: &Path, path: &[&str]) -> Result<Self> {
-        let mut cgroup = Self { dirs: Vec::new() };
+        let mut cgroup = Self {
+            root: root.to_path_buf(),
+            dirs: Vec::new(),
+        };
         let mut dir = root.to_path_buf();
         for segment in path {
             dir.push(segment);
@@ -73,11 +80,22 @@ impl TestCgroup {
             .join("cgroup.procs"))
     }
 
-    /// Moves process `pid` into the innermost cgroup.
+    /// Moves process `pid` into the innermost cgroup, and returns once `/proc/<pid>/cgroup` says
+    /// it is there.
     pub fn add(&self, pid: u32) -> Result<()> {
         let procs = self.procs_file()?;
         fs::write(&procs, pid.to_string())
-            .with_context(|| format!("cannot move {pid} into {}", procs.display()))
+            .with_context(|| format!("cannot move {pid} into {}", procs.display()))?;
+        let dir = self.dirs.last().context("empty cgroup path")?;
+        // As `/proc/<pid>/cgroup` names it, at the end of a line: `0::/a/b` (v2) or
+        // `1:name=systemd:/a/b` (v1).
+        let path = format!(":/{}", dir.strip_prefix(&self.root)?.display());
+        let file = format!("/proc/{pid}/cgroup");
+        let what = format!("{path} in {file}");
+        wait_until(Duration::from_secs(10), &what, || {
+            let text = fs::read_to_string(&file).with_context(|| format!("reading {file}"))?;
+            Ok(text.lines().any(|line| line.ends_with(&path)).then_some(()))
+        })
     }
 }
 

@@ -2,8 +2,12 @@
 //! it with a timeout, spawn the fixtures of `tests/fixtures/`, decode the pprof files it writes
 //! and read stacks and labels out of them, and cross-check files with `go tool pprof`.
 //!
-//! Tests that load BPF call [`require_root`] first: it skips them on a developer's machine and
-//! fails them in CI (`CI=true`), where they must run.
+//! Tests that need root (most load BPF programs) are marked `#[ignore = "needs root: ..."]`, so a
+//! plain `cargo test` as a user lists them as ignored instead of passing them; `cargo xtask test`
+//! run as root adds `--include-ignored`, and refuses to run in CI (`CI=true`) without root. Each
+//! calls [`assert_root`] first, so one run by a user with `--include-ignored` fails and says why.
+//! A test that cannot run for want of a tool calls [`skip_or_fail`]: a failure in CI, a skip
+//! printed on the terminal elsewhere.
 
 pub use profiler::profile::proto::{Function, Label, Line, Location, Mapping, Profile, Sample};
 
@@ -49,24 +53,41 @@ pub const TEST_FREQUENCY: u32 = 99;
 // ---------------------------------------------------------------------------------------------
 // Privileges
 
-/// Whether a test that needs root may run. Not root: prints a "skipped" line and returns false,
-/// except in CI (`CI=true`), where a skipped test would hide a failure, so it panics.
-pub fn require_root() -> bool {
+/// Panics unless the test runs as root. Tests that need root are ignored unless asked for
+/// (`--include-ignored`, as `cargo xtask test` does as root): asked for by a user, they fail here
+/// with the reason instead of failing later, or passing, for the wrong one.
+pub fn assert_root() {
     // SAFETY: geteuid has no preconditions and cannot fail.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "{} needs root (see its #[ignore] reason): run `cargo xtask test` as root",
+            current_test()
+        );
     }
-    let test = thread::current().name().unwrap_or("this test").to_owned();
-    if env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs root, and CI=true: a skipped test in CI is a failure");
-    }
-    eprintln!(
-        "skipped: needs root ({test} loads BPF programs; run `cargo xtask test` or the tests as root)"
-    );
-    false
 }
 
-use std::{env, thread};
+/// For a test that cannot run here (a tool is missing: `why` says which and what to do). In CI
+/// (`CI=true`) it panics: a skipped test there would hide a failure. Elsewhere it prints a
+/// `skipped:` line straight to the terminal (past the test harness's capture, which would hide
+/// it) and returns; the test then returns too.
+pub fn skip_or_fail(why: &str) {
+    let test = current_test();
+    if env::var("CI").as_deref() == Ok("true") {
+        panic!("{test}: {why} (CI=true: a skipped test in CI is a failure)");
+    }
+    let _ = writeln!(io::stderr(), "skipped: {test}: {why}");
+}
+
+/// The name of the running test (the harness names each test's thread after it).
+fn current_test() -> String {
+    thread::current().name().unwrap_or("this test").to_owned()
+}
+
+use std::{
+    env,
+    io::{self, Write},
+    thread,
+};
 
 mod adaptive;
 mod binary;
@@ -85,6 +106,7 @@ mod synthetic;
 mod system;
 mod trace_files;
 mod traces;
+mod wait;
 
 pub use adaptive::*;
 pub use binary::*;
@@ -103,3 +125,4 @@ pub use synthetic::*;
 pub use system::*;
 pub use trace_files::*;
 pub use traces::*;
+pub use wait::*;

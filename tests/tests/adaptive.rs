@@ -15,10 +15,10 @@ use anyhow::{Context, Result, ensure};
 use integration_tests::{
     AdaptiveOutput, BASELINE_HZ, Burners, CAPTURE_ENDED_LOG, CAPTURE_HZ, CAPTURE_STARTED_LOG,
     Fixture, HOT_C, HostCpu, INCIDENT_WRITTEN_LOG, RunOutput, Running, adaptive_record_command,
-    capture_frequency_at_end, check_sample_weights, comments, cpu_nanos, frequency_at_end,
-    incident_file_time, log_lines_with, log_messages, log_rate_changes, log_recording_started,
-    online_cpus, process_cpu_nanos, profile_end, profile_start, rates_in_force, require_root, run,
-    run_timeout, sample_count, samples_of_pid, seconds_between, serial, utc,
+    assert_root, capture_frequency_at_end, check_sample_weights, comments, cpu_nanos,
+    frequency_at_end, incident_file_time, log_lines_with, log_messages, log_rate_changes,
+    log_recording_started, online_cpus, process_cpu_nanos, profile_end, profile_start,
+    rates_in_force, run, run_timeout, sample_count, samples_of_pid, seconds_between, serial, utc,
     wait_for_exit_unreaped,
 };
 
@@ -72,10 +72,9 @@ fn check_fixed_rate(files: &AdaptiveOutput, output: &RunOutput, hz: u64) -> Resu
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn a_calm_host_stays_at_the_baseline() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let out = tempfile::tempdir()?;
     let before = HostCpu::read()?;
@@ -95,10 +94,9 @@ fn a_calm_host_stays_at_the_baseline() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn cpu_burners_trigger_one_incident_at_the_capture_rate() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let cpus = online_cpus();
     let mut burners = Burners::start(cpus)?;
@@ -264,10 +262,9 @@ fn cpu_burners_trigger_one_incident_at_the_capture_rate() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn an_absurd_budget_drives_the_rate_to_the_minimum_and_recording_goes_on() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let out = tempfile::tempdir()?;
     // 99 -> 49 -> 24 -> 12 -> 6 -> 3 -> 1: six steps at least 3 s apart, after the first
@@ -363,10 +360,9 @@ fn an_absurd_budget_drives_the_rate_to_the_minimum_and_recording_goes_on() -> Re
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn cpu_time_stays_true_across_rate_changes() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     // One core busy for 14 s, recorded by --pid while the governor halves the rate every 3 s.
     let mut fixture = Fixture::spawn(HOT_C, &["14"])?;
@@ -440,10 +436,9 @@ fn cpu_time_stays_true_across_rate_changes() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn no_adaptive_keeps_the_rate_fixed() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let cpus = online_cpus();
     let mut burners = Burners::start(cpus)?;

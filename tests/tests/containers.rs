@@ -2,16 +2,15 @@
 //! containerd name them (systemd driver) is labelled with its container ID and pod UID.
 
 use anyhow::{Result, ensure};
-use integration_tests::{Fixture, HOT_C, TestCgroup, record_fixture, require_root, samples_of_pid};
+use integration_tests::{Fixture, HOT_C, TestCgroup, assert_root, record_fixture, samples_of_pid};
 
 const CONTAINER_ID: &str = "9e3c6a1b5d7f4e2a8c0b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c3e5b7d9f1a3c";
 const POD_UID: &str = "0c1d2e3f-4a5b-4c6d-8e7f-9a0b1c2d3e4f";
 
 #[test]
+#[ignore = "needs root: creates cgroups and loads BPF programs"]
 fn a_process_in_a_pod_container_carries_its_ids() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let cgroup = TestCgroup::kubernetes_containerd(CONTAINER_ID, POD_UID)?;
     let fixture = Fixture::spawn(HOT_C, &[])?;
     cgroup.add(fixture.pid())?;

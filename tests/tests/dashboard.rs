@@ -6,8 +6,8 @@ use std::{net::SocketAddr, path::Path, thread, time::Duration};
 
 use anyhow::{Result, ensure};
 use integration_tests::{
-    Browser, C_TRACED, Fixture, Running, TRACED_EXE, free_local_address, http_get,
-    profiler_command, record_fixture, require_chromium, require_root, target_dir,
+    Browser, C_TRACED, Fixture, Running, TRACED_EXE, assert_root, free_local_address, http_get,
+    profiler_command, record_fixture, require_chromium, target_dir,
 };
 
 const READY: Duration = Duration::from_secs(30);
@@ -29,10 +29,9 @@ fn serve(dir: &Path, address: SocketAddr) -> Result<Running> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn the_dashboard_leads_from_a_trace_id_to_its_flame_graph() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let Some(chromium) = require_chromium() else {
         return Ok(());
     };

@@ -5,7 +5,8 @@
 //!
 //! No root needed. The linters come from `cargo xtask setup` (a venv under the target directory;
 //! `cargo xtask test` passes its `bin` in `PROFILER_DEPLOY_TOOLS`). A missing tool skips a test
-//! with the reason on a developer's machine, and fails it in CI (`CI=true`).
+//! with the reason on a developer's machine, and fails it in CI (`CI=true`): see
+//! `integration_tests::skip_or_fail`.
 
 use std::{
     collections::BTreeSet,
@@ -14,6 +15,7 @@ use std::{
     process::Command,
 };
 
+use integration_tests::skip_or_fail;
 use serde_json::Value;
 
 /// The newest version the pinned kubernetes-validate (xtask/src/deploy_tools.rs) knows.
@@ -378,15 +380,10 @@ fn present(path: PathBuf) -> Option<PathBuf> {
     if path.is_file() {
         return Some(path);
     }
-    let test = std::thread::current()
-        .name()
-        .unwrap_or("this test")
-        .to_owned();
-    let why = format!("{} is missing: run `cargo xtask setup`", path.display());
-    if env::var("CI").as_deref() == Ok("true") {
-        panic!("{test}: {why} (CI=true: a skipped test in CI is a failure)");
-    }
-    eprintln!("skipped: {test}: {why}");
+    skip_or_fail(&format!(
+        "{} is missing: run `cargo xtask setup`",
+        path.display()
+    ));
     None
 }
 

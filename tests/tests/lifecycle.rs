@@ -4,9 +4,9 @@ use std::{path::Path, thread, time::Duration};
 
 use anyhow::{Result, ensure};
 use integration_tests::{
-    C_CHAIN, Fixture, HOT_C, Pprof, RunOutput, Running, TEST_FREQUENCY, Tmpfs, check_go_pprof,
-    check_hot_chain, leftover_temp_files, read_checked_profiles, record_command, require_root, run,
-    run_timeout, samples_of_pid, total_count,
+    C_CHAIN, Fixture, HOT_C, Pprof, RunOutput, Running, TEST_FREQUENCY, Tmpfs, assert_root,
+    check_go_pprof, check_hot_chain, leftover_temp_files, read_checked_profiles, record_command,
+    run, run_timeout, samples_of_pid, total_count,
 };
 
 /// Bound on the profiler's own wind-down after its last target is gone or a signal arrived.
@@ -15,18 +15,16 @@ const WIND_DOWN: Duration = Duration::from_secs(60);
 const START_UP: Duration = Duration::from_secs(60);
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn sigterm_writes_the_partial_interval() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     signal_writes_the_partial_interval(libc::SIGTERM)
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn sigint_writes_the_partial_interval() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     signal_writes_the_partial_interval(libc::SIGINT)
 }
 
@@ -53,10 +51,9 @@ fn signal_writes_the_partial_interval(signal: i32) -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn duration_ends_the_recording_in_interval_files() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let fixture = Fixture::spawn(HOT_C, &[])?;
     let out = tempfile::tempdir()?;
     let cmd = record_pid_command(
@@ -80,10 +77,9 @@ fn duration_ends_the_recording_in_interval_files() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn target_exiting_ends_the_recording() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     // A lifetime of a few seconds: long enough to outlive the profiler's start-up.
     let mut fixture = Fixture::spawn(HOT_C, &["5"])?;
     let out = tempfile::tempdir()?;
@@ -98,13 +94,13 @@ fn target_exiting_ends_the_recording() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn killed_target_ends_the_recording() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let mut fixture = Fixture::spawn(HOT_C, &[])?;
     let out = tempfile::tempdir()?;
     let profiler = Running::spawn(record_pid_command(&fixture, out.path(), &[]))?;
+    // Once the sampling runs, ~2 s of samples before the kill (the stacks checked below).
     profiler.wait_until_sampling(START_UP);
     thread::sleep(Duration::from_secs(2));
     integration_tests::send_signal(fixture.pid(), libc::SIGKILL)?;
@@ -117,27 +113,29 @@ fn killed_target_ends_the_recording() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn recording_lasts_until_every_target_exits() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let mut first = Fixture::spawn(HOT_C, &[])?;
     let mut second = Fixture::spawn(HOT_C, &[])?;
     let out = tempfile::tempdir()?;
     let mut cmd = record_pid_command(&first, out.path(), &[]);
     cmd.args(["--pid", &second.pid_arg()]);
     let mut profiler = Running::spawn(cmd)?;
+    // Once the sampling runs, ~2 s of samples of both before the first goes.
     profiler.wait_until_sampling(START_UP);
     thread::sleep(Duration::from_secs(2));
 
     integration_tests::send_signal(first.pid(), libc::SIGKILL)?;
     first.wait(Duration::from_secs(10))?;
-    // One target left: the profiler must keep recording it.
+    // One target left: the profiler must keep recording it. This sleep is the check: it must
+    // still run 3 s later.
     thread::sleep(Duration::from_secs(3));
     ensure!(
         profiler.is_running()?,
         "profiler stopped while a target still ran"
     );
+    // One more second of samples of the survivor alone.
     thread::sleep(Duration::from_secs(1));
     integration_tests::send_signal(second.pid(), libc::SIGKILL)?;
     second.wait(Duration::from_secs(10))?;
@@ -221,10 +219,9 @@ fn record_with_disk_limit(fixture: &Fixture, out: &Path, max_mb: &str) -> Result
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn max_disk_mb_deletes_the_oldest_profiles_first() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let fixture = Fixture::spawn(HOT_C, &[])?;
     let out = tempfile::tempdir()?;
     // A left-over profile from an earlier run, older and larger than the whole allowance.
@@ -248,10 +245,9 @@ fn max_disk_mb_deletes_the_oldest_profiles_first() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: mounts a tmpfs and loads BPF programs"]
 fn a_full_disk_frees_the_oldest_profiles_and_recording_goes_on() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let fixture = Fixture::spawn(HOT_C, &[])?;
     let disk = Tmpfs::mount("1m")?;
     // An old profile fills the disk to the last byte.

@@ -3,17 +3,16 @@
 use anyhow::{Result, ensure};
 use integration_tests::{
     C_CHAIN, Fixture, HOT_C, HOT_RUST, Pprof, RUST_CHAIN, RUST_WORKER_THREAD, SYSCALLS_C, Sample,
-    Want, check_fixture_mapping, check_go_pprof, check_hot_chain, check_labels, count_where,
-    describe_top_stacks, record_fixture, require_root, samples_of_pid, total_count,
+    Want, assert_root, check_fixture_mapping, check_go_pprof, check_hot_chain, check_labels,
+    count_where, describe_top_stacks, record_fixture, samples_of_pid, total_count,
 };
 
 const SYSCALL_LOOP: Want = Want::Exact("fixture_syscall_loop");
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn c_fixture_stacks_labels_and_mapping() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let fixture = Fixture::spawn(HOT_C, &[])?;
     let out = tempfile::tempdir()?;
     let profiles = record_fixture(&fixture, out.path(), 4, &[])?;
@@ -35,10 +34,9 @@ fn c_fixture_stacks_labels_and_mapping() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn rust_fixture_stacks_labels_and_mapping() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let fixture = Fixture::spawn(HOT_RUST, &[])?;
     let out = tempfile::tempdir()?;
     let profiles = record_fixture(&fixture, out.path(), 4, &[])?;
@@ -73,10 +71,9 @@ fn rust_fixture_stacks_labels_and_mapping() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn syscall_fixture_has_named_kernel_frames_under_user_frames() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let fixture = Fixture::spawn(SYSCALLS_C, &[])?;
     let out = tempfile::tempdir()?;
     let profiles = record_fixture(&fixture, out.path(), 4, &[])?;
@@ -111,10 +108,9 @@ fn syscall_fixture_has_named_kernel_frames_under_user_frames() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn no_kernel_stacks_leaves_only_user_frames() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let fixture = Fixture::spawn(SYSCALLS_C, &[])?;
     let out = tempfile::tempdir()?;
     let profiles = record_fixture(&fixture, out.path(), 4, &["--no-kernel-stacks"])?;

@@ -4,7 +4,8 @@
 //!
 //! Every test here changes what the whole host runs or sees (thousands of processes, a tmpfs,
 //! `ns_last_pid`, cgroups, a loaded CPU), so they run one at a time ([`serial`]). Each prints
-//! its measured figures (`cargo test -p integration-tests --test reliability -- --nocapture`).
+//! its measured figures (as root: `cargo test -p integration-tests --test reliability --
+//! --include-ignored --nocapture`).
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -19,11 +20,11 @@ use chrono::Utc;
 use integration_tests::{
     C_CHAIN, CHURN_C, CHURN_HOT_FN, Fixture, HOT_C, HOT_RUST, LoggedRun, MemoryWatch,
     MountNsProcess, Pprof, RUST_CHAIN, STACKS_C, STACKS_LEAF, Sample, TestCgroup, Tmpfs, Want,
-    check_fixture_mapping, check_hot_chain, comm_of, describe_top_stacks, free_local_address,
-    http_get, leftover_temp_files, log_field, log_lines, log_lines_with, metric_value, online_cpus,
-    proc_status_kib, profile_end, profile_start, read_checked_profiles, record_command,
-    require_root, samples_of_pid, seconds_between, send_signal, serial, spawn_with_pid,
-    total_count,
+    assert_root, check_fixture_mapping, check_hot_chain, comm_of, describe_top_stacks,
+    free_local_address, http_get, leftover_temp_files, log_field, log_lines, log_lines_with,
+    metric_value, online_cpus, proc_status_kib, profile_end, profile_start, read_checked_profiles,
+    record_command, samples_of_pid, seconds_between, send_signal, serial, spawn_with_pid,
+    total_count, wait_for_profile,
 };
 
 /// Bound on loading BPF and opening the perf events.
@@ -52,16 +53,17 @@ const CHURN_OVER: Duration = Duration::from_secs(62);
 const CHURN_HOT_MS: &str = "20";
 /// Launcher threads (each starts a process and waits for it).
 const CHURN_LAUNCHERS: usize = 4;
+/// Bound on the first interval file written after the churn (the interval is 5 s).
+const CHURN_DRAINED: Duration = Duration::from_secs(30);
 /// Bound on the profiler's peak resident size.
 const RSS_BOUND_KIB: u64 = 200 * 1024;
 /// Share of the churn processes' samples that must name their hot function.
 const CHURN_NAMED_SHARE: f64 = 0.80;
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn process_churn_keeps_the_profiler_up_bounded_and_naming() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let out = tempfile::tempdir()?;
     let mut profiler = LoggedRun::spawn(record_command(
@@ -78,8 +80,14 @@ fn process_churn_keeps_the_profiler_up_bounded_and_naming() -> Result<()> {
         CHURN_OVER,
         CHURN_LAUNCHERS,
     )?;
-    // The last processes' events and samples reach the profiler.
-    thread::sleep(Duration::from_secs(1));
+    // The last processes' samples reach the profiler: an interval file reaches past the churn.
+    let churn_ended = Utc::now();
+    wait_for_profile(
+        out.path(),
+        CHURN_DRAINED,
+        "interval file ending after the churn",
+        |p| profile_end(p) >= churn_ended,
+    )?;
     let alive = profiler.is_running()?;
     let peak_kib = proc_status_kib(profiler.pid(), "VmHWM");
     let rss = memory.stop();
@@ -190,10 +198,9 @@ fn process_churn_keeps_the_profiler_up_bounded_and_naming() -> Result<()> {
 // 2. A target killed with SIGKILL mid-record
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn a_target_killed_mid_record_ends_it_with_whole_named_files() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let mut fixture = Fixture::spawn(HOT_RUST, &[])?;
     let out = tempfile::tempdir()?;
@@ -210,6 +217,7 @@ fn a_target_killed_mid_record_ends_it_with_whole_named_files() -> Result<()> {
         ],
     ))?;
     profiler.wait_until_recording(START_UP)?;
+    // The time the target is recorded: its sample count is checked against it below.
     let recorded = Duration::from_secs(3);
     thread::sleep(recorded);
     let killed_at = Utc::now();
@@ -262,10 +270,9 @@ fn a_target_killed_mid_record_ends_it_with_whole_named_files() -> Result<()> {
 // 3. A PID reused by a new process
 
 #[test]
+#[ignore = "needs root: sets ns_last_pid and loads BPF programs"]
 fn a_reused_pid_keeps_each_process_its_own_names() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let out = tempfile::tempdir()?;
     // One long interval: both processes most likely land in the same file.
@@ -277,6 +284,7 @@ fn a_reused_pid_keeps_each_process_its_own_names() -> Result<()> {
 
     let mut first = Fixture::spawn(HOT_C, &[])?;
     let pid = first.pid();
+    // The first process runs 2 s: enough samples for its stacks and mapping, checked below.
     thread::sleep(Duration::from_secs(2));
     send_signal(pid, libc::SIGKILL)?;
     first.wait(Duration::from_secs(10))?;
@@ -371,10 +379,9 @@ const WRITE_FREQUENCY: u32 = 999;
 const SIGTERM_OFFSETS_MS: [u64; 10] = [0, 1, 2, 3, 5, 8, 12, 20, 35, 60];
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn sigterm_during_a_write_leaves_whole_files_and_the_last_interval() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let _load = (0..online_cpus())
         .map(|_| Fixture::spawn(STACKS_C, &[]))
@@ -390,6 +397,7 @@ fn sigterm_during_a_write_leaves_whole_files_and_the_last_interval() -> Result<(
         ))?;
         profiler.wait_until_recording(START_UP)?;
         let seen_writing = wait_for_first_write(out.path(), Duration::from_secs(30))?;
+        // The offset into the write is what each round varies (not a wait for anything).
         thread::sleep(Duration::from_millis(offset));
         let signalled_at = Utc::now();
         profiler.signal(libc::SIGTERM)?;
@@ -482,10 +490,9 @@ fn wait_for_first_write(dir: &Path, timeout: Duration) -> Result<bool> {
 // 5. A full disk that recovers
 
 #[test]
+#[ignore = "needs root: mounts a tmpfs and loads BPF programs"]
 fn a_full_disk_drops_intervals_and_writing_resumes_when_room_returns() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let fixture = Fixture::spawn(HOT_C, &[])?;
     let disk = Tmpfs::mount("1m")?;
@@ -630,10 +637,9 @@ const CONTAINER_ID: &str = "4d2f9b7e1c3a5f8d0b2e4c6a8f1d3b5e7c9a2f4d6b8e0c1a3f5d
 const POD_UID: &str = "7b1e3d5f-9a2c-4e6b-8d0f-1a3c5e7b9d2f";
 
 #[test]
+#[ignore = "needs root: mounts in a new mount namespace and loads BPF programs"]
 fn a_binary_only_in_its_mount_namespace_is_named_and_labelled() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let cgroup = TestCgroup::kubernetes_containerd(CONTAINER_ID, POD_UID)?;
     let process = MountNsProcess::spawn(Path::new(HOT_C), Some(&cgroup.procs_file()?), &[])?;

@@ -13,11 +13,11 @@ use anyhow::{Context, Result, ensure};
 use integration_tests::{
     C_TRACED, C_UNTRACED, Fixture, IndexExpectation, MARKER_SERVICE, MARKER_TRACED,
     MARKER_WORKER_THREAD, MIN_FUNCTION_SAMPLES, Pprof, Sample, TRACE_D, TRACED_EXE, TRACED_GD,
-    TRACED_TLSDESC, TracedFn, check_go_tagfocus, check_index, check_no_trace_labels,
+    TRACED_TLSDESC, TracedFn, assert_root, check_go_tagfocus, check_index, check_no_trace_labels,
     check_trace_absent, check_trace_file, check_trace_label_format, check_traced_fn,
     check_traced_fn_labels, check_untraced_fn, count_where, describe_trace_labels, go_pprof_top,
-    leaf_samples, read_index, record_fixture, require_root, samples_of_pid, total_count,
-    trace_file_ids, trace_id_of, traced_worker_bin,
+    leaf_samples, read_index, record_fixture, samples_of_pid, total_count, trace_file_ids,
+    trace_id_of, traced_worker_bin,
 };
 
 /// Long enough for a few hundred samples per thread at 99 Hz on 2 busy cores, in 2 s intervals.
@@ -26,26 +26,23 @@ const RECORD_SECONDS: u64 = 6;
 const READY: Duration = Duration::from_secs(30);
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn static_tls_in_the_executable() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     check_c_variant(TRACED_EXE).context("variable in the executable")
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn tlsdesc_in_a_shared_library() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     check_c_variant(TRACED_TLSDESC).context("variable in a -mtls-dialect=gnu2 library")
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn general_dynamic_in_a_shared_library() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     check_c_variant(TRACED_GD).context("variable in a -mtls-dialect=gnu library")
 }
 
@@ -74,10 +71,9 @@ fn check_c_variant(fixture_path: &str) -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn no_trace_context_flag_leaves_samples_unlabelled() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let mut fixture = Fixture::spawn_ready(TRACED_EXE, &[], READY)?;
     let out = tempfile::tempdir()?;
     let recording = record(&mut fixture, out.path(), &["--no-trace-context"])?;
@@ -108,10 +104,9 @@ fn no_trace_context_flag_leaves_samples_unlabelled() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn max_traces_per_interval_caps_labelled_traces() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let mut fixture = Fixture::spawn_ready(TRACED_EXE, &[], READY)?;
     let out = tempfile::tempdir()?;
     let recording = record(
@@ -155,10 +150,9 @@ fn max_traces_per_interval_caps_labelled_traces() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn marker_library_publishes_service_and_named_attributes() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let bin = traced_worker_bin()?;
     let bin = bin.to_str().context("marker example path is not UTF-8")?;
     // Its lifetime only bounds a leak: the fixture is killed when dropped.

@@ -19,19 +19,17 @@ use anyhow::{Context, Result, bail, ensure};
 use chrono::{DateTime, Utc};
 use integration_tests::{
     Fixture, IndexExpectation, Pprof, Running, SERVICE_NAME_LABEL, SPAN_DLOPEN, Sample,
-    TEST_FREQUENCY, TRACE_DLOPEN, TRACED_DLOPEN, TracedFn, Want, check_index, check_trace_file,
-    check_trace_label_format, check_traced_fn, check_traced_fn_labels, check_untraced_fn,
-    count_where, describe_trace_labels, log_lines, profile_start, read_checked_profiles,
-    read_index, record_command, require_root, run_timeout, samples_of_pid, seconds_between,
-    send_signal, trace_file_ids, trace_id_of, utc,
+    TEST_FREQUENCY, TRACE_DLOPEN, TRACED_DLOPEN, TracedFn, Want, assert_root, check_index,
+    check_trace_file, check_trace_label_format, check_traced_fn, check_traced_fn_labels,
+    check_untraced_fn, count_where, describe_trace_labels, log_lines, profile_start,
+    read_checked_profiles, read_index, record_command, run_timeout, samples_of_pid,
+    seconds_between, send_signal, trace_file_ids, trace_id_of, utc, wait_for_profile,
 };
 
 /// Length of the recording: the dlopen, the profiler's retry, and two intervals after it.
 const RECORD_SECONDS: u64 = 24;
 /// Interval length (`--interval`).
 const INTERVAL_SECONDS: u64 = 3;
-/// How long the fixture runs without the library once the profiler samples.
-const BEFORE_DLOPEN: Duration = Duration::from_secs(3);
 /// The profiler looks again at a process without a location this long after its last look
 /// (`RETRY_AFTER` in profiler-user/src/tracectx/tracker.rs), at the first interval end after it.
 const RETRY_SECONDS: f64 = 10.0;
@@ -46,6 +44,8 @@ const LATEST_DLOPEN_SECONDS: f64 = RETRY_SECONDS - 2.0;
 const READY: Duration = Duration::from_secs(30);
 const SAMPLING: Duration = Duration::from_secs(60);
 const DLOPEN: Duration = Duration::from_secs(10);
+/// Bound on the first interval file with the fixture's samples before the dlopen.
+const FIRST_FILE: Duration = Duration::from_secs(30);
 /// The library the fixture opens, as `/proc/<pid>/maps` names it.
 const LIBRARY: &str = "libotelctx_gnu2.so";
 
@@ -65,19 +65,17 @@ const TLS_DTV: u32 = 2;
 const NO_OPTIONAL_STATIC_TLS: (&str, &str) = ("GLIBC_TUNABLES", "glibc.rtld.optional_static_tls=0");
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn a_library_opened_later_is_found() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     // Static TLS surplus or DTV, whichever this glibc chooses.
     check_dlopen(&[], &[TLS_STATIC, TLS_DTV])
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn a_library_opened_later_in_dynamic_tls_is_found() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     check_dlopen(&[NO_OPTIONAL_STATIC_TLS], &[TLS_DTV])
         .context("library TLS in glibc's DTV (glibc.rtld.optional_static_tls=0)")
 }
@@ -116,9 +114,22 @@ fn check_dlopen(env: &[(&str, &str)], kinds: &[u32]) -> Result<()> {
             output.stderr
         );
     }
-    // The profiler has taken the process's first snapshot (it burns CPU, so it is sampled at
-    // once) before the library is there.
-    thread::sleep(BEFORE_DLOPEN);
+    // The profiler takes the process's first snapshot when it first samples it (it burns CPU,
+    // so at once), and names its frames from that snapshot: a file with a named sample of
+    // before_dlopen_fn shows the profiler has looked before the library is there.
+    wait_for_profile(
+        out.path(),
+        FIRST_FILE,
+        &format!(
+            "interval file with a sample of {} in {}",
+            fixture.pid(),
+            BEFORE.text()
+        ),
+        |p| {
+            p.samples_of_pid(fixture.pid())
+                .any(|s| p.has_leaf(s, BEFORE))
+        },
+    )?;
     send_signal(fixture.pid(), libc::SIGUSR1)?;
     let dlopened = wait_for_library(fixture.pid())?;
 

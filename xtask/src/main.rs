@@ -36,7 +36,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// Set up, then rustfmt check, clippy, release build and `cargo test` (all host packages).
+    /// Set up, then rustfmt check, clippy, release build and `cargo test` (all host packages);
+    /// as root with `--include-ignored`, which runs the tests that need root.
     Test {
         /// Extra arguments for `cargo test` (e.g. a test name filter), after `--`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]

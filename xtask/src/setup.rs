@@ -34,11 +34,13 @@ const BUILD_PACKAGES: [(&str, Probe); 4] = [
 ];
 
 /// What the tests need on top of the build.
-const TEST_PACKAGES: [(&str, Probe); 5] = [
+const TEST_PACKAGES: [(&str, Probe); 6] = [
     // `go tool pprof`: the external reader tests check profiles with.
     ("golang-go", Probe::File("/usr/bin/go")),
     // Builds the C test fixtures.
     ("gcc", Probe::Runs("gcc")),
+    // Compiles profiler-marker's C header as C++ (profiler-marker/tests/c_header.rs).
+    ("g++", Probe::Runs("g++")),
     // The venv of the deploy linters (deploy_tools.rs). Every package ships its copyright file,
     // even in images that leave out the rest of /usr/share/doc.
     (
