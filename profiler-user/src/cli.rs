@@ -111,6 +111,30 @@ pub struct RecordArgs {
     pub serve: Option<SocketAddr>,
     #[command(flatten)]
     pub adaptive: AdaptiveArgs,
+    #[command(flatten)]
+    pub maps: MapArgs,
+}
+
+/// Sizes of the BPF maps; by default derived from the CPU count, the highest rate the recording
+/// may use and the interval (see `bpf::sizing`).
+#[derive(Clone, Debug, Default, Args, PartialEq, Eq)]
+pub struct MapArgs {
+    /// Distinct (thread, stacks, context) entries per interval in the kernel.
+    #[arg(long, value_name = "N", env = "PROFILER_COUNTS_MAP_ENTRIES",
+          value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
+    pub counts_map_entries: Option<u32>,
+    /// Distinct stacks per interval in the kernel.
+    #[arg(long, value_name = "N", env = "PROFILER_STACKS_MAP_ENTRIES",
+          value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
+    pub stacks_map_entries: Option<u32>,
+    /// Processes the kernel remembers having announced.
+    #[arg(long, value_name = "N", env = "PROFILER_PROCESSES_MAP_ENTRIES",
+          value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
+    pub processes_map_entries: Option<u32>,
+    /// Size of the ring buffer of process events, in KiB (rounded up to a power of two pages).
+    #[arg(long, value_name = "KIB", env = "PROFILER_EVENTS_BUFFER_KIB",
+          value_parser = clap::value_parser!(u32).range(4..=1_048_576))]
+    pub events_buffer_kib: Option<u32>,
 }
 
 /// `profiler report`. Its flags have no `PROFILER_*` variables: a recorder's `PROFILER_PID`

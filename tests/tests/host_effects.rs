@@ -5,7 +5,7 @@
 use std::{fs, thread, time::Duration};
 
 use anyhow::{Context, Result, ensure};
-use integration_tests::{Fixture, HOT_C, LoggedRun, log_field, record_command, require_root};
+use integration_tests::{Fixture, HOT_C, LoggedRun, assert_root, log_field, record_command};
 
 const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 /// The log line of an interval file written.
@@ -44,10 +44,9 @@ fn counted_runs(pid: u32) -> Result<u64> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn bpf_statistics_are_off_outside_measurement_windows() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let before = stats_sysctl()?;
     let _busy = Fixture::spawn(HOT_C, &[])?;
     let out = tempfile::tempdir()?;

@@ -14,9 +14,8 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use integration_tests::{
-    Fixture, LIFETIMES, LoggedRun, PLUGIN, Pprof, Sample, Want, describe_top_stacks,
-    read_checked_profiles, record_command, require_root, samples_of_pid, send_signal, serial,
-    total_count,
+    Fixture, LIFETIMES, LoggedRun, PLUGIN, Pprof, Sample, Want, assert_root, describe_top_stacks,
+    read_checked_profiles, record_command, samples_of_pid, send_signal, serial, total_count,
 };
 
 /// Bound on loading BPF and opening the perf events.
@@ -100,10 +99,9 @@ fn samples_after(
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn a_process_whose_main_thread_exits_first_stays_named() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let out = tempfile::tempdir()?;
     let fixture = Fixture::spawn_ready(LIFETIMES, &["leader-exits"], READY)?;
@@ -142,10 +140,9 @@ fn a_process_whose_main_thread_exits_first_stays_named() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn a_process_whose_main_thread_left_before_the_first_sample_is_named() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let out = tempfile::tempdir()?;
     let fixture = Fixture::spawn_ready(LIFETIMES, &["leader-exits"], READY)?;
@@ -176,10 +173,9 @@ fn a_process_whose_main_thread_left_before_the_first_sample_is_named() -> Result
 }
 
 #[test]
+#[ignore = "needs root: sets ns_last_pid and loads BPF programs"]
 fn a_pid_reused_by_a_fork_without_exec_gets_its_own_mappings() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let out = tempfile::tempdir()?;
     // The first program is another file, so that its mappings cannot pass for the second's.
@@ -248,10 +244,9 @@ fn a_pid_reused_by_a_fork_without_exec_gets_its_own_mappings() -> Result<()> {
 }
 
 #[test]
+#[ignore = "needs root: loads BPF programs"]
 fn a_library_opened_after_the_first_sample_is_named() -> Result<()> {
-    if !require_root() {
-        return Ok(());
-    }
+    assert_root();
     let _serial = serial();
     let out = tempfile::tempdir()?;
     let fixture = Fixture::spawn_ready(LIFETIMES, &["dlopen", PLUGIN], READY)?;

@@ -7,8 +7,10 @@ mod counters;
 mod drain;
 mod error;
 mod events;
+pub mod map_memory;
 mod perf_events;
 mod sampler;
+pub mod sizing;
 
 pub use cost::ProgramCost;
 pub use counters::CounterSnapshot;

@@ -29,6 +29,8 @@ pub struct SamplerOptions {
     pub trace: Option<TraceOptions>,
     /// Where process identities live in kernel memory (`kernel_btf::task_offsets`).
     pub task: TaskOffsets,
+    /// Entries of the maps.
+    pub sizes: super::sizing::MapSizes,
 }
 
 /// Trace-context reading, fixed at load time.
@@ -78,10 +80,17 @@ impl Sampler {
         let max_traces = trace.max_traces.max(1);
         let mut loader = EbpfLoader::new();
         loader.override_global(CONFIG_SYMBOL, &config, true);
+        for (name, entries) in options.sizes.entries() {
+            loader.map_max_entries(name, entries);
+        }
         for half in 0..2 {
             loader.map_max_entries(maps::TRACES[half], max_traces);
-            // Several spans per trace are common; the limit that matters is on traces.
-            loader.map_max_entries(maps::CONTEXTS[half], max_traces.saturating_mul(4));
+            // Several spans per trace are common; the limit that matters is on traces. There
+            // cannot be more distinct contexts in an interval than counts entries.
+            let contexts = max_traces
+                .saturating_mul(4)
+                .min(options.sizes.counts.max(1));
+            loader.map_max_entries(maps::CONTEXTS[half], contexts);
         }
         let mut ebpf = loader.load(super::OBJECT).map_err(BpfError::Load)?;
 

@@ -117,6 +117,7 @@ pub struct Metrics {
     errors: Labelled,
     profiles_dropped: Counter,
     processes: Gauge,
+    bpf_map_bytes: Gauge,
     /// Liveness and readiness, for `/healthz` and `/readyz`.
     pub health: Health,
 }
@@ -143,6 +144,7 @@ impl Metrics {
             errors: Labelled::default(),
             profiles_dropped: Counter::default(),
             processes: Gauge::default(),
+            bpf_map_bytes: Gauge::default(),
             health,
         };
         let r = &mut registry;
@@ -237,6 +239,11 @@ impl Metrics {
             "Processes whose mappings are held for symbolization",
             metrics.processes.clone(),
         );
+        r.register(
+            "profiler_bpf_map_bytes",
+            "Kernel memory held by the BPF maps (charged to the memory cgroup, not in the RSS)",
+            metrics.bpf_map_bytes.clone(),
+        );
         r.register_collector(Box::new(OwnProcess));
         Self {
             registry,
@@ -282,6 +289,10 @@ impl Metrics {
 
     pub fn set_frequency(&self, hz: u64) {
         self.frequency.set(hz.try_into().unwrap_or(i64::MAX));
+    }
+
+    pub fn set_bpf_map_bytes(&self, bytes: u64) {
+        self.bpf_map_bytes.set(bytes.try_into().unwrap_or(i64::MAX));
     }
 
     pub fn set_processes(&self, processes: usize) {

@@ -21,6 +21,7 @@ use crate::adaptive::{
     controller::{Controller, ControllerConfig, Decision},
     signals::{CostReader, LoadReader},
 };
+use crate::bpf::sizing::{Load, MapSizes, SizeOverrides};
 use crate::{
     bpf::{
         BpfError, CounterSnapshot, Drained, Event, EventReader, ProgramCost, Sampler,
@@ -116,6 +117,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
 
     let trace = trace_options(args);
     let task = kernel_btf::task_offsets(&preflight::kernel_btf_path())?;
+    let sizes = map_sizes(args, highest);
     let options = SamplerOptions {
         frequency: args.frequency,
         targets: args.pids.clone(),
@@ -124,13 +126,19 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         kernel_stacks: !args.no_kernel_stacks,
         trace,
         task,
+        sizes,
     };
     let mut sampler = Sampler::start(&options).map_err(RecordError::Start)?;
     metrics.health.set_attached();
     metrics.set_frequency(args.frequency);
+    let map_bytes = crate::bpf::map_memory::held_bytes();
+    metrics.set_bpf_map_bytes(map_bytes);
     tracing::info!(
         cpus = sampler.cpus(),
         frequency = args.frequency,
+        bpf_map_mib = format!("{:.1}", map_bytes as f64 / (1 << 20) as f64),
+        counts_entries = sizes.counts,
+        stacks_entries = sizes.stacks,
         targets = ?args.pids,
         cgroups = ?cgroups.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
         output = %args.output_dir.display(),
@@ -246,6 +254,24 @@ struct TlsState {
 /// end the BPF program could not report: a location left in the BPF map would otherwise be
 /// followed in a later process that reuses the PID.
 const TLS_SWEEP_EVERY: u32 = 6;
+
+/// Map sizes for this recording: derived from the host and the rates, or set by flag.
+fn map_sizes(args: &RecordArgs, highest_hz: u64) -> MapSizes {
+    let cpus = aya::util::online_cpus().map_or(1, |online| online.len());
+    MapSizes::derive(
+        Load {
+            cpus: cpus as u32,
+            highest_hz,
+            interval_secs: args.interval,
+        },
+        SizeOverrides {
+            counts: args.maps.counts_map_entries,
+            stacks: args.maps.stacks_map_entries,
+            processes: args.maps.processes_map_entries,
+            events_kib: args.maps.events_buffer_kib,
+        },
+    )
+}
 
 /// Trace-context settings, or `None` when disabled by flag or impossible on this kernel.
 fn trace_options(args: &RecordArgs) -> Option<TraceOptions> {

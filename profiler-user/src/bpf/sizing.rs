@@ -1,0 +1,150 @@
+//! How large the BPF maps are made: from the CPU count, the highest rate a recording may use and
+//! its interval, so that a 64-CPU node at the capture rate does not drop samples for lack of
+//! room, while a small host does not reserve what it never fills. Each can be set by flag.
+
+use profiler_common::maps;
+
+/// What the sizes are derived from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Load {
+    pub cpus: u32,
+    /// The highest sampling rate the recording may use (a capture's, if adaptive).
+    pub highest_hz: u64,
+    pub interval_secs: u64,
+}
+
+/// Entries of each map (per half where the map has two).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MapSizes {
+    pub counts: u32,
+    pub stacks: u32,
+    pub processes: u32,
+    /// Bytes of the process-event ring buffer: a power of two, at least a page.
+    pub events_bytes: u32,
+}
+
+/// Sizes set by flag; `None` keeps the derived one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SizeOverrides {
+    pub counts: Option<u32>,
+    pub stacks: Option<u32>,
+    pub processes: Option<u32>,
+    pub events_kib: Option<u32>,
+}
+
+/// Least entries of the counts map: a calm host needs little, but the map must not be tiny.
+const MIN_COUNTS: u64 = 4_096;
+/// Most entries of the counts map by default (about 60 MiB of kernel memory for both halves).
+const MAX_COUNTS: u64 = 262_144;
+/// Stacks are stored once per interval and shared by every sample with that stack; a quarter of
+/// the samples is room for a host whose stacks are nearly all distinct for a quarter of its
+/// samples. Each entry holds 1 KiB, so they are sized more tightly than the counts.
+const STACKS_PER_SAMPLE_DIVISOR: u64 = 4;
+const MIN_STACKS: u64 = 2_048;
+const MAX_STACKS: u64 = 65_536;
+const DEFAULT_PROCESSES: u32 = 32_768;
+const DEFAULT_EVENTS_BYTES: u32 = 256 * 1024;
+
+impl MapSizes {
+    /// Every sample of an interval can make a new counts entry: room for all of them at the
+    /// highest rate, with a margin of a quarter for an interval that runs late.
+    pub fn derive(load: Load, overrides: SizeOverrides) -> Self {
+        let samples = u64::from(load.cpus.max(1)) * load.highest_hz * load.interval_secs.max(1);
+        let with_margin = samples + samples / 4;
+        let counts = with_margin.clamp(MIN_COUNTS, MAX_COUNTS) as u32;
+        let stacks = (with_margin / STACKS_PER_SAMPLE_DIVISOR).clamp(MIN_STACKS, MAX_STACKS) as u32;
+        let events_bytes = overrides.events_kib.map_or(DEFAULT_EVENTS_BYTES, |kib| {
+            ring_size(kib.saturating_mul(1024))
+        });
+        Self {
+            counts: overrides.counts.unwrap_or(counts),
+            stacks: overrides.stacks.unwrap_or(stacks),
+            processes: overrides.processes.unwrap_or(DEFAULT_PROCESSES),
+            events_bytes,
+        }
+    }
+
+    /// `(map name, max entries)` for the loader.
+    pub fn entries(&self) -> Vec<(&'static str, u32)> {
+        let mut entries = Vec::new();
+        for half in 0..2 {
+            entries.push((maps::COUNTS[half], self.counts));
+            entries.push((maps::STACKS[half], self.stacks));
+        }
+        entries.push((maps::PROCESSES, self.processes));
+        entries.push((maps::EVENTS, self.events_bytes));
+        entries
+    }
+}
+
+/// A ring buffer's size must be a power of two and a multiple of the page size.
+fn ring_size(bytes: u32) -> u32 {
+    // SAFETY: sysconf has no preconditions.
+    let page = u32::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
+    bytes
+        .max(page)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_node_at_the_capture_rate_has_room_for_every_sample() {
+        let sizes = MapSizes::derive(
+            Load {
+                cpus: 64,
+                highest_hz: 99,
+                interval_secs: 10,
+            },
+            SizeOverrides::default(),
+        );
+        // 63,360 samples an interval, plus a quarter.
+        assert_eq!(sizes.counts, 79_200);
+        assert_eq!(sizes.stacks, 19_800);
+    }
+
+    #[test]
+    fn a_small_host_keeps_the_floor_and_a_huge_one_the_ceiling() {
+        let small = MapSizes::derive(
+            Load {
+                cpus: 2,
+                highest_hz: 19,
+                interval_secs: 10,
+            },
+            SizeOverrides::default(),
+        );
+        assert_eq!((small.counts, small.stacks), (4_096, 2_048));
+        let huge = MapSizes::derive(
+            Load {
+                cpus: 512,
+                highest_hz: 999,
+                interval_secs: 60,
+            },
+            SizeOverrides::default(),
+        );
+        assert_eq!((huge.counts, huge.stacks), (262_144, 65_536));
+    }
+
+    #[test]
+    fn flags_win_and_the_ring_is_a_power_of_two_pages() {
+        let sizes = MapSizes::derive(
+            Load {
+                cpus: 2,
+                highest_hz: 99,
+                interval_secs: 10,
+            },
+            SizeOverrides {
+                counts: Some(8),
+                stacks: Some(4),
+                processes: Some(2),
+                events_kib: Some(5),
+            },
+        );
+        assert_eq!((sizes.counts, sizes.stacks, sizes.processes), (8, 4, 2));
+        assert_eq!(sizes.events_bytes, 8192);
+        assert_eq!(ring_size(1), 4096);
+    }
+}
