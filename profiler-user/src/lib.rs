@@ -5,6 +5,7 @@
 pub mod adaptive;
 pub mod bpf;
 pub mod cli;
+pub mod elf_file;
 mod listener;
 pub mod metrics;
 pub mod preflight;
@@ -14,6 +15,8 @@ pub mod recorder;
 pub mod report;
 pub mod serve;
 pub mod symbolize;
+#[cfg(test)]
+mod test_support;
 pub mod tracectx;
 
 /// An error and its sources on one line: `outer: inner: root cause`.

@@ -52,6 +52,9 @@ pub enum ErrorKind {
     RateChange,
     /// Telling the BPF program where a process keeps its trace context failed.
     TraceContext,
+    /// A binary or library shrank while the symbolizer read it (truncated in place): the
+    /// SIGBUS was recovered, the frames left unnamed.
+    TruncatedFile,
 }
 
 impl ErrorKind {
@@ -63,6 +66,7 @@ impl ErrorKind {
             ErrorKind::Retention => "retention",
             ErrorKind::RateChange => "rate_change",
             ErrorKind::TraceContext => "trace_context",
+            ErrorKind::TruncatedFile => "truncated_file",
         }
     }
 }
@@ -299,12 +303,18 @@ impl Metrics {
         self.processes.set(processes.try_into().unwrap_or(i64::MAX));
     }
 
-    /// Adds the cache counters between two readings of the symbolizer's totals.
+    /// Adds the cache counters between two readings of the symbolizer's totals, and its reads
+    /// of truncated files as errors.
     pub fn add_cache_stats(&self, earlier: &CacheStats, now: &CacheStats) {
         self.cache_hits
             .inc_by(now.hits.saturating_sub(earlier.hits));
         self.cache_misses
             .inc_by(now.misses.saturating_sub(earlier.misses));
+        let truncated = now.truncated_reads.saturating_sub(earlier.truncated_reads);
+        if truncated > 0 {
+            let kind = [("kind", ErrorKind::TruncatedFile.label())];
+            self.errors.get_or_create(&kind).inc_by(truncated);
+        }
     }
 
     pub fn file_written(&self, kind: FileKind, bytes: u64) {
@@ -395,10 +405,15 @@ mod tests {
             },
         );
         m.add_cache_stats(
-            &CacheStats { hits: 1, misses: 1 },
+            &CacheStats {
+                hits: 1,
+                misses: 1,
+                truncated_reads: 0,
+            },
             &CacheStats {
                 hits: 11,
                 misses: 4,
+                truncated_reads: 2,
             },
         );
         m.file_written(FileKind::Interval, 1000);
@@ -432,6 +447,10 @@ mod tests {
         assert_eq!(
             value(&text, r#"profiler_errors_total{kind="disk_full"}"#),
             Some(1.0)
+        );
+        assert_eq!(
+            value(&text, r#"profiler_errors_total{kind="truncated_file"}"#),
+            Some(2.0)
         );
         assert_eq!(value(&text, "profiler_profiles_dropped_total"), Some(1.0));
         assert!(text.contains(r#"profiler_info{version=""#), "{text}");

@@ -11,6 +11,8 @@ use std::{
     sync::{Arc, Weak},
 };
 
+use crate::elf_file::{ElfFile, build_id};
+
 /// Identity of a file: device and inode, as `/proc/<pid>/maps` reports them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct FileId {
@@ -37,11 +39,15 @@ impl MappedFile {
             build_id: None,
             handle,
         };
-        file.build_id = file
-            .symbolization_path()
-            .and_then(|path| blazesym::helper::read_elf_build_id(&path).ok().flatten())
-            .map(|id| hex(&id));
+        file.build_id = file.read_build_id().map(|id| hex(&id));
         file
+    }
+
+    /// Read with `read`, not through a mapping: a file truncated meanwhile is an error, not
+    /// SIGBUS (see [`crate::elf_file`]).
+    fn read_build_id(&self) -> Option<Vec<u8>> {
+        let handle = File::open(self.symbolization_path()?).ok()?;
+        build_id(&ElfFile::new(handle)).ok().flatten()
     }
 
     /// A path that reaches this very file for as long as it is held: `/proc/self/fd/<n>`.

@@ -5,6 +5,7 @@
 //! (user) or address (kernel), not just symbol tables.
 
 mod frames;
+mod sigbus;
 mod symbolizer;
 
 pub use frames::{Frame, Frames};

@@ -1,7 +1,8 @@
 use std::{
     collections::HashMap,
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::{Arc, Weak},
+    time::SystemTime,
 };
 
 use blazesym::{
@@ -12,7 +13,7 @@ use blazesym::{
     },
 };
 
-use super::{Frames, frames::Interner};
+use super::{Frames, frames::Interner, sigbus};
 use crate::process::{FileId, MappedFile};
 
 /// Cached addresses beyond which the whole frame cache starts afresh: bounds memory on hosts
@@ -29,20 +30,67 @@ const IDLE_INTERVALS_BEFORE_EVICTION: u64 = 2;
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
+    /// Reads of a file that shrank under blazesym's mapping of it (SIGBUS recovered): their
+    /// frames were left unnamed.
+    pub truncated_reads: u64,
+}
+
+/// Why one blazesym call named nothing.
+#[derive(Debug, thiserror::Error)]
+enum BatchError {
+    #[error("blazesym could not read the file")]
+    Blazesym(#[source] blazesym::Error),
+    #[error("the file, or its separate debug file, shrank while blazesym read it")]
+    Truncated(#[source] sigbus::Faulted),
+}
+
+/// Size and modification time: what changes when a file is rewritten or truncated in place.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FileVersion {
+    len: u64,
+    modified: Option<SystemTime>,
+}
+
+impl FileVersion {
+    fn of(path: &Path) -> Option<Self> {
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(Self {
+            len: metadata.len(),
+            modified: metadata.modified().ok(),
+        })
+    }
 }
 
 /// Finished frames of one file, by file offset.
 struct FileCache {
     file: Weak<MappedFile>,
     path: PathBuf,
+    /// The file as it was when `frames` were made.
+    version: Option<FileVersion>,
     frames: HashMap<u64, Frames>,
     /// Interval of the last miss, while blazesym holds the file parsed.
     parsed_since_miss: Option<u64>,
+    /// Whether a truncation was logged (once per file).
+    warned: bool,
+}
+
+impl FileCache {
+    /// Drops what was read from the file, its frames and blazesym's copy (and mapping), so that
+    /// the next miss reads the file as it is now.
+    fn forget(&mut self, blaze: &mut symbolize::Symbolizer) {
+        self.frames.clear();
+        if self.parsed_since_miss.take().is_some() {
+            let _ = blaze.evict(&symbolize::evict::Elf::new(self.path.clone()).into());
+        }
+    }
 }
 
 /// Symbolizes user addresses by (file, file offset) and kernel addresses through kallsyms.
 pub struct Symbolizer {
     blaze: symbolize::Symbolizer,
+    /// Whether a file's size and mtime are checked before its frames are used (off only in
+    /// tests that need a stale mapping).
+    check_versions: bool,
     files: HashMap<FileId, FileCache>,
     kernel: HashMap<u64, Frames>,
     interner: Interner,
@@ -58,13 +106,29 @@ impl Default for Symbolizer {
 
 impl Symbolizer {
     pub fn new() -> Self {
-        let blaze = symbolize::Symbolizer::builder()
+        Self::with_blazesym(symbolize::Symbolizer::builder(), true)
+    }
+
+    /// Neither blazesym nor we check that a file is unchanged before reading it: the next call
+    /// then reads a file truncated since the last one through the old mapping, a deterministic
+    /// stand-in for a truncation in the middle of a call.
+    #[cfg(test)]
+    fn without_reload() -> Self {
+        Self::with_blazesym(
+            symbolize::Symbolizer::builder().enable_auto_reload(false),
+            false,
+        )
+    }
+
+    fn with_blazesym(builder: symbolize::Builder, check_versions: bool) -> Self {
+        let blaze = builder
             .enable_code_info(true)
             .enable_inlined_fns(true)
             .enable_demangling(true)
             .build();
         Self {
             blaze,
+            check_versions,
             files: HashMap::new(),
             kernel: HashMap::new(),
             interner: Interner::default(),
@@ -78,16 +142,34 @@ impl Symbolizer {
     }
 
     /// Frames for each file offset of `file`, in order. Misses are symbolized in one batch.
+    ///
+    /// A file changed in place since its frames were made is read again; one that shrinks
+    /// while blazesym reads it leaves this call's frames unnamed (counted in
+    /// [`CacheStats::truncated_reads`], logged once per file), never misnamed.
     pub fn user(&mut self, file: &Arc<MappedFile>, offsets: &[u64]) -> Vec<Frames> {
+        let unnamed = || offsets.iter().map(|_| Frames::from([])).collect();
         let Some(path) = file.symbolization_path() else {
-            return offsets.iter().map(|_| Frames::from([])).collect();
+            return unnamed();
+        };
+        let version = if self.check_versions {
+            FileVersion::of(&path)
+        } else {
+            None
         };
         let cache = self.files.entry(file.id).or_insert_with(|| FileCache {
             file: Arc::downgrade(file),
             path: path.clone(),
+            version,
             frames: HashMap::new(),
             parsed_since_miss: None,
+            warned: false,
         });
+        if cache.version != version {
+            // Rewritten or truncated in place: the frames may name code that is not there now.
+            tracing::debug!(file = %file.path, "file changed in place, reading it again");
+            cache.forget(&mut self.blaze);
+            cache.version = version;
+        }
         let misses = missing(&cache.frames, offsets);
         self.stats.hits += (offsets.len() - misses.len()) as u64;
         self.stats.misses += misses.len() as u64;
@@ -100,7 +182,27 @@ impl Symbolizer {
                 &source,
                 Input::FileOffset(&misses),
             );
-            cache.frames.extend(misses.into_iter().zip(found));
+            match found {
+                Ok(found) => cache.frames.extend(misses.into_iter().zip(found)),
+                Err(err @ BatchError::Truncated(_)) => {
+                    self.stats.truncated_reads += 1;
+                    if !cache.warned {
+                        cache.warned = true;
+                        tracing::warn!(
+                            file = %file.path,
+                            "{}; its frames stay unnamed until it is read again",
+                            crate::error_chain(&err)
+                        );
+                    }
+                    cache.forget(&mut self.blaze);
+                    return unnamed();
+                }
+                Err(err) => {
+                    tracing::debug!(file = %file.path, "symbolization failed: {}", crate::error_chain(&err));
+                    let unknown = misses.into_iter().map(|o| (o, Frames::from([])));
+                    cache.frames.extend(unknown);
+                }
+            }
         }
         offsets.iter().map(|o| cache.frames[o].clone()).collect()
     }
@@ -121,12 +223,15 @@ impl Symbolizer {
                 &mut self.interner,
                 &source,
                 Input::AbsAddr(&misses),
-            );
+            )
+            .unwrap_or_else(|err| {
+                tracing::debug!("kernel symbolization failed: {}", crate::error_chain(&err));
+                vec![Frames::from([]); misses.len()]
+            });
             self.kernel.extend(misses.into_iter().zip(found));
         }
         addresses.iter().map(|a| self.kernel[a].clone()).collect()
     }
-
     /// Called after each interval: forgets files no snapshot holds any more, releases blazesym's
     /// parsed copy of files without recent misses, and bounds the frame cache.
     pub fn end_interval(&mut self) {
@@ -179,29 +284,31 @@ fn missing(cache: &HashMap<u64, Frames>, wanted: &[u64]) -> Vec<u64> {
     misses
 }
 
-/// One blazesym call; a failed call names nothing rather than failing the interval.
+/// One blazesym call, with its answer turned into frames, under the SIGBUS guard: blazesym
+/// reads the file through a mapping, and names it returns point into that mapping.
 fn symbolize_batch(
     blaze: &symbolize::Symbolizer,
     interner: &mut Interner,
     source: &Source<'_>,
     input: Input<&[u64]>,
-) -> Vec<Frames> {
-    let wanted = match input {
-        Input::AbsAddr(a) | Input::VirtOffset(a) | Input::FileOffset(a) => a.len(),
-    };
-    match blaze.symbolize(source, input) {
-        Ok(found) => found.iter().map(|s| interner.frames(s)).collect(),
-        Err(err) => {
-            tracing::debug!("symbolization failed: {err:#}");
-            vec![Frames::from([]); wanted]
-        }
-    }
+) -> Result<Vec<Frames>, BatchError> {
+    let found = sigbus::guarded(|| {
+        let found = blaze.symbolize(source, input)?;
+        Ok(found.iter().map(|s| interner.frames(s)).collect())
+    });
+    // Faulted: read (partly) from zeros, whatever came back is not the file's.
+    found
+        .map_err(BatchError::Truncated)?
+        .map_err(BatchError::Blazesym)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::{FileTable, MappingObject, ProcessSnapshot};
+    use crate::{
+        process::{FileTable, MappingObject, ProcessSnapshot},
+        test_support::{in_child, truncate_in_place},
+    };
 
     #[inline(never)]
     fn a_function_with_a_distinct_name() -> u64 {
@@ -226,7 +333,14 @@ mod tests {
         let name = &first[0].last().expect("named").function;
         assert!(name.ends_with("a_function_with_a_distinct_name"), "{name}");
         // The repeated offset is symbolized once.
-        assert_eq!(symbolizer.stats(), CacheStats { hits: 1, misses: 1 });
+        assert_eq!(
+            symbolizer.stats(),
+            CacheStats {
+                hits: 1,
+                misses: 1,
+                truncated_reads: 0
+            }
+        );
         let again = symbolizer.user(&file, &[offset]);
         assert!(Arc::ptr_eq(&first[0], &again[0]));
         assert_eq!(symbolizer.stats().hits, 2);
@@ -238,6 +352,73 @@ mod tests {
         let mut symbolizer = Symbolizer::new();
         let frames = symbolizer.user(&file, &[u64::MAX / 2]);
         assert!(frames[0].is_empty());
+    }
+
+    /// A small ELF file with a symbol table past its first page and no debug info anywhere.
+    const FIXTURE: &[u8] = include_bytes!("../tracectx/fixtures/aarch64_tls_exe");
+    /// File offsets of functions in it (`readelf -s`; its code segment has offset = address).
+    const MAIN: u64 = 0x8c0;
+    const PROBE_SERVE: u64 = 0xa60;
+    const OTEL_CTX_ADDR: u64 = 0xb70;
+
+    #[test]
+    fn a_file_truncated_under_blazesym_is_unnamed_not_a_crash() {
+        in_child(
+            "symbolize::symbolizer::tests::a_file_truncated_under_blazesym_is_unnamed_not_a_crash",
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let copy = dir.path().join("tls_exe");
+                std::fs::write(&copy, FIXTURE).unwrap();
+                let open = || {
+                    let handle = std::fs::File::open(&copy).ok();
+                    let id = FileId { dev: 0, inode: 1 };
+                    Arc::new(MappedFile::new(id, copy.display().to_string(), handle))
+                };
+                let file = open();
+                assert!(file.build_id.is_some());
+                let mut symbolizer = Symbolizer::without_reload();
+                let named = symbolizer.user(&file, &[MAIN]);
+                assert_eq!(&*named[0].last().expect("main is named").function, "main");
+
+                // The first page (headers, code) stays; the symbol names are gone.
+                truncate_in_place(&copy, 4096);
+                let after = symbolizer.user(&file, &[OTEL_CTX_ADDR, MAIN]);
+                assert!(after.iter().all(|f| f.is_empty()), "{after:?}");
+                assert_eq!(symbolizer.stats().truncated_reads, 1);
+                assert_eq!(symbolizer.parsed_files(), 0, "blazesym's copy is dropped");
+                // The next read opens the file as it is now: an error, not a fault.
+                let again = symbolizer.user(&file, &[PROBE_SERVE, MAIN]);
+                assert!(again.iter().all(|f| f.is_empty()), "{again:?}");
+                assert_eq!(symbolizer.stats().truncated_reads, 1);
+                // The build ID of the truncated file is read again without a crash.
+                let _ = open().build_id;
+            },
+        );
+    }
+
+    #[test]
+    fn a_file_truncated_between_reads_is_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("tls_exe");
+        std::fs::write(&copy, FIXTURE).unwrap();
+        let handle = std::fs::File::open(&copy).ok();
+        let id = FileId { dev: 0, inode: 1 };
+        let file = Arc::new(MappedFile::new(id, copy.display().to_string(), handle));
+        let mut symbolizer = Symbolizer::new();
+        let named = symbolizer.user(&file, &[MAIN, PROBE_SERVE]);
+        assert!(named.iter().all(|f| !f.is_empty()), "{named:?}");
+
+        truncate_in_place(&copy, 4096);
+        // Cached names of the old content are not served; blazesym maps the file anew (it
+        // checks size and mtime too), so nothing faults.
+        let after = symbolizer.user(&file, &[MAIN, OTEL_CTX_ADDR]);
+        assert!(after.iter().all(|f| f.is_empty()), "{after:?}");
+        assert_eq!(symbolizer.stats().truncated_reads, 0);
+
+        // Written again in place with the same content: named again.
+        std::fs::write(&copy, FIXTURE).unwrap();
+        let again = symbolizer.user(&file, &[MAIN]);
+        assert_eq!(&*again[0].last().expect("named").function, "main");
     }
 
     #[test]

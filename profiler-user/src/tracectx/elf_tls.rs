@@ -16,7 +16,7 @@
 //! `csu/libc-tls.c` for static programs); musl lays blocks out differently and is not handled.
 
 use object::{
-    Endianness,
+    Endianness, ReadRef,
     elf::{self, FileHeader64},
     read::elf::{
         Dyn as _, FileHeader as _, ProgramHeader as _, Rela as _, SectionHeader as _, Sym as _,
@@ -139,7 +139,10 @@ impl TlsSymbol {
 ///
 /// Returns `Ok(None)` when the file has no such symbol, or only an undefined reference to it
 /// (the variable lives in another module).
-pub fn find_tls_symbol(elf: &[u8], name: &str) -> Result<Option<TlsSymbol>, TlsError> {
+pub fn find_tls_symbol<'data>(
+    elf: impl ReadRef<'data>,
+    name: &str,
+) -> Result<Option<TlsSymbol>, TlsError> {
     let header = FileHeader64::<Endianness>::parse(elf).map_err(TlsError::parse("header"))?;
     let endian = header.endian().map_err(TlsError::parse("endianness"))?;
     let arch = match header.e_machine(endian) {
@@ -222,15 +225,15 @@ pub fn find_tls_symbol(elf: &[u8], name: &str) -> Result<Option<TlsSymbol>, TlsE
     }))
 }
 
-type Sections<'data> = object::read::elf::SectionTable<'data, FileHeader64<Endianness>>;
+type Sections<'data, R> = object::read::elf::SectionTable<'data, FileHeader64<Endianness>, R>;
 
 /// Whether an `ET_DYN` file is a main program: marked `DF_1_PIE` (linkers since 2018), or
 /// with an interpreter but no `DT_SONAME` (older PIEs; libraries that run, like libc, have
 /// a soname).
-fn is_pie(
-    sections: &Sections<'_>,
+fn is_pie<'data, R: ReadRef<'data>>(
+    sections: &Sections<'data, R>,
     endian: Endianness,
-    elf: &[u8],
+    elf: R,
     has_interp: bool,
 ) -> Result<bool, TlsError> {
     let (mut pie_flag, mut soname) = (false, false);
@@ -249,10 +252,10 @@ fn is_pie(
 
 /// The TLS relocations for the symbol at `dyn_index` of `.dynsym` (`None`: the symbol is only
 /// in `.symtab`), and the local ones with symbol 0 that match `value`.
-fn tls_relocations(
-    sections: &Sections<'_>,
+fn tls_relocations<'data, R: ReadRef<'data>>(
+    sections: &Sections<'data, R>,
     endian: Endianness,
-    elf: &[u8],
+    elf: R,
     arch: Arch,
     dynsym: object::SectionIndex,
     dyn_index: Option<usize>,
@@ -355,8 +358,8 @@ fn round_up(value: u64, align: u64) -> u64 {
 /// covers that file offset (a mapping split by `mprotect`, as RELRO does). Two segments can
 /// share a file page, so the mapping with the lowest file offset (normally 0, the one holding
 /// the ELF header) gives the unambiguous answer. `Ok(None)` when no segment fits.
-pub fn load_bias(
-    elf: &[u8],
+pub fn load_bias<'data>(
+    elf: impl ReadRef<'data>,
     map_start: u64,
     map_file_offset: u64,
 ) -> Result<Option<u64>, TlsError> {

@@ -14,7 +14,10 @@ use std::{
 use profiler_common::{TLS_DTV, TLS_STATIC, TlsLocation};
 
 use super::elf_tls::{TlsAccess, TlsSymbol, find_tls_symbol, load_bias, resolve_access};
-use crate::process::{FileId, MappedFile, MappingObject, ProcessKey, ProcessSnapshot};
+use crate::{
+    elf_file::ElfFile,
+    process::{FileId, MappedFile, MappingObject, ProcessKey, ProcessSnapshot},
+};
 
 /// The thread-local variable of the OpenTelemetry thread-context record (OTEP 4947).
 pub const SYMBOL: &str = "otel_thread_ctx_v1";
@@ -97,13 +100,11 @@ impl TlsTracker {
     }
 }
 
-/// Maps the file read-only and runs `read` over its bytes.
-fn with_elf<T>(file: &MappedFile, read: impl FnOnce(&[u8]) -> T) -> Option<T> {
+/// Runs `read` over the file, read with `read` rather than mapped: a file truncated meanwhile
+/// makes the parse fail instead of raising SIGBUS (see [`crate::elf_file`]).
+fn with_elf<T>(file: &MappedFile, read: impl FnOnce(&ElfFile) -> T) -> Option<T> {
     let handle = File::open(file.symbolization_path()?).ok()?;
-    // SAFETY: a read-only private mapping; a file truncated under us can only fault the parse,
-    // which the ELF reader bounds-checks against the mapping's length taken here.
-    let map = unsafe { memmap2::Mmap::map(&handle) }.ok()?;
-    Some(read(&map))
+    Some(read(&ElfFile::new(handle)))
 }
 
 /// Reads 8-byte words of `pid`'s memory, for the GOT and descriptor words `ld.so` filled.
@@ -136,7 +137,31 @@ fn to_bpf(access: TlsAccess) -> TlsLocation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::process::FileTable;
+    use crate::{
+        process::FileTable,
+        test_support::{in_child, libc_copy, truncate_in_place},
+    };
+
+    #[test]
+    fn a_file_truncated_while_parsed_is_an_error_not_a_crash() {
+        in_child(
+            "tracectx::tracker::tests::a_file_truncated_while_parsed_is_an_error_not_a_crash",
+            || {
+                let dir = tempfile::tempdir().unwrap();
+                let (copy, _) = libc_copy(dir.path(), &[libc::getpid as *const () as u64]);
+                let id = FileId { dev: 0, inode: 1 };
+                let file = MappedFile::new(id, copy.display().to_string(), File::open(&copy).ok());
+                let found = with_elf(&file, |elf| {
+                    // Truncated after it was opened, before its section headers (at the end)
+                    // are read.
+                    truncate_in_place(&copy, 100);
+                    find_tls_symbol(elf, SYMBOL)
+                })
+                .expect("the file opens");
+                assert!(found.is_err(), "{found:?}");
+            },
+        );
+    }
 
     #[test]
     fn a_process_without_the_symbol_has_no_location_and_is_retried_later() {

@@ -135,9 +135,9 @@ fn tlsdesc_dynamic_argument_starts_with_tls_index() {
 
 #[test]
 fn malformed_files_are_errors() {
-    assert!(find_tls_symbol(&[], NAME).is_err());
-    assert!(find_tls_symbol(b"\x7fELF not really", NAME).is_err());
-    assert!(load_bias(&[0; 16], 0, 0).is_err());
+    assert!(find_tls_symbol(&[][..], NAME).is_err());
+    assert!(find_tls_symbol(&b"\x7fELF not really"[..], NAME).is_err());
+    assert!(load_bias(&[0; 16][..], 0, 0).is_err());
     // Every truncation of a real file either fails or finds nothing; none panics.
     for len in (0..AARCH64_DESC.len()).step_by(7) {
         let _ = find_tls_symbol(&AARCH64_DESC[..len], NAME);
@@ -148,12 +148,12 @@ fn malformed_files_are_errors() {
     other[18] = 0x28; // e_machine = EM_ARM
     other[19] = 0;
     assert!(matches!(
-        find_tls_symbol(&other, NAME),
+        find_tls_symbol(other.as_slice(), NAME),
         Err(TlsError::UnsupportedMachine(0x28))
     ));
     let mut class32 = AARCH64_EXE.to_vec();
     class32[4] = 1; // ELFCLASS32
-    assert!(find_tls_symbol(&class32, NAME).is_err());
+    assert!(find_tls_symbol(class32.as_slice(), NAME).is_err());
 }
 
 #[test]
@@ -566,7 +566,7 @@ impl Probe {
             .filter(|m| m.path.ends_with(&suffix))
             .min_by_key(|m| m.offset)
             .unwrap_or_else(|| panic!("{file} is not mapped"));
-        load_bias(&elf, mapping.start, mapping.offset)
+        load_bias(elf.as_slice(), mapping.start, mapping.offset)
             .unwrap()
             .expect("a PT_LOAD fits")
     }
@@ -611,7 +611,7 @@ fn mapping(line: &str) -> Mapping {
 
 fn symbol_of(built: &Built, file: &str) -> TlsSymbol {
     let elf = std::fs::read(built.path.join(file)).unwrap();
-    find_tls_symbol(&elf, NAME)
+    find_tls_symbol(elf.as_slice(), NAME)
         .unwrap()
         .expect("the variable is defined")
 }
@@ -658,7 +658,7 @@ fn live_pie_executable() {
 fn live_non_pie_executable() {
     let Some(built) = built() else { return };
     let elf = std::fs::read(built.path.join("exe_nopie")).unwrap();
-    assert_eq!(load_bias(&elf, 0x400000, 0).unwrap(), Some(0));
+    assert_eq!(load_bias(elf.as_slice(), 0x400000, 0).unwrap(), Some(0));
     check_executable(built, "exe_nopie");
 }
 
@@ -695,7 +695,7 @@ fn live_tlsdesc_library_at_startup() {
     assert_eq!(reloc.addend, 0);
     // The main program only references the variable.
     let main = std::fs::read(built.path.join("main_desc")).unwrap();
-    assert_eq!(find_tls_symbol(&main, NAME).unwrap(), None);
+    assert_eq!(find_tls_symbol(main.as_slice(), NAME).unwrap(), None);
 
     let mut probe = Probe::start(built, "main_desc", &[]);
     let bias = probe.bias(built, "libotel_desc.so");
