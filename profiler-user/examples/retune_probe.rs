@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use profiler::bpf::{Sampler, SamplerOptions};
+use profiler::bpf::{
+    Sampler, SamplerOptions,
+    sizing::{Load, MapSizes, SizeOverrides},
+};
 
 fn main() -> anyhow::Result<()> {
     let spin = std::thread::spawn(|| {
@@ -22,6 +25,14 @@ fn main() -> anyhow::Result<()> {
         kernel_stacks: false,
         trace: None,
         task: profiler::tracectx::kernel_btf::task_offsets("/sys/kernel/btf/vmlinux")?,
+        sizes: MapSizes::derive(
+            Load {
+                cpus: 2,
+                highest_hz: 99,
+                interval_secs: 1,
+            },
+            SizeOverrides::default(),
+        ),
     })?;
     for hz in [19, 99, 7, 99] {
         sampler.set_frequency(hz)?;

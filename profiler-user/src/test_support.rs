@@ -53,7 +53,7 @@ fn signal_name(signal: i32) -> &'static str {
 /// the code at each of `addresses` (addresses in the running library).
 pub(crate) fn libc_copy(dir: &Path, addresses: &[u64]) -> (PathBuf, Vec<u64>) {
     let mut files = FileTable::default();
-    let snapshot = ProcessSnapshot::capture(std::process::id(), &mut files);
+    let snapshot = ProcessSnapshot::capture(std::process::id(), 0, &mut files);
     let mut original = None;
     let offsets = addresses
         .iter()

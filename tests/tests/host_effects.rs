@@ -87,10 +87,10 @@ fn bpf_statistics_are_off_outside_measurement_windows() -> Result<()> {
     let cost = output
         .stderr
         .lines()
+        .rev()
         .filter(|l| l.contains(WROTE_LOG))
         .filter_map(|l| log_field(l, "bpf_ns_per_sample"))
-        .filter_map(|v| v.parse::<u64>().ok())
-        .last();
+        .find_map(|v| v.parse::<u64>().ok());
     ensure!(
         cost.is_some_and(|ns| ns > 0),
         "no kernel cost per sample in the interval log:\n{}",
