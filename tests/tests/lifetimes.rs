@@ -1,6 +1,7 @@
 //! Process lifetimes on a long-running host: a main thread that exits before its workers, a PID
-//! reused by a fork without exec after such a process, and code mapped after a process was
-//! first seen (`dlopen`).
+//! reused by a fork without exec after such a process, code mapped after a process was first
+//! seen (`dlopen`), and 10,000 short-lived processes after which the profiler is back to its
+//! baseline.
 //!
 //! They change what the host runs (`ns_last_pid`, whole-host recording), so they run one at a
 //! time ([`serial`]).
@@ -303,4 +304,153 @@ fn wait_for_mapping(pid: u32, library: &str) -> Result<()> {
         thread::sleep(Duration::from_millis(10));
     }
     bail!("{pid} did not map {library} within 10 s")
+}
+
+/// Short-lived processes of the churn test, in all.
+const CHURN_PROCESSES: usize = 10_000;
+/// Shells that start them one after another, in the test's cgroup.
+const CHURN_SHELLS: usize = 2;
+
+/// The open descriptors of `pid`.
+fn open_fds(pid: u32) -> Result<usize> {
+    Ok(fs::read_dir(format!("/proc/{pid}/fd"))?.count())
+}
+
+/// 10,000 short-lived processes in a cgroup the profiler targets: afterwards the profiler's
+/// process table, open files and resident size are back within 10% of what they were before
+/// (after a first churn of 1,000).
+#[test]
+#[ignore = "needs root: creates a cgroup and loads BPF programs"]
+fn after_10000_short_lived_processes_the_profiler_returns_to_its_baseline() -> Result<()> {
+    assert_root();
+    let _serial = serial();
+    let root = integration_tests::cgroup_root()?;
+    let name = format!("profiler-churn-{}", std::process::id());
+    let cgroup = integration_tests::TestCgroup::create(&root, &[&name])?;
+    let out = tempfile::tempdir()?;
+    let metrics = integration_tests::free_local_address()?;
+    let address = metrics.to_string();
+    let target = root.join(&name).to_string_lossy().into_owned();
+    let mut profiler = LoggedRun::spawn(record_command(
+        out.path(),
+        &[
+            "--cgroup",
+            &target,
+            "--frequency",
+            FREQUENCY_ARG,
+            "--interval",
+            "2",
+            "--metrics-address",
+            &address,
+        ],
+    ))?;
+    profiler.wait_until_recording(START_UP)?;
+    wait_for_intervals(&mut profiler, 2)?;
+    let held = |body: &str| integration_tests::metric_value(body, "profiler_processes");
+    let scrape = || -> Result<String> {
+        Ok(integration_tests::http_get(metrics, "/metrics", Duration::from_secs(5))?.body)
+    };
+    let pid = profiler.pid();
+    let procs = cgroup.procs_file()?;
+    // A first churn of 1,000 warms what stays loaded (kernel symbols, the fixture's and libc's
+    // symbols, the allocator's working set of a busy interval): the baseline is the profiler
+    // that has met churn, and 10,000 more processes must not grow it.
+    wait_for_shells(churn_shells(&procs, 500)?, Instant::now(), || Ok(()))?;
+    let table_before = settle(&scrape, 0.0)?;
+    let (fds_before, rss_before) = (
+        open_fds(pid)?,
+        integration_tests::proc_status_kib(pid, "VmRSS")?,
+    );
+
+    let started = Instant::now();
+    let shells = churn_shells(&procs, CHURN_PROCESSES / CHURN_SHELLS)?;
+    let mut table_peak = table_before;
+    wait_for_shells(shells, started, || {
+        table_peak = table_peak.max(held(&scrape()?).unwrap_or(0.0));
+        Ok(())
+    })?;
+    let churn = started.elapsed();
+
+    // Ends are noticed at once or by the sweep (every 6 intervals): wait for the table to empty.
+    let settled = Instant::now();
+    let table_after = settle(&scrape, table_before);
+    let (fds_after, rss_after) = (
+        open_fds(pid)?,
+        integration_tests::proc_status_kib(pid, "VmRSS")?,
+    );
+    println!(
+        "churn: {CHURN_PROCESSES} processes in {:.0} s; process table {table_before} before, \
+         {table_peak} at most, {table_after:?} {:.1} s after; open files {fds_before} -> \
+         {fds_after}; VmRSS {rss_before} -> {rss_after} KiB",
+        churn.as_secs_f64(),
+        settled.elapsed().as_secs_f64()
+    );
+    profiler.signal(libc::SIGINT)?;
+    profiler.wait(WIND_DOWN)?.ensure_success()?;
+    table_after?;
+    ensure!(
+        fds_after as f64 <= fds_before as f64 * 1.1,
+        "open files {fds_before} before the churn, {fds_after} after"
+    );
+    ensure!(
+        rss_after as f64 <= rss_before as f64 * 1.1,
+        "VmRSS {rss_before} KiB before the churn, {rss_after} KiB after"
+    );
+    Ok(())
+}
+
+/// Shells in the cgroup of `procs` that start `each` short-lived processes one after another.
+fn churn_shells(procs: &Path, each: usize) -> Result<Vec<std::process::Child>> {
+    (0..CHURN_SHELLS)
+        .map(|_| {
+            std::process::Command::new("sh")
+                .args([
+                    "-c",
+                    r#"echo $$ > "$0" && i=0 && while [ $i -lt "$1" ]; do "$2" 5 || exit 1; i=$((i+1)); done"#,
+                ])
+                .arg(procs)
+                .arg(each.to_string())
+                .arg(integration_tests::CHURN_C)
+                .spawn()
+                .context("spawning a churn shell")
+        })
+        .collect()
+}
+
+/// Waits for the churn shells to succeed, calling `meanwhile` every half second.
+fn wait_for_shells(
+    shells: Vec<std::process::Child>,
+    started: Instant,
+    mut meanwhile: impl FnMut() -> Result<()>,
+) -> Result<()> {
+    for mut shell in shells {
+        loop {
+            if let Some(status) = shell.try_wait()? {
+                ensure!(status.success(), "a churn shell failed: {status}");
+                break;
+            }
+            ensure!(
+                started.elapsed() < Duration::from_secs(600),
+                "the churn took over 10 minutes"
+            );
+            meanwhile()?;
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+    Ok(())
+}
+
+/// Waits (up to a minute: the sweep runs every 6 intervals) until the profiler holds at most
+/// `bound` processes, and returns how many it holds.
+fn settle(scrape: &impl Fn() -> Result<String>, bound: f64) -> Result<f64> {
+    integration_tests::wait_until(
+        Duration::from_secs(60),
+        "the process table to settle",
+        || {
+            let body = scrape()?;
+            let now =
+                integration_tests::metric_value(&body, "profiler_processes").unwrap_or(f64::MAX);
+            Ok((now <= bound).then_some(now))
+        },
+    )
 }
