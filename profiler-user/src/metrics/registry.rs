@@ -67,6 +67,22 @@ impl ErrorKind {
     }
 }
 
+/// Why a drained interval never reached a file, as the `reason` label of
+/// `profiler_intervals_dropped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The writer thread was too far behind: its queue was full.
+    WriterBehind,
+}
+
+impl DropReason {
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::WriterBehind => "writer_behind",
+        }
+    }
+}
+
 /// How a BPF counter shows in the metrics.
 #[derive(Debug, PartialEq, Eq)]
 enum Effect {
@@ -115,6 +131,7 @@ pub struct Metrics {
     bytes: Labelled,
     errors: Labelled,
     profiles_dropped: Counter,
+    intervals_dropped: Labelled,
     processes: Gauge,
     /// Liveness and readiness, for `/healthz` and `/readyz`.
     pub health: Health,
@@ -141,6 +158,7 @@ impl Metrics {
             bytes: Labelled::default(),
             errors: Labelled::default(),
             profiles_dropped: Counter::default(),
+            intervals_dropped: Labelled::default(),
             processes: Gauge::default(),
             health,
         };
@@ -232,6 +250,11 @@ impl Metrics {
             metrics.profiles_dropped.clone(),
         );
         r.register(
+            "profiler_intervals_dropped",
+            "Drained intervals written to no file, by reason (writer_behind: the writer's queue was full)",
+            metrics.intervals_dropped.clone(),
+        );
+        r.register(
             "profiler_processes",
             "Processes whose mappings are held for symbolization",
             metrics.processes.clone(),
@@ -307,6 +330,12 @@ impl Metrics {
 
     pub fn profile_dropped(&self) {
         self.profiles_dropped.inc();
+    }
+
+    pub fn interval_dropped(&self, reason: DropReason) {
+        self.intervals_dropped
+            .get_or_create(&[("reason", reason.label())])
+            .inc();
     }
 }
 
@@ -394,6 +423,7 @@ mod tests {
         m.file_written(FileKind::Trace, 10);
         m.error(ErrorKind::DiskFull);
         m.profile_dropped();
+        m.interval_dropped(DropReason::WriterBehind);
         let text = m.encode();
         assert_eq!(
             value(&text, "profiler_sampling_frequency_hertz"),
@@ -422,6 +452,13 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(value(&text, "profiler_profiles_dropped_total"), Some(1.0));
+        assert_eq!(
+            value(
+                &text,
+                r#"profiler_intervals_dropped_total{reason="writer_behind"}"#
+            ),
+            Some(1.0)
+        );
         assert!(text.contains(r#"profiler_info{version=""#), "{text}");
         assert!(text.contains(r#"node="node-a""#), "{text}");
         assert!(value(&text, "process_resident_memory_bytes").is_some_and(|v| v > 1e6));
