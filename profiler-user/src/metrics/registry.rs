@@ -132,6 +132,7 @@ pub struct Metrics {
     errors: Labelled,
     profiles_dropped: Counter,
     intervals_dropped: Labelled,
+    incident_left_out: Counter,
     processes: Gauge,
     /// Liveness and readiness, for `/healthz` and `/readyz`.
     pub health: Health,
@@ -159,6 +160,7 @@ impl Metrics {
             errors: Labelled::default(),
             profiles_dropped: Counter::default(),
             intervals_dropped: Labelled::default(),
+            incident_left_out: Counter::default(),
             processes: Gauge::default(),
             health,
         };
@@ -255,6 +257,11 @@ impl Metrics {
             metrics.intervals_dropped.clone(),
         );
         r.register(
+            "profiler_incident_samples_left_out",
+            "Samples of an incident capture left out of its file: the capture held its most distinct stacks",
+            metrics.incident_left_out.clone(),
+        );
+        r.register(
             "profiler_processes",
             "Processes whose mappings are held for symbolization",
             metrics.processes.clone(),
@@ -336,6 +343,10 @@ impl Metrics {
         self.intervals_dropped
             .get_or_create(&[("reason", reason.label())])
             .inc();
+    }
+
+    pub fn incident_samples_left_out(&self, samples: u64) {
+        self.incident_left_out.inc_by(samples);
     }
 }
 
@@ -424,6 +435,7 @@ mod tests {
         m.error(ErrorKind::DiskFull);
         m.profile_dropped();
         m.interval_dropped(DropReason::WriterBehind);
+        m.incident_samples_left_out(40);
         let text = m.encode();
         assert_eq!(
             value(&text, "profiler_sampling_frequency_hertz"),
@@ -458,6 +470,10 @@ mod tests {
                 r#"profiler_intervals_dropped_total{reason="writer_behind"}"#
             ),
             Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "profiler_incident_samples_left_out_total"),
+            Some(40.0)
         );
         assert!(text.contains(r#"profiler_info{version=""#), "{text}");
         assert!(text.contains(r#"node="node-a""#), "{text}");

@@ -2,6 +2,7 @@
 //! not `Send`), so symbolization never delays a drain or the handling of process events. It also
 //! gathers the samples of an incident capture, which spans several intervals, into its own file.
 
+mod capture;
 mod queue;
 
 use std::{
@@ -20,12 +21,13 @@ use crate::{
     metrics::{DropReason, ErrorKind, FileKind, Metrics},
     process::ProcessTable,
     profile::{
-        IntervalMeta, ProfileWriter, ResolvedSample, Retention, TraceStore, WriteError,
-        add_comments, build_profile, proto::Profile, resolve_interval,
+        IntervalMeta, ProfileWriter, Retention, TraceStore, WriteError, add_comments,
+        build_profile, proto::Profile, resolve_interval,
     },
     symbolize::{CacheStats, Symbolizer},
     tracectx::TraceLabeler,
 };
+use capture::Capture;
 use queue::{QueueSender, Sent};
 
 /// One drained interval on its way to a file.
@@ -58,13 +60,6 @@ pub(super) enum Job {
         frequency: u64,
         comments: Vec<String>,
     },
-}
-
-/// An incident capture in progress.
-struct Capture {
-    start: SystemTime,
-    comments: Vec<String>,
-    samples: Vec<ResolvedSample>,
 }
 
 /// Drained intervals queued for the writer, the one being written included. The writer needs
@@ -117,11 +112,7 @@ impl Pipeline {
                             output.prune();
                         }
                         Job::CaptureStart { start, comments } => {
-                            output.capture = Some(Capture {
-                                start,
-                                comments,
-                                samples: Vec::new(),
-                            });
+                            output.capture = Some(Capture::new(start, comments));
                         }
                         Job::CaptureEnd {
                             end,
@@ -386,7 +377,16 @@ impl Output {
             }
         }
         if let Some(capture) = &mut self.capture {
-            capture.samples.extend(samples);
+            let left_out = capture.add(samples);
+            if left_out > 0 {
+                self.metrics.incident_samples_left_out(left_out);
+                tracing::warn!(
+                    interval = epoch,
+                    left_out,
+                    left_out_total = capture.left_out(),
+                    "incident capture full: samples of new stacks left out of its file"
+                );
+            }
         }
         self.symbolizer.end_interval();
         self.labeler.end_interval();
@@ -402,13 +402,19 @@ impl Output {
             duration: end.duration_since(capture.start).unwrap_or(Duration::ZERO),
             period_ns: crate::bpf::period_ns(frequency),
         };
-        let (mut profile, stats) = build_profile(&capture.samples, meta);
-        add_comments(&mut profile, &capture.comments);
-        add_comments(&mut profile, &comments);
-        match self.write_with_room(FileKind::Incident, "incident", capture.start, &profile) {
+        let start = capture.start;
+        let mut notes = capture.comments.clone();
+        notes.extend(capture.left_out_note());
+        notes.extend(comments);
+        let (left_out, entries) = (capture.left_out(), capture.entries());
+        let (mut profile, stats) = build_profile(capture.into_samples(), meta);
+        add_comments(&mut profile, &notes);
+        match self.write_with_room(FileKind::Incident, "incident", start, &profile) {
             Ok((path, bytes)) => tracing::info!(
                 samples = stats.samples,
                 processes = stats.processes,
+                entries,
+                left_out,
                 bytes,
                 "wrote incident capture {}",
                 path.display()
