@@ -15,4 +15,4 @@ pub use interval::{
 };
 pub use retention::{Pruned, Retention};
 pub use traces::{IndexEntry, TraceFileError, TraceStore};
-pub use writer::{ProfileWriter, WriteError};
+pub use writer::{Durability, ProfileWriter, WriteError};

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::{
     IntervalMeta, ProfileWriter, WriteError,
     interval::{ResolvedSample, build_profile},
+    writer::Durability,
 };
 
 /// Intervals without a sample after which a trace's samples leave memory (its file stays).
@@ -76,10 +77,11 @@ pub struct TraceStore {
 }
 
 impl TraceStore {
-    /// Files go to `dir` (created on first use).
+    /// Files go to `dir` (created on first use). Trace files are not fsynced
+    /// ([`Durability::Renamed`]): the next interval rewrites an active trace's file anyway.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
-            writer: ProfileWriter::new(dir),
+            writer: ProfileWriter::with_durability(dir, Durability::Renamed),
             traces: HashMap::new(),
             unwritten: BTreeSet::new(),
             lost: 0,
@@ -394,6 +396,13 @@ mod tests {
             let _ = store.add_interval(&[], meta(i * 10), |_| {});
         }
         assert_eq!((store.active(), store.lost()), (0, 1));
+    }
+
+    #[test]
+    fn trace_files_are_not_fsynced_but_profiles_are() {
+        let store = TraceStore::new("traces");
+        assert_eq!(store.writer.durability(), Durability::Renamed);
+        assert_eq!(ProfileWriter::new(".").durability(), Durability::Synced);
     }
 
     #[test]
