@@ -133,6 +133,7 @@ pub struct Metrics {
     profiles_dropped: Counter,
     intervals_dropped: Labelled,
     incident_left_out: Counter,
+    index_rotations: Counter,
     processes: Gauge,
     /// Liveness and readiness, for `/healthz` and `/readyz`.
     pub health: Health,
@@ -161,6 +162,7 @@ impl Metrics {
             profiles_dropped: Counter::default(),
             intervals_dropped: Labelled::default(),
             incident_left_out: Counter::default(),
+            index_rotations: Counter::default(),
             processes: Gauge::default(),
             health,
         };
@@ -262,6 +264,11 @@ impl Metrics {
             metrics.incident_left_out.clone(),
         );
         r.register(
+            "profiler_trace_index_rotations",
+            "Times traces/index.jsonl grew past its limit and was renamed aside",
+            metrics.index_rotations.clone(),
+        );
+        r.register(
             "profiler_processes",
             "Processes whose mappings are held for symbolization",
             metrics.processes.clone(),
@@ -347,6 +354,10 @@ impl Metrics {
 
     pub fn incident_samples_left_out(&self, samples: u64) {
         self.incident_left_out.inc_by(samples);
+    }
+
+    pub fn index_rotated(&self) {
+        self.index_rotations.inc();
     }
 }
 
@@ -436,6 +447,7 @@ mod tests {
         m.profile_dropped();
         m.interval_dropped(DropReason::WriterBehind);
         m.incident_samples_left_out(40);
+        m.index_rotated();
         let text = m.encode();
         assert_eq!(
             value(&text, "profiler_sampling_frequency_hertz"),
@@ -474,6 +486,10 @@ mod tests {
         assert_eq!(
             value(&text, "profiler_incident_samples_left_out_total"),
             Some(40.0)
+        );
+        assert_eq!(
+            value(&text, "profiler_trace_index_rotations_total"),
+            Some(1.0)
         );
         assert!(text.contains(r#"profiler_info{version=""#), "{text}");
         assert!(text.contains(r#"node="node-a""#), "{text}");

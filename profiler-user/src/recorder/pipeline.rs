@@ -346,7 +346,7 @@ impl Output {
         if let Some(traces) = &mut self.traces {
             let metrics = &self.metrics;
             let written = |bytes| metrics.file_written(FileKind::Trace, bytes);
-            let lost_before = traces.lost();
+            let (lost_before, rotations_before) = (traces.lost(), traces.rotations());
             match traces.add_interval(&samples, meta, written) {
                 Ok(0) => {}
                 Ok(files) => tracing::debug!(interval = epoch, files, "wrote trace files"),
@@ -368,6 +368,9 @@ impl Output {
             }
             for _ in lost_before..traces.lost() {
                 metrics.profile_dropped();
+            }
+            for _ in rotations_before..traces.rotations() {
+                metrics.index_rotated();
             }
             if traces.lost() > lost_before {
                 tracing::error!(
