@@ -71,6 +71,22 @@ impl ErrorKind {
     }
 }
 
+/// Why a drained interval never reached a file, as the `reason` label of
+/// `profiler_intervals_dropped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The writer thread was too far behind: its queue was full.
+    WriterBehind,
+}
+
+impl DropReason {
+    fn label(self) -> &'static str {
+        match self {
+            DropReason::WriterBehind => "writer_behind",
+        }
+    }
+}
+
 /// How a BPF counter shows in the metrics.
 #[derive(Debug, PartialEq, Eq)]
 enum Effect {
@@ -120,6 +136,9 @@ pub struct Metrics {
     bytes: Labelled,
     errors: Labelled,
     profiles_dropped: Counter,
+    intervals_dropped: Labelled,
+    incident_left_out: Counter,
+    index_rotations: Counter,
     processes: Gauge,
     bpf_map_bytes: Gauge,
     /// Liveness and readiness, for `/healthz` and `/readyz`.
@@ -147,6 +166,9 @@ impl Metrics {
             bytes: Labelled::default(),
             errors: Labelled::default(),
             profiles_dropped: Counter::default(),
+            intervals_dropped: Labelled::default(),
+            incident_left_out: Counter::default(),
+            index_rotations: Counter::default(),
             processes: Gauge::default(),
             bpf_map_bytes: Gauge::default(),
             health,
@@ -237,6 +259,21 @@ impl Metrics {
             "profiler_profiles_dropped",
             "Profiles lost because the disk stayed full after deleting the oldest",
             metrics.profiles_dropped.clone(),
+        );
+        r.register(
+            "profiler_intervals_dropped",
+            "Drained intervals written to no file, by reason (writer_behind: the writer's queue was full)",
+            metrics.intervals_dropped.clone(),
+        );
+        r.register(
+            "profiler_incident_samples_left_out",
+            "Samples of an incident capture left out of its file: the capture held its most distinct stacks",
+            metrics.incident_left_out.clone(),
+        );
+        r.register(
+            "profiler_trace_index_rotations",
+            "Times traces/index.jsonl grew past its limit and was renamed aside",
+            metrics.index_rotations.clone(),
         );
         r.register(
             "profiler_processes",
@@ -330,6 +367,20 @@ impl Metrics {
     pub fn profile_dropped(&self) {
         self.profiles_dropped.inc();
     }
+
+    pub fn interval_dropped(&self, reason: DropReason) {
+        self.intervals_dropped
+            .get_or_create(&[("reason", reason.label())])
+            .inc();
+    }
+
+    pub fn incident_samples_left_out(&self, samples: u64) {
+        self.incident_left_out.inc_by(samples);
+    }
+
+    pub fn index_rotated(&self) {
+        self.index_rotations.inc();
+    }
 }
 
 #[cfg(test)]
@@ -421,6 +472,9 @@ mod tests {
         m.file_written(FileKind::Trace, 10);
         m.error(ErrorKind::DiskFull);
         m.profile_dropped();
+        m.interval_dropped(DropReason::WriterBehind);
+        m.incident_samples_left_out(40);
+        m.index_rotated();
         let text = m.encode();
         assert_eq!(
             value(&text, "profiler_sampling_frequency_hertz"),
@@ -453,6 +507,21 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(value(&text, "profiler_profiles_dropped_total"), Some(1.0));
+        assert_eq!(
+            value(
+                &text,
+                r#"profiler_intervals_dropped_total{reason="writer_behind"}"#
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&text, "profiler_incident_samples_left_out_total"),
+            Some(40.0)
+        );
+        assert_eq!(
+            value(&text, "profiler_trace_index_rotations_total"),
+            Some(1.0)
+        );
         assert!(text.contains(r#"profiler_info{version=""#), "{text}");
         assert!(text.contains(r#"node="node-a""#), "{text}");
         assert!(value(&text, "process_resident_memory_bytes").is_some_and(|v| v > 1e6));

@@ -121,15 +121,17 @@ pub fn resolve_interval(
         .collect()
 }
 
-/// Builds one profile from resolved samples.
-pub fn build_profile<'a>(
-    samples: impl IntoIterator<Item = &'a ResolvedSample>,
+/// Builds one profile from resolved samples, borrowed or handed over (an incident capture
+/// gives its samples up one by one rather than copy them).
+pub fn build_profile(
+    samples: impl IntoIterator<Item = impl std::borrow::Borrow<ResolvedSample>>,
     meta: IntervalMeta,
 ) -> (Profile, IntervalStats) {
     let mut builder = ProfileBuilder::new(meta.period_ns as i64, meta.start, meta.duration);
     let mut stats = IntervalStats::default();
     let mut processes = std::collections::HashSet::new();
     for sample in samples {
+        let sample = sample.borrow();
         let ids = sample
             .locations
             .iter()
@@ -442,7 +444,7 @@ mod tests {
             stacks,
             ..Drained::default()
         };
-        let (profile, stats) = build_profile(&resolve(&drained), meta());
+        let (profile, stats) = build_profile(resolve(&drained), meta());
         assert_eq!(
             stats,
             IntervalStats {
@@ -496,7 +498,7 @@ mod tests {
             )],
             ..Drained::default()
         };
-        let (profile, _) = build_profile(&resolve(&drained), meta());
+        let (profile, _) = build_profile(resolve(&drained), meta());
         assert_eq!(profile.sample.len(), 1);
         assert_eq!(profile.sample[0].value, vec![1, 10]);
         let s = |i: i64| profile.string_table[i as usize].as_str();

@@ -14,5 +14,5 @@ pub use interval::{
     resolve_interval,
 };
 pub use retention::{Pruned, Retention};
-pub use traces::{IndexEntry, TraceFileError, TraceStore};
-pub use writer::{ProfileWriter, WriteError};
+pub use traces::{INDEX_FILE, IndexEntry, TraceFileError, TraceStore, is_rotated_index};
+pub use writer::{Durability, ProfileWriter, WriteError};

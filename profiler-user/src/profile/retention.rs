@@ -1,11 +1,16 @@
 //! Bounds the disk the output takes (`--max-disk-mb`): after each write, the oldest profiles go
-//! first, trace files included, until the total fits. The file just written always stays.
+//! first, trace files and rotated trace indexes included, until the total fits. The file just
+//! written always stays, and so does the live `traces/index.jsonl` (counted, never deleted:
+//! rotation bounds it).
 
 use std::{
     fs, io,
     path::{Path, PathBuf},
     time::SystemTime,
 };
+
+use super::traces::{INDEX_FILE, is_rotated_index};
+use crate::report::files::TRACES_DIR;
 
 /// What one pass deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -21,7 +26,7 @@ pub struct Retention {
     max_bytes: Option<u64>,
 }
 
-/// A profile on disk.
+/// A profile (or rotated trace index) on disk.
 struct Stored {
     path: PathBuf,
     bytes: u64,
@@ -42,8 +47,8 @@ impl Retention {
         let Some(max) = self.max_bytes else {
             return Ok(Pruned::default());
         };
-        let stored = self.oldest_first()?;
-        let total: u64 = stored.iter().map(|s| s.bytes).sum();
+        let (stored, kept) = self.oldest_first()?;
+        let total: u64 = kept + stored.iter().map(|s| s.bytes).sum::<u64>();
         let keep_newest = stored.len().saturating_sub(1);
         delete_until(&stored[..keep_newest], |pruned| total - pruned.bytes <= max)
     }
@@ -51,7 +56,7 @@ impl Retention {
     /// On a full disk: deletes the oldest profiles, at least `bytes` of them and at least one,
     /// keeping the newest unless it is the only one left to delete.
     pub fn free_oldest(&self, bytes: u64) -> io::Result<Pruned> {
-        let stored = self.oldest_first()?;
+        let (stored, _) = self.oldest_first()?;
         let candidates = if stored.len() > 1 {
             stored.len() - 1
         } else {
@@ -62,17 +67,20 @@ impl Retention {
         })
     }
 
-    /// Finished profiles under the directory, oldest first; the name breaks ties (names carry
-    /// the UTC start time).
-    fn oldest_first(&self) -> io::Result<Vec<Stored>> {
+    /// Finished profiles and rotated trace indexes under the directory, oldest first (the
+    /// name breaks ties: names carry the UTC start time), and the bytes of the files that
+    /// count but stay (the live trace index).
+    fn oldest_first(&self) -> io::Result<(Vec<Stored>, u64)> {
         let mut stored = Vec::new();
-        collect(&self.dir, &mut stored)?;
+        let mut kept = 0;
+        let traces = self.dir.join(TRACES_DIR);
+        collect(&self.dir, &traces, &mut stored, &mut kept)?;
         stored.sort_by(|a, b| {
             a.modified
                 .cmp(&b.modified)
                 .then_with(|| a.path.cmp(&b.path))
         });
-        Ok(stored)
+        Ok((stored, kept))
     }
 }
 
@@ -95,16 +103,22 @@ fn delete_until(files: &[Stored], enough: impl Fn(&Pruned) -> bool) -> io::Resul
     Ok(pruned)
 }
 
-/// Finished profiles (`*.pb.gz`, not the hidden temporaries) under `dir`, recursively.
-fn collect(dir: &Path, out: &mut Vec<Stored>) -> io::Result<()> {
+/// Finished profiles (`*.pb.gz`, not the hidden temporaries) under `dir`, recursively, and
+/// in `traces` the rotated indexes; the live index's size goes to `kept`.
+fn collect(dir: &Path, traces: &Path, out: &mut Vec<Stored>, kept: &mut u64) -> io::Result<()> {
+    let in_traces = dir == traces;
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let meta = entry.metadata()?;
+        let deletable = (name.ends_with(".pb.gz") && !name.starts_with('.'))
+            || (in_traces && is_rotated_index(&name));
         if meta.is_dir() {
-            collect(&entry.path(), out)?;
-        } else if meta.is_file() && name.ends_with(".pb.gz") && !name.starts_with('.') {
+            collect(&entry.path(), traces, out, kept)?;
+        } else if meta.is_file() && in_traces && name == INDEX_FILE {
+            *kept += meta.len();
+        } else if meta.is_file() && deletable {
             out.push(Stored {
                 path: entry.path(),
                 bytes: meta.len(),
@@ -160,6 +174,39 @@ mod tests {
             traces.join("index.jsonl").exists(),
             "only profiles are pruned"
         );
+    }
+
+    #[test]
+    fn rotated_trace_indexes_count_and_go_oldest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let traces = dir.path().join("traces");
+        fs::create_dir(&traces).unwrap();
+        let old_index = profile(&traces, "index-20260101T000000Z.jsonl", 300, 40);
+        let old_profile = profile(dir.path(), "cpu-1.pb.gz", 300, 30);
+        let newer_index = profile(&traces, "index-20260101T010000Z.jsonl", 300, 20);
+        let newest = profile(dir.path(), "cpu-2.pb.gz", 300, 0);
+        // Counted, never deleted, however old.
+        let live = profile(&traces, "index.jsonl", 300, 50);
+        // Not the recorder's: left alone.
+        let other = profile(dir.path(), "index-20250101T000000Z.jsonl", 300, 60);
+        let notes = profile(&traces, "notes.jsonl", 300, 60);
+
+        // 1500 KiB of the recorder's against 1024: the two oldest deletable go.
+        let pruned = Retention::new(dir.path(), 1).enforce().unwrap();
+        assert_eq!(
+            pruned,
+            Pruned {
+                files: 2,
+                bytes: 600 * 1024
+            }
+        );
+        assert!(!old_index.exists() && !old_profile.exists());
+        assert!(newer_index.exists() && newest.exists() && live.exists());
+        assert!(other.exists() && notes.exists());
+        // A full disk may take rotated indexes, never the live one.
+        let freed = Retention::new(dir.path(), 0).free_oldest(1 << 30).unwrap();
+        assert_eq!(freed.files, 1, "the newest stays");
+        assert!(!newer_index.exists() && newest.exists() && live.exists());
     }
 
     #[test]

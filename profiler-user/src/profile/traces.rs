@@ -1,6 +1,8 @@
 //! Per-trace files: every sample of a trace, from all its threads and processes, gathered across
 //! intervals into `<output>/traces/<trace_id>.pb.gz`, rewritten atomically after each interval in
 //! which the trace had samples, with one line per file written appended to `index.jsonl`.
+//! Past [`INDEX_MAX_BYTES`] the index is renamed aside (`index-<UTC>.jsonl`) and started
+//! afresh under its name; retention deletes rotated indexes with the oldest profiles.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -16,10 +18,31 @@ use serde::Serialize;
 use super::{
     IntervalMeta, ProfileWriter, WriteError,
     interval::{ResolvedSample, build_profile},
+    writer::Durability,
 };
 
 /// Intervals without a sample after which a trace's samples leave memory (its file stays).
 const IDLE_INTERVALS: u64 = 6;
+
+/// The trace index, under the name other tools read.
+pub const INDEX_FILE: &str = "index.jsonl";
+
+/// Size past which the index is rotated. A reader (the dashboard) reads the live index from
+/// its start after a restart or a rotation: 16 MiB is 50-60k lines, parsed in under half a
+/// second, and a small part of the default `--max-disk-mb` (1024), which counts indexes too.
+const INDEX_MAX_BYTES: u64 = 16 << 20;
+
+/// A rotated index: `index-<UTC %Y%m%dT%H%M%SZ>.jsonl`, with `-N` when the name was taken.
+pub fn is_rotated_index(name: &str) -> bool {
+    name.strip_prefix("index-")
+        .and_then(|rest| rest.strip_suffix(".jsonl"))
+        .is_some_and(|stamp| {
+            stamp.starts_with(|c: char| c.is_ascii_digit())
+                && stamp
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || matches!(b, b'T' | b'Z' | b'-'))
+        })
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TraceFileError {
@@ -31,6 +54,12 @@ pub enum TraceFileError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot rotate {path}")]
+    Rotate {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl TraceFileError {
@@ -38,7 +67,9 @@ impl TraceFileError {
     pub fn is_disk_full(&self) -> bool {
         match self {
             TraceFileError::Write(err) => err.is_disk_full(),
-            TraceFileError::Index { source, .. } => super::writer::is_disk_full(source),
+            TraceFileError::Index { source, .. } | TraceFileError::Rotate { source, .. } => {
+                super::writer::is_disk_full(source)
+            }
         }
     }
 }
@@ -73,17 +104,31 @@ pub struct TraceStore {
     /// Traces that left memory before a write succeeded.
     lost: u64,
     interval: u64,
+    index_max_bytes: u64,
+    /// Times the index was rotated, since start.
+    rotations: u64,
 }
 
 impl TraceStore {
-    /// Files go to `dir` (created on first use).
+    /// Files go to `dir` (created on first use). Trace files are not fsynced
+    /// ([`Durability::Renamed`]): the next interval rewrites an active trace's file anyway.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
-            writer: ProfileWriter::new(dir),
+            writer: ProfileWriter::with_durability(dir, Durability::Renamed),
             traces: HashMap::new(),
             unwritten: BTreeSet::new(),
             lost: 0,
             interval: 0,
+            index_max_bytes: INDEX_MAX_BYTES,
+            rotations: 0,
+        }
+    }
+
+    #[cfg(test)]
+    fn with_index_limit(self, bytes: u64) -> Self {
+        Self {
+            index_max_bytes: bytes,
+            ..self
         }
     }
 
@@ -127,6 +172,10 @@ impl TraceStore {
             });
             self.unwritten = touched;
         } else {
+            if let Err(err) = self.rotate_index(end) {
+                // The lines go on into the big index meanwhile.
+                result = Err(err);
+            }
             for trace_id in touched {
                 match self.write_trace(&trace_id, meta.period_ns) {
                     Ok(bytes) => {
@@ -165,6 +214,36 @@ impl TraceStore {
     /// Traces currently held in memory.
     pub fn active(&self) -> usize {
         self.traces.len()
+    }
+
+    /// Times `index.jsonl` was renamed aside, since start.
+    pub fn rotations(&self) -> u64 {
+        self.rotations
+    }
+
+    /// Renames the index aside once it reached the limit (checked once an interval, so it may
+    /// pass the limit by an interval's lines); the next line starts a new file under the name.
+    fn rotate_index(&mut self, now: SystemTime) -> Result<(), TraceFileError> {
+        let path = self.writer.dir().join(INDEX_FILE);
+        match fs::metadata(&path) {
+            Ok(meta) if meta.len() >= self.index_max_bytes => {}
+            _ => return Ok(()),
+        }
+        let stamp = DateTime::<Utc>::from(now).format("%Y%m%dT%H%M%SZ");
+        let free = |name: String| {
+            let path = self.writer.dir().join(name);
+            (!path.exists()).then_some(path)
+        };
+        let rotated = free(format!("index-{stamp}.jsonl"))
+            .or_else(|| (1..).find_map(|n| free(format!("index-{stamp}-{n}.jsonl"))))
+            .expect("some name is free");
+        fs::rename(&path, &rotated).map_err(|source| TraceFileError::Rotate {
+            path: path.clone(),
+            source,
+        })?;
+        self.rotations += 1;
+        tracing::info!(rotated = %rotated.display(), "trace index rotated");
+        Ok(())
     }
 
     /// Returns the size of the file written.
@@ -208,7 +287,7 @@ impl TraceStore {
     }
 
     fn append_index(&self, entry: &IndexEntry) -> Result<(), TraceFileError> {
-        let path = self.writer.dir().join("index.jsonl");
+        let path = self.writer.dir().join(INDEX_FILE);
         let mut line = serde_json::to_string(entry).unwrap_or_default();
         line.push('\n');
         OpenOptions::new()
@@ -394,6 +473,55 @@ mod tests {
             let _ = store.add_interval(&[], meta(i * 10), |_| {});
         }
         assert_eq!((store.active(), store.lost()), (0, 1));
+    }
+
+    #[test]
+    fn trace_files_are_not_fsynced_but_profiles_are() {
+        let store = TraceStore::new("traces");
+        assert_eq!(store.writer.durability(), Durability::Renamed);
+        assert_eq!(ProfileWriter::new(".").durability(), Durability::Synced);
+    }
+
+    #[test]
+    fn the_index_is_renamed_aside_past_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let traces = dir.path().join("traces");
+        let mut store = TraceStore::new(&traces).with_index_limit(300);
+        let (a, b) = ("aa".repeat(16), "bb".repeat(16));
+        // One line (about 250 bytes) stays under the limit; the second line passes it.
+        for (second, id) in [(0, &a), (10, &b)] {
+            store
+                .add_interval(&[sample(Some(id), "hot", 1, 1)], meta(second), |_| {})
+                .unwrap();
+        }
+        assert_eq!(store.rotations(), 0);
+        assert_eq!(fs::read_dir(&traces).unwrap().count(), 3);
+        // Checked before this interval's lines: the full index goes aside, named by the time.
+        store
+            .add_interval(&[sample(Some(&a), "hot", 1, 1)], meta(20), |_| {})
+            .unwrap();
+        assert_eq!(store.rotations(), 1);
+        let rotated_name = "index-20251124T160030Z.jsonl";
+        assert!(is_rotated_index(rotated_name) && !is_rotated_index(INDEX_FILE));
+        let ids = |name: &str| -> Vec<String> {
+            fs::read_to_string(traces.join(name))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<IndexEntry>(l).unwrap().trace_id)
+                .collect()
+        };
+        assert_eq!(ids(rotated_name), [a.as_str(), b.as_str()]);
+        assert_eq!(ids(INDEX_FILE), [a.as_str()]);
+        // Another rotation in the same second takes the next free name.
+        store = store.with_index_limit(1);
+        store
+            .add_interval(&[sample(Some(&b), "hot", 1, 1)], meta(20), |_| {})
+            .unwrap();
+        assert_eq!(store.rotations(), 2);
+        assert_eq!(ids("index-20251124T160030Z-1.jsonl"), [a.as_str()]);
+        assert_eq!(ids(INDEX_FILE), [b.as_str()]);
+        assert!(is_rotated_index("index-20251124T160030Z-1.jsonl"));
+        assert!(!is_rotated_index("index-old.jsonl") && !is_rotated_index("index-.jsonl"));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Writes profiles as gzip-compressed pprof, atomically: to a hidden temporary name in the
-//! same directory, then renamed. A reader never sees half a file and a crash never leaves one.
+//! same directory, then renamed. A reader never sees half a file; how much a crash of the
+//! machine may cost depends on the [`Durability`] chosen for the kind of file.
 
 use std::{
     fs::{self, File},
@@ -37,19 +38,45 @@ pub(super) fn is_disk_full(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
+/// What a write promises once it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// The data reaches the disk (fsync) before the rename: the file survives a crash of the
+    /// machine whole. For files written once: interval and incident profiles.
+    Synced,
+    /// Renamed without fsync: readers still never see half a file, but a power loss may leave
+    /// an empty or cut one under the name. For trace files, rewritten after every interval
+    /// while their trace is active (an fsync each time would be most of the writer's disk
+    /// work), and whose samples the synced interval files hold as well.
+    Renamed,
+}
+
 /// Writes `<dir>/<prefix>-<UTC %Y%m%dT%H%M%SZ>.pb.gz` files.
 #[derive(Clone, Debug)]
 pub struct ProfileWriter {
     dir: PathBuf,
+    durability: Durability,
 }
 
 impl ProfileWriter {
+    /// A writer of [`Durability::Synced`] files.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into() }
+        Self::with_durability(dir, Durability::Synced)
+    }
+
+    pub fn with_durability(dir: impl Into<PathBuf>, durability: Durability) -> Self {
+        Self {
+            dir: dir.into(),
+            durability,
+        }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
     }
 
     /// Writes `profile` under a name made of `prefix` and `time`; a name already taken gets a
@@ -63,7 +90,7 @@ impl ProfileWriter {
         self.recreate_dir()?;
         let stamp = DateTime::<Utc>::from(time).format("%Y%m%dT%H%M%SZ");
         let path = free_name(&self.dir, &format!("{prefix}-{stamp}"));
-        let bytes = replace(&path, profile)?;
+        let bytes = replace(&path, profile, self.durability)?;
         Ok((path, bytes))
     }
 
@@ -71,7 +98,7 @@ impl ProfileWriter {
     pub fn write_named(&self, name: &str, profile: &Profile) -> Result<(PathBuf, u64), WriteError> {
         self.recreate_dir()?;
         let path = self.dir.join(name);
-        let bytes = replace(&path, profile)?;
+        let bytes = replace(&path, profile, self.durability)?;
         Ok((path, bytes))
     }
 
@@ -86,12 +113,12 @@ impl ProfileWriter {
 }
 
 /// Writes to a hidden temporary name beside `path`, then renames over it.
-fn replace(path: &Path, profile: &Profile) -> Result<u64, WriteError> {
+fn replace(path: &Path, profile: &Profile, durability: Durability) -> Result<u64, WriteError> {
     let temp = path.with_file_name(format!(
         ".{}.tmp",
         path.file_name().unwrap_or_default().to_string_lossy()
     ));
-    let written = write_gzip(&temp, profile).and_then(|bytes| {
+    let written = write_gzip(&temp, profile, durability).and_then(|bytes| {
         fs::rename(&temp, path)?;
         Ok(bytes)
     });
@@ -115,12 +142,14 @@ fn free_name(dir: &Path, stem: &str) -> PathBuf {
         .unwrap_or(first)
 }
 
-fn write_gzip(path: &Path, profile: &Profile) -> io::Result<u64> {
+fn write_gzip(path: &Path, profile: &Profile, durability: Durability) -> io::Result<u64> {
     let file = File::create(path)?;
     let mut gzip = GzEncoder::new(BufWriter::new(file), Compression::default());
     gzip.write_all(&profile.encode_to_vec())?;
     let file = gzip.finish()?.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
+    if durability == Durability::Synced {
+        file.sync_all()?;
+    }
     Ok(file.metadata()?.len())
 }
 
@@ -166,7 +195,8 @@ mod tests {
     #[test]
     fn named_files_are_replaced_whole() {
         let dir = tempfile::tempdir().unwrap();
-        let writer = ProfileWriter::new(dir.path());
+        // Without fsync too: still a temporary file and a rename.
+        let writer = ProfileWriter::with_durability(dir.path(), Durability::Renamed);
         let mut profile = Profile::default();
         writer.write_named("t.pb.gz", &profile).unwrap();
         profile.period = 9;

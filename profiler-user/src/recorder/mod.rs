@@ -175,6 +175,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     let watched: &[u32] = if cgroups.is_empty() { &args.pids } else { &[] };
     let reason = recording.run(args, watched, events).await;
     // Whatever stopped us, the partial interval (and capture) is written before we return.
+    recording.pipeline.closing();
     let flushed = recording
         .drain()
         .and_then(|()| recording.end_capture_early());

@@ -2,9 +2,15 @@
 //! not `Send`), so symbolization never delays a drain or the handling of process events. It also
 //! gathers the samples of an incident capture, which spans several intervals, into its own file.
 
+mod capture;
+mod queue;
+
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex, mpsc},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
     thread::{self, JoinHandle},
     time::{Duration, Instant, SystemTime},
 };
@@ -12,15 +18,17 @@ use std::{
 use super::RecordError;
 use crate::{
     bpf::{CounterSnapshot, Drained},
-    metrics::{ErrorKind, FileKind, Metrics},
+    metrics::{DropReason, ErrorKind, FileKind, Metrics},
     process::ProcessTable,
     profile::{
-        IntervalMeta, ProfileWriter, ResolvedSample, Retention, TraceStore, WriteError,
-        add_comments, build_profile, proto::Profile, resolve_interval,
+        IntervalMeta, ProfileWriter, Retention, TraceStore, WriteError, add_comments,
+        build_profile, proto::Profile, resolve_interval,
     },
     symbolize::{CacheStats, Symbolizer},
     tracectx::TraceLabeler,
 };
+use capture::Capture;
+use queue::{QueueSender, Sent};
 
 /// One drained interval on its way to a file.
 pub(super) struct Interval {
@@ -54,17 +62,22 @@ pub(super) enum Job {
     },
 }
 
-/// An incident capture in progress.
-struct Capture {
-    start: SystemTime,
-    comments: Vec<String>,
-    samples: Vec<ResolvedSample>,
-}
+/// Drained intervals queued for the writer, the one being written included. The writer needs
+/// tens of milliseconds for an interval in the steady state; this much slack absorbs a slow one
+/// (the first interval's cold symbolization, the two forced drains at a capture's edges) and
+/// bounds what a writer that fell behind keeps: a drained interval of a busy 64-CPU host at the
+/// capture rate is tens of MB. Intervals beyond it are dropped and counted.
+const INTERVALS_QUEUED: usize = 4;
 
 pub(super) struct Pipeline {
-    sender: Option<mpsc::Sender<Job>>,
+    queue: Option<QueueSender<Job>>,
     thread: Option<JoinHandle<()>>,
     metrics: Arc<Metrics>,
+    /// Intervals dropped since start, and the count when the current capture started.
+    dropped: AtomicU64,
+    dropped_at_capture_start: AtomicU64,
+    /// Set once recording stops: the last interval goes in whatever the bound.
+    closing: AtomicBool,
 }
 
 impl Pipeline {
@@ -76,7 +89,7 @@ impl Pipeline {
         retention: Retention,
         metrics: Arc<Metrics>,
     ) -> Self {
-        let (sender, receiver) = mpsc::channel::<Job>();
+        let (queue, receiver) = queue::bounded::<Job>(INTERVALS_QUEUED);
         let output_metrics = metrics.clone();
         let thread = thread::Builder::new()
             .name("profile-writer".into())
@@ -92,19 +105,15 @@ impl Pipeline {
                     capture: None,
                     metrics: output_metrics,
                 };
-                for job in receiver {
-                    match job {
+                for queued in receiver {
+                    match queued.job {
                         Job::Interval(interval) => {
                             output.write_interval(*interval, &table);
                             output.prune();
                             release_free_memory();
                         }
                         Job::CaptureStart { start, comments } => {
-                            output.capture = Some(Capture {
-                                start,
-                                comments,
-                                samples: Vec::new(),
-                            });
+                            output.capture = Some(Capture::new(start, comments));
                         }
                         Job::CaptureEnd {
                             end,
@@ -119,24 +128,77 @@ impl Pipeline {
                 }
             })
             .expect("spawning a thread at start-up");
+        Self::with_queue(queue, Some(thread), metrics)
+    }
+
+    fn with_queue(
+        queue: QueueSender<Job>,
+        thread: Option<JoinHandle<()>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
-            sender: Some(sender),
-            thread: Some(thread),
+            queue: Some(queue),
+            thread,
             metrics,
+            dropped: AtomicU64::new(0),
+            dropped_at_capture_start: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
         }
     }
 
-    pub(super) fn send(&self, job: Job) -> Result<(), RecordError> {
-        self.metrics.health.job_queued();
-        self.sender
-            .as_ref()
-            .and_then(|s| s.send(job).ok())
-            .ok_or(RecordError::PipelineGone)
+    /// Hands `job` to the writer without waiting. An interval that finds the writer
+    /// [`INTERVALS_QUEUED`] behind is dropped and counted (its samples are lost; the recorder
+    /// goes on); capture starts and ends always go in.
+    pub(super) fn send(&self, mut job: Job) -> Result<(), RecordError> {
+        let queue = self.queue.as_ref().ok_or(RecordError::PipelineGone)?;
+        match &mut job {
+            Job::Interval(_) => {}
+            Job::CaptureStart { .. } => self
+                .dropped_at_capture_start
+                .store(self.dropped.load(Ordering::Acquire), Ordering::Release),
+            Job::CaptureEnd { comments, .. } => {
+                let dropped = self.dropped.load(Ordering::Acquire)
+                    - self.dropped_at_capture_start.load(Ordering::Acquire);
+                // Before the rate at the end, which readers look for in the last comment.
+                if dropped > 0 {
+                    comments.insert(
+                        0,
+                        format!(
+                            "{dropped} interval(s) of this capture dropped: the writer fell behind"
+                        ),
+                    );
+                }
+            }
+        }
+        let droppable = matches!(job, Job::Interval(_)) && !self.closing.load(Ordering::Acquire);
+        match queue.send(job, droppable) {
+            Sent::Queued => {
+                self.metrics.health.job_queued();
+                Ok(())
+            }
+            Sent::Full(_) => {
+                let total = self.dropped.fetch_add(1, Ordering::AcqRel) + 1;
+                self.metrics.interval_dropped(DropReason::WriterBehind);
+                tracing::warn!(
+                    dropped_total = total,
+                    queued = queue.held(),
+                    "the profile writer is behind: dropped a drained interval"
+                );
+                Ok(())
+            }
+            Sent::Gone => Err(RecordError::PipelineGone),
+        }
+    }
+
+    /// From now on intervals are queued whatever the bound: the recording stopped, and its
+    /// last interval is written before the process exits.
+    pub(super) fn closing(&self) {
+        self.closing.store(true, Ordering::Release);
     }
 
     /// Waits until every interval sent has been written.
     pub(super) fn finish(&mut self) -> Result<(), RecordError> {
-        self.sender.take();
+        self.queue.take();
         match self.thread.take().map(JoinHandle::join) {
             Some(Err(_)) => Err(RecordError::PipelineGone),
             _ => Ok(()),
@@ -296,7 +358,7 @@ impl Output {
         if let Some(traces) = &mut self.traces {
             let metrics = &self.metrics;
             let written = |bytes| metrics.file_written(FileKind::Trace, bytes);
-            let lost_before = traces.lost();
+            let (lost_before, rotations_before) = (traces.lost(), traces.rotations());
             match traces.add_interval(&samples, meta, written) {
                 Ok(0) => {}
                 Ok(files) => tracing::debug!(interval = epoch, files, "wrote trace files"),
@@ -319,6 +381,9 @@ impl Output {
             for _ in lost_before..traces.lost() {
                 metrics.profile_dropped();
             }
+            for _ in rotations_before..traces.rotations() {
+                metrics.index_rotated();
+            }
             if traces.lost() > lost_before {
                 tracing::error!(
                     lost_total = traces.lost(),
@@ -327,7 +392,16 @@ impl Output {
             }
         }
         if let Some(capture) = &mut self.capture {
-            capture.samples.extend(samples);
+            let left_out = capture.add(samples);
+            if left_out > 0 {
+                self.metrics.incident_samples_left_out(left_out);
+                tracing::warn!(
+                    interval = epoch,
+                    left_out,
+                    left_out_total = capture.left_out(),
+                    "incident capture full: samples of new stacks left out of its file"
+                );
+            }
         }
         self.symbolizer.end_interval();
         self.labeler.end_interval();
@@ -343,18 +417,110 @@ impl Output {
             duration: end.duration_since(capture.start).unwrap_or(Duration::ZERO),
             period_ns: crate::bpf::period_ns(frequency),
         };
-        let (mut profile, stats) = build_profile(&capture.samples, meta);
-        add_comments(&mut profile, &capture.comments);
-        add_comments(&mut profile, &comments);
-        match self.write_with_room(FileKind::Incident, "incident", capture.start, &profile) {
+        let start = capture.start;
+        let mut notes = capture.comments.clone();
+        notes.extend(capture.left_out_note());
+        notes.extend(comments);
+        let (left_out, entries) = (capture.left_out(), capture.entries());
+        let (mut profile, stats) = build_profile(capture.into_samples(), meta);
+        add_comments(&mut profile, &notes);
+        match self.write_with_room(FileKind::Incident, "incident", start, &profile) {
             Ok((path, bytes)) => tracing::info!(
                 samples = stats.samples,
                 processes = stats.processes,
+                entries,
+                left_out,
                 bytes,
                 "wrote incident capture {}",
                 path.display()
             ),
             Err(err) => tracing::error!("{}", crate::error_chain(&err)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::metrics::Health;
+
+    use super::*;
+
+    fn interval() -> Job {
+        Job::Interval(Box::new(Interval {
+            drained: Drained::default(),
+            meta: IntervalMeta {
+                start: SystemTime::UNIX_EPOCH,
+                duration: Duration::from_secs(10),
+                period_ns: 1,
+            },
+            epoch: 0,
+            counters: CounterSnapshot::default(),
+            bpf_ns_per_sample: None,
+            drain_started: Instant::now(),
+            comments: Vec::new(),
+        }))
+    }
+
+    fn capture_end() -> Job {
+        Job::CaptureEnd {
+            end: SystemTime::UNIX_EPOCH,
+            frequency: 99,
+            comments: vec!["capture frequency at the end: 99 Hz".into()],
+        }
+    }
+
+    #[test]
+    fn a_writer_behind_costs_intervals_never_capture_edges() {
+        let metrics = Arc::new(Metrics::new("n", Health::new("/nonexistent".into(), 10)));
+        // A writer that takes nothing: the queue fills.
+        let (queue, receiver) = queue::bounded(INTERVALS_QUEUED);
+        let pipeline = Pipeline::with_queue(queue, None, metrics.clone());
+        pipeline
+            .send(Job::CaptureStart {
+                start: SystemTime::UNIX_EPOCH,
+                comments: Vec::new(),
+            })
+            .unwrap();
+        for _ in 0..INTERVALS_QUEUED + 2 {
+            pipeline.send(interval()).unwrap();
+        }
+        pipeline.send(capture_end()).unwrap();
+        let text = metrics.encode();
+        assert!(
+            text.contains(r#"profiler_intervals_dropped_total{reason="writer_behind"} 2"#),
+            "{text}"
+        );
+        // Once stopping, the last interval goes in whatever the bound.
+        pipeline.closing();
+        pipeline.send(interval()).unwrap();
+
+        let jobs: Vec<Job> = receiver.try_iter().map(|queued| queued.job).collect();
+        let kinds: Vec<&str> = jobs
+            .iter()
+            .map(|job| match job {
+                Job::Interval(_) => "interval",
+                Job::CaptureStart { .. } => "start",
+                Job::CaptureEnd { .. } => "end",
+            })
+            .collect();
+        let mut expected = vec!["start"];
+        expected.extend(["interval"; INTERVALS_QUEUED]);
+        expected.extend(["end", "interval"]);
+        assert_eq!(kinds, expected);
+        let comments = jobs
+            .iter()
+            .find_map(|job| match job {
+                Job::CaptureEnd { comments, .. } => Some(comments),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(
+            comments[..],
+            [
+                "2 interval(s) of this capture dropped: the writer fell behind".to_owned(),
+                "capture frequency at the end: 99 Hz".to_owned(),
+            ],
+            "the rate at the end stays the last comment"
+        );
     }
 }

@@ -1,11 +1,11 @@
 //! What the server knows of its directory, read again on every request so that it follows a
 //! recorder writing there: the profiles listed (a directory read), the trace index (read
-//! incrementally: `index.jsonl` only grows), and caches of decoded profiles keyed by name,
-//! modification time, size and inode, so a rewritten file is read again and an unchanged one
-//! is not.
+//! incrementally: `index.jsonl` only grows until the recorder renames it aside, and a rotated
+//! index is read once), and caches of decoded profiles keyed by name, modification time, size
+//! and inode, so a rewritten file is read again and an unchanged one is not.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeSet, HashMap, HashSet},
     fs,
     io::{self, Read, Seek, SeekFrom},
     os::unix::fs::MetadataExt,
@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 
 use super::paths::{self, Refusal};
 use crate::{
-    profile::IndexEntry,
+    profile::{INDEX_FILE, IndexEntry, is_rotated_index},
     report::{
         files::{self, ProfileFile, ProfileKind, ReadError, TRACES_DIR},
         flame::{self, Labels},
@@ -237,39 +237,105 @@ impl TraceRow {
     }
 }
 
-/// `traces/index.jsonl`, read from where the last read stopped.
+/// A file's identity: (device, inode). A rename keeps it.
+type Identity = (u64, u64);
+
+/// A rotated index (`index-<UTC>.jsonl`) beside the live one.
+struct Rotated {
+    path: PathBuf,
+    identity: Identity,
+    modified: SystemTime,
+}
+
+/// `traces/index.jsonl`, read from where the last read stopped, and the rotated indexes
+/// beside it, each read at most once. A trace's latest line wins (by `last_sample_time`,
+/// which grows with every rewrite of its file), wherever it was read from, so the order in
+/// which files are read does not matter.
 #[derive(Default)]
 struct TraceIndex {
-    /// (device, inode) of the file read: another file under the name is read from its start.
-    file: Option<(u64, u64)>,
+    /// The live file read: another file under the name is read from its start.
+    file: Option<Identity>,
     offset: u64,
+    /// The live file's modification time when last read to its end: lines written before it
+    /// have been read, except those of rotated files left unread on purpose.
+    read_until: Option<SystemTime>,
+    /// Rotated files read.
+    rotated: HashSet<Identity>,
     entries: HashMap<String, IndexEntry>,
 }
 
 impl TraceIndex {
-    fn refresh(&mut self, path: &Path) {
-        let Ok(meta) = fs::metadata(path) else {
-            *self = TraceIndex::default();
-            return;
-        };
-        let identity = (meta.dev(), meta.ino());
-        if self.file != Some(identity) || meta.len() < self.offset {
-            *self = TraceIndex {
-                file: Some(identity),
-                ..TraceIndex::default()
-            };
+    /// Reads what is new. `rotated`: the rotated indexes present; `present`: the traces that
+    /// have a file (older rotated files are read only for those still without a line).
+    fn refresh(&mut self, path: &Path, mut rotated: Vec<Rotated>, present: &HashSet<&str>) {
+        self.rotated
+            .retain(|identity| rotated.iter().any(|r| r.identity == *identity));
+        // The file followed until now was renamed aside: its last lines are still to read.
+        if let Some(followed) = rotated
+            .iter()
+            .find(|r| Some(r.identity) == self.file && !self.rotated.contains(&r.identity))
+        {
+            self.read(&followed.path, self.offset, None, true);
+            self.rotated.insert(followed.identity);
         }
-        if meta.len() == self.offset {
-            return;
+        let previous_read = self.read_until;
+        match fs::metadata(path) {
+            Ok(meta) => {
+                let identity = (meta.dev(), meta.ino());
+                if self.file != Some(identity) || meta.len() < self.offset {
+                    // Another file, or one cut short: from its start, keeping what is known.
+                    self.file = Some(identity);
+                    self.offset = 0;
+                }
+                if meta.len() > self.offset
+                    && let Some(complete) = self.read(path, self.offset, None, true)
+                {
+                    self.offset += complete;
+                }
+                self.read_until = meta.modified().ok();
+            }
+            Err(_) => {
+                self.file = None;
+                self.offset = 0;
+            }
         }
+        // Newest first: files the recorder rotated since the last read hold newer lines and
+        // are read; older ones only while a trace with a file has no line yet.
+        rotated.sort_by(|a, b| b.modified.cmp(&a.modified).then(b.path.cmp(&a.path)));
+        let lacking = |index: &Self| present.iter().any(|id| !index.entries.contains_key(*id));
+        let mut wanted = None;
+        for file in rotated {
+            if self.rotated.contains(&file.identity) {
+                continue;
+            }
+            let missed = previous_read.is_some_and(|read| file.modified >= read);
+            if !missed && !*wanted.get_or_insert_with(|| lacking(self)) {
+                continue;
+            }
+            self.read(&file.path, 0, Some(present), false);
+            self.rotated.insert(file.identity);
+            wanted = None;
+        }
+    }
+
+    /// Reads the complete lines of `path` from `from` into the entries (only those of `only`,
+    /// when given); a line as new as the known one replaces it when `ties_replace`. Returns the
+    /// bytes read up to the last complete line.
+    fn read(
+        &mut self,
+        path: &Path,
+        from: u64,
+        only: Option<&HashSet<&str>>,
+        ties_replace: bool,
+    ) -> Option<u64> {
         let mut added = Vec::new();
         let read = fs::File::open(path).and_then(|mut file| {
-            file.seek(SeekFrom::Start(self.offset))?;
+            file.seek(SeekFrom::Start(from))?;
             file.read_to_end(&mut added)
         });
         if let Err(err) = read {
             tracing::debug!("cannot read {}: {err}", path.display());
-            return;
+            return None;
         }
         // A line still being appended waits for the next request.
         let complete = added.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
@@ -277,14 +343,28 @@ impl TraceIndex {
             if line.is_empty() {
                 continue;
             }
-            match serde_json::from_slice::<IndexEntry>(line) {
-                Ok(entry) => {
-                    self.entries.insert(entry.trace_id.clone(), entry);
+            let entry = match serde_json::from_slice::<IndexEntry>(line) {
+                Ok(entry) => entry,
+                Err(err) => {
+                    tracing::debug!("skipping a line of {}: {err}", path.display());
+                    continue;
                 }
-                Err(err) => tracing::debug!("skipping a line of {}: {err}", path.display()),
+            };
+            if only.is_some_and(|only| !only.contains(entry.trace_id.as_str())) {
+                continue;
+            }
+            let newer = self.entries.get(&entry.trace_id).is_none_or(|known| {
+                if ties_replace {
+                    entry.last_sample_time >= known.last_sample_time
+                } else {
+                    entry.last_sample_time > known.last_sample_time
+                }
+            });
+            if newer {
+                self.entries.insert(entry.trace_id.clone(), entry);
             }
         }
-        self.offset += complete as u64;
+        Some(complete as u64)
     }
 }
 
@@ -323,29 +403,36 @@ impl Catalog {
     pub fn traces(&self) -> io::Result<Vec<TraceRow>> {
         let dir = self.root.join(TRACES_DIR);
         let mut present: Vec<(String, SystemTime)> = Vec::new();
+        let mut rotated = Vec::new();
         match fs::read_dir(&dir) {
             Ok(entries) => {
                 for entry in entries.flatten() {
                     let name = entry.file_name();
-                    let Some(id) = name.to_str().and_then(files::trace_id_of_file) else {
+                    let Some(name) = name.to_str() else { continue };
+                    let id = files::trace_id_of_file(name);
+                    if id.is_none() && !is_rotated_index(name) {
                         continue;
-                    };
+                    }
                     // Gone since the listing: left out.
                     let Ok(meta) = entry.metadata() else { continue };
-                    present.push((
-                        id.to_owned(),
-                        meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
-                    ));
+                    let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+                    match id {
+                        Some(id) => present.push((id.to_owned(), modified)),
+                        None => rotated.push(Rotated {
+                            path: entry.path(),
+                            identity: (meta.dev(), meta.ino()),
+                            modified,
+                        }),
+                    }
                 }
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(err) => return Err(err),
         }
+        let ids: HashSet<&str> = present.iter().map(|(id, _)| id.as_str()).collect();
         let mut index = lock(&self.index);
-        index.refresh(&dir.join("index.jsonl"));
+        index.refresh(&dir.join(INDEX_FILE), rotated, &ids);
         // Lines of traces whose files retention deleted are of no more use.
-        let ids: std::collections::HashSet<&str> =
-            present.iter().map(|(id, _)| id.as_str()).collect();
         index.entries.retain(|id, _| ids.contains(id.as_str()));
         Ok(present
             .iter()
@@ -464,11 +551,16 @@ mod tests {
     const B: &str = "0af7651916cd43dd8448eb211c80319c";
 
     fn line(id: &str, count: u64) -> String {
+        line_at(id, count, 10)
+    }
+
+    /// A line whose last sample is `second` seconds into 2026.
+    fn line_at(id: &str, count: u64, second: u32) -> String {
         let entry = IndexEntry {
             trace_id: id.into(),
             file: format!("{id}.pb.gz"),
             first_sample_time: "2026-01-01T00:00:00.000Z".into(),
-            last_sample_time: "2026-01-01T00:00:10.000Z".into(),
+            last_sample_time: format!("2026-01-01T00:{:02}:{:02}.000Z", second / 60, second % 60),
             sample_count: count,
             pids: vec![1],
             service_names: vec!["checkout".into()],
@@ -517,6 +609,70 @@ mod tests {
         fs::write(&index, line(B, 9)).unwrap();
         let rows = catalog.traces().unwrap();
         assert_eq!(rows[0].sample_count, Some(9));
+    }
+
+    #[test]
+    fn a_rotated_index_keeps_its_traces_described_once() {
+        const C: &str = "1af7651916cd43dd8448eb211c80319c";
+        let dir = tempfile::tempdir().unwrap();
+        let traces = ProfileWriter::new(dir.path().join("traces"));
+        let p = profile(&[("main;hot", traced(1, 1, A), 1)]);
+        for id in [A, B, C] {
+            traces.write_named(&format!("{id}.pb.gz"), &p).unwrap();
+        }
+        let index = dir.path().join("traces/index.jsonl");
+        fs::write(&index, line_at(A, 1, 10) + &line_at(B, 2, 10)).unwrap();
+        let catalog = Catalog::new(dir.path()).unwrap();
+        // Trace ID -> sample count, one row per trace file.
+        let counts = |catalog: &Catalog| {
+            let rows = catalog.traces().unwrap();
+            let counts: HashMap<String, Option<u64>> = rows
+                .iter()
+                .map(|r| (r.trace_id.clone(), r.sample_count))
+                .collect();
+            assert_eq!(counts.len(), rows.len(), "a trace listed twice");
+            counts
+        };
+        let known = |pairs: [(&str, Option<u64>); 3]| {
+            pairs
+                .into_iter()
+                .map(|(id, count)| (id.to_owned(), count))
+                .collect::<HashMap<_, _>>()
+        };
+        assert_eq!(
+            counts(&catalog),
+            known([(A, Some(1)), (B, Some(2)), (C, None)])
+        );
+
+        // The recorder appends B's next line, renames the index aside and starts a new one.
+        let mut file = fs::OpenOptions::new().append(true).open(&index).unwrap();
+        file.write_all(line_at(B, 3, 20).as_bytes()).unwrap();
+        drop(file);
+        let rotated = dir.path().join("traces/index-20260101T000020Z.jsonl");
+        fs::rename(&index, &rotated).unwrap();
+        fs::write(&index, line_at(C, 4, 30)).unwrap();
+        let expected = known([(A, Some(1)), (B, Some(3)), (C, Some(4))]);
+        assert_eq!(counts(&catalog), expected, "nothing lost");
+        assert_eq!(counts(&catalog), expected);
+
+        // A server started later reads the rotated index for what the live one lacks; a newer
+        // line in the live index wins over an older one in a rotated index.
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&index)
+            .unwrap()
+            .write_all(line_at(A, 5, 40).as_bytes())
+            .unwrap();
+        let later = Catalog::new(dir.path()).unwrap();
+        assert_eq!(
+            counts(&later),
+            known([(A, Some(5)), (B, Some(3)), (C, Some(4))])
+        );
+        // Retention deleted a trace file: its lines go, the others stay.
+        fs::remove_file(dir.path().join(format!("traces/{B}.pb.gz"))).unwrap();
+        fs::remove_file(&rotated).unwrap();
+        assert_eq!(counts(&later).get(A), Some(&Some(5)));
+        assert_eq!(counts(&later).len(), 2);
     }
 
     #[test]
