@@ -32,6 +32,23 @@ const WROTE_LOG: &str = "profiler::recorder::pipeline: wrote ";
 /// Share of a process's samples whose leaf must be its hot function.
 const NAMED_SHARE: f64 = 0.9;
 
+/// A recording of `pid` at 99 Hz in 2-second intervals, plus `extra` flags, once it samples.
+fn record_pid(out: &Path, pid: u32, extra: &[&str]) -> Result<LoggedRun> {
+    let pid = pid.to_string();
+    let mut args = vec![
+        "--pid",
+        &pid,
+        "--frequency",
+        FREQUENCY_ARG,
+        "--interval",
+        "2",
+    ];
+    args.extend(extra);
+    let mut profiler = LoggedRun::spawn(record_command(out, &args))?;
+    profiler.wait_until_recording(START_UP)?;
+    Ok(profiler)
+}
+
 /// Waits until the profiler has written `n` interval files in all.
 fn wait_for_intervals(profiler: &mut LoggedRun, n: usize) -> Result<()> {
     profiler
@@ -107,18 +124,7 @@ fn a_process_whose_main_thread_exits_first_stays_named() -> Result<()> {
     let out = tempfile::tempdir()?;
     let fixture = Fixture::spawn_ready(LIFETIMES, &["leader-exits"], READY)?;
     let pid = fixture.pid();
-    let mut profiler = LoggedRun::spawn(record_command(
-        out.path(),
-        &[
-            "--pid",
-            &pid.to_string(),
-            "--frequency",
-            FREQUENCY_ARG,
-            "--interval",
-            "2",
-        ],
-    ))?;
-    profiler.wait_until_recording(START_UP)?;
+    let mut profiler = record_pid(out.path(), pid, &[])?;
     // The process is known, with its main thread alive, before that thread leaves.
     wait_for_intervals(&mut profiler, 1)?;
     send_signal(pid, libc::SIGUSR1)?;
@@ -150,18 +156,7 @@ fn a_process_whose_main_thread_left_before_the_first_sample_is_named() -> Result
     let pid = fixture.pid();
     send_signal(pid, libc::SIGUSR1)?;
     wait_for_zombie_leader(pid)?;
-    let mut profiler = LoggedRun::spawn(record_command(
-        out.path(),
-        &[
-            "--pid",
-            &pid.to_string(),
-            "--frequency",
-            FREQUENCY_ARG,
-            "--interval",
-            "2",
-        ],
-    ))?;
-    profiler.wait_until_recording(START_UP)?;
+    let mut profiler = record_pid(out.path(), pid, &[])?;
     wait_for_intervals(&mut profiler, 2)?;
     profiler.signal(libc::SIGINT)?;
     profiler.wait(WIND_DOWN)?.ensure_success()?;
@@ -253,19 +248,7 @@ fn a_library_opened_after_the_first_sample_is_named() -> Result<()> {
     let fixture = Fixture::spawn_ready(LIFETIMES, &["dlopen", PLUGIN], READY)?;
     let pid = fixture.pid();
     // Without trace contexts: their periodic retry would read the mappings again too.
-    let mut profiler = LoggedRun::spawn(record_command(
-        out.path(),
-        &[
-            "--pid",
-            &pid.to_string(),
-            "--frequency",
-            FREQUENCY_ARG,
-            "--interval",
-            "2",
-            "--no-trace-context",
-        ],
-    ))?;
-    profiler.wait_until_recording(START_UP)?;
+    let mut profiler = record_pid(out.path(), pid, &["--no-trace-context"])?;
     wait_for_intervals(&mut profiler, 1)?;
     send_signal(pid, libc::SIGUSR1)?;
     wait_for_mapping(pid, PLUGIN)?;

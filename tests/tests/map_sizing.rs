@@ -20,6 +20,30 @@ fn scrape(address: std::net::SocketAddr) -> Result<String> {
     Ok(http_get(address, "/metrics", Duration::from_secs(5))?.body)
 }
 
+/// Records the whole host at `hz` in intervals of `interval` seconds with `extra` flags until
+/// `intervals` files are written; returns the metrics scraped then, and the run's output.
+fn record_intervals(
+    out: &std::path::Path,
+    hz: &str,
+    interval: &str,
+    extra: &[&str],
+    intervals: usize,
+) -> Result<(String, integration_tests::RunOutput)> {
+    let metrics = free_local_address()?;
+    let address = metrics.to_string();
+    let mut args = vec!["--frequency", hz, "--interval", interval];
+    args.extend(["--metrics-address", &address]);
+    args.extend(extra);
+    let mut profiler = LoggedRun::spawn(record_command(out, &args))?;
+    profiler.wait_until_recording(START_UP)?;
+    profiler.wait_for_log(Duration::from_secs(180), "the intervals", |log| {
+        log.matches(WROTE_LOG).count() >= intervals
+    })?;
+    let body = scrape(metrics)?;
+    profiler.signal(libc::SIGINT)?;
+    Ok((body, profiler.wait(WIND_DOWN)?))
+}
+
 fn series(body: &str, name: &str) -> f64 {
     metric_value(body, name).unwrap_or(0.0)
 }
@@ -33,34 +57,17 @@ fn tiny_maps_count_what_does_not_fit_and_keep_recording() -> Result<()> {
         .map(|_| Fixture::spawn(HOT_C, &[]))
         .collect::<Result<_>>()?;
     let out = tempfile::tempdir()?;
-    let metrics = free_local_address()?;
-    let address = metrics.to_string();
-    let mut profiler = LoggedRun::spawn(record_command(
-        out.path(),
-        &[
-            "--frequency",
-            "99",
-            "--interval",
-            "2",
-            "--metrics-address",
-            &address,
-            "--counts-map-entries",
-            "8",
-            "--stacks-map-entries",
-            "4",
-            "--processes-map-entries",
-            "2",
-            "--events-buffer-kib",
-            "4",
-        ],
-    ))?;
-    profiler.wait_until_recording(START_UP)?;
-    profiler.wait_for_log(Duration::from_secs(60), "three intervals", |log| {
-        log.matches(WROTE_LOG).count() >= 3
-    })?;
-    let body = scrape(metrics)?;
-    profiler.signal(libc::SIGINT)?;
-    let output = profiler.wait(WIND_DOWN)?;
+    let tiny = [
+        "--counts-map-entries",
+        "8",
+        "--stacks-map-entries",
+        "4",
+        "--processes-map-entries",
+        "2",
+        "--events-buffer-kib",
+        "4",
+    ];
+    let (body, output) = record_intervals(out.path(), "99", "2", &tiny, 3)?;
     output.ensure_success()?;
     let counts_full = series(
         &body,
@@ -102,26 +109,7 @@ fn maps_sized_from_the_host_hold_every_sample_of_2000_threads_at_999_hz() -> Res
         .map(|_| Fixture::spawn_ready(LIFETIMES, &["threads", "10"], Duration::from_secs(30)))
         .collect::<Result<_>>()?;
     let out = tempfile::tempdir()?;
-    let metrics = free_local_address()?;
-    let address = metrics.to_string();
-    let mut profiler = LoggedRun::spawn(record_command(
-        out.path(),
-        &[
-            "--frequency",
-            "999",
-            "--interval",
-            "30",
-            "--metrics-address",
-            &address,
-        ],
-    ))?;
-    profiler.wait_until_recording(START_UP)?;
-    profiler.wait_for_log(Duration::from_secs(180), "an interval", |log| {
-        log.matches(WROTE_LOG).count() >= 1
-    })?;
-    let body = scrape(metrics)?;
-    profiler.signal(libc::SIGINT)?;
-    let output = profiler.wait(WIND_DOWN)?;
+    let (body, output) = record_intervals(out.path(), "999", "30", &[], 1)?;
     drop(processes);
     output.ensure_success()?;
     let taken = series(&body, "profiler_samples_total");

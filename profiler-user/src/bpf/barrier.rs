@@ -78,22 +78,23 @@ impl ProgramBarrier {
 
     /// Returns once every BPF program run that began before the call has finished.
     pub(crate) fn wait_for_running_programs(&self) -> Result<(), BpfError> {
-        let key: u32 = 0;
-        let value: u32 = self.inner.as_raw_fd() as u32;
-        let attr = MapUpdate {
-            map_fd: self.outer.as_raw_fd() as u32,
-            _pad: 0,
-            key: &key as *const u32 as u64,
-            value: &value as *const u32 as u64,
-            flags: 0,
-        };
-        bpf(BPF_MAP_UPDATE_ELEM, &attr)
-            .map(drop)
-            .map_err(|source| BpfError::Syscall {
-                call: "bpf(BPF_MAP_UPDATE_ELEM) on the program barrier",
-                source,
-            })
+        update(&self.outer, 0, self.inner.as_raw_fd() as u32).map_err(|source| BpfError::Syscall {
+            call: "bpf(BPF_MAP_UPDATE_ELEM) on the program barrier",
+            source,
+        })
     }
+}
+
+/// Sets element `key` of a map with 4-byte keys and values.
+fn update(map: &OwnedFd, key: u32, value: u32) -> std::io::Result<()> {
+    let attr = MapUpdate {
+        map_fd: map.as_raw_fd() as u32,
+        _pad: 0,
+        key: &key as *const u32 as u64,
+        value: &value as *const u32 as u64,
+        flags: 0,
+    };
+    bpf(BPF_MAP_UPDATE_ELEM, &attr).map(drop)
 }
 
 fn create_map(attr: MapCreate, call: &'static str) -> Result<OwnedFd, BpfError> {

@@ -27,17 +27,9 @@ fn the_barrier_waits_for_a_grace_period() {
         "plain array",
     )
     .unwrap();
-    let (key, value) = (0u32, 7u32);
-    let attr = MapUpdate {
-        map_fd: plain.as_raw_fd() as u32,
-        _pad: 0,
-        key: &key as *const u32 as u64,
-        value: &value as *const u32 as u64,
-        flags: 0,
-    };
     let started = Instant::now();
     for _ in 0..3 {
-        bpf(BPF_MAP_UPDATE_ELEM, &attr).unwrap();
+        update(&plain, 0, 7).unwrap();
     }
     let per_plain = started.elapsed() / 3;
     println!("barrier {per_wait:?} per wait, plain update {per_plain:?}");
