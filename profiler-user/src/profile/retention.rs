@@ -42,6 +42,11 @@ impl Retention {
         }
     }
 
+    /// The limit in bytes, if any.
+    pub fn max_bytes(&self) -> Option<u64> {
+        self.max_bytes
+    }
+
     /// Deletes the oldest profiles until the total is within the limit.
     pub fn enforce(&self) -> io::Result<Pruned> {
         let Some(max) = self.max_bytes else {

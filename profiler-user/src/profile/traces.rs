@@ -1,8 +1,9 @@
 //! Per-trace files: every sample of a trace, from all its threads and processes, gathered across
 //! intervals into `<output>/traces/<trace_id>.pb.gz`, rewritten atomically after each interval in
 //! which the trace had samples, with one line per file written appended to `index.jsonl`.
-//! Past [`INDEX_MAX_BYTES`] the index is renamed aside (`index-<UTC>.jsonl`) and started
-//! afresh under its name; retention deletes rotated indexes with the oldest profiles.
+//! Past a size ([`INDEX_MAX_BYTES`], less under a small `--max-disk-mb`) the index is renamed
+//! aside (`index-<UTC>.jsonl`) and started afresh under its name; retention deletes rotated
+//! indexes with the oldest profiles.
 
 use std::{
     collections::{BTreeSet, HashMap},
@@ -31,6 +32,9 @@ pub const INDEX_FILE: &str = "index.jsonl";
 /// its start after a restart or a rotation: 16 MiB is 50-60k lines, parsed in under half a
 /// second, and a small part of the default `--max-disk-mb` (1024), which counts indexes too.
 const INDEX_MAX_BYTES: u64 = 16 << 20;
+
+/// The least size past which the index is rotated, whatever the disk limit: about 1000 lines.
+const INDEX_MIN_BYTES: u64 = 256 << 10;
 
 /// A rotated index: `index-<UTC %Y%m%dT%H%M%SZ>.jsonl`, with `-N` when the name was taken.
 pub fn is_rotated_index(name: &str) -> bool {
@@ -121,6 +125,20 @@ impl TraceStore {
             interval: 0,
             index_max_bytes: INDEX_MAX_BYTES,
             rotations: 0,
+        }
+    }
+
+    /// Rotates the index at 1/64 of the disk limit (`None`: no limit), between
+    /// [`INDEX_MIN_BYTES`] and [`INDEX_MAX_BYTES`]: retention counts the live index but never
+    /// deletes it, so under a small `--max-disk-mb` a 16 MiB index would leave no room for
+    /// profiles.
+    pub fn with_disk_limit(self, max_disk: Option<u64>) -> Self {
+        let bytes = max_disk.map_or(INDEX_MAX_BYTES, |max| {
+            (max / 64).clamp(INDEX_MIN_BYTES, INDEX_MAX_BYTES)
+        });
+        Self {
+            index_max_bytes: bytes,
+            ..self
         }
     }
 
@@ -480,6 +498,24 @@ mod tests {
         let store = TraceStore::new("traces");
         assert_eq!(store.writer.durability(), Durability::Renamed);
         assert_eq!(ProfileWriter::new(".").durability(), Durability::Synced);
+    }
+
+    #[test]
+    fn the_index_limit_is_a_small_part_of_the_disk_limit() {
+        let limit = |max_disk: Option<u64>| {
+            TraceStore::new("traces")
+                .with_disk_limit(max_disk)
+                .index_max_bytes
+        };
+        assert_eq!(limit(None), 16 << 20);
+        assert_eq!(
+            limit(Some(1024 << 20)),
+            16 << 20,
+            "the default --max-disk-mb"
+        );
+        assert_eq!(limit(Some(10 << 30)), 16 << 20);
+        assert_eq!(limit(Some(64 << 20)), 1 << 20);
+        assert_eq!(limit(Some(1 << 20)), 256 << 10);
     }
 
     #[test]

@@ -90,6 +90,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
     ) -> Self {
         let (queue, receiver) = queue::bounded::<Job>(INTERVALS_QUEUED);
+        let traces = traces.map(|traces| traces.with_disk_limit(retention.max_bytes()));
         let output_metrics = metrics.clone();
         let thread = thread::Builder::new()
             .name("profile-writer".into())
