@@ -420,7 +420,9 @@ fn a_recording_reports_as_go_pprof_does() -> Result<()> {
     let out = tempfile::tempdir()?;
     let profiles = record_fixture(&fixture, out.path(), 4, &[])?;
     drop(fixture);
-    for p in &profiles {
+    // When --duration ends with an interval, the last file covers a few milliseconds and may hold
+    // no sample: `report` then rightly says it selected nothing.
+    for p in profiles.iter().filter(|p| !p.profile.sample.is_empty()) {
         let ours = report(&["--top", "0", text(&p.path)])?;
         let go = go_top(&[], &[&p.path])?;
         eprintln!("{}:\n{}", p.path.display(), compare(&ours, &go)?);
