@@ -2,6 +2,7 @@
 //! the per-CPU perf events, draining the aggregation maps, reading counters and process events.
 
 mod barrier;
+mod batch;
 pub mod cost;
 mod counters;
 mod drain;
@@ -11,6 +12,7 @@ pub mod map_memory;
 mod perf_events;
 mod sampler;
 pub mod sizing;
+mod syscall;
 
 pub use cost::ProgramCost;
 pub use counters::CounterSnapshot;

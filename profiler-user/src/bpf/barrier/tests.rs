@@ -16,20 +16,10 @@ fn the_barrier_waits_for_a_grace_period() {
     let per_wait = started.elapsed() / 3;
     // The same update on a plain array map returns at once; a grace period takes at least a
     // scheduler tick or two on every CPU.
-    let plain = create_map(
-        MapCreate {
-            map_type: BPF_MAP_TYPE_ARRAY,
-            key_size: 4,
-            value_size: 4,
-            max_entries: 1,
-            ..MapCreate::default()
-        },
-        "plain array",
-    )
-    .unwrap();
+    let plain = one_slot_array().unwrap();
     let started = Instant::now();
     for _ in 0..3 {
-        update(&plain, 0, 7).unwrap();
+        update_u32(plain.as_fd(), 0, 7).unwrap();
     }
     let per_plain = started.elapsed() / 3;
     println!("barrier {per_wait:?} per wait, plain update {per_plain:?}");
