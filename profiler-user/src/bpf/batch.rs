@@ -48,11 +48,7 @@ fn take_all_by<K: aya::Pod, V: aya::Pod>(
         keys.reserve(room);
         values.reserve(room);
         let mut attr = MapBatch {
-            in_batch: if started {
-                position.as_ptr() as u64
-            } else {
-                0
-            },
+            in_batch: if started { position.as_ptr() as u64 } else { 0 },
             out_batch: next.as_mut_ptr() as u64,
             keys: keys.spare_capacity_mut().as_mut_ptr() as u64,
             values: values.spare_capacity_mut().as_mut_ptr() as u64,

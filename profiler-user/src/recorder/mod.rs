@@ -61,6 +61,8 @@ pub enum RecordError {
     Signals(#[source] std::io::Error),
     #[error("the profile writer thread stopped unexpectedly")]
     PipelineGone,
+    #[error("the recording's worker thread stopped unexpectedly")]
+    WorkerGone,
 }
 
 /// Why recording stopped.
@@ -157,7 +159,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     );
     let events = sampler.take_events().expect("events are taken once, here");
     let cpus = sampler.cpus();
-    let mut recording = Recording {
+    let recording = Recording {
         sampler,
         table,
         pipeline,
@@ -173,16 +175,20 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     };
     // Processes come and go in a cgroup: only a recording of PIDs alone ends with its targets.
     let watched: &[u32] = if cgroups.is_empty() { &args.pids } else { &[] };
-    let reason = recording.run(args, watched, events).await;
+    let mut slot = Some(Box::new(recording));
+    let reason = run(&mut slot, args, watched, events).await;
     // Whatever stopped us, the partial interval (and capture) is written before we return.
-    recording.pipeline.closing();
-    let flushed = recording
-        .drain()
-        .and_then(|()| recording.end_capture_early());
-    let finished = recording.pipeline.finish();
+    let flushed = off_thread(&mut slot, |recording| {
+        recording.pipeline.closing();
+        let flushed = recording
+            .drain()
+            .and_then(|()| recording.end_capture_early());
+        let finished = recording.pipeline.finish();
+        flushed.and(finished)
+    })
+    .await;
     let reason = reason?;
-    flushed?;
-    finished?;
+    flushed??;
     tracing::info!(?reason, "recording stopped");
     Ok(reason)
 }
@@ -295,52 +301,80 @@ fn trace_options(args: &RecordArgs) -> Option<TraceOptions> {
     }
 }
 
-impl Recording {
-    async fn run(
-        &mut self,
-        args: &RecordArgs,
-        watched: &[u32],
-        events: EventReader,
-    ) -> Result<StopReason, RecordError> {
-        // SAFETY: the reader owns the ring buffer's descriptor and keeps it open while held here.
-        let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
-            .map_err(|err| RecordError::Signals(err.into()))?;
-        let mut sigint = signal(SignalKind::interrupt()).map_err(RecordError::Signals)?;
-        let mut sigterm = signal(SignalKind::terminate()).map_err(RecordError::Signals)?;
-        let every = Duration::from_secs(args.interval);
-        let mut ticks = interval_at(tokio::time::Instant::now() + every, every);
-        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let deadline = sleep(args.duration.map_or(Duration::MAX / 4, Duration::from_secs));
-        tokio::pin!(deadline);
-        let mut targets = Targets::new(watched);
-        let mut watch = tokio::time::interval(Duration::from_secs(1));
-        // The first reading covers a full second: a shorter one would count as a whole reading.
-        let second = Duration::from_secs(1);
-        let mut control = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
-        control.set_missed_tick_behavior(MissedTickBehavior::Delay);
+/// Waits for what is due (an interval's end, process events, a control tick, the end of
+/// recording) and does it. The work that blocks (map drains, `/proc` reads, ELF parsing) runs
+/// on a blocking thread ([`off_thread`]), so the endpoints served by this async thread answer
+/// while an interval drains.
+async fn run(
+    slot: &mut Slot,
+    args: &RecordArgs,
+    watched: &[u32],
+    events: EventReader,
+) -> Result<StopReason, RecordError> {
+    // SAFETY: the reader owns the ring buffer's descriptor and keeps it open while held here.
+    let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
+        .map_err(|err| RecordError::Signals(err.into()))?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(RecordError::Signals)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(RecordError::Signals)?;
+    let every = Duration::from_secs(args.interval);
+    let mut ticks = interval_at(tokio::time::Instant::now() + every, every);
+    ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let deadline = sleep(args.duration.map_or(Duration::MAX / 4, Duration::from_secs));
+    tokio::pin!(deadline);
+    let mut targets = Targets::new(watched);
+    let mut watch = tokio::time::interval(Duration::from_secs(1));
+    // The first reading covers a full second: a shorter one would count as a whole reading.
+    let second = Duration::from_secs(1);
+    let adaptive = slot
+        .as_ref()
+        .is_some_and(|recording| recording.control.is_some());
+    let mut control = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
+    control.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
-        loop {
-            tokio::select! {
-                _ = ticks.tick() => self.drain()?,
-                ready = events.readable_mut() => {
-                    let mut guard = ready.map_err(RecordError::Signals)?;
-                    self.handle_events(guard.get_inner_mut().read_available());
-                    guard.clear_ready();
-                }
-                _ = control.tick(), if self.control.is_some() => self.control()?,
-                _ = watch.tick() => {
-                    self.sampler.tick_cost();
-                    if !targets.is_empty() && targets.all_exited() {
-                        return Ok(StopReason::TargetsExited);
-                    }
-                }
-                _ = &mut deadline, if args.duration.is_some() => return Ok(StopReason::Duration),
-                _ = sigint.recv() => return Ok(StopReason::Signal("SIGINT")),
-                _ = sigterm.recv() => return Ok(StopReason::Signal("SIGTERM")),
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => off_thread(slot, Recording::drain).await??,
+            ready = events.readable_mut() => {
+                let mut guard = ready.map_err(RecordError::Signals)?;
+                let read = guard.get_inner_mut().read_available();
+                guard.clear_ready();
+                off_thread(slot, move |recording| recording.handle_events(read)).await?;
             }
+            _ = control.tick(), if adaptive => off_thread(slot, Recording::control).await??,
+            _ = watch.tick() => {
+                slot.as_mut().ok_or(RecordError::WorkerGone)?.sampler.tick_cost();
+                if !targets.is_empty() && targets.all_exited() {
+                    return Ok(StopReason::TargetsExited);
+                }
+            }
+            _ = &mut deadline, if args.duration.is_some() => return Ok(StopReason::Duration),
+            _ = sigint.recv() => return Ok(StopReason::Signal("SIGINT")),
+            _ = sigterm.recv() => return Ok(StopReason::Signal("SIGTERM")),
         }
     }
+}
 
+/// The recording, owned by the async loop between two pieces of blocking work.
+type Slot = Option<Box<Recording>>;
+
+/// Runs `work` on the recording on a blocking thread and waits for it without holding up the
+/// async thread. A panic in `work` loses the recording: [`RecordError::WorkerGone`].
+async fn off_thread<T: Send + 'static>(
+    slot: &mut Slot,
+    work: impl FnOnce(&mut Recording) -> T + Send + 'static,
+) -> Result<T, RecordError> {
+    let mut recording = slot.take().ok_or(RecordError::WorkerGone)?;
+    let (recording, done) = tokio::task::spawn_blocking(move || {
+        let done = work(&mut recording);
+        (recording, done)
+    })
+    .await
+    .map_err(|_| RecordError::WorkerGone)?;
+    *slot = Some(recording);
+    Ok(done)
+}
+
+impl Recording {
     fn handle_events(&mut self, events: Vec<Event>) {
         for event in events {
             match event {
@@ -470,6 +504,13 @@ impl Recording {
         };
         self.counters = counters;
         self.cost = cost;
+        tracing::debug!(
+            interval = epoch,
+            entries = interval.drained.samples.len(),
+            stacks = interval.drained.stacks.len(),
+            drain_ms = drain_started.elapsed().as_secs_f64() * 1e3,
+            "drained the maps"
+        );
         self.pipeline.send(Job::Interval(Box::new(interval)))
     }
 
