@@ -14,10 +14,10 @@ use anyhow::{Context, Result};
 use profiler::{
     process::FileId,
     profile::{
-        IndexEntry, Labels, MappingInfo, MappingKey, ProfileBuilder, ProfileWriter, TraceLabels,
-        add_comments,
+        IndexEntry, Labels, MappingInfo, MappingKey, ProfileBuilder, ProfileWriter, add_comments,
     },
     symbolize::Frame as Symbol,
+    tracectx::TraceLabels,
 };
 
 use crate::*;

@@ -11,9 +11,10 @@ use profiler::{
     process::FileId,
     profile::{
         IntervalMeta, Labels, MappingInfo, MappingKey, ProfileWriter, ResolvedLocation,
-        ResolvedSample, TraceLabels, build_profile,
+        ResolvedSample, build_profile,
     },
     symbolize::Frame,
+    tracectx::TraceLabels,
 };
 
 use super::{Bench, PartResult};

@@ -14,6 +14,7 @@ use super::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, Va
 use crate::{
     process::{ContainerInfo, FileId},
     symbolize::Frame,
+    tracectx::TraceLabels,
 };
 
 /// What a location's mapping is.
@@ -46,18 +47,6 @@ pub struct Labels {
     pub trace: Option<Arc<TraceLabels>>,
     /// The container (and pod) the process runs in.
     pub container: Option<Arc<ContainerInfo>>,
-}
-
-/// Labels of a sample taken under a trace context.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct TraceLabels {
-    /// Lowercase hex, 32 characters.
-    pub trace_id: String,
-    /// Lowercase hex, 16 characters.
-    pub span_id: String,
-    pub service_name: Option<String>,
-    /// Attribute name (or `attr_<index>`) and value.
-    pub attributes: Vec<(String, String)>,
 }
 
 pub struct ProfileBuilder {

@@ -21,7 +21,7 @@ use crate::{
     bpf::Drained,
     process::{FileId, MappedFile, MappingObject, ProcessKey, ProcessSnapshot, ProcessTable},
     symbolize::{Frame, Frames, Symbolizer},
-    tracectx::TraceLabeler,
+    tracectx::{TraceLabeler, TraceLabels},
 };
 
 /// Name of the mapping that holds kernel frames, as perf and pprof tools expect it.
@@ -334,11 +334,7 @@ fn locations(
     resolved.into()
 }
 
-fn labels(
-    key: &SampleKey,
-    snapshot: &ProcessSnapshot,
-    trace: Option<Arc<super::builder::TraceLabels>>,
-) -> Labels {
+fn labels(key: &SampleKey, snapshot: &ProcessSnapshot, trace: Option<Arc<TraceLabels>>) -> Labels {
     let thread_name = comm_string(&key.comm);
     let comm = if snapshot.name.is_empty() {
         thread_name.clone()

@@ -8,7 +8,7 @@ mod retention;
 mod traces;
 mod writer;
 
-pub use builder::{Labels, MappingInfo, MappingKey, ProfileBuilder, TraceLabels, add_comments};
+pub use builder::{Labels, MappingInfo, MappingKey, ProfileBuilder, add_comments};
 pub use interval::{
     IntervalMeta, IntervalStats, KERNEL_MAPPING, ResolvedLocation, ResolvedSample, build_profile,
     resolve_interval,

@@ -348,11 +348,9 @@ mod tests {
 
     use super::*;
     use crate::{
-        profile::{
-            Labels, MappingInfo, MappingKey, TraceLabels, interval::ResolvedLocation,
-            proto::Profile,
-        },
+        profile::{Labels, MappingInfo, MappingKey, interval::ResolvedLocation, proto::Profile},
         symbolize::Frame,
+        tracectx::TraceLabels,
     };
 
     fn sample(trace: Option<&str>, function: &str, pid: u32, count: u64) -> ResolvedSample {

@@ -305,8 +305,9 @@ pub(crate) mod tests {
     use super::*;
     use crate::{
         process::FileId,
-        profile::{Labels, MappingInfo, MappingKey, ProfileBuilder, TraceLabels},
+        profile::{Labels, MappingInfo, MappingKey, ProfileBuilder},
         symbolize::Frame as Symbol,
+        tracectx::TraceLabels,
     };
 
     pub(crate) fn labels(pid: u32, tid: u32) -> Labels {
