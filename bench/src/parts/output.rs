@@ -9,12 +9,9 @@ use std::{
 use anyhow::Result;
 use profiler::{
     process::FileId,
-    profile::{
-        IntervalMeta, Labels, MappingInfo, MappingKey, ProfileWriter, ResolvedLocation,
-        ResolvedSample, build_profile,
-    },
+    profile::{IntervalMeta, ProfileWriter, build_profile},
+    resolve::{Labels, MappingInfo, MappingKey, ResolvedLocation, ResolvedSample, TraceLabels},
     symbolize::Frame,
-    tracectx::TraceLabels,
 };
 
 use super::{Bench, PartResult};

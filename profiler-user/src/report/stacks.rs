@@ -305,9 +305,9 @@ pub(crate) mod tests {
     use super::*;
     use crate::{
         process::FileId,
-        profile::{Labels, MappingInfo, MappingKey, ProfileBuilder},
+        profile::ProfileBuilder,
+        resolve::{Labels, MappingInfo, MappingKey, TraceLabels},
         symbolize::Frame as Symbol,
-        tracectx::TraceLabels,
     };
 
     pub(crate) fn labels(pid: u32, tid: u32) -> Labels {
