@@ -1,10 +1,16 @@
 //! Command line: subcommands and flags, each flag also readable from a `PROFILER_*` variable.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    time::{Duration, SystemTime},
+};
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::report::{ReportFormat, stacks::ValueKind};
+use crate::report::{
+    Options, ReportConfig, ReportFormat, select::Selection, stacks::ValueKind, top::Order,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -173,6 +179,28 @@ pub struct ReportArgs {
     /// <name>.pb.gz (only the --format one when given); prints the files written.
     #[arg(long)]
     pub each: bool,
+}
+
+impl From<ReportArgs> for ReportConfig {
+    /// `--since` counts back from now; `--top 0` lists all functions.
+    fn from(args: ReportArgs) -> Self {
+        ReportConfig {
+            path: args.path,
+            selection: Selection {
+                since: args.since.map(|since| SystemTime::now() - since),
+                trace: args.trace,
+                pids: args.pids,
+            },
+            options: Options {
+                top: if args.top == 0 { usize::MAX } else { args.top },
+                order: if args.cum { Order::Cum } else { Order::Flat },
+                value: args.value,
+            },
+            format: args.format,
+            output: args.output,
+            each: args.each,
+        }
+    }
 }
 
 /// `profiler serve`.
@@ -422,6 +450,20 @@ mod tests {
         assert!(report(&["--trace", "xyz", "d"]).is_err());
         assert!(report(&["--each", "--output", "x.svg", "d"]).is_err());
         assert!(report(&[]).is_err(), "a path is needed");
+    }
+
+    #[test]
+    fn report_flags_become_a_report_config() {
+        let config = ReportConfig::from(report(&["--top", "0", "--cum", "d"]).unwrap());
+        assert_eq!(config.options.top, usize::MAX, "--top 0 lists all");
+        assert_eq!(config.options.order, Order::Cum);
+        assert_eq!(config.selection.since, None);
+        let before = SystemTime::now();
+        let config = ReportConfig::from(report(&["--since", "10m", "d"]).unwrap());
+        let since = config.selection.since.expect("--since");
+        assert!(since <= before - Duration::from_secs(600) + Duration::from_secs(1));
+        assert!(since >= before - Duration::from_secs(600));
+        assert_eq!(config.options.order, Order::Flat);
     }
 
     #[test]

@@ -13,6 +13,7 @@ pub mod process;
 pub mod profile;
 pub mod recorder;
 pub mod report;
+pub mod resolve;
 pub mod serve;
 pub mod symbolize;
 #[cfg(test)]

@@ -42,12 +42,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|err| anyhow::anyhow!(profiler::error_chain(&err)))?;
         }
         Command::Report(args) => {
-            profiler::report::run(&args)
+            profiler::report::run(&args.into())
                 .map_err(|err| anyhow::anyhow!(profiler::error_chain(&err)))?;
         }
         Command::Serve(args) => {
             runtime
-                .block_on(profiler::serve::serve(&args))
+                .block_on(profiler::serve::serve(&args.dir, args.listen))
                 .map_err(|err| anyhow::anyhow!(profiler::error_chain(&err)))?;
         }
     }

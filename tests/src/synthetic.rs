@@ -13,10 +13,8 @@ use std::{
 use anyhow::{Context, Result};
 use profiler::{
     process::FileId,
-    profile::{
-        IndexEntry, Labels, MappingInfo, MappingKey, ProfileBuilder, ProfileWriter, TraceLabels,
-        add_comments,
-    },
+    profile::{IndexEntry, ProfileBuilder, ProfileWriter, add_comments},
+    resolve::{Labels, MappingInfo, MappingKey, TraceLabels},
     symbolize::Frame as Symbol,
 };
 

@@ -9,10 +9,8 @@ use std::{
 use anyhow::Result;
 use profiler::{
     process::FileId,
-    profile::{
-        IntervalMeta, Labels, MappingInfo, MappingKey, ProfileWriter, ResolvedLocation,
-        ResolvedSample, TraceLabels, build_profile,
-    },
+    profile::{IntervalMeta, ProfileWriter, build_profile},
+    resolve::{Labels, MappingInfo, MappingKey, ResolvedLocation, ResolvedSample, TraceLabels},
     symbolize::Frame,
 };
 

@@ -8,7 +8,6 @@ use std::{
 use procfs::{Current, CurrentSI, KernelStats, Meminfo};
 
 use super::controller::LoadSample;
-use crate::bpf::ProgramCost;
 
 /// Busy and total CPU ticks of the host.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,6 +84,12 @@ fn memory_in_use() -> Option<f64> {
     (info.mem_total > 0).then(|| 1.0 - available.min(info.mem_total) as f64 / info.mem_total as f64)
 }
 
+/// The sampling program's kernel run time so far (cumulative), as the kernel counts it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BpfRunTime {
+    pub ns: u64,
+}
+
 /// The profiler's own cost: its process CPU time plus the BPF program's kernel run time, as a
 /// fraction of the host's CPU capacity, over a sliding window. The window spans an interval's
 /// worth of readings because the work is bursty by design (symbolization after each drain): a
@@ -106,8 +111,8 @@ impl CostReader {
     }
 
     /// The cost over the window (or since the first reading); `None` until two readings exist.
-    pub fn sample(&mut self, bpf: Option<ProgramCost>) -> Option<f64> {
-        let bpf_ns = bpf.unwrap_or_default().run_time_ns;
+    pub fn sample(&mut self, bpf: Option<BpfRunTime>) -> Option<f64> {
+        let bpf_ns = bpf.unwrap_or_default().ns;
         self.record(Instant::now(), process_cpu_seconds()?, bpf_ns)
     }
 

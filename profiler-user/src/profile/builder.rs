@@ -6,59 +6,14 @@
 
 use std::{
     collections::HashMap,
-    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
 use super::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 use crate::{
-    process::{ContainerInfo, FileId},
+    resolve::{Labels, MappingInfo, MappingKey},
     symbolize::Frame,
 };
-
-/// What a location's mapping is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MappingKey {
-    File(FileId),
-    Kernel,
-    Vdso,
-    Anonymous,
-    /// An address outside every known mapping.
-    Unknown,
-}
-
-/// Description of a mapping for the profile.
-#[derive(Clone, Debug, Default)]
-pub struct MappingInfo {
-    pub filename: String,
-    pub build_id: Option<String>,
-}
-
-/// The labels of one sample.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Labels {
-    pub pid: u32,
-    pub thread_id: u32,
-    /// Process name.
-    pub comm: String,
-    pub thread_name: String,
-    /// The trace the thread was serving, when it published one.
-    pub trace: Option<Arc<TraceLabels>>,
-    /// The container (and pod) the process runs in.
-    pub container: Option<Arc<ContainerInfo>>,
-}
-
-/// Labels of a sample taken under a trace context.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct TraceLabels {
-    /// Lowercase hex, 32 characters.
-    pub trace_id: String,
-    /// Lowercase hex, 16 characters.
-    pub span_id: String,
-    pub service_name: Option<String>,
-    /// Attribute name (or `attr_<index>`) and value.
-    pub attributes: Vec<(String, String)>,
-}
 
 pub struct ProfileBuilder {
     profile: Profile,
@@ -275,9 +230,12 @@ pub fn add_comments(profile: &mut Profile, comments: &[String]) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use prost::Message;
 
     use super::*;
+    use crate::{process::FileId, resolve::TraceLabels};
 
     fn frame(name: &str, line: Option<u32>) -> Frame {
         Frame {

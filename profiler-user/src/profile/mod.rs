@@ -1,5 +1,5 @@
-//! From drained samples to pprof files: resolving stacks into locations, building the
-//! `Profile` message, and writing it gzip-compressed and atomically.
+//! From resolved samples to pprof files: building the `Profile` message, writing it
+//! gzip-compressed and atomically, per-trace files and their index, and retention.
 
 mod builder;
 mod interval;
@@ -8,11 +8,8 @@ mod retention;
 mod traces;
 mod writer;
 
-pub use builder::{Labels, MappingInfo, MappingKey, ProfileBuilder, TraceLabels, add_comments};
-pub use interval::{
-    IntervalMeta, IntervalStats, KERNEL_MAPPING, ResolvedLocation, ResolvedSample, build_profile,
-    resolve_interval,
-};
+pub use builder::{ProfileBuilder, add_comments};
+pub use interval::{IntervalMeta, IntervalStats, build_profile};
 pub use retention::{Pruned, Retention};
 pub use traces::{INDEX_FILE, IndexEntry, TraceFileError, TraceStore, is_rotated_index};
 pub use writer::{Durability, ProfileWriter, WriteError};

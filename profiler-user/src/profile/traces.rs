@@ -16,11 +16,8 @@ use std::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::{
-    IntervalMeta, ProfileWriter, WriteError,
-    interval::{ResolvedSample, build_profile},
-    writer::Durability,
-};
+use super::{IntervalMeta, ProfileWriter, WriteError, build_profile, writer::Durability};
+use crate::resolve::ResolvedSample;
 
 /// Intervals without a sample after which a trace's samples leave memory (its file stays).
 const IDLE_INTERVALS: u64 = 6;
@@ -348,10 +345,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        profile::{
-            Labels, MappingInfo, MappingKey, TraceLabels, interval::ResolvedLocation,
-            proto::Profile,
-        },
+        profile::proto::Profile,
+        resolve::{Labels, MappingInfo, MappingKey, ResolvedLocation, TraceLabels},
         symbolize::Frame,
     };
 

@@ -19,7 +19,7 @@ use tokio::{
 
 use crate::adaptive::{
     controller::{Controller, ControllerConfig, Decision},
-    signals::{CostReader, LoadReader},
+    signals::{BpfRunTime, CostReader, LoadReader},
 };
 use crate::bpf::sizing::{Load, MapSizes, SizeOverrides};
 use crate::{
@@ -525,7 +525,10 @@ impl Recording {
         let cost = if control.started.elapsed() < control.warm_up {
             None
         } else {
-            control.cost.sample(self.sampler.program_cost())
+            let run_time = self.sampler.program_cost().map(|cost| BpfRunTime {
+                ns: cost.run_time_ns,
+            });
+            control.cost.sample(run_time)
         };
         let decisions = control
             .controller

@@ -22,8 +22,9 @@ use crate::{
     process::ProcessTable,
     profile::{
         IntervalMeta, ProfileWriter, Retention, TraceStore, WriteError, add_comments,
-        build_profile, proto::Profile, resolve_interval,
+        build_profile, proto::Profile,
     },
+    resolve::resolve_interval,
     symbolize::{CacheStats, Symbolizer},
     tracectx::TraceLabeler,
 };

@@ -17,7 +17,6 @@ use super::{
     top::{Order, TopBuilder, format_nanos},
     utc,
 };
-use crate::cli::ReportArgs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -72,37 +71,47 @@ impl ReportFormat {
     }
 }
 
+/// What one `profiler report` run reads and writes.
+#[derive(Clone, Debug)]
+pub struct ReportConfig {
+    /// A directory of profiles, or one profile.
+    pub path: PathBuf,
+    pub selection: Selection,
+    pub options: Options,
+    /// `None`: by `output`'s extension, else text (with `each`: text and svg).
+    pub format: Option<ReportFormat>,
+    /// Where the merged report goes; `None`: stdout.
+    pub output: Option<PathBuf>,
+    /// One report per profile, written beside it, instead of a merged one.
+    pub each: bool,
+}
+
 /// Runs `profiler report`.
-pub fn run(args: &ReportArgs) -> Result<(), ReportError> {
-    let selection = Selection {
-        since: args.since.map(|since| SystemTime::now() - since),
-        trace: args.trace.clone(),
-        pids: args.pids.clone(),
-    };
-    let order = if args.cum { Order::Cum } else { Order::Flat };
-    let options = Options {
-        top: if args.top == 0 { usize::MAX } else { args.top },
-        order,
-        value: args.value,
-    };
-    if args.each {
-        let formats = match args.format {
+pub fn run(config: &ReportConfig) -> Result<(), ReportError> {
+    let ReportConfig {
+        path,
+        selection,
+        options,
+        ..
+    } = config;
+    if config.each {
+        let formats = match config.format {
             Some(format) => vec![format],
             None => vec![ReportFormat::Text, ReportFormat::Svg],
         };
-        let written = each(&args.path, &selection, &options, &formats)?;
+        let written = each(path, selection, options, &formats)?;
         let mut stdout = io::stdout().lock();
         for path in written {
             let _ = writeln!(stdout, "{}", path.display());
         }
         return Ok(());
     }
-    let format = args
+    let format = config
         .format
-        .or_else(|| args.output.as_deref().and_then(ReportFormat::of_path))
+        .or_else(|| config.output.as_deref().and_then(ReportFormat::of_path))
         .unwrap_or(ReportFormat::Text);
-    let text = merged(&args.path, &selection, &options, format)?;
-    match &args.output {
+    let text = merged(path, selection, options, format)?;
+    match &config.output {
         Some(path) => fs::write(path, text).map_err(|source| ReportError::Write {
             path: path.clone(),
             source,

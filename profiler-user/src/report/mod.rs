@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 
-pub use command::{Options, ReportError, ReportFormat, each, merged, run};
+pub use command::{Options, ReportConfig, ReportError, ReportFormat, each, merged, run};
 
 /// `2026-01-01 12:00:00 UTC`.
 pub fn utc(time: SystemTime) -> String {

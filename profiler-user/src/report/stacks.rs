@@ -305,7 +305,8 @@ pub(crate) mod tests {
     use super::*;
     use crate::{
         process::FileId,
-        profile::{Labels, MappingInfo, MappingKey, ProfileBuilder, TraceLabels},
+        profile::ProfileBuilder,
+        resolve::{Labels, MappingInfo, MappingKey, TraceLabels},
         symbolize::Frame as Symbol,
     };
 

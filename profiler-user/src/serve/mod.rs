@@ -28,7 +28,7 @@ use std::{
 
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::{cli::ServeArgs, listener::Listening};
+use crate::listener::Listening;
 use catalog::Catalog;
 use routes::App;
 
@@ -85,17 +85,17 @@ impl Server {
     }
 }
 
-/// Runs `profiler serve` until SIGINT or SIGTERM.
-pub async fn serve(args: &ServeArgs) -> Result<(), ServeError> {
+/// Runs `profiler serve` on `dir` and `address` (as [`Server::start`]) until SIGINT or SIGTERM.
+pub async fn serve(dir: &Path, address: SocketAddr) -> Result<(), ServeError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
-    let mut server = Server::start(&args.dir, args.listen).await?;
+    let mut server = Server::start(dir, address).await?;
     tokio::select! {
         ended = server.listening.stopped() => return ended.map_err(ServeError::Stopped),
         _ = sigint.recv() => {}
         _ = sigterm.recv() => {}
     }
-    tracing::info!("stopped serving {}", args.dir.display());
+    tracing::info!("stopped serving {}", dir.display());
     Ok(())
 }
 

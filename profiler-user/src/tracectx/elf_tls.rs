@@ -148,7 +148,7 @@ pub fn find_tls_symbol<'data>(
     let arch = match header.e_machine(endian) {
         elf::EM_X86_64 => Arch::X86_64,
         elf::EM_AARCH64 => Arch::Aarch64,
-        other => return Err(TlsError::UnsupportedMachine(other.0)),
+        other => return Err(TlsError::UnsupportedMachine(other)),
     };
     let sections = header
         .sections(endian, elf)
@@ -242,7 +242,7 @@ fn is_pie<'data, R: ReadRef<'data>>(
         .map_err(TlsError::parse(".dynamic"))?;
     for entry in dynamic.map(|(entries, _)| entries).unwrap_or_default() {
         match entry.d_tag(endian) {
-            elf::DT_FLAGS_1 => pie_flag |= entry.d_val(endian) & elf::DF_1_PIE.0 != 0,
+            elf::DT_FLAGS_1 => pie_flag |= entry.d_val(endian) & u64::from(elf::DF_1_PIE) != 0,
             elf::DT_SONAME => soname = true,
             _ => {}
         }
@@ -274,7 +274,7 @@ fn tls_relocations<'data, R: ReadRef<'data>>(
             continue;
         };
         for rela in relas {
-            let Some(kind) = reloc_kind(arch, rela.r_type(endian, false).0) else {
+            let Some(kind) = reloc_kind(arch, rela.r_type(endian, false)) else {
                 continue;
             };
             let symbol = rela.r_sym(endian, false) as usize;
@@ -301,7 +301,6 @@ fn tls_relocations<'data, R: ReadRef<'data>>(
 }
 
 fn reloc_kind(arch: Arch, r_type: u32) -> Option<TlsRelocKind> {
-    let r_type = elf::RelocationType(r_type);
     Some(match arch {
         Arch::X86_64 => match r_type {
             elf::R_X86_64_TLSDESC => TlsRelocKind::TlsDesc,

@@ -9,7 +9,19 @@ use super::{
     process_context::{ProcessContext, read_process_context},
     record::{attribute_bytes, attributes, hex},
 };
-use crate::{process::ProcessKey, profile::TraceLabels};
+use crate::process::ProcessKey;
+
+/// Labels of a sample taken under a trace context.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct TraceLabels {
+    /// Lowercase hex, 32 characters.
+    pub trace_id: String,
+    /// Lowercase hex, 16 characters.
+    pub span_id: String,
+    pub service_name: Option<String>,
+    /// Attribute name (or `attr_<index>`) and value.
+    pub attributes: Vec<(String, String)>,
+}
 
 /// Intervals a process's context stays cached without being used.
 const IDLE_INTERVALS: u64 = 6;

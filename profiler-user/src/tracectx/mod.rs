@@ -9,5 +9,5 @@ pub mod process_context;
 pub mod record;
 mod tracker;
 
-pub use labeler::TraceLabeler;
+pub use labeler::{TraceLabeler, TraceLabels};
 pub use tracker::{SYMBOL, TlsTracker};

@@ -10,7 +10,7 @@ use std::{
     time::SystemTime,
 };
 
-use crate::profile::{Labels, ResolvedLocation, ResolvedSample};
+use crate::resolve::{Labels, ResolvedLocation, ResolvedSample};
 
 /// Distinct (stack, labels) entries a capture holds. A default capture (30 s at 99 Hz) of a
 /// 64-CPU host takes at most 64 × 99 × 30 ≈ 190k samples, so this never cuts one short even
@@ -141,7 +141,7 @@ impl Capture {
 #[cfg(test)]
 mod tests {
     use crate::{
-        profile::{MappingInfo, MappingKey},
+        resolve::{MappingInfo, MappingKey},
         symbolize::Frame,
     };
 
