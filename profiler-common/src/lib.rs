@@ -91,12 +91,23 @@ pub struct SampleValue {
     pub period_ns: u64,
 }
 
-/// Frames of one stack, innermost first; unused slots are zero.
+/// Up to `N` frames of one stack, innermost first; unused slots are zero.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
-pub struct StackTrace {
-    pub ips: [u64; MAX_STACK_DEPTH],
+pub struct Frames<const N: usize> {
+    pub ips: [u64; N],
 }
+
+/// A stack as the helper reads it, at the greatest depth.
+pub type StackTrace = Frames<MAX_STACK_DEPTH>;
+
+/// Stacks are stored in one of three maps by depth, so that a stack of a few frames does not
+/// take a full [`StackTrace`]: most stacks (C, kernel) fit the short class, most of the rest
+/// (Go, Java) the medium one.
+pub const SHORT_STACK_DEPTH: usize = 16;
+pub const MEDIUM_STACK_DEPTH: usize = 48;
+pub type ShortStack = Frames<SHORT_STACK_DEPTH>;
+pub type MediumStack = Frames<MEDIUM_STACK_DEPTH>;
 
 /// Per-CPU scratch space: stacks are too large for the 512-byte BPF stack.
 #[repr(C)]
@@ -283,7 +294,11 @@ impl Counter {
 /// Map names, shared so that userspace cannot misspell them.
 pub mod maps {
     pub const COUNTS: [&str; 2] = ["COUNTS_0", "COUNTS_1"];
-    pub const STACKS: [&str; 2] = ["STACKS_0", "STACKS_1"];
+    /// Stacks by depth class ([`super::SHORT_STACK_DEPTH`], [`super::MEDIUM_STACK_DEPTH`],
+    /// [`super::MAX_STACK_DEPTH`]), per half.
+    pub const SHORT_STACKS: [&str; 2] = ["STACKS_SHORT_0", "STACKS_SHORT_1"];
+    pub const MEDIUM_STACKS: [&str; 2] = ["STACKS_MEDIUM_0", "STACKS_MEDIUM_1"];
+    pub const LONG_STACKS: [&str; 2] = ["STACKS_LONG_0", "STACKS_LONG_1"];
     pub const ACTIVE: &str = "ACTIVE";
     pub const TARGETS: &str = "TARGETS";
     pub const TARGET_CGROUPS: &str = "TARGET_CGROUPS";
@@ -308,7 +323,7 @@ mod pod {
     // SAFETY: plain #[repr(C)] data without padding holes or pointers.
     unsafe impl aya::Pod for SampleKey {}
     unsafe impl aya::Pod for SampleValue {}
-    unsafe impl aya::Pod for StackTrace {}
+    unsafe impl<const N: usize> aya::Pod for Frames<N> {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for TaskOffsets {}
     unsafe impl aya::Pod for ProcessEvent {}

@@ -26,9 +26,10 @@ use aya_ebpf::{
     programs::{PerfEventContext, RawTracePointContext},
 };
 use profiler_common::{
-    COUNTER_COUNT, Config, Counter, EVENT_EXIT, EVENT_NEW_PROCESS, MAX_CGROUP_LEVELS,
-    MAX_STACK_DEPTH, NO_CONTEXT, NO_STACK, ProcessEvent, SampleKey, SampleValue, Scratch,
-    StackTrace, TaskOffsets, process_generation,
+    COUNTER_COUNT, Config, Counter, EVENT_EXIT, EVENT_NEW_PROCESS, Frames, MAX_CGROUP_LEVELS,
+    MAX_STACK_DEPTH, MEDIUM_STACK_DEPTH, MediumStack, NO_CONTEXT, NO_STACK, ProcessEvent,
+    SHORT_STACK_DEPTH, SampleKey, SampleValue, Scratch, ShortStack, StackTrace, TaskOffsets,
+    process_generation,
 };
 
 /// Set by userspace at load time (`EbpfLoader::set_global`).
@@ -57,9 +58,17 @@ static COUNTS_0: HashMap<SampleKey, SampleValue> = HashMap::with_max_entries(163
 #[map]
 static COUNTS_1: HashMap<SampleKey, SampleValue> = HashMap::with_max_entries(16384, 0);
 #[map]
-static STACKS_0: HashMap<u64, StackTrace> = HashMap::with_max_entries(8192, 0);
+static STACKS_SHORT_0: HashMap<u64, ShortStack> = HashMap::with_max_entries(8192, 0);
 #[map]
-static STACKS_1: HashMap<u64, StackTrace> = HashMap::with_max_entries(8192, 0);
+static STACKS_SHORT_1: HashMap<u64, ShortStack> = HashMap::with_max_entries(8192, 0);
+#[map]
+static STACKS_MEDIUM_0: HashMap<u64, MediumStack> = HashMap::with_max_entries(4096, 0);
+#[map]
+static STACKS_MEDIUM_1: HashMap<u64, MediumStack> = HashMap::with_max_entries(4096, 0);
+#[map]
+static STACKS_LONG_0: HashMap<u64, StackTrace> = HashMap::with_max_entries(1024, 0);
+#[map]
+static STACKS_LONG_1: HashMap<u64, StackTrace> = HashMap::with_max_entries(1024, 0);
 
 /// The interval being recorded; its low bit is the half the program writes to. Userspace moves
 /// it on before each drain.
@@ -356,19 +365,58 @@ fn read_stack(
         return NO_STACK;
     }
     let hash = stack_hash(&buf.ips, frames, flags);
-    let stacks = if half == 0 { &STACKS_0 } else { &STACKS_1 };
+    let stored = if frames <= SHORT_STACK_DEPTH {
+        store(
+            if half == 0 {
+                &STACKS_SHORT_0
+            } else {
+                &STACKS_SHORT_1
+            },
+            hash,
+            buf,
+        )
+    } else if frames <= MEDIUM_STACK_DEPTH {
+        store(
+            if half == 0 {
+                &STACKS_MEDIUM_0
+            } else {
+                &STACKS_MEDIUM_1
+            },
+            hash,
+            buf,
+        )
+    } else {
+        store(
+            if half == 0 {
+                &STACKS_LONG_0
+            } else {
+                &STACKS_LONG_1
+            },
+            hash,
+            buf,
+        )
+    };
+    if stored {
+        hash
+    } else {
+        count(Counter::StacksMapFull);
+        NO_STACK
+    }
+}
+
+/// Stores the first `N` frames of `buf` under `hash` unless already there; false when the map
+/// is full.
+fn store<const N: usize>(stacks: &HashMap<u64, Frames<N>>, hash: u64, buf: &StackTrace) -> bool {
     // Already stored, the common case: a lookup takes no lock, an insert locks its bucket even
     // when BPF_NOEXIST then refuses.
     if stacks.get_ptr(hash).is_some() {
-        return hash;
+        return true;
     }
-    match stacks.insert(hash, &*buf, BPF_NOEXIST as u64) {
-        Ok(()) => hash,
-        Err(err) if err == -(EEXIST as i32) => hash,
-        Err(_) => {
-            count(Counter::StacksMapFull);
-            NO_STACK
-        }
+    // SAFETY: `Frames<N>` is a prefix of `StackTrace` (N <= MAX_STACK_DEPTH, same layout).
+    let prefix = unsafe { &*(buf as *const StackTrace).cast::<Frames<N>>() };
+    match stacks.insert(hash, prefix, BPF_NOEXIST as u64) {
+        Ok(()) => true,
+        Err(err) => err == -(EEXIST as i32),
     }
 }
 

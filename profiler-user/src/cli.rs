@@ -129,7 +129,8 @@ pub struct MapArgs {
     #[arg(long, value_name = "N", env = "PROFILER_COUNTS_MAP_ENTRIES",
           value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
     pub counts_map_entries: Option<u32>,
-    /// Distinct stacks per interval in the kernel.
+    /// Distinct stacks of up to 16 frames per interval in the kernel; deeper stacks get maps of
+    /// half and an eighth of this.
     #[arg(long, value_name = "N", env = "PROFILER_STACKS_MAP_ENTRIES",
           value_parser = clap::value_parser!(u32).range(1..=4_000_000))]
     pub stacks_map_entries: Option<u32>,

@@ -11,7 +11,9 @@ use std::collections::HashMap as StdHashMap;
 use std::os::fd::AsFd as _;
 
 use aya::maps::{Array, HashMap, IterableMap as _, MapData, MapError};
-use profiler_common::{SampleKey, SampleValue, StackTrace, TraceContext, maps};
+use profiler_common::{
+    Frames, MediumStack, SampleKey, SampleValue, ShortStack, StackTrace, TraceContext, maps,
+};
 
 use super::{
     BpfError,
@@ -36,9 +38,16 @@ pub struct Drained {
 /// The maps that come in two halves.
 pub(crate) struct HalfMaps {
     pub counts: [HashMap<MapData, SampleKey, SampleValue>; 2],
-    pub stacks: [HashMap<MapData, u64, StackTrace>; 2],
+    pub stacks: [StackMaps; 2],
     pub contexts: [HashMap<MapData, u64, TraceContext>; 2],
     pub traces: [HashMap<MapData, [u8; 16], u8>; 2],
+}
+
+/// One half's stacks, by depth class.
+pub(crate) struct StackMaps {
+    pub short: HashMap<MapData, u64, ShortStack>,
+    pub medium: HashMap<MapData, u64, MediumStack>,
+    pub long: HashMap<MapData, u64, StackTrace>,
 }
 
 pub(crate) struct Drainer {
@@ -77,11 +86,14 @@ impl Drainer {
         let batch = &mut self.batch;
         let samples =
             take_all(&mut halves.counts[old], batch).map_err(map_error(maps::COUNTS[old]))?;
-        let stacks = take_all(&mut halves.stacks[old], batch)
-            .map_err(map_error(maps::STACKS[old]))?
-            .into_iter()
-            .map(|(hash, trace)| (hash, trim(&trace.ips)))
-            .collect();
+        let class = &mut halves.stacks[old];
+        let mut stacks = Stacks::new();
+        take_stacks(&mut class.short, batch, &mut stacks)
+            .map_err(map_error(maps::SHORT_STACKS[old]))?;
+        take_stacks(&mut class.medium, batch, &mut stacks)
+            .map_err(map_error(maps::MEDIUM_STACKS[old]))?;
+        take_stacks(&mut class.long, batch, &mut stacks)
+            .map_err(map_error(maps::LONG_STACKS[old]))?;
         let contexts = take_all(&mut halves.contexts[old], batch)
             .map_err(map_error(maps::CONTEXTS[old]))?
             .into_iter()
@@ -131,6 +143,22 @@ fn take_one_by_one<K: aya::Pod, V: aya::Pod>(
         }
     }
     Ok(entries)
+}
+
+/// Takes every stack of one depth class into `stacks`.
+fn take_stacks<const N: usize>(
+    map: &mut HashMap<MapData, u64, Frames<N>>,
+    batch: &mut bool,
+    stacks: &mut Stacks,
+) -> Result<(), MapError> {
+    let taken = take_all(map, batch)?;
+    stacks.reserve(taken.len());
+    stacks.extend(
+        taken
+            .into_iter()
+            .map(|(hash, frames)| (hash, trim(&frames.ips))),
+    );
+    Ok(())
 }
 
 /// Frames up to the first empty slot (the helper zero-fills the rest).

@@ -11,7 +11,7 @@ use super::{
     BpfError, CounterSnapshot, Drained, EventReader, PerfEvents,
     cost::{self, CostMeter, ProgramCost},
     counters,
-    drain::{Drainer, HalfMaps},
+    drain::{Drainer, HalfMaps, StackMaps},
 };
 
 /// What to sample, fixed at load time.
@@ -122,10 +122,7 @@ impl Sampler {
                 hash_map(&mut ebpf, maps::COUNTS[0])?,
                 hash_map(&mut ebpf, maps::COUNTS[1])?,
             ],
-            stacks: [
-                hash_map(&mut ebpf, maps::STACKS[0])?,
-                hash_map(&mut ebpf, maps::STACKS[1])?,
-            ],
+            stacks: [stack_maps(&mut ebpf, 0)?, stack_maps(&mut ebpf, 1)?],
             contexts: [
                 hash_map(&mut ebpf, maps::CONTEXTS[0])?,
                 hash_map(&mut ebpf, maps::CONTEXTS[1])?,
@@ -246,6 +243,14 @@ fn hash_map<K: aya::Pod, V: aya::Pod>(
     name: &'static str,
 ) -> Result<HashMap<MapData, K, V>, BpfError> {
     HashMap::try_from(take_map(ebpf, name)?).map_err(map_error(name))
+}
+
+fn stack_maps(ebpf: &mut Ebpf, half: usize) -> Result<StackMaps, BpfError> {
+    Ok(StackMaps {
+        short: hash_map(ebpf, maps::SHORT_STACKS[half])?,
+        medium: hash_map(ebpf, maps::MEDIUM_STACKS[half])?,
+        long: hash_map(ebpf, maps::LONG_STACKS[half])?,
+    })
 }
 
 fn program<'a, P>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut P, BpfError>
