@@ -24,7 +24,8 @@ fn main() -> anyhow::Result<()> {
         include_idle: false,
         kernel_stacks: false,
         trace: None,
-        task: profiler::tracectx::kernel_btf::task_offsets("/sys/kernel/btf/vmlinux")?,
+        task: profiler::tracectx::kernel_btf::KernelBtf::read("/sys/kernel/btf/vmlinux")?
+            .task_offsets()?,
         sizes: MapSizes::derive(
             Load {
                 cpus: 2,

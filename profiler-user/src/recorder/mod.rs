@@ -36,7 +36,10 @@ use crate::{
         liveness,
     },
     profile::{IntervalMeta, ProfileWriter, Retention, TraceStore},
-    tracectx::{TlsTracker, kernel_btf},
+    tracectx::{
+        TlsTracker,
+        kernel_btf::{self, KernelBtf},
+    },
 };
 use pipeline::{Interval, Job, Pipeline};
 use targets::Targets;
@@ -117,8 +120,10 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         None => None,
     };
 
-    let trace = trace_options(args);
-    let task = kernel_btf::task_offsets(&preflight::kernel_btf_path())?;
+    let btf = KernelBtf::read(&preflight::kernel_btf_path())?;
+    let trace = trace_options(args, &btf);
+    let task = btf.task_offsets()?;
+    drop(btf);
     let sizes = map_sizes(args, highest);
     let options = SamplerOptions {
         frequency: args.frequency,
@@ -281,11 +286,11 @@ fn map_sizes(args: &RecordArgs, highest_hz: u64) -> MapSizes {
 }
 
 /// Trace-context settings, or `None` when disabled by flag or impossible on this kernel.
-fn trace_options(args: &RecordArgs) -> Option<TraceOptions> {
+fn trace_options(args: &RecordArgs, btf: &KernelBtf) -> Option<TraceOptions> {
     if args.no_trace_context {
         return None;
     }
-    match kernel_btf::thread_pointer_offset(&preflight::kernel_btf_path()) {
+    match btf.thread_pointer_offset() {
         Ok(task_tp_offset) => Some(TraceOptions {
             task_tp_offset,
             tcb_dtv_offset: kernel_btf::tcb_dtv_offset(),

@@ -38,35 +38,42 @@ pub fn tcb_dtv_offset() -> u32 {
     if cfg!(target_arch = "x86_64") { 8 } else { 0 }
 }
 
-/// Byte offset of the user thread pointer in `task_struct`.
-pub fn thread_pointer_offset(btf_path: &str) -> Result<u32, KernelBtfError> {
-    let btf = read(btf_path)?;
-    let path = thread_pointer_path()?;
-    member_offset(&btf, "task_struct", path).ok_or_else(|| KernelBtfError::NoMember(path.join(".")))
-}
+/// The kernel's type information, read once at start-up (parsing it takes a while).
+pub struct KernelBtf(Btf);
 
-/// Offsets of the fields that give a process image its generation and tell when its thread
-/// group is gone.
-pub fn task_offsets(btf_path: &str) -> Result<TaskOffsets, KernelBtfError> {
-    let btf = read(btf_path)?;
-    let find = |structure: &str, path: &[&str]| {
-        member_offset(&btf, structure, path)
-            .ok_or_else(|| KernelBtfError::NoIdentity(format!("{structure}.{}", path.join("."))))
-    };
-    Ok(TaskOffsets {
-        group_leader: find("task_struct", &["group_leader"])?,
-        start_boottime: find("task_struct", &["start_boottime"])?,
-        self_exec_id: find("task_struct", &["self_exec_id"])?,
-        signal: find("task_struct", &["signal"])?,
-        signal_live: find("signal_struct", &["live", "counter"])?,
-    })
-}
+impl KernelBtf {
+    pub fn read(btf_path: &str) -> Result<Self, KernelBtfError> {
+        Btf::from_file(btf_path)
+            .map(Self)
+            .map_err(|source| KernelBtfError::Read {
+                path: btf_path.to_owned(),
+                source,
+            })
+    }
 
-fn read(btf_path: &str) -> Result<Btf, KernelBtfError> {
-    Btf::from_file(btf_path).map_err(|source| KernelBtfError::Read {
-        path: btf_path.to_owned(),
-        source,
-    })
+    /// Byte offset of the user thread pointer in `task_struct`.
+    pub fn thread_pointer_offset(&self) -> Result<u32, KernelBtfError> {
+        let path = thread_pointer_path()?;
+        member_offset(&self.0, "task_struct", path)
+            .ok_or_else(|| KernelBtfError::NoMember(path.join(".")))
+    }
+
+    /// Offsets of the fields that give a process image its generation and tell when its thread
+    /// group is gone.
+    pub fn task_offsets(&self) -> Result<TaskOffsets, KernelBtfError> {
+        let find = |structure: &str, path: &[&str]| {
+            member_offset(&self.0, structure, path).ok_or_else(|| {
+                KernelBtfError::NoIdentity(format!("{structure}.{}", path.join(".")))
+            })
+        };
+        Ok(TaskOffsets {
+            group_leader: find("task_struct", &["group_leader"])?,
+            start_boottime: find("task_struct", &["start_boottime"])?,
+            self_exec_id: find("task_struct", &["self_exec_id"])?,
+            signal: find("task_struct", &["signal"])?,
+            signal_live: find("signal_struct", &["live", "counter"])?,
+        })
+    }
 }
 
 /// Offset in bytes of a nested member, following named members (and typedefs) of structs.
@@ -109,32 +116,33 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn finds_the_thread_pointer_in_this_kernel() {
+    /// This kernel's BTF; `None` (a skip, said past the harness's capture) without it, which
+    /// CI's kernel has (README: Requirements).
+    fn this_kernel() -> Option<KernelBtf> {
         let path = "/sys/kernel/btf/vmlinux";
         if !std::path::Path::new(path).exists() {
-            // The profiler needs BTF (README: Requirements), so CI's kernel has it.
             assert!(
                 std::env::var("CI").as_deref() != Ok("true"),
                 "no kernel BTF at {path} (CI=true: a skipped test in CI is a failure)"
             );
-            // Past the test harness's capture, which would hide a skip.
             let _ = writeln!(std::io::stderr(), "skipped: no kernel BTF at {path}");
-            return;
+            return None;
         }
-        let offset = thread_pointer_offset(path).unwrap();
+        Some(KernelBtf::read(path).unwrap())
+    }
+
+    #[test]
+    fn finds_the_thread_pointer_in_this_kernel() {
+        let Some(btf) = this_kernel() else { return };
+        let offset = btf.thread_pointer_offset().unwrap();
         // task_struct is several KiB; the thread struct sits at its end.
         assert!(offset > 1000 && offset.is_multiple_of(8), "offset {offset}");
     }
 
     #[test]
     fn finds_the_process_identity_in_this_kernel() {
-        let path = "/sys/kernel/btf/vmlinux";
-        if !std::path::Path::new(path).exists() {
-            eprintln!("skipped: no kernel BTF at {path}");
-            return;
-        }
-        let offsets = task_offsets(path).unwrap();
+        let Some(btf) = this_kernel() else { return };
+        let offsets = btf.task_offsets().unwrap();
         for offset in [
             offsets.group_leader,
             offsets.start_boottime,
@@ -152,7 +160,9 @@ mod tests {
 
     #[test]
     fn a_missing_file_is_an_error() {
-        let err = thread_pointer_offset("/nonexistent/vmlinux").unwrap_err();
+        let Err(err) = KernelBtf::read("/nonexistent/vmlinux") else {
+            panic!("read a missing file");
+        };
         assert!(err.to_string().contains("/nonexistent/vmlinux"));
     }
 }
