@@ -17,6 +17,7 @@ use anyhow::{Context, Result, bail, ensure};
 use integration_tests::{
     Fixture, LIFETIMES, LoggedRun, PLUGIN, Pprof, Sample, Want, assert_root, describe_top_stacks,
     read_checked_profiles, record_command, samples_of_pid, send_signal, serial, total_count,
+    wait_until,
 };
 
 /// Bound on loading BPF and opening the perf events.
@@ -60,19 +61,18 @@ fn wait_for_intervals(profiler: &mut LoggedRun, n: usize) -> Result<()> {
 
 /// Waits until `pid`'s main thread is a zombie (it called `pthread_exit`) while the process runs.
 fn wait_for_zombie_leader(pid: u32) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(10);
     let status = format!("/proc/{pid}/status");
-    while Instant::now() < deadline {
-        let text = fs::read_to_string(&status).with_context(|| format!("reading {status}"))?;
-        if text
-            .lines()
-            .any(|l| l.starts_with("State:") && l.contains('Z'))
-        {
-            return Ok(());
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    bail!("the main thread of {pid} did not exit within 10 s")
+    wait_until(
+        Duration::from_secs(10),
+        &format!("zombie main thread of {pid}"),
+        || {
+            let text = fs::read_to_string(&status).with_context(|| format!("reading {status}"))?;
+            Ok(text
+                .lines()
+                .any(|l| l.starts_with("State:") && l.contains('Z'))
+                .then_some(()))
+        },
+    )
 }
 
 /// The samples among `samples` whose leaf is `hot`, and their share of the count.
@@ -279,14 +279,15 @@ fn wait_for_mapping(pid: u32, library: &str) -> Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if fs::read_to_string(format!("/proc/{pid}/maps"))?.contains(&name) {
-            return Ok(());
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    bail!("{pid} did not map {library} within 10 s")
+    wait_until(
+        Duration::from_secs(10),
+        &format!("mapping of {library}"),
+        || {
+            Ok(fs::read_to_string(format!("/proc/{pid}/maps"))?
+                .contains(&name)
+                .then_some(()))
+        },
+    )
 }
 
 /// Short-lived processes of the churn test, in all.
