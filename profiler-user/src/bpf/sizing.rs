@@ -17,9 +17,8 @@ pub struct Load {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MapSizes {
     pub counts: u32,
-    /// Entries of the short-stack map; the medium and long ones are fractions of it
-    /// ([`MapSizes::stack_classes`]).
-    pub stacks: u32,
+    /// Entries of the short, medium and long stack maps.
+    pub stacks: [u32; 3],
     pub processes: u32,
     /// Bytes of the process-event ring buffer: a power of two, at least a page.
     pub events_bytes: u32,
@@ -45,7 +44,9 @@ const MAX_COUNTS: u64 = 262_144;
 const STACKS_PER_SAMPLE_DIVISOR: u64 = 2;
 const MIN_STACKS: u64 = 2_048;
 const MAX_STACKS: u64 = 131_072;
-/// Medium stacks (384 bytes) get half the room of short ones, long ones (1 KiB) an eighth.
+/// Medium stacks (384 bytes) get half the room of short ones, long ones (1 KiB) an eighth, but
+/// never less than the floor: a host whose stacks are all deep (an interpreter, a JVM) keeps the
+/// room a single map of 1 KiB stacks had on a small host.
 const MEDIUM_STACKS_DIVISOR: u32 = 2;
 const LONG_STACKS_DIVISOR: u32 = 8;
 const DEFAULT_PROCESSES: u32 = 32_768;
@@ -58,34 +59,37 @@ impl MapSizes {
         let samples = u64::from(load.cpus.max(1)) * load.highest_hz * load.interval_secs.max(1);
         let with_margin = samples + samples / 4;
         let counts = with_margin.clamp(MIN_COUNTS, MAX_COUNTS) as u32;
-        let stacks = (with_margin / STACKS_PER_SAMPLE_DIVISOR).clamp(MIN_STACKS, MAX_STACKS) as u32;
+        let short = (with_margin / STACKS_PER_SAMPLE_DIVISOR).clamp(MIN_STACKS, MAX_STACKS) as u32;
+        let floor = MIN_STACKS as u32;
+        let stacks = match overrides.stacks {
+            Some(short) => [
+                short,
+                (short / MEDIUM_STACKS_DIVISOR).max(1),
+                (short / LONG_STACKS_DIVISOR).max(1),
+            ],
+            None => [
+                short,
+                (short / MEDIUM_STACKS_DIVISOR).max(floor),
+                (short / LONG_STACKS_DIVISOR).max(floor),
+            ],
+        };
         let events_bytes = overrides.events_kib.map_or(DEFAULT_EVENTS_BYTES, |kib| {
             ring_size(kib.saturating_mul(1024))
         });
         Self {
             counts: overrides.counts.unwrap_or(counts),
-            stacks: overrides.stacks.unwrap_or(stacks),
+            stacks,
             processes: overrides.processes.unwrap_or(DEFAULT_PROCESSES),
             events_bytes,
         }
     }
 
     /// `(map name, max entries)` for the loader.
-    /// Entries of the short, medium and long stack maps.
-    pub fn stack_classes(&self) -> [u32; 3] {
-        let short = self.stacks.max(1);
-        [
-            short,
-            (short / MEDIUM_STACKS_DIVISOR).max(1),
-            (short / LONG_STACKS_DIVISOR).max(1),
-        ]
-    }
-
     pub fn entries(&self) -> Vec<(&'static str, u32)> {
         let mut entries = Vec::new();
         for half in 0..2 {
             entries.push((maps::COUNTS[half], self.counts));
-            let [short, medium, long] = self.stack_classes();
+            let [short, medium, long] = self.stacks;
             entries.push((maps::SHORT_STACKS[half], short));
             entries.push((maps::MEDIUM_STACKS[half], medium));
             entries.push((maps::LONG_STACKS[half], long));
@@ -122,8 +126,7 @@ mod tests {
         );
         // 63,360 samples an interval, plus a quarter.
         assert_eq!(sizes.counts, 79_200);
-        assert_eq!(sizes.stacks, 39_600);
-        assert_eq!(sizes.stack_classes(), [39_600, 19_800, 4_950]);
+        assert_eq!(sizes.stacks, [39_600, 19_800, 4_950]);
     }
 
     #[test]
@@ -136,7 +139,7 @@ mod tests {
             },
             SizeOverrides::default(),
         );
-        assert_eq!((small.counts, small.stacks), (4_096, 2_048));
+        assert_eq!((small.counts, small.stacks), (4_096, [2_048; 3]));
         let huge = MapSizes::derive(
             Load {
                 cpus: 512,
@@ -145,7 +148,10 @@ mod tests {
             },
             SizeOverrides::default(),
         );
-        assert_eq!((huge.counts, huge.stacks), (262_144, 131_072));
+        assert_eq!(
+            (huge.counts, huge.stacks),
+            (262_144, [131_072, 65_536, 16_384])
+        );
     }
 
     #[test]
@@ -163,7 +169,10 @@ mod tests {
                 events_kib: Some(5),
             },
         );
-        assert_eq!((sizes.counts, sizes.stacks, sizes.processes), (8, 4, 2));
+        assert_eq!(
+            (sizes.counts, sizes.stacks, sizes.processes),
+            (8, [4, 2, 1], 2)
+        );
         assert_eq!(sizes.events_bytes, 8192);
         assert_eq!(ring_size(1), 4096);
     }

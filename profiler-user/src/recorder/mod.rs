@@ -145,7 +145,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         frequency = args.frequency,
         bpf_map_mib = format!("{:.1}", map_bytes as f64 / (1 << 20) as f64),
         counts_entries = sizes.counts,
-        stacks_entries = sizes.stacks,
+        stacks_entries = ?sizes.stacks,
         targets = ?args.pids,
         cgroups = ?cgroups.iter().map(|c| c.path.display().to_string()).collect::<Vec<_>>(),
         output = %args.output_dir.display(),
@@ -476,7 +476,9 @@ impl Recording {
 
     /// Flips and drains the maps and hands the interval to the pipeline.
     fn drain(&mut self) -> Result<(), RecordError> {
-        let drain_started = Instant::now();
+        // The flip ends this interval and starts the next: both take its time, not the time
+        // the drain's work (the barrier, `/proc` reads) ends.
+        let (flipped, drain_started) = (SystemTime::now(), Instant::now());
         let drained = self.sampler.drain().map_err(RecordError::Drain)?;
         let epoch = self.lock_table().begin_drain();
         self.retry_tls(&drained);
@@ -489,11 +491,11 @@ impl Recording {
         self.metrics.add_program_cost(&self.cost, &cost);
         let meta = IntervalMeta {
             start: self.started,
-            duration: self.started_at.elapsed(),
+            duration: drain_started.saturating_duration_since(self.started_at),
             period_ns: period_ns(frequency),
         };
-        self.started = SystemTime::now();
-        self.started_at = Instant::now();
+        self.started = flipped;
+        self.started_at = drain_started;
         // The rate at the end stays the last comment: readers look for it there.
         let mut comments = vec![self.node_comment()];
         comments.append(&mut self.rate_changes);
