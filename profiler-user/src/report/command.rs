@@ -1,5 +1,6 @@
 //! The `report` command: a merged report of a selection (to stdout or `--output`), or one report
-//! per profile written beside it (`--each`).
+//! per profile written beside it (`--each`, each written whole through a new temporary file:
+//! a link planted under a report's name is replaced, not followed).
 
 use std::{
     fs,
@@ -17,6 +18,7 @@ use super::{
     top::{Order, TopBuilder, format_nanos},
     utc,
 };
+use crate::safe_file;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -281,10 +283,13 @@ pub fn each(
         for &format in formats {
             let text = render(format, top.clone(), &folded, &covered, options)?;
             let out = beside(&file.path, format);
-            fs::write(&out, text).map_err(|source| ReportError::Write {
-                path: out.clone(),
-                source,
-            })?;
+            // Beside profiles, in a directory others may write to: never through a planted link.
+            safe_file::replace(&out, |mut file| file.write_all(text.as_bytes())).map_err(
+                |source| ReportError::Write {
+                    path: out.clone(),
+                    source,
+                },
+            )?;
             written.push(out);
         }
     }
@@ -515,6 +520,33 @@ mod tests {
         let text = fs::read_to_string(&written[0]).unwrap();
         assert!(text.contains("Selection: trace 4bf9"), "{text}");
         assert!(text.contains("trigger: cpu utilization"), "{text}");
+    }
+
+    /// Links planted where `--each` writes its reports: the reports replace the links, and
+    /// the files they pointed to stay untouched.
+    #[test]
+    fn each_never_writes_through_a_planted_link() {
+        let dir = recorded();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        for name in ["cpu-20260101T000000Z.txt", "cpu-20260101T000000Z.svg"] {
+            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+        }
+        let written = each(
+            dir.path(),
+            &Selection::default(),
+            &options(),
+            &[ReportFormat::Text, ReportFormat::Svg],
+        )
+        .unwrap();
+        assert!(
+            fs::read(&victim).unwrap() == b"precious",
+            "the link was followed"
+        );
+        for path in &written {
+            assert!(fs::symlink_metadata(path).unwrap().is_file(), "{path:?}");
+        }
+        assert!(fs::read_to_string(&written[0]).unwrap().contains("hot"));
     }
 
     #[test]
