@@ -242,7 +242,10 @@ mod tests {
         symlink("/etc", &link).unwrap();
         std::os::unix::fs::lchown(&link, Some(65534), Some(65534)).unwrap();
         let err = create_dir(&link).unwrap_err().to_string();
-        assert!(err.starts_with("it is a symbolic link made by uid 65534"), "{err}");
+        assert!(
+            err.starts_with("it is a symbolic link made by uid 65534"),
+            "{err}"
+        );
     }
 
     #[test]

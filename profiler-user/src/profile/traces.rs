@@ -564,10 +564,17 @@ mod tests {
         std::os::unix::fs::symlink(&victim, traces.join(INDEX_FILE)).unwrap();
         let mut store = TraceStore::new(&traces);
         let err = store
-            .add_interval(&[sample(Some(&"ab".repeat(16)), "f", 1, 1)], meta(0), |_| {})
+            .add_interval(
+                &[sample(Some(&"ab".repeat(16)), "f", 1, 1)],
+                meta(0),
+                |_| {},
+            )
             .unwrap_err();
         assert!(err.to_string().contains(INDEX_FILE), "{err}");
-        assert!(fs::read(&victim).unwrap() == b"precious", "the link was followed");
+        assert!(
+            fs::read(&victim).unwrap() == b"precious",
+            "the link was followed"
+        );
     }
 
     #[test]

@@ -228,7 +228,10 @@ mod tests {
         let (first, _) = writer.write("cpu", time, &profile).unwrap();
         let (second, _) = writer.write("cpu", time, &profile).unwrap();
         let (named, _) = writer.write_named("t.pb.gz", &profile).unwrap();
-        assert!(fs::read(&victim).unwrap() == b"precious", "the link was followed");
+        assert!(
+            fs::read(&victim).unwrap() == b"precious",
+            "the link was followed"
+        );
         for path in [first, second, named] {
             assert!(fs::symlink_metadata(&path).unwrap().is_file(), "{path:?}");
             assert_eq!(read(&path), profile);
@@ -241,7 +244,8 @@ mod tests {
         let (path, _) = ProfileWriter::new(dir.path())
             .write("cpu", SystemTime::now(), &Profile::default())
             .unwrap();
-        let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&path).unwrap().permissions());
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&path).unwrap().permissions());
         assert_eq!(mode & 0o622, 0o600, "{mode:o}");
     }
 
