@@ -96,15 +96,24 @@ pub fn check_dir(dir: &Path) -> io::Result<()> {
 /// temporary file is removed if anything fails.
 pub fn replace<T>(path: &Path, write: impl FnOnce(&File) -> io::Result<T>) -> io::Result<T> {
     let (dir, name) = split(path)?;
-    let prefix = format!(".{}.", name.to_string_lossy());
-    let temp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(TEMPORARY_SUFFIX)
-        .permissions(Permissions::from_mode(FILE_MODE))
-        .tempfile_in(dir)?;
+    let temp = temporary(dir, &name.to_string_lossy())?;
     let value = write(temp.as_file())?;
     temp.persist(path).map_err(|err| err.error)?;
     Ok(value)
+}
+
+/// Proves that files can be created in `dir` by creating one (a temporary file, removed).
+pub fn check_writable(dir: &Path) -> io::Result<()> {
+    temporary(dir, "profiler-write-test")?.close()
+}
+
+/// A new file `.<name>.<random>.tmp` in `dir`, created exclusively (`O_EXCL`), removed on drop.
+fn temporary(dir: &Path, name: &str) -> io::Result<tempfile::NamedTempFile> {
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(TEMPORARY_SUFFIX)
+        .permissions(Permissions::from_mode(FILE_MODE))
+        .tempfile_in(dir)
 }
 
 /// Opens `path` for appending, creating it if missing. Refuses a link (`O_NOFOLLOW`), and
