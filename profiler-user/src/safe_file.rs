@@ -102,9 +102,12 @@ pub fn replace<T>(path: &Path, write: impl FnOnce(&File) -> io::Result<T>) -> io
     Ok(value)
 }
 
+/// The name [`check_writable`]'s temporary files are made of.
+pub const WRITE_TEST: &str = "profiler-write-test";
+
 /// Proves that files can be created in `dir` by creating one (a temporary file, removed).
 pub fn check_writable(dir: &Path) -> io::Result<()> {
-    temporary(dir, "profiler-write-test")?.close()
+    temporary(dir, WRITE_TEST)?.close()
 }
 
 /// A new file `.<name>.<random>.tmp` in `dir`, created exclusively (`O_EXCL`), removed on drop.
