@@ -29,7 +29,8 @@ pub const TEMPORARY_SUFFIX: &str = ".tmp";
 #[derive(Debug, thiserror::Error)]
 pub enum UnsafeDir {
     #[error(
-        "others can write to it (owner uid {owner}, mode {mode:04o}) and could plant links where the profiler writes: run `chmod go-w` on it (and `chown` it to uid {us}), or make it sticky (`chmod +t`) and owned by uid {us}"
+        "others can write to it (owner uid {owner}, mode {mode:04o}) and could plant links where the profiler writes: {}",
+        if owner == us { "run `chmod go-w` on it, or make it sticky (`chmod +t`)".to_owned() } else { format!("run `chown {us}` and `chmod go-w` on it") }
     )]
     WritableByOthers { owner: u32, mode: u32, us: u32 },
     #[error(
