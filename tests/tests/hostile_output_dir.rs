@@ -11,8 +11,7 @@ use std::{
 
 use anyhow::{Result, ensure};
 use integration_tests::{
-    assert_root, profiler_command, record_command, run, synthetic_recording,
-    world_writable_tempdir,
+    assert_root, profiler_command, record_command, run, synthetic_recording, world_writable_tempdir,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -83,7 +82,10 @@ fn record_follows_no_link_and_deletes_only_its_own_files() -> Result<()> {
         let time = chrono::DateTime::<chrono::Utc>::from(now + Duration::from_secs(second));
         let stem = format!("cpu-{}", time.format("%Y%m%dT%H%M%SZ"));
         for suffix in ["", "-1", "-2"] {
-            symlink(&victim, out.path().join(format!(".{stem}{suffix}.pb.gz.tmp")))?;
+            symlink(
+                &victim,
+                out.path().join(format!(".{stem}{suffix}.pb.gz.tmp")),
+            )?;
         }
     }
     let project = out.path().join("myproject/pprof");
@@ -102,7 +104,10 @@ fn record_follows_no_link_and_deletes_only_its_own_files() -> Result<()> {
 
     ensure_untouched(&victim)?;
     ensure!(theirs.exists(), "retention deleted a user's profile");
-    ensure!(!leftover.exists(), "the leftover temporary file is still there");
+    ensure!(
+        !leftover.exists(),
+        "the leftover temporary file is still there"
+    );
     let written = fs::read_dir(out.path())?
         .filter_map(|entry| entry.ok())
         .filter(|entry| entry.file_type().is_ok_and(|t| t.is_file()))
