@@ -155,6 +155,7 @@ pub fn prepare_output_dir(dir: &Path) -> Result<(), PreflightError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::Victim;
 
     #[test]
     fn own_process_is_alive_and_a_huge_pid_is_not() {
@@ -231,14 +232,10 @@ mod tests {
     #[test]
     fn the_write_test_follows_no_link() {
         let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        fs::write(&victim, b"precious").unwrap();
-        std::os::unix::fs::symlink(&victim, dir.path().join(".profiler-write-test")).unwrap();
+        let victim = Victim::new(dir.path());
+        victim.plant(&dir.path().join(".profiler-write-test"));
         prepare_output_dir(dir.path()).unwrap();
-        assert!(
-            fs::read(&victim).unwrap() == b"precious",
-            "the link was followed"
-        );
+        victim.assert_untouched();
     }
 
     #[test]

@@ -180,21 +180,21 @@ mod tests {
     use std::{io::Write, os::unix::fs::symlink};
 
     use super::*;
+    use crate::test_support::Victim;
 
     #[test]
     fn replace_creates_a_new_file_beside_and_renames_it() {
         let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        fs::write(&victim, b"precious").unwrap();
+        let victim = Victim::new(dir.path());
         let path = dir.path().join("a.pb.gz");
-        symlink(&victim, &path).unwrap();
+        victim.plant(&path);
         let len = replace(&path, |mut file| {
             file.write_all(b"data")?;
             Ok(4)
         })
         .unwrap();
         assert_eq!(len, 4);
-        assert!(fs::read(&victim).unwrap() == b"precious");
+        victim.assert_untouched();
         assert!(fs::symlink_metadata(&path).unwrap().is_file());
         assert_eq!(fs::read(&path).unwrap(), b"data");
         // A failed write leaves nothing behind.
@@ -208,20 +208,19 @@ mod tests {
     #[test]
     fn append_refuses_links_fifos_and_hard_links() {
         let dir = tempfile::tempdir().unwrap();
-        let victim = dir.path().join("victim");
-        fs::write(&victim, b"precious").unwrap();
+        let victim = Victim::new(dir.path());
         let link = dir.path().join("link");
-        symlink(&victim, &link).unwrap();
+        victim.plant(&link);
         assert!(open_append(&link).is_err());
         let hard = dir.path().join("hard");
-        fs::hard_link(&victim, &hard).unwrap();
+        fs::hard_link(victim.path(), &hard).unwrap();
         assert!(open_append(&hard).is_err());
         let fifo = dir.path().join("fifo");
         let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
         // SAFETY: a valid NUL-terminated path.
         assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o644) }, 0);
         assert!(open_append(&fifo).is_err(), "refused, and without blocking");
-        assert!(fs::read(&victim).unwrap() == b"precious");
+        victim.assert_untouched();
         let mut own = open_append(&dir.path().join("index")).unwrap();
         own.write_all(b"line\n").unwrap();
         open_append(&dir.path().join("index"))

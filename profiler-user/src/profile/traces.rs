@@ -342,6 +342,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
+    use crate::test_support::Victim;
     use crate::{
         profile::proto::Profile,
         resolve::{Labels, MappingInfo, MappingKey, ResolvedLocation, TraceLabels},
@@ -557,11 +558,10 @@ mod tests {
     #[test]
     fn a_planted_index_link_is_refused_not_followed() {
         let scratch = tempfile::tempdir().unwrap();
-        let victim = scratch.path().join("victim");
-        fs::write(&victim, b"precious").unwrap();
+        let victim = Victim::new(scratch.path());
         let traces = scratch.path().join("traces");
         fs::create_dir(&traces).unwrap();
-        std::os::unix::fs::symlink(&victim, traces.join(INDEX_FILE)).unwrap();
+        victim.plant(&traces.join(INDEX_FILE));
         let mut store = TraceStore::new(&traces);
         let err = store
             .add_interval(
@@ -571,10 +571,7 @@ mod tests {
             )
             .unwrap_err();
         assert!(err.to_string().contains(INDEX_FILE), "{err}");
-        assert!(
-            fs::read(&victim).unwrap() == b"precious",
-            "the link was followed"
-        );
+        victim.assert_untouched();
     }
 
     #[test]

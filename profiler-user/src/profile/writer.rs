@@ -155,6 +155,7 @@ mod tests {
     use flate2::read::GzDecoder;
 
     use super::*;
+    use crate::test_support::Victim;
 
     fn read(path: &Path) -> Profile {
         let mut bytes = Vec::new();
@@ -206,8 +207,7 @@ mod tests {
     #[test]
     fn planted_links_are_never_followed() {
         let scratch = tempfile::tempdir().unwrap();
-        let victim = scratch.path().join("victim");
-        fs::write(&victim, b"precious").unwrap();
+        let victim = Victim::new(scratch.path());
         let dir = scratch.path().join("out");
         fs::create_dir(&dir).unwrap();
         let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_072_000);
@@ -218,7 +218,7 @@ mod tests {
             "t.pb.gz",
         ];
         for name in planted {
-            std::os::unix::fs::symlink(&victim, dir.join(name)).unwrap();
+            victim.plant(&dir.join(name));
         }
         let writer = ProfileWriter::new(&dir);
         let profile = Profile {
@@ -228,10 +228,7 @@ mod tests {
         let (first, _) = writer.write("cpu", time, &profile).unwrap();
         let (second, _) = writer.write("cpu", time, &profile).unwrap();
         let (named, _) = writer.write_named("t.pb.gz", &profile).unwrap();
-        assert!(
-            fs::read(&victim).unwrap() == b"precious",
-            "the link was followed"
-        );
+        victim.assert_untouched();
         for path in [first, second, named] {
             assert!(fs::symlink_metadata(&path).unwrap().is_file(), "{path:?}");
             assert_eq!(read(&path), profile);

@@ -373,6 +373,7 @@ mod tests {
     use super::*;
     use crate::profile::ProfileWriter;
     use crate::report::stacks::tests::{labels, profile, traced};
+    use crate::test_support::Victim;
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -527,10 +528,9 @@ mod tests {
     #[test]
     fn each_never_writes_through_a_planted_link() {
         let dir = recorded();
-        let victim = dir.path().join("victim");
-        fs::write(&victim, b"precious").unwrap();
+        let victim = Victim::new(dir.path());
         for name in ["cpu-20260101T000000Z.txt", "cpu-20260101T000000Z.svg"] {
-            std::os::unix::fs::symlink(&victim, dir.path().join(name)).unwrap();
+            victim.plant(&dir.path().join(name));
         }
         let written = each(
             dir.path(),
@@ -539,10 +539,7 @@ mod tests {
             &[ReportFormat::Text, ReportFormat::Svg],
         )
         .unwrap();
-        assert!(
-            fs::read(&victim).unwrap() == b"precious",
-            "the link was followed"
-        );
+        victim.assert_untouched();
         for path in &written {
             assert!(fs::symlink_metadata(path).unwrap().is_file(), "{path:?}");
         }
