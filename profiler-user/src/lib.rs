@@ -14,6 +14,7 @@ pub mod profile;
 pub mod recorder;
 pub mod report;
 pub mod resolve;
+pub mod safe_file;
 pub mod serve;
 pub mod symbolize;
 #[cfg(test)]

@@ -4,6 +4,8 @@ use std::{fs, io, path::Path};
 
 use caps::{CapSet, Capability};
 
+use crate::safe_file::{self, UnsafeDir};
+
 #[derive(Debug, thiserror::Error)]
 pub enum PreflightError {
     #[error(
@@ -28,6 +30,8 @@ pub enum PreflightError {
     // The cause is part of the message (not a `#[source]`) so that the advice comes last.
     #[error("cannot use output directory {path}: {cause}: choose a writable --output-dir")]
     OutputDir { path: String, cause: io::Error },
+    #[error("cannot use output directory {path}: {reason}")]
+    UnsafeOutputDir { path: String, reason: UnsafeDir },
 }
 
 /// Where the kernel publishes its BTF; `PROFILER_KERNEL_BTF` overrides it (tests, odd hosts).
@@ -130,21 +134,28 @@ fn any_thread_running(process: &procfs::process::Process) -> bool {
         .any(|status| !status.state.starts_with('Z') && !status.state.starts_with('X'))
 }
 
-/// Creates the output directory and proves it writable by writing a file there.
+/// Creates the output directory and proves it writable by creating a file there. Refuses a
+/// directory that others can write to (unless it is sticky and ours): they could plant links
+/// under the names the profiler writes ([`safe_file::check_dir`]).
 pub fn prepare_output_dir(dir: &Path) -> Result<(), PreflightError> {
-    let error = |cause| PreflightError::OutputDir {
-        path: dir.display().to_string(),
-        cause,
+    let error = |cause: io::Error| match cause.downcast::<UnsafeDir>() {
+        Ok(reason) => PreflightError::UnsafeOutputDir {
+            path: dir.display().to_string(),
+            reason,
+        },
+        Err(cause) => PreflightError::OutputDir {
+            path: dir.display().to_string(),
+            cause,
+        },
     };
-    fs::create_dir_all(dir).map_err(error)?;
-    let probe = dir.join(".profiler-write-test");
-    fs::write(&probe, b"").map_err(error)?;
-    fs::remove_file(&probe).map_err(error)
+    safe_file::create_dir(dir).map_err(error)?;
+    safe_file::check_writable(dir).map_err(error)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::Victim;
 
     #[test]
     fn own_process_is_alive_and_a_huge_pid_is_not() {
@@ -193,6 +204,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.starts_with("cannot use output directory "), "{err}");
+    }
+
+    /// Anyone who can write to the directory could plant links under the names the agent
+    /// writes: refused, unless the sticky bit keeps them from touching the agent's files.
+    #[test]
+    fn a_directory_others_can_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [0o777, 0o775, 0o757] {
+            fs::set_permissions(dir.path(), fs::Permissions::from_mode(mode)).unwrap();
+            let err = prepare_output_dir(dir.path()).unwrap_err().to_string();
+            assert!(
+                err.starts_with(&format!(
+                    "cannot use output directory {}: others can write to it",
+                    dir.path().display()
+                )) && err.contains("chmod go-w"),
+                "{mode:o}: {err}"
+            );
+        }
+        // Sticky and ours, like /tmp: others cannot rename or delete what we create.
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o1777)).unwrap();
+        prepare_output_dir(dir.path()).unwrap();
+    }
+
+    /// The write test never writes through a planted link.
+    #[test]
+    fn the_write_test_follows_no_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = Victim::new(dir.path());
+        victim.plant(&dir.path().join(".profiler-write-test"));
+        prepare_output_dir(dir.path()).unwrap();
+        victim.assert_untouched();
     }
 
     #[test]

@@ -81,3 +81,31 @@ pub(crate) fn truncate_in_place(path: &Path, len: u64) {
         .set_len(len)
         .unwrap();
 }
+
+/// A file that must come through untouched, and links to it planted where the profiler writes.
+pub(crate) struct Victim(PathBuf);
+
+impl Victim {
+    /// `<dir>/victim`, holding `precious`.
+    pub(crate) fn new(dir: &Path) -> Self {
+        let path = dir.join("victim");
+        std::fs::write(&path, b"precious").unwrap();
+        Self(path)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// A symbolic link to the victim at `link`.
+    pub(crate) fn plant(&self, link: &Path) {
+        std::os::unix::fs::symlink(&self.0, link).unwrap();
+    }
+
+    pub(crate) fn assert_untouched(&self) {
+        assert!(
+            std::fs::read(&self.0).unwrap() == b"precious",
+            "the victim was written through a planted link"
+        );
+    }
+}

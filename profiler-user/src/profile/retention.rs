@@ -2,6 +2,12 @@
 //! first, trace files and rotated trace indexes included, until the total fits. The file just
 //! written always stays, and so does the live `traces/index.jsonl` (counted, never deleted:
 //! rotation bounds it).
+//!
+//! Only the profiler's own files count and go, known by their exact names ([`Owned::of`]):
+//! `cpu-`, `incident-` and `offcpu-<UTC>[-N].pb.gz` in the directory, `<trace ID>.pb.gz` and the
+//! indexes in its `traces/`, and the temporary files of all these (counted; removed at start by
+//! [`Retention::remove_temporaries`]: a killed recorder leaves them). Nothing else is read: no
+//! other directory, and no link (neither followed nor deleted).
 
 use std::{
     fs, io,
@@ -10,7 +16,10 @@ use std::{
 };
 
 use super::traces::{INDEX_FILE, is_rotated_index};
-use crate::report::files::TRACES_DIR;
+use crate::{
+    report::files::{TRACES_DIR, trace_id_of_file},
+    safe_file,
+};
 
 /// What one pass deleted.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -72,14 +81,39 @@ impl Retention {
         })
     }
 
-    /// Finished profiles and rotated trace indexes under the directory, oldest first (the
-    /// name breaks ties: names carry the UTC start time), and the bytes of the files that
-    /// count but stay (the live trace index).
+    /// Deletes the temporary files a killed recorder left (call at start, before writing).
+    pub fn remove_temporaries(&self) -> io::Result<Pruned> {
+        let mut pruned = Pruned::default();
+        for (path, owned, meta) in owned_files(&self.dir)? {
+            if owned == Owned::Temporary {
+                match fs::remove_file(&path) {
+                    Ok(()) => {}
+                    Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+                    Err(err) => return Err(err),
+                }
+                pruned.files += 1;
+                pruned.bytes += meta.len();
+            }
+        }
+        Ok(pruned)
+    }
+
+    /// Finished profiles and rotated trace indexes, oldest first (the name breaks ties: names
+    /// carry the UTC start time), and the bytes of the files that count but stay (the live
+    /// trace index, temporary files).
     fn oldest_first(&self) -> io::Result<(Vec<Stored>, u64)> {
         let mut stored = Vec::new();
         let mut kept = 0;
-        let traces = self.dir.join(TRACES_DIR);
-        collect(&self.dir, &traces, &mut stored, &mut kept)?;
+        for (path, owned, meta) in owned_files(&self.dir)? {
+            match owned {
+                Owned::Deletable => stored.push(Stored {
+                    path,
+                    bytes: meta.len(),
+                    modified: meta.modified()?,
+                }),
+                Owned::Live | Owned::Temporary => kept += meta.len(),
+            }
+        }
         stored.sort_by(|a, b| {
             a.modified
                 .cmp(&b.modified)
@@ -108,27 +142,95 @@ fn delete_until(files: &[Stored], enough: impl Fn(&Pruned) -> bool) -> io::Resul
     Ok(pruned)
 }
 
-/// Finished profiles (`*.pb.gz`, not the hidden temporaries) under `dir`, recursively, and
-/// in `traces` the rotated indexes; the live index's size goes to `kept`.
-fn collect(dir: &Path, traces: &Path, out: &mut Vec<Stored>, kept: &mut u64) -> io::Result<()> {
-    let in_traces = dir == traces;
+/// What retention does with one of the profiler's files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Owned {
+    /// A finished profile or a rotated index: deleted oldest first.
+    Deletable,
+    /// The live trace index: counted, never deleted.
+    Live,
+    /// A temporary file: counted; removed at start.
+    Temporary,
+}
+
+/// Prefixes of the files the recorder writes in the output directory, `<prefix>-<UTC>.pb.gz`.
+const PREFIXES: [&str; 3] = ["cpu", "incident", "offcpu"];
+
+impl Owned {
+    /// Whether `name` (a plain file name, in `traces/` or not) is a file the profiler writes.
+    fn of(name: &str, in_traces: bool) -> Option<Owned> {
+        let finished = |name: &str| {
+            if in_traces {
+                trace_id_of_file(name).is_some()
+            } else {
+                is_stamped_profile(name)
+            }
+        };
+        if finished(name) || (in_traces && is_rotated_index(name)) {
+            Some(Owned::Deletable)
+        } else if in_traces && name == INDEX_FILE {
+            Some(Owned::Live)
+        } else if safe_file::is_temporary_of(name, |inner| {
+            finished(inner) || (!in_traces && inner == safe_file::WRITE_TEST)
+        }) {
+            Some(Owned::Temporary)
+        } else {
+            None
+        }
+    }
+}
+
+/// `<prefix>-<UTC %Y%m%dT%H%M%SZ>.pb.gz`, or `...-<N>.pb.gz` when the name was taken.
+fn is_stamped_profile(name: &str) -> bool {
+    let Some((prefix, rest)) = name
+        .strip_suffix(".pb.gz")
+        .and_then(|stem| stem.split_once('-'))
+    else {
+        return false;
+    };
+    let (stamp, n) = rest.split_once('-').unwrap_or((rest, "1"));
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    let stamp = stamp.as_bytes();
+    PREFIXES.contains(&prefix)
+        && stamp.len() == 16
+        && digits(&stamp[..8])
+        && stamp[8] == b'T'
+        && digits(&stamp[9..15])
+        && stamp[15] == b'Z'
+        && digits(n.as_bytes())
+}
+
+/// The profiler's regular files in `dir` and in its `traces/` (a real directory, not a link),
+/// with their metadata (of the entry itself, not followed).
+fn owned_files(dir: &Path) -> io::Result<Vec<(PathBuf, Owned, fs::Metadata)>> {
+    let mut files = Vec::new();
+    collect(dir, false, &mut files)?;
+    let traces = dir.join(TRACES_DIR);
+    if fs::symlink_metadata(&traces).is_ok_and(|meta| meta.is_dir()) {
+        collect(&traces, true, &mut files)?;
+    }
+    Ok(files)
+}
+
+fn collect(
+    dir: &Path,
+    in_traces: bool,
+    out: &mut Vec<(PathBuf, Owned, fs::Metadata)>,
+) -> io::Result<()> {
     for entry in fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let meta = entry.metadata()?;
-        let deletable = (name.ends_with(".pb.gz") && !name.starts_with('.'))
-            || (in_traces && is_rotated_index(&name));
-        if meta.is_dir() {
-            collect(&entry.path(), traces, out, kept)?;
-        } else if meta.is_file() && in_traces && name == INDEX_FILE {
-            *kept += meta.len();
-        } else if meta.is_file() && deletable {
-            out.push(Stored {
-                path: entry.path(),
-                bytes: meta.len(),
-                modified: meta.modified()?,
-            });
+        let Some(owned) = name.to_str().and_then(|name| Owned::of(name, in_traces)) else {
+            continue;
+        };
+        // lstat: a link is no regular file, so it is neither followed nor deleted.
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => continue,
+            Err(err) => return Err(err),
+        };
+        if meta.file_type().is_file() {
+            out.push((entry.path(), owned, meta));
         }
     }
     Ok(())
@@ -159,10 +261,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let traces = dir.path().join("traces");
         fs::create_dir(&traces).unwrap();
-        let oldest = profile(dir.path(), "cpu-1.pb.gz", 400, 30);
-        let old_trace = profile(&traces, "t1.pb.gz", 400, 20);
-        let newer = profile(dir.path(), "cpu-2.pb.gz", 400, 10);
-        let newest = profile(dir.path(), "cpu-3.pb.gz", 400, 0);
+        let oldest = profile(dir.path(), "cpu-20260101T000001Z.pb.gz", 400, 30);
+        let old_trace = profile(&traces, "4bf92f3577b34da6a3ce929d0e0e4736.pb.gz", 400, 20);
+        let newer = profile(dir.path(), "cpu-20260101T000002Z.pb.gz", 400, 10);
+        let newest = profile(dir.path(), "cpu-20260101T000003Z.pb.gz", 400, 0);
         fs::write(traces.join("index.jsonl"), "{}\n").unwrap();
 
         let pruned = Retention::new(dir.path(), 1).enforce().unwrap();
@@ -187,9 +289,9 @@ mod tests {
         let traces = dir.path().join("traces");
         fs::create_dir(&traces).unwrap();
         let old_index = profile(&traces, "index-20260101T000000Z.jsonl", 300, 40);
-        let old_profile = profile(dir.path(), "cpu-1.pb.gz", 300, 30);
+        let old_profile = profile(dir.path(), "cpu-20260101T000001Z.pb.gz", 300, 30);
         let newer_index = profile(&traces, "index-20260101T010000Z.jsonl", 300, 20);
-        let newest = profile(dir.path(), "cpu-2.pb.gz", 300, 0);
+        let newest = profile(dir.path(), "cpu-20260101T000002Z.pb.gz", 300, 0);
         // Counted, never deleted, however old.
         let live = profile(&traces, "index.jsonl", 300, 50);
         // Not the recorder's: left alone.
@@ -217,8 +319,8 @@ mod tests {
     #[test]
     fn the_newest_file_stays_even_over_the_limit() {
         let dir = tempfile::tempdir().unwrap();
-        profile(dir.path(), "cpu-1.pb.gz", 700, 10);
-        let newest = profile(dir.path(), "cpu-2.pb.gz", 1500, 0);
+        profile(dir.path(), "cpu-20260101T000001Z.pb.gz", 700, 10);
+        let newest = profile(dir.path(), "cpu-20260101T000002Z.pb.gz", 1500, 0);
         let pruned = Retention::new(dir.path(), 1).enforce().unwrap();
         assert_eq!(pruned.files, 1);
         assert!(newest.exists());
@@ -227,9 +329,9 @@ mod tests {
     #[test]
     fn a_full_disk_frees_the_oldest_first() {
         let dir = tempfile::tempdir().unwrap();
-        let oldest = profile(dir.path(), "cpu-1.pb.gz", 100, 30);
-        let older = profile(dir.path(), "cpu-2.pb.gz", 100, 20);
-        let newest = profile(dir.path(), "cpu-3.pb.gz", 100, 10);
+        let oldest = profile(dir.path(), "cpu-20260101T000001Z.pb.gz", 100, 30);
+        let older = profile(dir.path(), "cpu-20260101T000002Z.pb.gz", 100, 20);
+        let newest = profile(dir.path(), "cpu-20260101T000003Z.pb.gz", 100, 10);
         // No limit configured: a full disk still frees space.
         let retention = Retention::new(dir.path(), 0);
         let pruned = retention.free_oldest(150 * 1024).unwrap();
@@ -244,16 +346,111 @@ mod tests {
     #[test]
     fn within_the_limit_or_without_one_nothing_goes() {
         let dir = tempfile::tempdir().unwrap();
-        profile(dir.path(), "cpu-1.pb.gz", 300, 10);
-        profile(dir.path(), ".cpu-2.pb.gz.tmp", 3000, 0);
+        profile(dir.path(), "cpu-20260101T000001Z.pb.gz", 300, 10);
         assert_eq!(
             Retention::new(dir.path(), 1).enforce().unwrap(),
             Pruned::default()
         );
-        profile(dir.path(), "cpu-3.pb.gz", 3000, 0);
+        profile(dir.path(), "cpu-20260101T000003Z.pb.gz", 3000, 0);
         assert_eq!(
             Retention::new(dir.path(), 0).enforce().unwrap(),
             Pruned::default()
         );
+    }
+
+    /// `out/myproject/pprof/important-heap.pb.gz` was deleted by `--max-disk-mb`: only the
+    /// profiler's own names go, never another directory's files.
+    #[test]
+    fn deletes_only_the_profilers_own_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let project = dir.path().join("myproject/pprof");
+        fs::create_dir_all(&project).unwrap();
+        let traces = dir.path().join("traces");
+        fs::create_dir(&traces).unwrap();
+        let theirs = [
+            profile(&project, "important-heap.pb.gz", 400, 90),
+            profile(dir.path(), "heap.pb.gz", 400, 80),
+            profile(dir.path(), "cpu-notes.pb.gz", 400, 80),
+            profile(&traces, "my-trace.pb.gz", 400, 80),
+            profile(&traces, &format!("{}.pb.gz", "AB".repeat(16)), 400, 80),
+            profile(dir.path(), &format!("{}.pb.gz", "ab".repeat(16)), 400, 80),
+        ];
+        let ours = [
+            profile(dir.path(), "cpu-20260101T000000Z.pb.gz", 600, 50),
+            profile(dir.path(), "incident-20260101T000000Z-1.pb.gz", 600, 40),
+            profile(dir.path(), "offcpu-20260101T000000Z.pb.gz", 600, 30),
+            profile(&traces, &format!("{}.pb.gz", "ab".repeat(16)), 600, 20),
+        ];
+        let newest = profile(dir.path(), "cpu-20260101T000010Z.pb.gz", 600, 0);
+        let pruned = Retention::new(dir.path(), 1).enforce().unwrap();
+        assert_eq!(pruned.files, ours.len(), "all of ours but the newest");
+        assert!(ours.iter().all(|path| !path.exists()));
+        assert!(newest.exists());
+        for path in &theirs {
+            assert!(path.exists(), "{path:?} is not the profiler's");
+        }
+    }
+
+    /// A link is never deleted nor followed, whatever its name, nor is a linked directory.
+    #[test]
+    fn links_are_neither_deleted_nor_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let victim = profile(elsewhere.path(), "cpu-20250101T000000Z.pb.gz", 400, 90);
+        let trace = profile(
+            elsewhere.path(),
+            &format!("{}.pb.gz", "cd".repeat(16)),
+            400,
+            90,
+        );
+        let link = dir.path().join("cpu-20240101T000000Z.pb.gz");
+        std::os::unix::fs::symlink(&victim, &link).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join("traces")).unwrap();
+        profile(dir.path(), "cpu-20260101T000000Z.pb.gz", 400, 10);
+        profile(dir.path(), "cpu-20260101T000010Z.pb.gz", 400, 0);
+        let pruned = Retention::new(dir.path(), 1).free_oldest(1 << 30).unwrap();
+        assert_eq!(pruned.files, 1);
+        assert!(fs::symlink_metadata(&link).is_ok() && victim.exists() && trace.exists());
+    }
+
+    /// A killed agent leaves its temporaries: they count against the limit, and the next start
+    /// removes them (the profiler's names only; a link is left alone).
+    #[test]
+    fn leftover_temporaries_count_and_go_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = profile(dir.path(), "cpu-20260101T000000Z.pb.gz", 300, 10);
+        let newest = profile(dir.path(), "cpu-20260101T000010Z.pb.gz", 300, 0);
+        let temporaries = [
+            profile(
+                dir.path(),
+                ".cpu-20260101T000020Z.pb.gz.a1B2c3.tmp",
+                1000,
+                0,
+            ),
+            profile(dir.path(), ".cpu-20260101T000020Z.pb.gz.tmp", 100, 0),
+        ];
+        let retention = Retention::new(dir.path(), 1);
+        assert_eq!(retention.enforce().unwrap().files, 1, "temporaries count");
+        assert!(!old.exists() && newest.exists());
+        assert!(
+            temporaries.iter().all(|path| path.exists()),
+            "not while running"
+        );
+
+        let traces = dir.path().join("traces");
+        fs::create_dir(&traces).unwrap();
+        let trace_temporary = profile(
+            &traces,
+            &format!(".{}.pb.gz.x9Y8z7.tmp", "ef".repeat(16)),
+            1,
+            0,
+        );
+        let theirs = profile(dir.path(), ".notes.tmp", 1, 0);
+        let link = dir.path().join(".cpu-20260101T000030Z.pb.gz.tmp");
+        std::os::unix::fs::symlink(&newest, &link).unwrap();
+        let removed = retention.remove_temporaries().unwrap();
+        assert_eq!(removed.files, 3);
+        assert!(temporaries.iter().all(|path| !path.exists()) && !trace_temporary.exists());
+        assert!(theirs.exists() && fs::symlink_metadata(&link).is_ok() && newest.exists());
     }
 }

@@ -1,13 +1,14 @@
 //! Per-trace files: every sample of a trace, from all its threads and processes, gathered across
 //! intervals into `<output>/traces/<trace_id>.pb.gz`, rewritten atomically after each interval in
-//! which the trace had samples, with one line per file written appended to `index.jsonl`.
+//! which the trace had samples, with one line per file written appended to `index.jsonl` (opened
+//! without following links: [`safe_file::open_append`]).
 //! Past a size ([`INDEX_MAX_BYTES`], less under a small `--max-disk-mb`) the index is renamed
 //! aside (`index-<UTC>.jsonl`) and started afresh under its name; retention deletes rotated
 //! indexes with the oldest profiles.
 
 use std::{
     collections::{BTreeSet, HashMap},
-    fs::{self, OpenOptions},
+    fs,
     io::{self, Write},
     path::PathBuf,
     time::{Duration, SystemTime},
@@ -17,7 +18,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::{IntervalMeta, ProfileWriter, WriteError, build_profile, writer::Durability};
-use crate::resolve::ResolvedSample;
+use crate::{resolve::ResolvedSample, safe_file};
 
 /// Intervals without a sample after which a trace's samples leave memory (its file stays).
 const IDLE_INTERVALS: u64 = 6;
@@ -179,7 +180,7 @@ impl TraceStore {
         touched.extend(std::mem::take(&mut self.unwritten));
         let mut result = Ok(0);
         if !touched.is_empty()
-            && let Err(source) = fs::create_dir_all(self.writer.dir())
+            && let Err(source) = safe_file::create_dir(self.writer.dir())
         {
             result = Err(TraceFileError::Index {
                 path: self.writer.dir().to_owned(),
@@ -240,14 +241,14 @@ impl TraceStore {
     /// pass the limit by an interval's lines); the next line starts a new file under the name.
     fn rotate_index(&mut self, now: SystemTime) -> Result<(), TraceFileError> {
         let path = self.writer.dir().join(INDEX_FILE);
-        match fs::metadata(&path) {
-            Ok(meta) if meta.len() >= self.index_max_bytes => {}
+        match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_file() && meta.len() >= self.index_max_bytes => {}
             _ => return Ok(()),
         }
         let stamp = DateTime::<Utc>::from(now).format("%Y%m%dT%H%M%SZ");
         let free = |name: String| {
             let path = self.writer.dir().join(name);
-            (!path.exists()).then_some(path)
+            fs::symlink_metadata(&path).is_err().then_some(path)
         };
         let rotated = free(format!("index-{stamp}.jsonl"))
             .or_else(|| (1..).find_map(|n| free(format!("index-{stamp}-{n}.jsonl"))))
@@ -305,10 +306,7 @@ impl TraceStore {
         let path = self.writer.dir().join(INDEX_FILE);
         let mut line = serde_json::to_string(entry).unwrap_or_default();
         line.push('\n');
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
+        safe_file::open_append(&path)
             .and_then(|mut file| file.write_all(line.as_bytes()))
             .map_err(|source| TraceFileError::Index { path, source })
     }
@@ -344,6 +342,7 @@ mod tests {
     use prost::Message;
 
     use super::*;
+    use crate::test_support::Victim;
     use crate::{
         profile::proto::Profile,
         resolve::{Labels, MappingInfo, MappingKey, ResolvedLocation, TraceLabels},
@@ -553,6 +552,26 @@ mod tests {
         assert_eq!(ids(INDEX_FILE), [b.as_str()]);
         assert!(is_rotated_index("index-20251124T160030Z-1.jsonl"));
         assert!(!is_rotated_index("index-old.jsonl") && !is_rotated_index("index-.jsonl"));
+    }
+
+    /// A link planted where the index goes: the agent appends to no file but its own.
+    #[test]
+    fn a_planted_index_link_is_refused_not_followed() {
+        let scratch = tempfile::tempdir().unwrap();
+        let victim = Victim::new(scratch.path());
+        let traces = scratch.path().join("traces");
+        fs::create_dir(&traces).unwrap();
+        victim.plant(&traces.join(INDEX_FILE));
+        let mut store = TraceStore::new(&traces);
+        let err = store
+            .add_interval(
+                &[sample(Some(&"ab".repeat(16)), "f", 1, 1)],
+                meta(0),
+                |_| {},
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains(INDEX_FILE), "{err}");
+        victim.assert_untouched();
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Writes profiles as gzip-compressed pprof, atomically: to a hidden temporary name in the
-//! same directory, then renamed. A reader never sees half a file; how much a crash of the
+//! Writes profiles as gzip-compressed pprof, atomically: to a new hidden temporary file in the
+//! same directory, then renamed ([`crate::safe_file::replace`]: nothing planted under a
+//! predictable name is ever followed). A reader never sees half a file; how much a crash of the
 //! machine may cost depends on the [`Durability`] chosen for the kind of file.
 
 use std::{
@@ -14,6 +15,7 @@ use flate2::{Compression, write::GzEncoder};
 use prost::Message;
 
 use super::proto::Profile;
+use crate::safe_file;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
@@ -103,27 +105,19 @@ impl ProfileWriter {
     }
 
     /// Someone cleaning up may delete the directory under a long-running recorder: make it
-    /// again rather than fail every write from then on.
+    /// again rather than fail every write from then on. Either way, a directory others could
+    /// plant links in (or a link someone else made) is refused.
     fn recreate_dir(&self) -> Result<(), WriteError> {
-        fs::create_dir_all(&self.dir).map_err(|source| WriteError::Io {
+        safe_file::create_dir(&self.dir).map_err(|source| WriteError::Io {
             path: self.dir.clone(),
             source,
         })
     }
 }
 
-/// Writes to a hidden temporary name beside `path`, then renames over it.
+/// Writes to a new temporary file beside `path`, then renames it over `path`.
 fn replace(path: &Path, profile: &Profile, durability: Durability) -> Result<u64, WriteError> {
-    let temp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().unwrap_or_default().to_string_lossy()
-    ));
-    let written = write_gzip(&temp, profile, durability).and_then(|bytes| {
-        fs::rename(&temp, path)?;
-        Ok(bytes)
-    });
-    written.map_err(|source| {
-        let _ = fs::remove_file(&temp);
+    safe_file::replace(path, |file| write_gzip(file, profile, durability)).map_err(|source| {
         WriteError::Io {
             path: path.to_owned(),
             source,
@@ -131,19 +125,20 @@ fn replace(path: &Path, profile: &Profile, durability: Durability) -> Result<u64
     })
 }
 
+/// The first name not taken by any entry (a link someone planted included: left alone).
 fn free_name(dir: &Path, stem: &str) -> PathBuf {
+    let taken = |path: &Path| fs::symlink_metadata(path).is_ok();
     let first = dir.join(format!("{stem}.pb.gz"));
-    if !first.exists() {
+    if !taken(&first) {
         return first;
     }
     (1..)
         .map(|n| dir.join(format!("{stem}-{n}.pb.gz")))
-        .find(|p| !p.exists())
+        .find(|p| !taken(p))
         .unwrap_or(first)
 }
 
-fn write_gzip(path: &Path, profile: &Profile, durability: Durability) -> io::Result<u64> {
-    let file = File::create(path)?;
+fn write_gzip(file: &File, profile: &Profile, durability: Durability) -> io::Result<u64> {
     let mut gzip = GzEncoder::new(BufWriter::new(file), Compression::default());
     gzip.write_all(&profile.encode_to_vec())?;
     let file = gzip.finish()?.into_inner().map_err(|e| e.into_error())?;
@@ -160,6 +155,7 @@ mod tests {
     use flate2::read::GzDecoder;
 
     use super::*;
+    use crate::test_support::Victim;
 
     fn read(path: &Path) -> Profile {
         let mut bytes = Vec::new();
@@ -203,6 +199,51 @@ mod tests {
         let (path, _) = writer.write_named("t.pb.gz", &profile).unwrap();
         assert_eq!(read(&path).period, 9);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// A user who can write to the directory plants links under the names the writer will use
+    /// (file names are predictable: a time stamp, a trace ID): the files they point to stay
+    /// untouched, and the profile is written under its own name all the same.
+    #[test]
+    fn planted_links_are_never_followed() {
+        let scratch = tempfile::tempdir().unwrap();
+        let victim = Victim::new(scratch.path());
+        let dir = scratch.path().join("out");
+        fs::create_dir(&dir).unwrap();
+        let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_072_000);
+        let planted = [
+            ".cpu-20251125T120000Z.pb.gz.tmp",
+            ".cpu-20251125T120000Z-1.pb.gz.tmp",
+            ".t.pb.gz.tmp",
+            "t.pb.gz",
+        ];
+        for name in planted {
+            victim.plant(&dir.join(name));
+        }
+        let writer = ProfileWriter::new(&dir);
+        let profile = Profile {
+            period: 5,
+            ..Profile::default()
+        };
+        let (first, _) = writer.write("cpu", time, &profile).unwrap();
+        let (second, _) = writer.write("cpu", time, &profile).unwrap();
+        let (named, _) = writer.write_named("t.pb.gz", &profile).unwrap();
+        victim.assert_untouched();
+        for path in [first, second, named] {
+            assert!(fs::symlink_metadata(&path).unwrap().is_file(), "{path:?}");
+            assert_eq!(read(&path), profile);
+        }
+    }
+
+    #[test]
+    fn files_are_readable_but_never_writable_by_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, _) = ProfileWriter::new(dir.path())
+            .write("cpu", SystemTime::now(), &Profile::default())
+            .unwrap();
+        let mode =
+            std::os::unix::fs::PermissionsExt::mode(&fs::metadata(&path).unwrap().permissions());
+        assert_eq!(mode & 0o622, 0o600, "{mode:o}");
     }
 
     #[test]

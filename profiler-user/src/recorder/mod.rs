@@ -155,11 +155,22 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
 
     let table = Arc::new(Mutex::new(ProcessTable::default()));
     let traces = trace.map(|_| TraceStore::new(args.output_dir.join("traces")));
+    let retention = Retention::new(&args.output_dir, args.max_disk_mb);
+    match retention.remove_temporaries() {
+        Ok(removed) if removed.files > 0 => {
+            tracing::info!(
+                files = removed.files,
+                "removed temporary files an earlier run left"
+            )
+        }
+        Ok(_) => {}
+        Err(err) => tracing::warn!("cannot remove temporary files an earlier run left: {err}"),
+    }
     let pipeline = Pipeline::spawn(
         table.clone(),
         ProfileWriter::new(&args.output_dir),
         traces,
-        Retention::new(&args.output_dir, args.max_disk_mb),
+        retention,
         metrics.clone(),
     );
     let events = sampler.take_events().expect("events are taken once, here");

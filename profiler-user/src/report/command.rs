@@ -1,5 +1,6 @@
 //! The `report` command: a merged report of a selection (to stdout or `--output`), or one report
-//! per profile written beside it (`--each`).
+//! per profile written beside it (`--each`, each written whole through a new temporary file:
+//! a link planted under a report's name is replaced, not followed).
 
 use std::{
     fs,
@@ -17,6 +18,7 @@ use super::{
     top::{Order, TopBuilder, format_nanos},
     utc,
 };
+use crate::safe_file;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -281,10 +283,13 @@ pub fn each(
         for &format in formats {
             let text = render(format, top.clone(), &folded, &covered, options)?;
             let out = beside(&file.path, format);
-            fs::write(&out, text).map_err(|source| ReportError::Write {
-                path: out.clone(),
-                source,
-            })?;
+            // Beside profiles, in a directory others may write to: never through a planted link.
+            safe_file::replace(&out, |mut file| file.write_all(text.as_bytes())).map_err(
+                |source| ReportError::Write {
+                    path: out.clone(),
+                    source,
+                },
+            )?;
             written.push(out);
         }
     }
@@ -368,6 +373,7 @@ mod tests {
     use super::*;
     use crate::profile::ProfileWriter;
     use crate::report::stacks::tests::{labels, profile, traced};
+    use crate::test_support::Victim;
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -515,6 +521,29 @@ mod tests {
         let text = fs::read_to_string(&written[0]).unwrap();
         assert!(text.contains("Selection: trace 4bf9"), "{text}");
         assert!(text.contains("trigger: cpu utilization"), "{text}");
+    }
+
+    /// Links planted where `--each` writes its reports: the reports replace the links, and
+    /// the files they pointed to stay untouched.
+    #[test]
+    fn each_never_writes_through_a_planted_link() {
+        let dir = recorded();
+        let victim = Victim::new(dir.path());
+        for name in ["cpu-20260101T000000Z.txt", "cpu-20260101T000000Z.svg"] {
+            victim.plant(&dir.path().join(name));
+        }
+        let written = each(
+            dir.path(),
+            &Selection::default(),
+            &options(),
+            &[ReportFormat::Text, ReportFormat::Svg],
+        )
+        .unwrap();
+        victim.assert_untouched();
+        for path in &written {
+            assert!(fs::symlink_metadata(path).unwrap().is_file(), "{path:?}");
+        }
+        assert!(fs::read_to_string(&written[0]).unwrap().contains("hot"));
     }
 
     #[test]
