@@ -696,6 +696,17 @@ mod tests {
         assert_eq!(counts(&later).len(), 2);
     }
 
+    /// A directory holding one interval profile (`main;hot`), its writer and the file's name.
+    fn one_interval() -> (tempfile::TempDir, ProfileWriter, &'static str) {
+        let dir = tempfile::tempdir().unwrap();
+        let writer = ProfileWriter::new(dir.path());
+        let name = "cpu-20260101T000000Z.pb.gz";
+        writer
+            .write_named(name, &profile(&[("main;hot", labels(1, 2), 1)]))
+            .unwrap();
+        (dir, writer, name)
+    }
+
     #[test]
     fn the_listing_leaves_out_symlinks_that_leave_the_directory() {
         let outside = tempfile::tempdir().unwrap();
@@ -705,12 +716,7 @@ mod tests {
                 &profile(&[("main;outside_secret", labels(1, 2), 1)]),
             )
             .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let writer = ProfileWriter::new(dir.path());
-        let name = "cpu-20260101T000000Z.pb.gz";
-        writer
-            .write_named(name, &profile(&[("main;hot", labels(1, 2), 1)]))
-            .unwrap();
+        let (dir, _, name) = one_interval();
         let secret = outside.path().join("secret.pb.gz");
         std::os::unix::fs::symlink(&secret, dir.path().join("cpu-20260101T000100Z.pb.gz")).unwrap();
         std::os::unix::fs::symlink(dir.path().join(name), dir.path().join("alias.pb.gz")).unwrap();
@@ -737,12 +743,7 @@ mod tests {
 
     #[test]
     fn analyses_are_read_again_when_the_file_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let writer = ProfileWriter::new(dir.path());
-        let name = "cpu-20260101T000000Z.pb.gz";
-        writer
-            .write_named(name, &profile(&[("main;hot", labels(1, 2), 1)]))
-            .unwrap();
+        let (dir, writer, name) = one_interval();
         let catalog = Catalog::new(dir.path()).unwrap();
         let file = catalog.file(name).unwrap();
         let first = catalog.analysis(&file).unwrap();

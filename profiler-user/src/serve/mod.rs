@@ -153,17 +153,27 @@ mod tests {
         WebOptions::serve(8, vec!["profiler.example".into()])
     }
 
-    #[tokio::test]
-    async fn serves_pages_on_the_recorders_runtime_and_refuses_ways_out() {
+    const PROFILE: &str = "cpu-20260101T000000Z.pb.gz";
+
+    /// A server of a directory holding [`PROFILE`], whose leaf is `serve_test_leaf`.
+    async fn serving_one_profile() -> (tempfile::TempDir, Server) {
         let dir = tempfile::tempdir().unwrap();
-        let name = "cpu-20260101T000000Z.pb.gz";
         ProfileWriter::new(dir.path())
-            .write_named(name, &profile(&[("main;serve_test_leaf", labels(1, 1), 3)]))
+            .write_named(
+                PROFILE,
+                &profile(&[("main;serve_test_leaf", labels(1, 1), 3)]),
+            )
             .unwrap();
         let server = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap(), options())
             .await
             .unwrap();
-        let address = server.address();
+        (dir, server)
+    }
+
+    #[tokio::test]
+    async fn serves_pages_on_the_recorders_runtime_and_refuses_ways_out() {
+        let (_dir, server) = serving_one_profile().await;
+        let (name, address) = (PROFILE, server.address());
         assert_ne!(address.port(), 0);
 
         let home = get(address, "/").await;
@@ -192,15 +202,8 @@ mod tests {
 
     #[tokio::test]
     async fn pages_answer_their_own_hosts_only_under_a_strict_policy() {
-        let dir = tempfile::tempdir().unwrap();
-        let name = "cpu-20260101T000000Z.pb.gz";
-        ProfileWriter::new(dir.path())
-            .write_named(name, &profile(&[("main;serve_test_leaf", labels(1, 1), 3)]))
-            .unwrap();
-        let server = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap(), options())
-            .await
-            .unwrap();
-        let address = server.address();
+        let (_dir, server) = serving_one_profile().await;
+        let (name, address) = (PROFILE, server.address());
         for host in [
             "evil.example",
             "evil.example:8080",
