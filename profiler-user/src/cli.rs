@@ -27,6 +27,10 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "parsed once per run: the size of the enum does not matter"
+)]
 pub enum Command {
     /// Sample CPU stacks and write one pprof file per interval.
     Record(RecordArgs),
@@ -115,6 +119,8 @@ pub struct RecordArgs {
     /// Also serve the output directory's web pages on this address (as `profiler serve`).
     #[arg(long, value_name = "ADDRESS", env = "PROFILER_SERVE")]
     pub serve: Option<SocketAddr>,
+    #[command(flatten)]
+    pub listeners: ListenerArgs,
     #[command(flatten)]
     pub adaptive: AdaptiveArgs,
     #[command(flatten)]
@@ -218,6 +224,27 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub listen: SocketAddr,
+    #[command(flatten)]
+    pub listeners: ListenerArgs,
+}
+
+/// What the HTTP listeners (metrics, web pages) accept.
+#[derive(Clone, Debug, Args, PartialEq, Eq)]
+pub struct ListenerArgs {
+    /// Connections each listener keeps open at once; more are refused (and counted). At most an
+    /// eighth of the open-file limit.
+    #[arg(long, value_name = "N", env = "PROFILER_MAX_CONNECTIONS", default_value_t = 64,
+          value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    pub max_connections: u32,
+    /// A host name the web pages answer to besides IP addresses and localhost (repeat, or
+    /// separate with commas); other `Host` headers get 403 (DNS rebinding).
+    #[arg(
+        long = "allowed-host",
+        value_name = "NAME",
+        env = "PROFILER_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
 }
 
 /// A duration such as `90s`, `10m`, `2h` or `1d`.

@@ -1,11 +1,92 @@
 //! An axum router served as a task of the current tokio runtime, for the metrics endpoints and
 //! the web application alike: bound before it is spawned (so a taken port is an error at
 //! start), told its real port when 0 was asked, stopped when dropped.
+//!
+//! The accept loop is ours (hyper's HTTP/1 connection per socket), not `axum::serve`, because a
+//! listener open to a cluster must not let idle clients hold descriptors the recorder needs:
+//! - at most [`Limits::max_connections`] connections at once; one more is answered `503` (when
+//!   the answer fits the socket buffer at once) and closed, and counted;
+//! - a request's headers must arrive within [`Limits::header_timeout`] of the connection's
+//!   opening or of the previous response (hyper's header read timeout, which also ends idle
+//!   keep-alive connections);
+//! - a connection on which no byte moved either way for [`Limits::idle_timeout`] is closed (a
+//!   client that stops reading an answer, or trickles a body).
 
-use std::{io, net::SocketAddr};
+use std::{
+    io,
+    net::SocketAddr,
+    pin::{Pin, pin},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
 use axum::Router;
-use tokio::{net::TcpListener, task::JoinHandle};
+use hyper::server::conn::http1;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use prometheus_client::metrics::counter::Counter;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    sync::Semaphore,
+    task::JoinHandle,
+};
+
+/// How many connections a listener keeps, and for how long.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Connections open at once; more are refused.
+    pub max_connections: usize,
+    /// From a connection's opening, or the end of the previous answer, to the end of the next
+    /// request's headers.
+    pub header_timeout: Duration,
+    /// With no byte read or written.
+    pub idle_timeout: Duration,
+}
+
+impl Limits {
+    pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+    /// `max_connections` (at least 1), but never more than an eighth of the open-file limit, so
+    /// that the listeners together cannot take the descriptors the recorder writes with.
+    pub fn new(max_connections: usize) -> Limits {
+        let budget = open_file_limit().map_or(usize::MAX, |limit| (limit / 8).max(1));
+        if max_connections > budget {
+            tracing::warn!(
+                "at most {budget} connections per listener, not {max_connections}: the open-file \
+                 limit is {} (raise it with `ulimit -n` or LimitNOFILE=)",
+                budget * 8
+            );
+        }
+        Limits {
+            max_connections: max_connections.clamp(1, budget),
+            header_timeout: Self::HEADER_TIMEOUT,
+            idle_timeout: Self::IDLE_TIMEOUT,
+        }
+    }
+}
+
+/// The soft `RLIMIT_NOFILE`.
+fn open_file_limit() -> Option<usize> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the local struct it is given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as usize)
+}
+
+/// The answer to a connection over the cap.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
+Content-Type: text/plain\r\nRetry-After: 1\r\nContent-Length: 21\r\n\r\ntoo many connections\n";
 
 pub struct Listening {
     address: SocketAddr,
@@ -13,10 +94,17 @@ pub struct Listening {
 }
 
 impl Listening {
-    pub async fn start(address: SocketAddr, app: Router) -> io::Result<Self> {
+    /// Binds `address` and serves `app` within `limits`; connections over the cap add to
+    /// `refused`.
+    pub async fn start(
+        address: SocketAddr,
+        app: Router,
+        limits: Limits,
+        refused: Counter,
+    ) -> io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
         let address = listener.local_addr()?;
-        let task = tokio::spawn(async move { axum::serve(listener, app).await });
+        let task = tokio::spawn(accept(listener, app, limits, refused));
         Ok(Self { address, task })
     }
 
@@ -40,6 +128,159 @@ impl Drop for Listening {
     }
 }
 
+async fn accept(
+    listener: TcpListener,
+    app: Router,
+    limits: Limits,
+    refused: Counter,
+) -> io::Result<()> {
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let mut last_warning: Option<Instant> = None;
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(err) => {
+                // Out of descriptors, or a connection reset before it was taken: neither ends
+                // the listener. Wait a little rather than spin on a full table.
+                tracing::warn!("accepting a connection failed: {err}");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refused.inc();
+            if last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+                last_warning = Some(Instant::now());
+                tracing::warn!(
+                    "refusing connections to {}: {} are open, the most it keeps (counted in \
+                     profiler_connections_refused_total)",
+                    listener.local_addr()?,
+                    limits.max_connections
+                );
+            }
+            // Never waits: an answer that does not fit the socket buffer at once is not sent.
+            let _ = stream.try_write(REFUSAL);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let activity = Activity::new();
+        let io = TokioIo::new(Watched {
+            stream,
+            activity: activity.clone(),
+        });
+        let connection = http.serve_connection(io, TowerToHyperService::new(app.clone()));
+        tokio::spawn(async move {
+            let _slot = slot;
+            let mut connection = pin!(connection);
+            loop {
+                let last = activity.last();
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        if let Err(err) = ended {
+                            tracing::debug!("connection ended: {err}");
+                        }
+                        return;
+                    }
+                    () = tokio::time::sleep_until((last + limits.idle_timeout).into()) => {
+                        if activity.last() == last {
+                            tracing::debug!("closing a connection idle for {:?}", limits.idle_timeout);
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// When a connection last moved a byte.
+#[derive(Clone)]
+struct Activity {
+    start: Instant,
+    /// Milliseconds after `start`.
+    last: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            start: Instant::now(),
+            last: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    fn touch(&self) {
+        let millis = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last.store(millis, Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+}
+
+/// A socket that notes its reads and writes in its [`Activity`].
+struct Watched {
+    stream: TcpStream,
+    activity: Activity,
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -48,11 +289,131 @@ pub(crate) mod tests {
 
     /// The raw answer (status line, headers, body) to `GET path`.
     pub(crate) async fn get(address: SocketAddr, path: &str) -> String {
+        get_from(address, path, "localhost").await
+    }
+
+    /// The raw answer to `GET path` with this `Host` header.
+    pub(crate) async fn get_from(address: SocketAddr, path: &str, host: &str) -> String {
         let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).await.unwrap();
         response
+    }
+
+    fn hello() -> Router {
+        Router::new().route("/", axum::routing::get(|| async { "hello\n" }))
+    }
+
+    /// Reads until the server closes; `None` if it has not within `within`.
+    async fn closed_within(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+        let mut read = Vec::new();
+        tokio::time::timeout(within, async {
+            let mut buf = [0u8; 1024];
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => read.extend_from_slice(&buf[..n]),
+                }
+            }
+        })
+        .await
+        .ok()
+        .map(|()| read)
+    }
+
+    #[tokio::test]
+    async fn idle_and_slow_clients_are_closed() {
+        let limits = Limits {
+            max_connections: 8,
+            header_timeout: Duration::from_millis(300),
+            idle_timeout: Duration::from_secs(600),
+        };
+        let server = Listening::start(
+            "127.0.0.1:0".parse().unwrap(),
+            hello(),
+            limits,
+            Counter::default(),
+        )
+        .await
+        .unwrap();
+        let address = server.address();
+        // Connected, says nothing.
+        let mut silent = TcpStream::connect(address).await.unwrap();
+        // Headers trickled, never finished.
+        let mut slow = TcpStream::connect(address).await.unwrap();
+        slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        // Kept alive after an answer.
+        let mut kept = TcpStream::connect(address).await.unwrap();
+        kept.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let generous = Duration::from_secs(30);
+        for stream in [&mut silent, &mut slow] {
+            assert!(closed_within(stream, generous).await.is_some(), "left open");
+        }
+        let answered = closed_within(&mut kept, generous).await.expect("left open");
+        assert!(String::from_utf8_lossy(&answered).contains("hello"));
+        assert!(get(address, "/").await.contains("hello"), "still serving");
+    }
+
+    #[tokio::test]
+    async fn connections_over_the_cap_are_refused_and_counted() {
+        let limits = Limits {
+            max_connections: 3,
+            header_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_secs(600),
+        };
+        let refused = Counter::default();
+        let server = Listening::start(
+            "127.0.0.1:0".parse().unwrap(),
+            hello(),
+            limits,
+            refused.clone(),
+        )
+        .await
+        .unwrap();
+        let address = server.address();
+        let mut held = Vec::new();
+        for _ in 0..3 {
+            held.push(TcpStream::connect(address).await.unwrap());
+        }
+        // The accept loop takes them in order: wait until the three are in.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut extra = TcpStream::connect(address).await.unwrap();
+        let answer = closed_within(&mut extra, Duration::from_secs(30))
+            .await
+            .expect("an extra connection is closed at once");
+        assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 503"));
+        assert_eq!(refused.get(), 1);
+        drop(held);
+        // The slots come back when the held connections go.
+        let mut answered = false;
+        for _ in 0..100 {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            stream
+                .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            let mut text = String::new();
+            let _ = stream.read_to_string(&mut text).await;
+            if text.contains("hello") {
+                answered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(answered);
+    }
+
+    #[test]
+    fn the_cap_stays_under_the_open_file_limit() {
+        let limit = open_file_limit().unwrap();
+        assert!(Limits::new(usize::MAX).max_connections <= limit / 8);
+        assert_eq!(Limits::new(0).max_connections, 1);
+        assert_eq!(Limits::new(5).max_connections, 5.min(limit / 8).max(1));
     }
 }

@@ -30,7 +30,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    raise_open_file_limit();
+    raise_open_file_limit(matches!(cli.command, Command::Record(_)));
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -47,7 +47,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Serve(args) => {
             runtime
-                .block_on(profiler::serve::serve(&args.dir, args.listen))
+                .block_on(profiler::serve::serve(
+                    &args.dir,
+                    args.listen,
+                    profiler::serve::WebOptions::serve(
+                        args.listeners.max_connections as usize,
+                        args.listeners.allowed_hosts,
+                    ),
+                ))
                 .map_err(|err| anyhow::anyhow!(profiler::error_chain(&err)))?;
         }
     }
@@ -105,9 +112,11 @@ fn init_logging(verbose: u8) {
         .init();
 }
 
-/// Every mapped file of every process is held open until its samples are symbolized: lift the
-/// soft descriptor limit to the hard one.
-fn raise_open_file_limit() {
+/// Every mapped file of every process is held open until its samples are symbolized, and the
+/// profiles are written beside the listeners' connections: lift the soft descriptor limit to the
+/// hard one, before the listeners size their connection caps from it (an eighth each). Said on
+/// the log when `announce` (a recorder), else only with `-v`.
+fn raise_open_file_limit(announce: bool) {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -116,8 +125,26 @@ fn raise_open_file_limit() {
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
         {
+            let soft = limit.rlim_cur;
             limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+                let line = format!(
+                    "open-file limit raised from {soft} to {}: mapped files are held open for \
+                     symbolization, and profiles must still be written while clients are connected",
+                    limit.rlim_max
+                );
+                if announce {
+                    tracing::info!("{line}");
+                } else {
+                    tracing::debug!("{line}");
+                }
+            } else {
+                tracing::warn!(
+                    "could not raise the open-file limit from {soft} to {}: {}",
+                    limit.rlim_max,
+                    std::io::Error::last_os_error()
+                );
+            }
         }
     }
 }

@@ -141,6 +141,7 @@ pub struct Metrics {
     index_rotations: Counter,
     processes: Gauge,
     bpf_map_bytes: Gauge,
+    connections_refused: Labelled,
     /// Liveness and readiness, for `/healthz` and `/readyz`.
     pub health: Health,
 }
@@ -171,6 +172,7 @@ impl Metrics {
             index_rotations: Counter::default(),
             processes: Gauge::default(),
             bpf_map_bytes: Gauge::default(),
+            connections_refused: Labelled::default(),
             health,
         };
         let r = &mut registry;
@@ -285,11 +287,24 @@ impl Metrics {
             "Kernel memory held by the BPF maps (charged to the memory cgroup, not in the RSS)",
             metrics.bpf_map_bytes.clone(),
         );
+        r.register(
+            "profiler_connections_refused",
+            "Connections closed at once because the listener (metrics, web) had as many open as it keeps",
+            metrics.connections_refused.clone(),
+        );
         r.register_collector(Box::new(OwnProcess));
         Self {
             registry,
             ..metrics
         }
+    }
+
+    /// The counter of connections `listener` (`metrics`, `web`) refused, for the listener to add
+    /// to.
+    pub fn connections_refused(&self, listener: &'static str) -> Counter {
+        self.connections_refused
+            .get_or_create(&[("listener", listener)])
+            .clone()
     }
 
     /// The OpenMetrics text exposition of every series.

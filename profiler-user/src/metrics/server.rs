@@ -4,7 +4,7 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use super::Metrics;
-use crate::listener::Listening;
+use crate::listener::{Limits, Listening};
 use axum::{
     Router,
     extract::State,
@@ -15,14 +15,14 @@ use axum::{
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// The cause is in the line itself, not a source, so that it is said once, before the advice.
 #[derive(Debug, thiserror::Error)]
 #[error(
-    "cannot serve metrics on {address}: {source}; pass another --metrics-address, or `--metrics-address off`"
+    "cannot serve metrics on {address}: {cause}; pass another --metrics-address, or `--metrics-address off`"
 )]
 pub struct MetricsError {
     address: SocketAddr,
-    #[source]
-    source: std::io::Error,
+    cause: std::io::Error,
 }
 
 /// The running server; it stops when dropped.
@@ -31,11 +31,18 @@ pub struct MetricsServer {
 }
 
 impl MetricsServer {
-    /// Binds `address` (port 0 picks a free port) and starts answering.
-    pub async fn start(address: SocketAddr, metrics: Arc<Metrics>) -> Result<Self, MetricsError> {
-        let listening = Listening::start(address, router(metrics))
+    /// Binds `address` (port 0 picks a free port) and starts answering, with at most
+    /// `max_connections` connections at once (see [`Limits::new`]).
+    pub async fn start(
+        address: SocketAddr,
+        metrics: Arc<Metrics>,
+        max_connections: usize,
+    ) -> Result<Self, MetricsError> {
+        let refused = metrics.connections_refused("metrics");
+        let limits = Limits::new(max_connections);
+        let listening = Listening::start(address, router(metrics), limits, refused)
             .await
-            .map_err(|source| MetricsError { address, source })?;
+            .map_err(|cause| MetricsError { address, cause })?;
         Ok(Self { listening })
     }
 
@@ -88,7 +95,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::new("n1", Health::new(dir.path().to_owned(), 10)));
         metrics.set_frequency(19);
-        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.clone())
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.clone(), 8)
             .await
             .unwrap();
         let address = server.address();
@@ -116,12 +123,13 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = taken.local_addr().unwrap();
         let metrics = Arc::new(Metrics::new("n1", Health::new("/".into(), 10)));
-        let err = MetricsServer::start(address, metrics)
+        let err = MetricsServer::start(address, metrics, 8)
             .await
             .err()
             .expect("the port is taken");
         let line = crate::error_chain(&err);
         assert!(line.contains(&address.to_string()), "{line}");
         assert!(line.contains("--metrics-address off"), "{line}");
+        assert_eq!(line.matches("already in use").count(), 1, "{line}");
     }
 }

@@ -106,7 +106,8 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     // Up before the (slow) BPF load, so that probes hear "not ready yet" rather than nothing.
     let _server = match args.metrics_address.0 {
         Some(address) => {
-            let server = MetricsServer::start(address, metrics.clone()).await?;
+            let max_connections = args.listeners.max_connections as usize;
+            let server = MetricsServer::start(address, metrics.clone(), max_connections).await?;
             tracing::info!(
                 "serving metrics on http://{}/metrics (health: /healthz, /readyz)",
                 server.address()
@@ -116,7 +117,15 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         None => None,
     };
     let _web = match args.serve {
-        Some(address) => Some(crate::serve::Server::start(&args.output_dir, address).await?),
+        Some(address) => {
+            let options = crate::serve::WebOptions {
+                flag: "--serve",
+                max_connections: args.listeners.max_connections as usize,
+                allowed_hosts: args.listeners.allowed_hosts.clone(),
+                refused: Some(metrics.connections_refused("web")),
+            };
+            Some(crate::serve::Server::start(&args.output_dir, address, options).await?)
+        }
         None => None,
     };
 

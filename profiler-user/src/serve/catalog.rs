@@ -413,7 +413,10 @@ impl Catalog {
                     if id.is_none() && !is_rotated_index(name) {
                         continue;
                     }
-                    // Gone since the listing: left out.
+                    // Linked out of the directory, or gone since the listing: left out.
+                    if !self.inside(&format!("{TRACES_DIR}/{name}")) {
+                        continue;
+                    }
                     let Ok(meta) = entry.metadata() else { continue };
                     let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
                     match id {
@@ -431,7 +434,11 @@ impl Catalog {
         }
         let ids: HashSet<&str> = present.iter().map(|(id, _)| id.as_str()).collect();
         let mut index = lock(&self.index);
-        index.refresh(&dir.join(INDEX_FILE), rotated, &ids);
+        // An index linked out of the directory is not read.
+        let live = dir.join(INDEX_FILE);
+        if !live.exists() || self.inside(&format!("{TRACES_DIR}/{INDEX_FILE}")) {
+            index.refresh(&live, rotated, &ids);
+        }
         // Lines of traces whose files retention deleted are of no more use.
         index.entries.retain(|id, _| ids.contains(id.as_str()));
         Ok(present
@@ -440,11 +447,25 @@ impl Catalog {
             .collect())
     }
 
-    /// The interval, incident and other profiles of the directory itself (not trace files).
+    /// Whether `relative` resolves inside the directory (a symlink may not lead out of it), as
+    /// every route requires ([`paths::resolve`]).
+    fn inside(&self, relative: &str) -> bool {
+        match paths::resolve(&self.root, relative) {
+            Ok(_) => true,
+            Err(Refusal::NotFound) => false,
+            Err(Refusal::Outside(why)) => {
+                tracing::debug!("left out {relative:?}: {why}");
+                false
+            }
+        }
+    }
+
+    /// The interval, incident and other profiles of the directory itself (not trace files);
+    /// links out of the directory are left out, as the routes refuse them.
     pub fn profiles(&self) -> io::Result<Vec<ProfileFile>> {
         let listed: Vec<ProfileFile> = files::list(&self.root)?
             .into_iter()
-            .filter(|f| f.kind != ProfileKind::Trace)
+            .filter(|f| f.kind != ProfileKind::Trace && self.inside(&f.name))
             .collect();
         let mut summaries = lock(&self.summaries);
         summaries.retain(|name, _| listed.iter().any(|f| &f.name == name));
@@ -675,14 +696,54 @@ mod tests {
         assert_eq!(counts(&later).len(), 2);
     }
 
-    #[test]
-    fn analyses_are_read_again_when_the_file_changes() {
+    /// A directory holding one interval profile (`main;hot`), its writer and the file's name.
+    fn one_interval() -> (tempfile::TempDir, ProfileWriter, &'static str) {
         let dir = tempfile::tempdir().unwrap();
         let writer = ProfileWriter::new(dir.path());
         let name = "cpu-20260101T000000Z.pb.gz";
         writer
             .write_named(name, &profile(&[("main;hot", labels(1, 2), 1)]))
             .unwrap();
+        (dir, writer, name)
+    }
+
+    #[test]
+    fn the_listing_leaves_out_symlinks_that_leave_the_directory() {
+        let outside = tempfile::tempdir().unwrap();
+        ProfileWriter::new(outside.path())
+            .write_named(
+                "secret.pb.gz",
+                &profile(&[("main;outside_secret", labels(1, 2), 1)]),
+            )
+            .unwrap();
+        let (dir, _, name) = one_interval();
+        let secret = outside.path().join("secret.pb.gz");
+        std::os::unix::fs::symlink(&secret, dir.path().join("cpu-20260101T000100Z.pb.gz")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join(name), dir.path().join("alias.pb.gz")).unwrap();
+        fs::create_dir(dir.path().join("traces")).unwrap();
+        std::os::unix::fs::symlink(&secret, dir.path().join(format!("traces/{A}.pb.gz"))).unwrap();
+
+        let catalog = Catalog::new(dir.path()).unwrap();
+        let names: Vec<String> = catalog
+            .profiles()
+            .unwrap()
+            .into_iter()
+            .map(|f| f.name)
+            .collect();
+        assert_eq!(
+            names,
+            ["alias.pb.gz", name],
+            "a link inside stays, one out goes"
+        );
+        assert!(
+            catalog.traces().unwrap().is_empty(),
+            "a trace file linked out is no trace"
+        );
+    }
+
+    #[test]
+    fn analyses_are_read_again_when_the_file_changes() {
+        let (dir, writer, name) = one_interval();
         let catalog = Catalog::new(dir.path()).unwrap();
         let file = catalog.file(name).unwrap();
         let first = catalog.analysis(&file).unwrap();

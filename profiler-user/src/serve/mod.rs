@@ -12,7 +12,10 @@
 //! - `/files/<relative path>`: download of a profile.
 //!
 //! Only files inside the directory are served (see [`paths`]); the directory is read on every
-//! request, so a recorder may write there meanwhile.
+//! request, so a recorder may write there meanwhile. Pages answer only requests whose `Host` is
+//! an IP address, `localhost` or a name given with `--allowed-host` (a DNS-rebinding page
+//! cannot read them), and carry a Content-Security-Policy that lets no script run but the
+//! page's own (see [`routes`]).
 
 mod catalog;
 mod filters;
@@ -26,9 +29,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::listener::Listening;
+use crate::listener::{Limits, Listening};
 use catalog::Catalog;
 use routes::App;
 
@@ -40,16 +44,42 @@ pub enum ServeError {
         #[source]
         source: io::Error,
     },
-    #[error("cannot listen on {address}: {source}; pass another --listen address")]
+    /// The cause is in the line itself, not a source, so that it is said once, before the advice.
+    #[error("cannot listen on {address}: {cause}; pass another {flag} address")]
     Listen {
         address: SocketAddr,
-        #[source]
-        source: io::Error,
+        flag: &'static str,
+        cause: io::Error,
     },
     #[error("the web server stopped")]
     Stopped(#[source] io::Error),
     #[error("setting up signal handling failed")]
     Signals(#[source] io::Error),
+}
+
+/// How the web application is reached.
+#[derive(Clone, Debug)]
+pub struct WebOptions {
+    /// The flag that chose the address, named when it cannot be used (`--listen`, `--serve`).
+    pub flag: &'static str,
+    /// Connections open at once; more are refused (see `--max-connections`).
+    pub max_connections: usize,
+    /// Host names the pages answer to besides IP addresses and `localhost`.
+    pub allowed_hosts: Vec<String>,
+    /// Where refused connections are counted (a recorder's metrics); `None`: only logged.
+    pub refused: Option<Counter>,
+}
+
+impl WebOptions {
+    /// `profiler serve`'s: the address comes from `--listen`.
+    pub fn serve(max_connections: usize, allowed_hosts: Vec<String>) -> WebOptions {
+        WebOptions {
+            flag: "--listen",
+            max_connections,
+            allowed_hosts,
+            refused: None,
+        }
+    }
 }
 
 /// The running server; it stops when dropped.
@@ -60,7 +90,11 @@ pub struct Server {
 impl Server {
     /// Serves `dir` (which must exist) on `address` (port 0 picks a free port), and says where
     /// on the log.
-    pub async fn start(dir: &Path, address: SocketAddr) -> Result<Server, ServeError> {
+    pub async fn start(
+        dir: &Path,
+        address: SocketAddr,
+        options: WebOptions,
+    ) -> Result<Server, ServeError> {
         let catalog = Catalog::new(dir).map_err(|source| ServeError::Dir {
             dir: dir.to_owned(),
             source,
@@ -68,9 +102,16 @@ impl Server {
         // Drawing runs on the blocking pool; on a recorder's host, leave it most of the CPUs.
         let concurrency = std::thread::available_parallelism().map_or(1, |n| n.get().div_ceil(2));
         let app = App::new(catalog, dir.display().to_string(), concurrency);
-        let listening = Listening::start(address, routes::router(app))
+        let router = routes::router(app, &options.allowed_hosts);
+        let limits = Limits::new(options.max_connections);
+        let refused = options.refused.unwrap_or_default();
+        let listening = Listening::start(address, router, limits, refused)
             .await
-            .map_err(|source| ServeError::Listen { address, source })?;
+            .map_err(|cause| ServeError::Listen {
+                address,
+                flag: options.flag,
+                cause,
+            })?;
         tracing::info!(
             "serving {} on http://{}/",
             dir.display(),
@@ -86,10 +127,10 @@ impl Server {
 }
 
 /// Runs `profiler serve` on `dir` and `address` (as [`Server::start`]) until SIGINT or SIGTERM.
-pub async fn serve(dir: &Path, address: SocketAddr) -> Result<(), ServeError> {
+pub async fn serve(dir: &Path, address: SocketAddr, options: WebOptions) -> Result<(), ServeError> {
     let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
     let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
-    let mut server = Server::start(dir, address).await?;
+    let mut server = Server::start(dir, address, options).await?;
     tokio::select! {
         ended = server.listening.stopped() => return ended.map_err(ServeError::Stopped),
         _ = sigint.recv() => {}
@@ -102,23 +143,37 @@ pub async fn serve(dir: &Path, address: SocketAddr) -> Result<(), ServeError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::listener::tests::get;
+    use crate::listener::tests::{get, get_from};
     use crate::{
         profile::ProfileWriter,
         report::stacks::tests::{labels, profile},
     };
 
-    #[tokio::test]
-    async fn serves_pages_on_the_recorders_runtime_and_refuses_ways_out() {
+    fn options() -> WebOptions {
+        WebOptions::serve(8, vec!["profiler.example".into()])
+    }
+
+    const PROFILE: &str = "cpu-20260101T000000Z.pb.gz";
+
+    /// A server of a directory holding [`PROFILE`], whose leaf is `serve_test_leaf`.
+    async fn serving_one_profile() -> (tempfile::TempDir, Server) {
         let dir = tempfile::tempdir().unwrap();
-        let name = "cpu-20260101T000000Z.pb.gz";
         ProfileWriter::new(dir.path())
-            .write_named(name, &profile(&[("main;serve_test_leaf", labels(1, 1), 3)]))
+            .write_named(
+                PROFILE,
+                &profile(&[("main;serve_test_leaf", labels(1, 1), 3)]),
+            )
             .unwrap();
-        let server = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap())
+        let server = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap(), options())
             .await
             .unwrap();
-        let address = server.address();
+        (dir, server)
+    }
+
+    #[tokio::test]
+    async fn serves_pages_on_the_recorders_runtime_and_refuses_ways_out() {
+        let (_dir, server) = serving_one_profile().await;
+        let (name, address) = (PROFILE, server.address());
         assert_ne!(address.port(), 0);
 
         let home = get(address, "/").await;
@@ -146,20 +201,86 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pages_answer_their_own_hosts_only_under_a_strict_policy() {
+        let (_dir, server) = serving_one_profile().await;
+        let (name, address) = (PROFILE, server.address());
+        for host in [
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+        ] {
+            let answer = get_from(address, "/", host).await;
+            assert!(answer.starts_with("HTTP/1.1 403"), "{host}: {answer}");
+            assert!(answer.contains("--allowed-host"), "{answer}");
+        }
+        for host in [
+            address.to_string(),
+            "localhost:8080".into(),
+            "profiler.example".into(),
+        ] {
+            let answer = get_from(address, "/", &host).await;
+            assert!(answer.starts_with("HTTP/1.1 200"), "{host}: {answer}");
+        }
+
+        let page = get(address, &format!("/profiles/{name}")).await;
+        let (head, body) = page.split_once("\r\n\r\n").unwrap();
+        let head = head.to_ascii_lowercase();
+        let policy = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-security-policy: "))
+            .expect("a policy");
+        assert!(policy.contains("default-src 'none'"), "{policy}");
+        assert!(policy.contains("frame-ancestors 'none'"), "{policy}");
+        assert!(head.contains("x-content-type-options: nosniff"), "{head}");
+        let nonce = policy
+            .split("'nonce-")
+            .nth(1)
+            .and_then(|rest| rest.split('\'').next())
+            .expect("a script nonce");
+        assert_eq!(nonce.len(), 32);
+        // Every script of the page, inferno's and ours, carries it; nothing else may run.
+        let scripts = body.matches("<script").count();
+        assert_eq!(scripts, 2, "{body}");
+        assert_eq!(body.matches(&format!("nonce=\"{nonce}\"")).count(), scripts);
+        let again = get(address, &format!("/profiles/{name}")).await;
+        assert!(!again.contains(nonce), "a nonce is drawn per answer");
+    }
+
+    #[tokio::test]
     async fn a_taken_port_or_a_missing_directory_is_a_clear_error() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = taken.local_addr().unwrap();
         let dir = tempfile::tempdir().unwrap();
-        let err = Server::start(dir.path(), address).await.err().unwrap();
+        let err = Server::start(dir.path(), address, options())
+            .await
+            .err()
+            .unwrap();
         let line = crate::error_chain(&err);
         assert!(
             line.contains(&address.to_string()) && line.contains("--listen"),
             "{line}"
         );
-        let err = Server::start(&dir.path().join("none"), "127.0.0.1:0".parse().unwrap())
-            .await
-            .err()
-            .unwrap();
+        assert_eq!(line.matches("already in use").count(), 1, "{line}");
+        let recording = WebOptions {
+            flag: "--serve",
+            ..options()
+        };
+        let line = crate::error_chain(
+            &Server::start(dir.path(), address, recording)
+                .await
+                .err()
+                .unwrap(),
+        );
+        assert!(line.contains("another --serve address"), "{line}");
+        assert!(!line.contains("--listen"), "{line}");
+        let err = Server::start(
+            &dir.path().join("none"),
+            "127.0.0.1:0".parse().unwrap(),
+            options(),
+        )
+        .await
+        .err()
+        .unwrap();
         let line = crate::error_chain(&err);
         assert!(
             line.starts_with("cannot serve ") && line.contains("No such file"),

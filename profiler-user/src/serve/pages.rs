@@ -4,7 +4,7 @@
 //! itself (XML). A flame graph is the first `<svg>` of its page (its script looks for that one),
 //! and the page calls its `init()` once loaded.
 
-use std::{collections::HashMap, sync::Arc, time::SystemTime};
+use std::{cell::RefCell, collections::HashMap, sync::Arc, time::SystemTime};
 
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -80,20 +80,52 @@ fn layout(title: &str, dir: &str, body: Markup) -> Markup {
     }
 }
 
-/// The flame graph inline, started once the page is parsed.
+thread_local! {
+    /// The script nonce of the page being drawn on this thread (the Content-Security-Policy
+    /// of its answer names it; see `routes::guard`).
+    static NONCE: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Draws a page (`draw`) whose scripts carry `nonce`; without one they carry none, and the
+/// policy lets none run.
+pub fn with_nonce<T>(nonce: Option<&str>, draw: impl FnOnce() -> T) -> T {
+    NONCE.with(|n| *n.borrow_mut() = nonce.map(str::to_owned));
+    let drawn = draw();
+    NONCE.with(|n| *n.borrow_mut() = None);
+    drawn
+}
+
+/// The flame graph inline, started once the page is parsed. Its scripts (inferno's and the
+/// page's) carry the page's nonce.
 fn flame(svg: Option<Result<&str, &str>>) -> Markup {
+    let nonce = NONCE.with(|n| n.borrow().clone());
     match svg {
         Some(Ok(svg)) => html! {
-            div.flame { (PreEscaped(svg)) }
+            div.flame { (PreEscaped(with_script_nonce(svg, nonce.as_deref()))) }
             // Started once the page is laid out (its width is final then). Deep stacks make tall
             // graphs: the box scrolls, and starts at the bottom (the roots).
-            script { (PreEscaped("window.addEventListener('load', function () { \
+            script nonce=[nonce.as_deref()] { (PreEscaped("window.addEventListener('load', function () { \
                 if (typeof init === 'function') { init(); } \
                 var flame = document.querySelector('.flame'); flame.scrollTop = flame.scrollHeight; });")) }
             p.muted { "Click a frame to zoom, Ctrl-F or the Search button (top right) to highlight functions matching a regular expression." }
         },
         Some(Err(err)) => html! { p.trigger { "The flame graph could not be drawn: " (err) } },
         None => html! { p.muted { "No samples: nothing to draw." } },
+    }
+}
+
+/// `svg` (an inferno flame graph) with `nonce` on its one script element.
+fn with_script_nonce<'a>(svg: &'a str, nonce: Option<&str>) -> std::borrow::Cow<'a, str> {
+    const SCRIPT: &str = r#"<script type="text/ecmascript">"#;
+    match nonce {
+        Some(nonce) => svg
+            .replacen(
+                SCRIPT,
+                &format!(r#"<script type="text/ecmascript" nonce="{nonce}">"#),
+                1,
+            )
+            .into(),
+        None => svg.into(),
     }
 }
 

@@ -1,13 +1,18 @@
 //! The routes. Handlers are thin: each reads the directory and draws its page on the blocking
 //! pool (decoding a profile and drawing a flame graph take milliseconds to seconds, and the
 //! recorder's runtime has one thread), at most a few at a time.
+//!
+//! Every request passes [`guard`] first: a `Host` that is not an IP address, `localhost` or an
+//! allowed name is refused (403), and every answer carries a Content-Security-Policy whose
+//! script nonce is drawn for that answer, `nosniff`, and no framing.
 
-use std::{cmp::Reverse, sync::Arc};
+use std::{cmp::Reverse, net::IpAddr, sync::Arc};
 
 use axum::{
     Router,
-    extract::{Query, State},
+    extract::{Query, Request, State},
     http::{HeaderValue, StatusCode, Uri, header},
+    middleware::{self, Next},
     response::{Html, IntoResponse, Redirect, Response},
     routing::get,
 };
@@ -76,13 +81,16 @@ impl App {
         work: impl FnOnce(&Catalog, &str) -> Result<Markup, PageError> + Send + 'static,
     ) -> Response {
         let (catalog, dir) = (self.catalog.clone(), self.dir.clone());
-        let result = tokio::task::spawn_blocking(move || work(&catalog, &dir))
-            .await
-            .unwrap_or_else(|err| {
-                Err(PageError::Internal(format!(
-                    "drawing the page failed: {err}"
-                )))
-            });
+        let nonce = NONCE.try_with(Clone::clone).ok();
+        let result = tokio::task::spawn_blocking(move || {
+            pages::with_nonce(nonce.as_deref(), || work(&catalog, &dir))
+        })
+        .await
+        .unwrap_or_else(|err| {
+            Err(PageError::Internal(format!(
+                "drawing the page failed: {err}"
+            )))
+        });
         self.respond(result)
     }
 
@@ -135,7 +143,114 @@ fn read_error(err: ReadError) -> PageError {
     }
 }
 
-pub fn router(app: App) -> Router {
+tokio::task_local! {
+    /// The script nonce of the answer being made (see [`guard`]).
+    static NONCE: String;
+}
+
+/// The names a request's `Host` may give besides IP addresses and `localhost`.
+#[derive(Debug)]
+struct Hosts(Vec<String>);
+
+impl Hosts {
+    fn new(allowed: &[String]) -> Hosts {
+        Hosts(allowed.iter().map(|h| normal_host(h).to_owned()).collect())
+    }
+
+    /// Whether `host` (a `Host` header: a name or an address, perhaps with a port) is ours. A
+    /// DNS-rebinding page sends its own name, which is none of these.
+    fn allow(&self, host: &str) -> bool {
+        let name = normal_host(host);
+        let literal = name
+            .strip_prefix('[')
+            .and_then(|v6| v6.strip_suffix(']'))
+            .unwrap_or(name);
+        literal.parse::<IpAddr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || name.to_ascii_lowercase().ends_with(".localhost")
+            || self
+                .0
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(name))
+    }
+}
+
+/// `host` without its port or a final dot.
+fn normal_host(host: &str) -> &str {
+    let host = host.trim();
+    let name = match host.rsplit_once(':') {
+        // `[::1]:8080`, `name:8080`; a bare IPv6 address has more than one colon.
+        Some((name, port))
+            if port.bytes().all(|b| b.is_ascii_digit())
+                && (name.ends_with(']') || !name.contains(':')) =>
+        {
+            name
+        }
+        _ => host,
+    };
+    name.strip_suffix('.').unwrap_or(name)
+}
+
+/// 32 hex digits from the kernel's random source; `None` if it cannot be read (the page then
+/// runs no script).
+fn new_nonce() -> Option<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).ok()?;
+    Some(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Refuses a foreign `Host`; sets the security headers of every answer.
+async fn guard(State(hosts): State<Arc<Hosts>>, request: Request, next: Next) -> Response {
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| request.uri().host())
+        .unwrap_or("")
+        .to_owned();
+    let nonce = new_nonce();
+    let mut response = if !hosts.allow(&host) {
+        tracing::warn!(
+            "refused a request for host {host:?} (403): pass --allowed-host {host} to serve it"
+        );
+        (
+            StatusCode::FORBIDDEN,
+            format!(
+                "{host:?} is not a name of this server: use its IP address or localhost, or \
+                 start it with --allowed-host NAME\n"
+            ),
+        )
+            .into_response()
+    } else if let Some(nonce) = &nonce {
+        NONCE.scope(nonce.clone(), next.run(request)).await
+    } else {
+        next.run(request).await
+    };
+    let scripts = nonce.map_or_else(|| "'none'".to_owned(), |n| format!("'nonce-{n}'"));
+    let policy = format!(
+        "default-src 'none'; script-src {scripts}; style-src 'unsafe-inline'; img-src 'self' data:; \
+         form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    );
+    let headers = response.headers_mut();
+    if let Ok(policy) = HeaderValue::from_str(&policy) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    response
+}
+
+/// The web application; `allowed_hosts`: names accepted in `Host` besides IP addresses and
+/// `localhost`.
+pub fn router(app: App, allowed_hosts: &[String]) -> Router {
+    let hosts = Arc::new(Hosts::new(allowed_hosts));
     Router::new()
         .route("/", get(traces))
         .route("/traces", get(|| async { Redirect::to("/") }))
@@ -146,6 +261,7 @@ pub fn router(app: App) -> Router {
         .route("/files/{*path}", get(download))
         .fallback(fallback)
         .with_state(app)
+        .layer(middleware::from_fn_with_state(hosts, guard))
 }
 
 /// The still-encoded part of the request path after `prefix`.
@@ -489,6 +605,37 @@ async fn fallback(State(app): State<App>, uri: Uri) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_of_this_server_only() {
+        let hosts = Hosts::new(&["Profiler.Example".into()]);
+        for host in [
+            "127.0.0.1:8080",
+            "127.0.0.1",
+            "10.1.2.3:9464",
+            "[::1]:8080",
+            "[::1]",
+            "localhost",
+            "LOCALHOST:8080",
+            "localhost.",
+            "app.localhost:1",
+            "profiler.example",
+            "profiler.example.:8080",
+        ] {
+            assert!(hosts.allow(host), "{host}");
+        }
+        for host in [
+            "",
+            "evil.example",
+            "evil.example:8080",
+            "localhost.evil.example",
+            "127.0.0.1.evil.example",
+            "profiler.example.evil",
+            "[::1",
+        ] {
+            assert!(!hosts.allow(host), "{host}");
+        }
+    }
 
     #[test]
     fn times_from_names() {
