@@ -16,6 +16,7 @@ pub mod report;
 pub mod resolve;
 pub mod safe_file;
 pub mod serve;
+pub mod stop_signals;
 pub mod symbolize;
 #[cfg(test)]
 mod test_support;

@@ -14,6 +14,8 @@ use profiler::{
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // Before any thread: the commands let them through once they handle them.
+    profiler::stop_signals::hold();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
@@ -42,6 +44,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .map_err(|err| anyhow::anyhow!(profiler::error_chain(&err)))?;
         }
         Command::Report(args) => {
+            // A report ends by itself; a signal ends it the default way.
+            profiler::stop_signals::release();
             profiler::report::run(&args.into())
                 .map_err(|err| anyhow::anyhow!(profiler::error_chain(&err)))?;
         }

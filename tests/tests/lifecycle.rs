@@ -5,8 +5,8 @@ use std::{path::Path, thread, time::Duration};
 use anyhow::{Result, ensure};
 use integration_tests::{
     C_CHAIN, Fixture, HOT_C, Pprof, RunOutput, Running, TEST_FREQUENCY, Tmpfs, assert_root,
-    check_go_pprof, check_hot_chain, leftover_temp_files, read_checked_profiles, record_command,
-    run, run_timeout, samples_of_pid, total_count,
+    check_go_pprof, check_hot_chain, leftover_temp_files, read_checked_profiles, read_profiles,
+    record_command, run, run_timeout, samples_of_pid, total_count,
 };
 
 /// Bound on the profiler's own wind-down after its last target is gone or a signal arrived.
@@ -26,6 +26,36 @@ fn sigterm_writes_the_partial_interval() -> Result<()> {
 fn sigint_writes_the_partial_interval() -> Result<()> {
     assert_root();
     signal_writes_the_partial_interval(libc::SIGINT)
+}
+
+/// SIGTERM at any moment of start-up (preflight, BPF load, the first scan) is a clean stop:
+/// exit 0, and whatever was written is whole. The kubelet sends it to a pod deleted right after
+/// it started.
+#[test]
+#[ignore = "needs root: loads BPF programs"]
+fn sigterm_during_start_up_is_a_clean_stop() -> Result<()> {
+    assert_root();
+    for delay_ms in [5, 30, 80, 150, 300] {
+        let out = tempfile::tempdir()?;
+        let frequency = TEST_FREQUENCY.to_string();
+        let args = ["--interval", "60", "--frequency", &frequency];
+        let profiler = Running::spawn(record_command(out.path(), &args))?;
+        // The delay into start-up is what each round varies (not a wait for anything).
+        thread::sleep(Duration::from_millis(delay_ms));
+        profiler.signal(libc::SIGTERM)?;
+        let output = profiler.wait(WIND_DOWN)?;
+        ensure!(
+            output.status.code() == Some(0),
+            "SIGTERM {delay_ms} ms into start-up: {}; stderr:\n{}",
+            output.status,
+            output.stderr
+        );
+        for profile in read_profiles(out.path())? {
+            profile.check_well_formed(TEST_FREQUENCY)?;
+        }
+        check_no_temp_files(out.path())?;
+    }
+    Ok(())
 }
 
 /// With an interval far longer than the run, everything the file holds comes from the drain

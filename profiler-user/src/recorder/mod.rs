@@ -13,7 +13,6 @@ use std::{
 
 use tokio::{
     io::{Interest, unix::AsyncFd},
-    signal::unix::{SignalKind, signal},
     time::{MissedTickBehavior, interval_at, sleep},
 };
 
@@ -22,6 +21,7 @@ use crate::adaptive::{
     signals::{BpfRunTime, CostReader, LoadReader},
 };
 use crate::bpf::sizing::{Load, MapSizes, SizeOverrides};
+use crate::stop_signals::StopSignals;
 use crate::{
     bpf::{
         BpfError, CounterSnapshot, Drained, Event, EventReader, ProgramCost, Sampler,
@@ -78,6 +78,8 @@ pub enum StopReason {
 
 /// Runs `profiler record` to the end.
 pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
+    // First: a signal during the slow start-up below waits for the loop, which stops at once.
+    let signals = StopSignals::install().map_err(RecordError::Signals)?;
     preflight::check_capabilities()?;
     preflight::check_btf(&preflight::kernel_btf_path())?;
     // A capture raises the rate: check the highest rate the recording may ask for.
@@ -201,7 +203,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     // Processes come and go in a cgroup: only a recording of PIDs alone ends with its targets.
     let watched: &[u32] = if cgroups.is_empty() { &args.pids } else { &[] };
     let mut slot = Some(Box::new(recording));
-    let reason = run(&mut slot, args, watched, events).await;
+    let reason = run(&mut slot, args, watched, events, signals).await;
     // Whatever stopped us, the partial interval (and capture) is written before we return.
     let flushed = off_thread(&mut slot, |recording| {
         recording.pipeline.closing();
@@ -335,12 +337,11 @@ async fn run(
     args: &RecordArgs,
     watched: &[u32],
     events: EventReader,
+    mut signals: StopSignals,
 ) -> Result<StopReason, RecordError> {
     // SAFETY: the reader owns the ring buffer's descriptor and keeps it open while held here.
     let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
         .map_err(|err| RecordError::Signals(err.into()))?;
-    let mut sigint = signal(SignalKind::interrupt()).map_err(RecordError::Signals)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(RecordError::Signals)?;
     let every = Duration::from_secs(args.interval);
     let mut ticks = interval_at(tokio::time::Instant::now() + every, every);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -373,8 +374,7 @@ async fn run(
                 }
             }
             _ = &mut deadline, if args.duration.is_some() => return Ok(StopReason::Duration),
-            _ = sigint.recv() => return Ok(StopReason::Signal("SIGINT")),
-            _ = sigterm.recv() => return Ok(StopReason::Signal("SIGTERM")),
+            name = signals.recv() => return Ok(StopReason::Signal(name)),
         }
     }
 }

@@ -70,6 +70,11 @@ pub(super) enum Job {
 /// capture rate is tens of MB. Intervals beyond it are dropped and counted.
 const INTERVALS_QUEUED: usize = 4;
 
+/// An interval this short without a sample gets no file: it is a drain forced just after a
+/// boundary (a capture's start or end), or a stop just after one. Its file would say nothing,
+/// and an incident's comparison would take it as its base.
+const SLIVER: Duration = Duration::from_secs(1);
+
 pub(super) struct Pipeline {
     queue: Option<QueueSender<Job>>,
     thread: Option<JoinHandle<()>>,
@@ -329,6 +334,16 @@ impl Output {
         let cache = self.symbolizer.stats();
         self.metrics.add_cache_stats(&self.cache_seen, &cache);
         self.cache_seen = cache;
+        if samples.is_empty() && meta.duration < SLIVER {
+            tracing::debug!(
+                interval = epoch,
+                duration_ms = meta.duration.as_millis() as u64,
+                "no file for an empty sliver of an interval"
+            );
+            self.symbolizer.end_interval();
+            self.labeler.end_interval();
+            return;
+        }
         let (mut profile, stats) = build_profile(&samples, meta);
         add_comments(&mut profile, &comments);
         let problems = counters.problems();
@@ -448,11 +463,15 @@ mod tests {
     use super::*;
 
     fn interval() -> Job {
+        empty_interval(SystemTime::UNIX_EPOCH, Duration::from_secs(10))
+    }
+
+    fn empty_interval(start: SystemTime, duration: Duration) -> Job {
         Job::Interval(Box::new(Interval {
             drained: Drained::default(),
             meta: IntervalMeta {
-                start: SystemTime::UNIX_EPOCH,
-                duration: Duration::from_secs(10),
+                start,
+                duration,
                 period_ns: 1,
             },
             epoch: 0,
@@ -524,5 +543,35 @@ mod tests {
             ],
             "the rate at the end stays the last comment"
         );
+    }
+
+    #[test]
+    fn an_empty_sliver_gets_no_file_an_empty_interval_does() {
+        let out = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::new("n", Health::new(out.path().into(), 10)));
+        let mut pipeline = Pipeline::spawn(
+            Arc::new(Mutex::new(ProcessTable::default())),
+            ProfileWriter::new(out.path()),
+            None,
+            Retention::new(out.path(), 0),
+            metrics,
+        );
+        let start = SystemTime::now();
+        pipeline
+            .send(empty_interval(start, Duration::from_millis(20)))
+            .unwrap();
+        pipeline
+            .send(empty_interval(
+                start + Duration::from_secs(5),
+                Duration::from_secs(10),
+            ))
+            .unwrap();
+        pipeline.finish().unwrap();
+        let files: Vec<String> = std::fs::read_dir(out.path())
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with("cpu-"))
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
     }
 }

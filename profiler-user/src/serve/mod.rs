@@ -29,8 +29,8 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use crate::stop_signals::StopSignals;
 use prometheus_client::metrics::counter::Counter;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::listener::{Limits, Listening};
 use catalog::Catalog;
@@ -128,13 +128,11 @@ impl Server {
 
 /// Runs `profiler serve` on `dir` and `address` (as [`Server::start`]) until SIGINT or SIGTERM.
 pub async fn serve(dir: &Path, address: SocketAddr, options: WebOptions) -> Result<(), ServeError> {
-    let mut sigint = signal(SignalKind::interrupt()).map_err(ServeError::Signals)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(ServeError::Signals)?;
+    let mut signals = StopSignals::install().map_err(ServeError::Signals)?;
     let mut server = Server::start(dir, address, options).await?;
     tokio::select! {
         ended = server.listening.stopped() => return ended.map_err(ServeError::Stopped),
-        _ = sigint.recv() => {}
-        _ = sigterm.recv() => {}
+        _ = signals.recv() => {}
     }
     tracing::info!("stopped serving {}", dir.display());
     Ok(())
