@@ -98,7 +98,7 @@ impl Burners {
 /// The files of one recording, each decoded and checked well-formed for the rate its comments
 /// say was in force at its end.
 pub struct AdaptiveOutput {
-    /// `cpu-*.pb.gz`, in time order (`time_nanos`; `-N` names do not sort by time).
+    /// `cpu-*.pb.gz`, in time order (`time_nanos`, which their names' order matches).
     pub intervals: Vec<Pprof>,
     /// `incident-*.pb.gz`, in time order.
     pub incidents: Vec<Pprof>,
@@ -195,14 +195,14 @@ impl AdaptiveOutput {
     }
 }
 
-/// The UTC start time of `incident-<%Y%m%dT%H%M%SZ>[-N].pb.gz`, or `None` for another name.
+/// The UTC start time of `incident-<%Y%m%dT%H%M%SZ>[_NN].pb.gz`, or `None` for another name.
 pub fn incident_file_time(name: &str) -> Option<DateTime<Utc>> {
     let stem = name.strip_prefix("incident-")?.strip_suffix(".pb.gz")?;
-    let (stamp, suffix) = match stem.split_once('-') {
+    let (stamp, suffix) = match stem.split_once('_') {
         Some((stamp, n)) => (stamp, Some(n)),
         None => (stem, None),
     };
-    if suffix.is_some_and(|n| n.is_empty() || !n.bytes().all(|c| c.is_ascii_digit())) {
+    if suffix.is_some_and(|n| n.len() < 2 || !n.bytes().all(|c| c.is_ascii_digit())) {
         return None;
     }
     let time = chrono::NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ").ok()?;
@@ -559,8 +559,8 @@ not a log line
     fn incident_file_names() {
         let time = incident_file_time("incident-20261125T125254Z.pb.gz").expect("a name");
         assert_eq!(time.to_rfc3339(), "2026-11-25T12:52:54+00:00");
-        assert!(incident_file_time("incident-20261125T125254Z-2.pb.gz").is_some());
-        assert!(incident_file_time("incident-20261125T125254Z-.pb.gz").is_none());
+        assert!(incident_file_time("incident-20261125T125254Z_02.pb.gz").is_some());
+        assert!(incident_file_time("incident-20261125T125254Z_.pb.gz").is_none());
         assert!(incident_file_time("cpu-20261125T125254Z.pb.gz").is_none());
         assert!(incident_file_time("incident-20261125-125254.pb.gz").is_none());
     }

@@ -40,7 +40,7 @@ impl Frame {
 }
 
 /// Every `*.pb.gz` in `dir`, decoded, in time order (by `time_nanos`). Fails on a `.pb.gz` whose
-/// name is not `cpu-<%Y%m%dT%H%M%SZ>[-N].pb.gz`.
+/// name is not `cpu-<%Y%m%dT%H%M%SZ>[_NN].pb.gz`.
 pub fn read_profiles(dir: &Path) -> Result<Vec<Pprof>> {
     let mut paths = Vec::new();
     for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
@@ -55,12 +55,19 @@ pub fn read_profiles(dir: &Path) -> Result<Vec<Pprof>> {
             paths.push(path);
         }
     }
-    // Time order: `-N` names (two intervals starting in one second) do not sort by name.
     let mut profiles = paths
         .into_iter()
         .map(|p| Pprof::read(&p))
         .collect::<Result<Vec<_>>>()?;
     profiles.sort_by_key(|p| (p.profile.time_nanos, p.path.clone()));
+    // Names sort in time order (a `_NN` suffix sorts after the name without it).
+    let by_time: Vec<&Path> = profiles.iter().map(|p| p.path.as_path()).collect();
+    let mut by_name = by_time.clone();
+    by_name.sort();
+    ensure!(
+        by_name == by_time,
+        "file names do not sort in time order: {by_name:?}, by start time {by_time:?}"
+    );
     Ok(profiles)
 }
 
@@ -76,7 +83,7 @@ pub fn leftover_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(left)
 }
 
-/// `cpu-YYYYmmddTHHMMSSZ.pb.gz` or `cpu-YYYYmmddTHHMMSSZ-N.pb.gz`.
+/// `cpu-YYYYmmddTHHMMSSZ.pb.gz` or `cpu-YYYYmmddTHHMMSSZ_NN.pb.gz`.
 pub fn is_profile_file_name(name: &str) -> bool {
     let Some(stem) = name
         .strip_prefix("cpu-")
@@ -84,7 +91,7 @@ pub fn is_profile_file_name(name: &str) -> bool {
     else {
         return false;
     };
-    let (stamp, suffix) = match stem.split_once('-') {
+    let (stamp, suffix) = match stem.split_once('_') {
         Some((stamp, n)) => (stamp, Some(n)),
         None => (stem, None),
     };
@@ -94,7 +101,7 @@ pub fn is_profile_file_name(name: &str) -> bool {
         && b[8] == b'T'
         && b[9..15].iter().all(u8::is_ascii_digit)
         && b[15] == b'Z';
-    let suffix_ok = suffix.is_none_or(|n| !n.is_empty() && n.bytes().all(|c| c.is_ascii_digit()));
+    let suffix_ok = suffix.is_none_or(|n| n.len() >= 2 && n.bytes().all(|c| c.is_ascii_digit()));
     stamp_ok && suffix_ok
 }
 
@@ -523,8 +530,9 @@ mod tests {
     #[test]
     fn file_names() {
         assert!(is_profile_file_name("cpu-20250101T120000Z.pb.gz"));
-        assert!(is_profile_file_name("cpu-20250101T120000Z-2.pb.gz"));
-        assert!(!is_profile_file_name("cpu-20250101T120000Z-.pb.gz"));
+        assert!(is_profile_file_name("cpu-20250101T120000Z_02.pb.gz"));
+        assert!(!is_profile_file_name("cpu-20250101T120000Z_.pb.gz"));
+        assert!(!is_profile_file_name("cpu-20250101T120000Z-2.pb.gz"));
         assert!(!is_profile_file_name("cpu-20250101-120000.pb.gz"));
         assert!(!is_profile_file_name("cpu-20250101T120000Z.pb.gz.tmp"));
     }

@@ -180,7 +180,8 @@ impl Owned {
     }
 }
 
-/// `<prefix>-<UTC %Y%m%dT%H%M%SZ>.pb.gz`, or `...-<N>.pb.gz` when the name was taken.
+/// `<prefix>-<UTC %Y%m%dT%H%M%SZ>.pb.gz`, or `..._<NN>.pb.gz` when the name was taken
+/// (`...-<N>.pb.gz` from older versions).
 fn is_stamped_profile(name: &str) -> bool {
     let Some((prefix, rest)) = name
         .strip_suffix(".pb.gz")
@@ -188,7 +189,7 @@ fn is_stamped_profile(name: &str) -> bool {
     else {
         return false;
     };
-    let (stamp, n) = rest.split_once('-').unwrap_or((rest, "1"));
+    let (stamp, n) = rest.split_once(['_', '-']).unwrap_or((rest, "1"));
     let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
     let stamp = stamp.as_bytes();
     PREFIXES.contains(&prefix)
@@ -377,7 +378,9 @@ mod tests {
         ];
         let ours = [
             profile(dir.path(), "cpu-20260101T000000Z.pb.gz", 600, 50),
-            profile(dir.path(), "incident-20260101T000000Z-1.pb.gz", 600, 40),
+            profile(dir.path(), "incident-20260101T000000Z_01.pb.gz", 600, 40),
+            // Named by an older version.
+            profile(dir.path(), "incident-20260101T000000Z-1.pb.gz", 600, 35),
             profile(dir.path(), "offcpu-20260101T000000Z.pb.gz", 600, 30),
             profile(&traces, &format!("{}.pb.gz", "ab".repeat(16)), 600, 20),
         ];

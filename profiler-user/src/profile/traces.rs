@@ -17,7 +17,10 @@ use std::{
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
-use super::{IntervalMeta, ProfileWriter, WriteError, build_profile, writer::Durability};
+use super::{
+    IntervalMeta, ProfileWriter, WriteError, build_profile,
+    writer::{Durability, taken_suffix},
+};
 use crate::{resolve::ResolvedSample, safe_file};
 
 /// Intervals without a sample after which a trace's samples leave memory (its file stays).
@@ -34,7 +37,8 @@ const INDEX_MAX_BYTES: u64 = 16 << 20;
 /// The least size past which the index is rotated, whatever the disk limit: about 1000 lines.
 const INDEX_MIN_BYTES: u64 = 256 << 10;
 
-/// A rotated index: `index-<UTC %Y%m%dT%H%M%SZ>.jsonl`, with `-N` when the name was taken.
+/// A rotated index: `index-<UTC %Y%m%dT%H%M%SZ>.jsonl`, with `_NN` when the name was taken
+/// (`-N` from older versions).
 pub fn is_rotated_index(name: &str) -> bool {
     name.strip_prefix("index-")
         .and_then(|rest| rest.strip_suffix(".jsonl"))
@@ -42,7 +46,7 @@ pub fn is_rotated_index(name: &str) -> bool {
             stamp.starts_with(|c: char| c.is_ascii_digit())
                 && stamp
                     .bytes()
-                    .all(|b| b.is_ascii_digit() || matches!(b, b'T' | b'Z' | b'-'))
+                    .all(|b| b.is_ascii_digit() || matches!(b, b'T' | b'Z' | b'-' | b'_'))
         })
 }
 
@@ -251,7 +255,7 @@ impl TraceStore {
             fs::symlink_metadata(&path).is_err().then_some(path)
         };
         let rotated = free(format!("index-{stamp}.jsonl"))
-            .or_else(|| (1..).find_map(|n| free(format!("index-{stamp}-{n}.jsonl"))))
+            .or_else(|| (1..).find_map(|n| free(format!("index-{stamp}{}.jsonl", taken_suffix(n)))))
             .expect("some name is free");
         fs::rename(&path, &rotated).map_err(|source| TraceFileError::Rotate {
             path: path.clone(),
@@ -548,8 +552,10 @@ mod tests {
             .add_interval(&[sample(Some(&b), "hot", 1, 1)], meta(20), |_| {})
             .unwrap();
         assert_eq!(store.rotations(), 2);
-        assert_eq!(ids("index-20251124T160030Z-1.jsonl"), [a.as_str()]);
+        assert_eq!(ids("index-20251124T160030Z_01.jsonl"), [a.as_str()]);
         assert_eq!(ids(INDEX_FILE), [b.as_str()]);
+        assert!(is_rotated_index("index-20251124T160030Z_01.jsonl"));
+        // Written by older versions: still the profiler's.
         assert!(is_rotated_index("index-20251124T160030Z-1.jsonl"));
         assert!(!is_rotated_index("index-old.jsonl") && !is_rotated_index("index-.jsonl"));
     }

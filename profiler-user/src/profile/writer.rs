@@ -82,7 +82,7 @@ impl ProfileWriter {
     }
 
     /// Writes `profile` under a name made of `prefix` and `time`; a name already taken gets a
-    /// `-N` suffix. Returns the path and the number of bytes written.
+    /// [`taken_suffix`]. Returns the path and the number of bytes written.
     pub fn write(
         &self,
         prefix: &str,
@@ -125,6 +125,13 @@ fn replace(path: &Path, profile: &Profile, durability: Durability) -> Result<u64
     })
 }
 
+/// The suffix of the `n`th file whose name (a time to the second) was taken: `_01`, `_02`...
+/// It sorts after the name without it (`_` after `.`) and in order, so files sort by time by
+/// name. Older versions wrote `-N`, which sorted before: retention still knows those.
+pub fn taken_suffix(n: u32) -> String {
+    format!("_{n:02}")
+}
+
 /// The first name not taken by any entry (a link someone planted included: left alone).
 fn free_name(dir: &Path, stem: &str) -> PathBuf {
     let taken = |path: &Path| fs::symlink_metadata(path).is_ok();
@@ -133,7 +140,7 @@ fn free_name(dir: &Path, stem: &str) -> PathBuf {
         return first;
     }
     (1..)
-        .map(|n| dir.join(format!("{stem}-{n}.pb.gz")))
+        .map(|n| dir.join(format!("{stem}{}.pb.gz", taken_suffix(n))))
         .find(|p| !taken(p))
         .unwrap_or(first)
 }
@@ -180,7 +187,9 @@ mod tests {
         assert!(bytes > 0);
         assert_eq!(read(&first), profile);
         let (second, _) = writer.write("cpu", time, &profile).unwrap();
-        assert_eq!(second.file_name().unwrap(), "cpu-20251125T120000Z-1.pb.gz");
+        assert_eq!(second.file_name().unwrap(), "cpu-20251125T120000Z_01.pb.gz");
+        // Names sort in the order written.
+        assert!(first < second);
         let names: Vec<_> = fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -213,7 +222,7 @@ mod tests {
         let time = SystemTime::UNIX_EPOCH + Duration::from_secs(1_764_072_000);
         let planted = [
             ".cpu-20251125T120000Z.pb.gz.tmp",
-            ".cpu-20251125T120000Z-1.pb.gz.tmp",
+            ".cpu-20251125T120000Z_01.pb.gz.tmp",
             ".t.pb.gz.tmp",
             "t.pb.gz",
         ];
