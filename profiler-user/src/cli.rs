@@ -9,7 +9,8 @@ use std::{
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::report::{
-    Options, ReportConfig, ReportFormat, select::Selection, stacks::ValueKind, top::Order,
+    Options, ReportConfig, ReportFormat, files::ReadLimits, select::Selection, stacks::ValueKind,
+    top::Order,
 };
 
 #[derive(Debug, Parser)]
@@ -115,6 +116,11 @@ pub struct RecordArgs {
     /// Also serve the output directory's web pages on this address (as `profiler serve`).
     #[arg(long, value_name = "ADDRESS", env = "PROFILER_SERVE")]
     pub serve: Option<SocketAddr>,
+    /// With --serve: the most a profile may take decompressed, decoded or expanded into stacks;
+    /// larger ones are skipped with a warning.
+    #[arg(long, value_name = "MB", env = "PROFILER_MAX_PROFILE_MB",
+          default_value_t = ReadLimits::DEFAULT_MB, value_parser = max_profile_mb())]
+    pub max_profile_mb: u64,
     #[command(flatten)]
     pub adaptive: AdaptiveArgs,
     #[command(flatten)]
@@ -154,6 +160,11 @@ pub struct ReportArgs {
     /// Only profiles of the last DURATION (`30s`, `10m`, `2h`, `1d`).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub since: Option<Duration>,
+    /// The most a profile may take decompressed, decoded or expanded into stacks; larger ones
+    /// are skipped with a warning.
+    #[arg(long, value_name = "MB", default_value_t = ReadLimits::DEFAULT_MB,
+          value_parser = max_profile_mb())]
+    pub max_profile_mb: u64,
     /// Only this trace: its trace file, else the samples labelled with it.
     #[arg(long, value_name = "TRACE_ID", value_parser = trace_id)]
     pub trace: Option<String>,
@@ -218,6 +229,27 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub listen: SocketAddr,
+    /// The most a profile may take decompressed, decoded or expanded into stacks; larger ones
+    /// are skipped with a warning.
+    #[arg(long, value_name = "MB", env = "PROFILER_MAX_PROFILE_MB",
+          default_value_t = ReadLimits::DEFAULT_MB, value_parser = max_profile_mb())]
+    pub max_profile_mb: u64,
+}
+
+impl Command {
+    /// What reading one profile may take in this command (`record` reads only with `--serve`).
+    pub fn read_limits(&self) -> ReadLimits {
+        ReadLimits::mb(match self {
+            Command::Record(args) => args.max_profile_mb,
+            Command::Report(args) => args.max_profile_mb,
+            Command::Serve(args) => args.max_profile_mb,
+        })
+    }
+}
+
+/// 1 MiB to 1 TiB.
+fn max_profile_mb() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=1 << 20)
 }
 
 /// A duration such as `90s`, `10m`, `2h` or `1d`.
@@ -448,6 +480,7 @@ mod tests {
         assert_eq!(args.pids, [1, 2]);
         assert_eq!(args.format, Some(ReportFormat::Svg));
         assert!(report(&["--since", "soon", "d"]).is_err());
+        assert_eq!(args.max_profile_mb, ReadLimits::DEFAULT_MB);
         assert!(report(&["--trace", "xyz", "d"]).is_err());
         assert!(report(&["--each", "--output", "x.svg", "d"]).is_err());
         assert!(report(&[]).is_err(), "a path is needed");
@@ -465,6 +498,29 @@ mod tests {
         assert!(since <= before - Duration::from_secs(600) + Duration::from_secs(1));
         assert!(since >= before - Duration::from_secs(600));
         assert_eq!(config.options.order, Order::Flat);
+    }
+
+    #[test]
+    fn max_profile_mb_on_every_command_that_reads_profiles() {
+        let limits = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.command.read_limits());
+        let mb = |n: u64| ReadLimits::mb(n);
+        assert_eq!(
+            limits(&["p", "report", "d"]).unwrap(),
+            ReadLimits::default()
+        );
+        assert_eq!(
+            limits(&["p", "report", "--max-profile-mb", "8", "d"]).unwrap(),
+            mb(8)
+        );
+        assert_eq!(
+            limits(&["p", "serve", "--max-profile-mb", "9", "d"]).unwrap(),
+            mb(9)
+        );
+        assert_eq!(
+            limits(&["p", "record", "--max-profile-mb", "10"]).unwrap(),
+            mb(10)
+        );
+        assert!(limits(&["p", "report", "--max-profile-mb", "0", "d"]).is_err());
     }
 
     #[test]

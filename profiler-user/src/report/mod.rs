@@ -9,6 +9,7 @@ pub mod folded;
 pub mod select;
 pub mod stacks;
 pub mod top;
+mod wire;
 
 use std::time::SystemTime;
 
