@@ -157,7 +157,7 @@ pub struct ReportArgs {
     /// A directory of profiles (the recording's output directory), or one profile.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
-    /// Only profiles of the last DURATION (`30s`, `10m`, `2h`, `1d`).
+    /// Only profiles of the last DURATION (`30s`, `10m`, `2h`, `1d`; at most 100 years).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub since: Option<Duration>,
     /// The most a profile may take decompressed, decoded or expanded into stacks; larger ones
@@ -194,12 +194,18 @@ pub struct ReportArgs {
 }
 
 impl From<ReportArgs> for ReportConfig {
-    /// `--since` counts back from now; `--top 0` lists all functions.
+    /// `--since` counts back from now (from the epoch at the earliest); `--top 0` lists all
+    /// functions.
     fn from(args: ReportArgs) -> Self {
         ReportConfig {
             path: args.path,
             selection: Selection {
-                since: args.since.map(|since| SystemTime::now() - since),
+                since: args.since.map(|since| {
+                    SystemTime::now()
+                        .checked_sub(since)
+                        .unwrap_or(SystemTime::UNIX_EPOCH)
+                        .max(SystemTime::UNIX_EPOCH)
+                }),
                 trace: args.trace,
                 pids: args.pids,
             },
@@ -252,10 +258,18 @@ fn max_profile_mb() -> clap::builder::RangedU64ValueParser<u64> {
     clap::value_parser!(u64).range(1..=1 << 20)
 }
 
-/// A duration such as `90s`, `10m`, `2h` or `1d`.
-fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|err| format!("{text:?} is not a duration like 10m or 2h: {err}"))
+/// The longest duration ago that `--since` and the web pages' `since` and `until` take: 100
+/// years, far before any profile, and far from the ends of `SystemTime` and chrono's range.
+pub const MAX_AGO: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+
+/// A duration such as `90s`, `10m`, `2h` or `1d`, at most [`MAX_AGO`].
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|err| format!("{text:?} is not a duration like 10m or 2h: {err}"))?;
+    if duration > MAX_AGO {
+        return Err(format!("{text:?} is longer than 100 years"));
+    }
+    Ok(duration)
 }
 
 /// A W3C trace ID: 32 hex digits, not all zero (taken in either case, kept in lowercase).
@@ -498,6 +512,22 @@ mod tests {
         assert!(since <= before - Duration::from_secs(600) + Duration::from_secs(1));
         assert!(since >= before - Duration::from_secs(600));
         assert_eq!(config.options.order, Order::Flat);
+    }
+
+    #[test]
+    fn out_of_range_durations_are_refused_not_panics() {
+        for since in [
+            "100000000d",
+            "18446744073709551615s",
+            "600000y",
+            "101years",
+            "99999999999999999999999s",
+        ] {
+            assert!(report(&["--since", since, "d"]).is_err(), "{since}");
+        }
+        let config = ReportConfig::from(report(&["--since", "100years", "d"]).unwrap());
+        assert!(config.selection.since.unwrap() >= SystemTime::UNIX_EPOCH);
+        assert!(!config.selection.describe().is_empty());
     }
 
     #[test]

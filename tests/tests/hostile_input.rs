@@ -253,3 +253,48 @@ fn serve_lists_a_bomb_as_unreadable_in_bounded_memory() -> Result<()> {
     ensure!(peak < BOUNDED_RSS_KIB, "server peak RSS {peak} KiB");
     Ok(())
 }
+
+#[test]
+fn out_of_range_durations_are_usage_errors() -> Result<()> {
+    let dir = directory_with_one_profile()?;
+    for since in ["100000000d", "18446744073709551615s", "600000y"] {
+        let mut cmd = profiler_command();
+        cmd.args(["report", "--since", since]).arg(dir.path());
+        let output = run(cmd, TIMEOUT)?;
+        ensure!(
+            output.status.code() == Some(2),
+            "--since {since}: {:?}\n{}",
+            output.status,
+            output.stderr
+        );
+        ensure!(
+            output.stderr.trim_end().lines().count() == 1 && !output.stderr.contains("panicked"),
+            "--since {since}: {}",
+            output.stderr
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn out_of_range_times_in_queries_are_400() -> Result<()> {
+    let dir = directory_with_one_profile()?;
+    let (_server, address) = serve(dir.path(), &[])?;
+    for path in [
+        "/?since=100000000d",
+        "/?until=100000000d",
+        "/?since=18446744073709551615s",
+        "/profiles?since=100000000d",
+        "/profiles?until=100000000d",
+        "/?since=%2B262143-12-31T23:59:59Z",
+    ] {
+        let response = get(address, path)?;
+        ensure!(
+            response.status == 400,
+            "GET {path}: {} {}",
+            response.status,
+            response.body
+        );
+    }
+    Ok(())
+}
