@@ -298,3 +298,24 @@ fn out_of_range_times_in_queries_are_400() -> Result<()> {
     }
     Ok(())
 }
+
+#[test]
+fn sample_values_of_i64_max_do_not_wrap() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let stacks = [
+        Stack::new("main;work", 10, 10, 1).period(i64::MAX),
+        Stack::new("main;rest", 10, 10, 1).period(i64::MAX),
+    ];
+    let profile = synthetic_profile(&stacks, synthetic_time(0), Duration::from_secs(10), &[]);
+    let path = write_synthetic(dir.path(), "cpu-20260101T120000Z.pb.gz", &profile)?;
+    let mut cmd = profiler_command();
+    cmd.arg("report").arg(&path);
+    let output = run(cmd, TIMEOUT)?;
+    output.ensure_success()?;
+    let negative = output
+        .stdout
+        .split_whitespace()
+        .any(|word| word.starts_with('-') && word[1..].starts_with(|c: char| c.is_ascii_digit()));
+    ensure!(!negative, "a negative value in:\n{}", output.stdout);
+    Ok(())
+}
