@@ -213,23 +213,17 @@ pub fn read(path: &Path) -> Result<Profile, ReadError> {
 /// allocate; only then is it decompressed again into a buffer of the size now known, decoded,
 /// and its stacks measured before anyone expands them.
 pub fn read_with(path: &Path, limits: ReadLimits) -> Result<Profile, ReadError> {
-    let too_large = |what| ReadError::TooLarge {
-        path: path.to_owned(),
-        what,
-        limit_mb: limits.mb_text(),
-    };
-    let io_error = |source| ReadError::Io {
-        path: path.to_owned(),
-        source,
-    };
-    let max = limits.max_bytes;
     let mut bytes = Vec::new();
+    // One byte past the limit tells `decode` that the file is over it.
     fs::File::open(path)
-        .and_then(|file| file.take(max.saturating_add(1)).read_to_end(&mut bytes))
-        .map_err(io_error)?;
-    if bytes.len() as u64 > max {
-        return Err(too_large("in size"));
-    }
+        .and_then(|file| {
+            file.take(limits.max_bytes.saturating_add(1))
+                .read_to_end(&mut bytes)
+        })
+        .map_err(|source| ReadError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
     decode(path, bytes, limits)
 }
 
