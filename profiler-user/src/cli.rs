@@ -9,7 +9,8 @@ use std::{
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::report::{
-    Options, ReportConfig, ReportFormat, select::Selection, stacks::ValueKind, top::Order,
+    Options, ReportConfig, ReportFormat, files::ReadLimits, select::Selection, stacks::ValueKind,
+    top::Order,
 };
 
 #[derive(Debug, Parser)]
@@ -119,6 +120,11 @@ pub struct RecordArgs {
     /// Also serve the output directory's web pages on this address (as `profiler serve`).
     #[arg(long, value_name = "ADDRESS", env = "PROFILER_SERVE")]
     pub serve: Option<SocketAddr>,
+    /// With --serve: the most a profile may take decompressed, decoded or expanded into stacks;
+    /// larger ones are skipped with a warning.
+    #[arg(long, value_name = "MB", env = "PROFILER_MAX_PROFILE_MB",
+          default_value_t = ReadLimits::DEFAULT_MB, value_parser = max_profile_mb())]
+    pub max_profile_mb: u64,
     #[command(flatten)]
     pub listeners: ListenerArgs,
     #[command(flatten)]
@@ -157,9 +163,14 @@ pub struct ReportArgs {
     /// A directory of profiles (the recording's output directory), or one profile.
     #[arg(value_name = "PATH")]
     pub path: PathBuf,
-    /// Only profiles of the last DURATION (`30s`, `10m`, `2h`, `1d`).
+    /// Only profiles of the last DURATION (`30s`, `10m`, `2h`, `1d`; at most 100 years).
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub since: Option<Duration>,
+    /// The most a profile may take decompressed, decoded or expanded into stacks; larger ones
+    /// are skipped with a warning.
+    #[arg(long, value_name = "MB", default_value_t = ReadLimits::DEFAULT_MB,
+          value_parser = max_profile_mb())]
+    pub max_profile_mb: u64,
     /// Only this trace: its trace file, else the samples labelled with it.
     #[arg(long, value_name = "TRACE_ID", value_parser = trace_id)]
     pub trace: Option<String>,
@@ -189,12 +200,18 @@ pub struct ReportArgs {
 }
 
 impl From<ReportArgs> for ReportConfig {
-    /// `--since` counts back from now; `--top 0` lists all functions.
+    /// `--since` counts back from now (from the epoch at the earliest); `--top 0` lists all
+    /// functions.
     fn from(args: ReportArgs) -> Self {
         ReportConfig {
             path: args.path,
             selection: Selection {
-                since: args.since.map(|since| SystemTime::now() - since),
+                since: args.since.map(|since| {
+                    SystemTime::now()
+                        .checked_sub(since)
+                        .unwrap_or(SystemTime::UNIX_EPOCH)
+                        .max(SystemTime::UNIX_EPOCH)
+                }),
                 trace: args.trace,
                 pids: args.pids,
             },
@@ -224,6 +241,11 @@ pub struct ServeArgs {
         default_value = "127.0.0.1:8080"
     )]
     pub listen: SocketAddr,
+    /// The most a profile may take decompressed, decoded or expanded into stacks; larger ones
+    /// are skipped with a warning.
+    #[arg(long, value_name = "MB", env = "PROFILER_MAX_PROFILE_MB",
+          default_value_t = ReadLimits::DEFAULT_MB, value_parser = max_profile_mb())]
+    pub max_profile_mb: u64,
     #[command(flatten)]
     pub listeners: ListenerArgs,
 }
@@ -247,10 +269,34 @@ pub struct ListenerArgs {
     pub allowed_hosts: Vec<String>,
 }
 
-/// A duration such as `90s`, `10m`, `2h` or `1d`.
-fn duration(text: &str) -> Result<Duration, String> {
-    humantime::parse_duration(text)
-        .map_err(|err| format!("{text:?} is not a duration like 10m or 2h: {err}"))
+impl Command {
+    /// What reading one profile may take in this command (`record` reads only with `--serve`).
+    pub fn read_limits(&self) -> ReadLimits {
+        ReadLimits::mb(match self {
+            Command::Record(args) => args.max_profile_mb,
+            Command::Report(args) => args.max_profile_mb,
+            Command::Serve(args) => args.max_profile_mb,
+        })
+    }
+}
+
+/// 1 MiB to 1 TiB.
+fn max_profile_mb() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(1..=1 << 20)
+}
+
+/// The longest duration ago that `--since` and the web pages' `since` and `until` take: 100
+/// years, far before any profile, and far from the ends of `SystemTime` and chrono's range.
+pub const MAX_AGO: Duration = Duration::from_secs(100 * 366 * 24 * 3600);
+
+/// A duration such as `90s`, `10m`, `2h` or `1d`, at most [`MAX_AGO`].
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text)
+        .map_err(|err| format!("{text:?} is not a duration like 10m or 2h: {err}"))?;
+    if duration > MAX_AGO {
+        return Err(format!("{text:?} is longer than 100 years"));
+    }
+    Ok(duration)
 }
 
 /// A W3C trace ID: 32 hex digits, not all zero (taken in either case, kept in lowercase).
@@ -475,6 +521,7 @@ mod tests {
         assert_eq!(args.pids, [1, 2]);
         assert_eq!(args.format, Some(ReportFormat::Svg));
         assert!(report(&["--since", "soon", "d"]).is_err());
+        assert_eq!(args.max_profile_mb, ReadLimits::DEFAULT_MB);
         assert!(report(&["--trace", "xyz", "d"]).is_err());
         assert!(report(&["--each", "--output", "x.svg", "d"]).is_err());
         assert!(report(&[]).is_err(), "a path is needed");
@@ -492,6 +539,45 @@ mod tests {
         assert!(since <= before - Duration::from_secs(600) + Duration::from_secs(1));
         assert!(since >= before - Duration::from_secs(600));
         assert_eq!(config.options.order, Order::Flat);
+    }
+
+    #[test]
+    fn out_of_range_durations_are_refused_not_panics() {
+        for since in [
+            "100000000d",
+            "18446744073709551615s",
+            "600000y",
+            "101years",
+            "99999999999999999999999s",
+        ] {
+            assert!(report(&["--since", since, "d"]).is_err(), "{since}");
+        }
+        let config = ReportConfig::from(report(&["--since", "100years", "d"]).unwrap());
+        assert!(config.selection.since.unwrap() >= SystemTime::UNIX_EPOCH);
+        assert!(!config.selection.describe().is_empty());
+    }
+
+    #[test]
+    fn max_profile_mb_on_every_command_that_reads_profiles() {
+        let limits = |args: &[&str]| Cli::try_parse_from(args).map(|c| c.command.read_limits());
+        let mb = |n: u64| ReadLimits::mb(n);
+        assert_eq!(
+            limits(&["p", "report", "d"]).unwrap(),
+            ReadLimits::default()
+        );
+        assert_eq!(
+            limits(&["p", "report", "--max-profile-mb", "8", "d"]).unwrap(),
+            mb(8)
+        );
+        assert_eq!(
+            limits(&["p", "serve", "--max-profile-mb", "9", "d"]).unwrap(),
+            mb(9)
+        );
+        assert_eq!(
+            limits(&["p", "record", "--max-profile-mb", "10"]).unwrap(),
+            mb(10)
+        );
+        assert!(limits(&["p", "report", "--max-profile-mb", "0", "d"]).is_err());
     }
 
     #[test]

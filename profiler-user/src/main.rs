@@ -21,6 +21,7 @@ fn main() -> ExitCode {
         Err(err) => return usage_error(err),
     };
     init_logging(cli.verbose);
+    profiler::report::files::set_read_limits(cli.command.read_limits());
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

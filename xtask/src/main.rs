@@ -4,6 +4,7 @@
 mod bench;
 mod cargo_cmd;
 mod deploy_tools;
+mod fuzz;
 mod paths;
 mod privilege;
 mod process;

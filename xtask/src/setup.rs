@@ -6,7 +6,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result};
 
-use crate::{cargo_cmd, deploy_tools, paths, privilege, process};
+use crate::{cargo_cmd, deploy_tools, fuzz, paths, privilege, process};
 
 /// How to tell that a Debian package is installed without asking dpkg.
 enum Probe {
@@ -91,7 +91,9 @@ fn ensure(root: &Path, groups: &[&[(&'static str, Probe)]], deploy_tools: bool) 
         .collect();
     let linker_ok = bpf_linker_installed()?;
     let tools_ok = !deploy_tools || deploy_tools::installed(root);
-    if missing.is_empty() && linker_ok && tools_ok {
+    // The fuzz runner comes with the test tools.
+    let fuzz_ok = !deploy_tools || fuzz::installed()?;
+    if missing.is_empty() && linker_ok && tools_ok && fuzz_ok {
         println!("setup: everything is installed");
         return Ok(());
     }
@@ -103,6 +105,9 @@ fn ensure(root: &Path, groups: &[&[(&'static str, Probe)]], deploy_tools: bool) 
     }
     if !tools_ok {
         deploy_tools::install(root)?;
+    }
+    if !fuzz_ok {
+        fuzz::install(root)?;
     }
     Ok(())
 }

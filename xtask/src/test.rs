@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     cargo_cmd::{build_profiler, cargo},
-    deploy_tools,
+    deploy_tools, fuzz,
     privilege::is_root,
     process::run,
     setup,
@@ -51,7 +51,8 @@ pub fn test(root: &Path, cargo_test_args: Vec<OsString>) -> Result<()> {
         cmd.env("PROFILER_BIN", &bin)
             .env(deploy_tools::BIN_DIR_VAR, deploy_tools::bin_dir(root));
         run(&mut cmd)
-    })
+    })?;
+    step("fuzz", || fuzz::run_all(root))
 }
 
 /// Whether the tests that need root run: as root, yes; as a user, no, and in CI that is an error

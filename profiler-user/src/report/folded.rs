@@ -40,7 +40,7 @@ impl Folded {
                 push_name(&mut stack, &frame.name);
             }
             match lines.get_mut(stack.as_str()) {
-                Some(total) => *total += weight,
+                Some(total) => *total = total.saturating_add(weight),
                 None => {
                     lines.insert(stack.clone(), weight);
                 }
@@ -53,7 +53,7 @@ impl Folded {
         let lines = self
             .lines
             .iter()
-            .map(|(stack, value)| (stack.clone(), (value + divisor / 2) / divisor))
+            .map(|(stack, value)| (stack.clone(), value.saturating_add(divisor / 2) / divisor))
             .filter(|(_, value)| *value > 0)
             .collect();
         Folded { lines }
@@ -70,7 +70,7 @@ impl Folded {
 
     /// The sum of all lines' values.
     pub fn total(&self) -> u64 {
-        self.lines.values().sum()
+        self.lines.values().fold(0, |sum, v| sum.saturating_add(*v))
     }
 
     /// `stack value` lines, sorted.

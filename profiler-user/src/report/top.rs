@@ -84,19 +84,21 @@ impl TopBuilder {
         let mut seen: HashSet<&str> = HashSet::new();
         for sample in samples {
             let weight = self.value.of(sample);
-            self.samples += sample.count;
+            self.samples = self.samples.saturating_add(sample.count);
             if weight == 0 {
                 continue;
             }
-            self.total += weight;
+            self.total = self.total.saturating_add(weight);
             seen.clear();
             for frame in sample.frames.iter() {
                 if seen.insert(&frame.name) {
-                    self.stats.entry(frame.name.clone()).or_default().1 += weight;
+                    let cum = &mut self.stats.entry(frame.name.clone()).or_default().1;
+                    *cum = cum.saturating_add(weight);
                 }
             }
             if let Some(leaf) = sample.frames.first() {
-                self.stats.entry(leaf.name.clone()).or_default().0 += weight;
+                let flat = &mut self.stats.entry(leaf.name.clone()).or_default().0;
+                *flat = flat.saturating_add(weight);
             }
             for pair in sample.frames.windows(2) {
                 let (callee, caller) = (&pair[0], &pair[1]);
@@ -189,7 +191,7 @@ impl Top {
     pub fn render(&self, n: usize, header: &[String]) -> String {
         let rows = self.head(n);
         let unit = self.unit(rows);
-        let shown: i64 = rows.iter().map(|r| r.flat).sum();
+        let shown = rows.iter().fold(0i64, |sum, r| sum.saturating_add(r.flat));
         let mut text = String::new();
         for line in header {
             let _ = writeln!(text, "{line}");
@@ -212,7 +214,7 @@ impl Top {
         );
         let mut sum = 0;
         for row in rows {
-            sum += row.flat;
+            sum = row.flat.saturating_add(sum);
             let _ = writeln!(
                 text,
                 "{:>10} {} {} {:>10} {}  {}{}",
@@ -375,6 +377,26 @@ mod tests {
             .iter()
             .find(|f| &*f.name == name)
             .unwrap_or_else(|| panic!("no {name} in {:?}", top.functions))
+    }
+
+    #[test]
+    fn values_of_i64_max_saturate_instead_of_wrapping() {
+        let mut stacks = Stacks::from_profile(&profile(&[
+            ("main;a", labels(1, 1), 1),
+            ("main;b", labels(1, 1), 1),
+        ]));
+        for sample in &mut stacks.samples {
+            (sample.cpu_ns, sample.count) = (i64::MAX, i64::MAX);
+        }
+        let top = Top::new(&stacks.samples, ValueKind::Cpu, Order::Flat);
+        assert_eq!((top.total, top.samples), (i64::MAX, i64::MAX));
+        assert_eq!(row(&top, "main").cum, i64::MAX);
+        let text = top.render(10, &[]);
+        assert!(!text.contains(" -"), "{text}");
+        let mut folded = crate::report::folded::Folded::default();
+        folded.add(&stacks.samples, ValueKind::Cpu);
+        assert_eq!(folded.total(), 2 * i64::MAX as u64);
+        assert_eq!(folded.scaled(1).total(), 2 * i64::MAX as u64);
     }
 
     #[test]

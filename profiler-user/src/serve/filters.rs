@@ -113,10 +113,13 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Strin
             return Ok(time.and_utc());
         }
     }
-    if let Ok(ago) = humantime::parse_duration(text)
-        && let Ok(ago) = chrono::Duration::from_std(ago)
-    {
-        return Ok(now - ago);
+    if humantime::parse_duration(text).is_ok() {
+        // At most 100 years ago: out of range is a bad request, not a panic.
+        return crate::cli::duration(text)
+            .ok()
+            .and_then(|ago| chrono::Duration::from_std(ago).ok())
+            .and_then(|ago| now.checked_sub_signed(ago))
+            .ok_or_else(|| format!("{text:?} is more than 100 years ago"));
     }
     Err(format!(
         "{text:?} is neither a time (2026-01-01T12:00:00Z) nor a duration ago (15m)"
@@ -234,5 +237,23 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn out_of_range_durations_are_errors_not_panics() {
+        for text in [
+            "100000000d",
+            "18446744073709551615s",
+            "101years",
+            "+262143-12-31T23:59:59Z",
+        ] {
+            let query = TraceQuery {
+                since: Some(text.into()),
+                until: Some(text.into()),
+                ..TraceQuery::default()
+            };
+            assert!(TraceFilter::parse(&query, now()).is_err(), "{text}");
+        }
+        assert!(parse_time("99years", now()).is_ok());
     }
 }

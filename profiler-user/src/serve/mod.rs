@@ -19,6 +19,8 @@
 
 mod catalog;
 mod filters;
+#[doc(hidden)]
+pub mod fuzzing;
 mod pages;
 mod paths;
 mod routes;
