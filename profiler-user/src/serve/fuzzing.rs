@@ -10,5 +10,5 @@ pub use super::paths::{check_relative, decode as decode_path};
 pub fn router(dir: &Path) -> io::Result<axum::Router> {
     let catalog = super::catalog::Catalog::new(dir)?;
     let app = super::routes::App::new(catalog, dir.display().to_string(), 1);
-    Ok(super::routes::router(app))
+    Ok(super::routes::router(app, &[]))
 }
