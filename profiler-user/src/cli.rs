@@ -98,13 +98,15 @@ pub struct RecordArgs {
     )]
     pub max_disk_mb: u64,
     /// Do not read kernel stacks.
-    #[arg(long, env = "PROFILER_NO_KERNEL_STACKS")]
+    #[arg(long, env = "PROFILER_NO_KERNEL_STACKS",
+          value_parser = boolean("PROFILER_NO_KERNEL_STACKS"))]
     pub no_kernel_stacks: bool,
     /// Also sample the idle task (pid 0).
-    #[arg(long, env = "PROFILER_INCLUDE_IDLE")]
+    #[arg(long, env = "PROFILER_INCLUDE_IDLE", value_parser = boolean("PROFILER_INCLUDE_IDLE"))]
     pub include_idle: bool,
     /// Do not read the threads' OpenTelemetry trace context (no trace labels, no trace files).
-    #[arg(long, env = "PROFILER_NO_TRACE_CONTEXT")]
+    #[arg(long, env = "PROFILER_NO_TRACE_CONTEXT",
+          value_parser = boolean("PROFILER_NO_TRACE_CONTEXT"))]
     pub no_trace_context: bool,
     /// Distinct traces kept per interval; samples of further traces keep their stacks only.
     #[arg(long, value_name = "N", env = "PROFILER_MAX_TRACES_PER_INTERVAL", default_value_t = 10_000,
@@ -326,7 +328,7 @@ fn metrics_address(text: &str) -> Result<MetricsAddress, String> {
 #[derive(Clone, Debug, Args, PartialEq)]
 pub struct AdaptiveArgs {
     /// Keep the rate fixed at --frequency: no incident captures, no overhead governor.
-    #[arg(long, env = "PROFILER_NO_ADAPTIVE")]
+    #[arg(long, env = "PROFILER_NO_ADAPTIVE", value_parser = boolean("PROFILER_NO_ADAPTIVE"))]
     pub no_adaptive: bool,
     /// Host CPU utilization (0-1) above which an incident is captured.
     #[arg(long, value_name = "FRACTION", env = "PROFILER_CPU_THRESHOLD", default_value_t = 0.70,
@@ -360,6 +362,139 @@ pub struct AdaptiveArgs {
     #[arg(long, value_name = "HZ", env = "PROFILER_MIN_FREQUENCY", default_value_t = 1,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub min_frequency: u64,
+}
+
+/// A switch's value, from its variable: 1/0, true/false, yes/no, on/off (any case). The error
+/// names the variable: the flag itself takes no value.
+fn boolean(variable: &'static str) -> impl Fn(&str) -> Result<bool, String> + Clone + Send + Sync {
+    move |text| match text.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!(
+            "{variable}={text:?} is not a switch: set it to 1 or 0 (true/false, yes/no, on/off)"
+        )),
+    }
+}
+
+impl RecordArgs {
+    /// Refuses flags that contradict each other, and drops repeated targets. Returns what the
+    /// caller should warn about once (flags that have no effect, repeats).
+    pub fn check(&mut self) -> Result<Vec<String>, String> {
+        if self
+            .node_name
+            .as_deref()
+            .is_some_and(|n| n.trim().is_empty())
+        {
+            return Err(
+                "--node-name (PROFILER_NODE_NAME) is empty: pass a name, or leave it \
+                        out for the host name"
+                    .into(),
+            );
+        }
+        let adaptive = self.adaptive.clone();
+        let mut warnings = Vec::new();
+        if adaptive.no_adaptive {
+            let defaults = AdaptiveArgs::default_values();
+            let ignored: Vec<&str> = adaptive
+                .differences(&defaults)
+                .into_iter()
+                .filter(|flag| *flag != "--no-adaptive")
+                .collect();
+            if !ignored.is_empty() {
+                warnings.push(format!(
+                    "--no-adaptive: {} take no effect (the rate stays at --frequency)",
+                    ignored.join(", ")
+                ));
+            }
+        } else {
+            if adaptive.min_frequency > self.frequency {
+                return Err(format!(
+                    "--min-frequency {} is above --frequency {}: the governor lowers the rate \
+                     from --frequency toward --min-frequency; lower one or raise the other",
+                    adaptive.min_frequency, self.frequency
+                ));
+            }
+            if adaptive.capture_frequency < self.frequency {
+                // `--frequency` raised alone: captures keep it rather than lower it.
+                warnings.push(format!(
+                    "--capture-frequency {} is below --frequency {}: captures keep {} Hz",
+                    adaptive.capture_frequency, self.frequency, self.frequency
+                ));
+                self.adaptive.capture_frequency = self.frequency;
+            }
+        }
+        warnings.extend(dedup("--pid", &mut self.pids));
+        warnings.extend(dedup("--cgroup", &mut self.cgroups));
+        warnings.extend(dedup("--container", &mut self.containers));
+        Ok(warnings)
+    }
+}
+
+/// Drops repeats of `flag`'s values, keeping the first of each; says which were repeated.
+fn dedup<T: PartialEq + std::fmt::Debug>(flag: &str, values: &mut Vec<T>) -> Option<String> {
+    let mut repeated = Vec::new();
+    let mut kept: Vec<T> = Vec::with_capacity(values.len());
+    for value in values.drain(..) {
+        if kept.contains(&value) {
+            repeated.push(format!("{value:?}"));
+        } else {
+            kept.push(value);
+        }
+    }
+    *values = kept;
+    (!repeated.is_empty()).then(|| {
+        format!(
+            "{flag} {} given more than once: each counts once",
+            repeated.join(", ")
+        )
+    })
+}
+
+impl AdaptiveArgs {
+    /// The settings with every flag left out (the `default_value_t`s above; a test keeps them
+    /// equal).
+    fn default_values() -> Self {
+        Self {
+            no_adaptive: false,
+            cpu_threshold: 0.70,
+            mem_threshold: 0.80,
+            capture_frequency: 99,
+            capture_duration: 30,
+            capture_min_interval: 600,
+            overhead_budget: 0.01,
+            min_frequency: 1,
+        }
+    }
+
+    /// The flags whose values differ from `other`'s.
+    fn differences(&self, other: &Self) -> Vec<&'static str> {
+        let pairs = [
+            ("--no-adaptive", self.no_adaptive != other.no_adaptive),
+            ("--cpu-threshold", self.cpu_threshold != other.cpu_threshold),
+            ("--mem-threshold", self.mem_threshold != other.mem_threshold),
+            (
+                "--capture-frequency",
+                self.capture_frequency != other.capture_frequency,
+            ),
+            (
+                "--capture-duration",
+                self.capture_duration != other.capture_duration,
+            ),
+            (
+                "--capture-min-interval",
+                self.capture_min_interval != other.capture_min_interval,
+            ),
+            (
+                "--overhead-budget",
+                self.overhead_budget != other.overhead_budget,
+            ),
+            ("--min-frequency", self.min_frequency != other.min_frequency),
+        ];
+        pairs
+            .into_iter()
+            .filter_map(|(flag, differs)| differs.then_some(flag))
+            .collect()
+    }
 }
 
 /// A number in (0, 1].
@@ -594,5 +729,52 @@ mod tests {
     fn verbose_counts() {
         let cli = Cli::try_parse_from(["profiler", "-vv", "record"]).unwrap();
         assert_eq!(cli.verbose, 2);
+    }
+
+    #[test]
+    fn adaptive_defaults_match_the_flags() {
+        assert_eq!(
+            record(&[]).unwrap().adaptive,
+            AdaptiveArgs::default_values()
+        );
+    }
+
+    #[test]
+    fn contradictory_flags_are_refused_or_warned_once() {
+        let check = |args: &[&str]| record(args).unwrap().check();
+        let err = check(&["--min-frequency", "100", "--frequency", "19"]).unwrap_err();
+        assert!(
+            err.contains("--min-frequency 100 is above --frequency 19"),
+            "{err}"
+        );
+        let mut args = record(&["--frequency", "199"]).unwrap();
+        let warnings = args.check().unwrap();
+        assert_eq!(args.adaptive.capture_frequency, 199, "{warnings:?}");
+        let err = check(&["--node-name", ""]).unwrap_err();
+        assert!(err.contains("--node-name"), "{err}");
+        // Without adaptive sampling these say nothing, and do nothing.
+        let warnings = check(&["--no-adaptive", "--capture-frequency", "50"]).unwrap();
+        assert_eq!(
+            warnings,
+            ["--no-adaptive: --capture-frequency take no effect (the rate stays at --frequency)"]
+        );
+        let mut args = record(&["--pid", "1", "--pid", "1", "--pid", "2"]).unwrap();
+        let warnings = args.check().unwrap();
+        assert_eq!(args.pids, [1, 2]);
+        assert_eq!(warnings, ["--pid 1 given more than once: each counts once"]);
+        assert!(check(&[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn switches_take_the_usual_spellings_and_name_their_variable() {
+        let parse = boolean("PROFILER_NO_ADAPTIVE");
+        for yes in ["1", "true", "YES", "on", "True"] {
+            assert_eq!(parse(yes), Ok(true), "{yes}");
+        }
+        for no in ["0", "false", "no", "OFF", ""] {
+            assert_eq!(parse(no), Ok(false), "{no}");
+        }
+        let err = parse("maybe").unwrap_err();
+        assert!(err.starts_with("PROFILER_NO_ADAPTIVE=\"maybe\""), "{err}");
     }
 }

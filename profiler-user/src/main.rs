@@ -16,11 +16,24 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     // Before any thread: the commands let them through once they handle them.
     profiler::stop_signals::hold();
-    let cli = match Cli::try_parse() {
+    let mut cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(err) => return usage_error(err),
     };
+    let warnings = match &mut cli.command {
+        Command::Record(args) => match args.check() {
+            Ok(warnings) => warnings,
+            Err(message) => {
+                eprintln!("error: {message} (see `profiler record --help`)");
+                return ExitCode::from(2);
+            }
+        },
+        _ => Vec::new(),
+    };
     init_logging(cli.verbose);
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     profiler::report::files::set_read_limits(cli.command.read_limits());
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,12 +5,54 @@ use std::{fs, path::Path, time::Duration};
 
 use anyhow::{Result, ensure};
 use integration_tests::{
-    Fixture, HOT_C, RunOutput, assert_root, read_profiles, reaped_pid, record_command, run,
-    world_executable_profiler, world_writable_tempdir, wrapped_record_command,
+    Fixture, HOT_C, RunOutput, adaptive_record_command, assert_root, read_profiles, reaped_pid,
+    record_command, run, world_executable_profiler, world_writable_tempdir, wrapped_record_command,
 };
 
 /// Refusals come before any recording, but the machine may be busy.
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Arguments, a variable to set, and what the error line must name.
+type UsageCase = (
+    &'static [&'static str],
+    Option<(&'static str, &'static str)>,
+    &'static str,
+);
+
+/// Flags that contradict each other, and a switch's variable set to something else than a
+/// switch value, are usage errors (exit 2, one line naming the flag or the variable) before
+/// anything starts. Needs no root: they come before every check.
+#[test]
+fn contradictory_flags_and_bad_switches_are_usage_errors() -> Result<()> {
+    let out = tempfile::tempdir()?;
+    let cases: [UsageCase; 3] = [
+        (
+            &["--min-frequency", "100", "--frequency", "19"],
+            None,
+            "--min-frequency",
+        ),
+        (&["--node-name", ""], None, "--node-name"),
+        (
+            &[],
+            Some(("PROFILER_NO_ADAPTIVE", "maybe")),
+            "PROFILER_NO_ADAPTIVE",
+        ),
+    ];
+    for (args, variable, named) in cases {
+        let mut cmd = adaptive_record_command(out.path(), args);
+        if let Some((name, value)) = variable {
+            cmd.env(name, value);
+        }
+        let output = run(cmd, TIMEOUT)?;
+        output.ensure_error(&[named])?;
+        ensure!(
+            output.status.code() == Some(2),
+            "{args:?}: exit {:?}, not a usage error",
+            output.status.code()
+        );
+    }
+    check_no_profiles(out.path())
+}
 
 #[test]
 #[ignore = "needs root: runs the profiler as another user"]

@@ -165,8 +165,9 @@ fn usage(samples: &[StackSample]) -> (Vec<Usage>, Vec<Usage>) {
                 cpu_ns: 0,
                 services: BTreeSet::new(),
             });
-        usage.samples += sample.count;
-        usage.cpu_ns += sample.cpu_ns;
+        // Saturating: a file's values are whatever it says (i64::MAX included).
+        usage.samples = usage.samples.saturating_add(sample.count);
+        usage.cpu_ns = usage.cpu_ns.saturating_add(sample.cpu_ns);
         if let Some(service) = &sample.service {
             usage.services.insert(service.clone());
         }
@@ -186,8 +187,8 @@ fn usage(samples: &[StackSample]) -> (Vec<Usage>, Vec<Usage>) {
             services: BTreeSet::new(),
         });
         process.threads += 1;
-        process.samples += thread.samples;
-        process.cpu_ns += thread.cpu_ns;
+        process.samples = process.samples.saturating_add(thread.samples);
+        process.cpu_ns = process.cpu_ns.saturating_add(thread.cpu_ns);
         process.services.extend(thread.services.iter().cloned());
     }
     let by_cpu = |mut rows: Vec<Usage>| {
