@@ -127,8 +127,8 @@ fn finish(
         let path = kernel_dir.join("profiler.log");
         fs::write(&path, log).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let note = match &check {
-        Some(check) if check.passed() => kvm_note,
+    let failure = match &check {
+        Some(check) if check.passed() => None,
         Some(_) => Some(
             log.as_deref()
                 .and_then(outcome::error_line)
@@ -143,6 +143,10 @@ fn finish(
             "the VM stopped without a result; console: {}",
             console_log.display()
         )),
+    };
+    let note = match (failure, kvm_note) {
+        (Some(failure), Some(kvm)) => Some(format!("{failure} ({kvm})")),
+        (failure, kvm) => failure.or(kvm),
     };
     Ok(Row {
         series: kernel.series.to_owned(),

@@ -58,11 +58,12 @@ pub fn profiler_log(console: &str) -> Option<String> {
     Some(log.trim_matches(['\r', '\n']).replace('\r', ""))
 }
 
-/// The line that says why the profiler failed: its last error line, else its last line.
+/// The line that says why the profiler failed: its last error line (`error: ...` as `main.rs`
+/// ends with, or a log line at level ERROR), else its last line.
 pub fn error_line(log: &str) -> Option<&str> {
     let lines = || log.lines().map(str::trim).filter(|line| !line.is_empty());
     lines()
-        .rfind(|line| line.contains("ERROR") || line.starts_with("profiler: error"))
+        .rfind(|line| line.starts_with("error:") || line.contains(" ERROR "))
         .or_else(|| lines().next_back())
 }
 
@@ -163,7 +164,7 @@ mod tests {
 
     const CONSOLE: &str = "Booting from ROM..\r\nBOOTED kernel=6.1.0-47-cloud-amd64\r\n\
         PROFILER-LOG-BEGIN\r\nINFO profiler: started\r\n\
-        ERROR profiler: could not load the BPF program: Permission denied\r\n\
+        2026-12-06T07:20:45Z ERROR profiler: could not load the BPF program: Permission denied\r\n\
         PROFILER-LOG-END\r\n\
         RESULT kernel=6.1.0-47-cloud-amd64 btf=yes loaded=no sampled=no samples=0 files=0 exit=1\r\n\
         [   11.1] reboot: Power down\r\n";
@@ -210,9 +211,15 @@ mod tests {
         let log = profiler_log(CONSOLE).unwrap();
         assert_eq!(
             error_line(&log),
-            Some("ERROR profiler: could not load the BPF program: Permission denied")
+            Some(
+                "2026-12-06T07:20:45Z ERROR profiler: could not load the BPF program: Permission denied"
+            )
         );
         assert_eq!(error_line("only\nlines\n"), Some("lines"));
+        assert_eq!(
+            error_line("error: could not attach: Invalid argument\nINFO after\n"),
+            Some("error: could not attach: Invalid argument")
+        );
     }
 
     #[test]
