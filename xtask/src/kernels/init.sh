@@ -19,7 +19,23 @@ btf=no
 ( while :; do :; done ) &
 busy=$!
 profiler record --duration 3 --interval 1 --frequency 99 --no-adaptive \
-    --metrics-address off --node-name kernels --output-dir /out >/tmp/profiler.log 2>&1
+    --metrics-address off --node-name kernels --output-dir /out >/tmp/profiler.log 2>&1 &
+profiler=$!
+
+# The verifier's instruction count of the largest program, from the fdinfo of the profiler's
+# program descriptors once it has attached (`verified_insns`: Linux 5.16 and later).
+insns=-
+for _ in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+    grep -q 'recording the whole host' /tmp/profiler.log && break
+    kill -0 "$profiler" 2>/dev/null || break
+    sleep 0.5
+done
+for fdinfo in /proc/"$profiler"/fdinfo/*; do
+    count=$(sed -n 's/^verified_insns:[[:space:]]*//p' "$fdinfo" 2>/dev/null)
+    [ -n "$count" ] || continue
+    if [ "$insns" = - ] || [ "$count" -gt "$insns" ]; then insns=$count; fi
+done
+wait "$profiler"
 code=$?
 kill "$busy"
 
@@ -37,5 +53,5 @@ sampled=no
 echo "PROFILER-LOG-BEGIN"
 cat /tmp/profiler.log
 echo "PROFILER-LOG-END"
-echo "RESULT kernel=$(uname -r) btf=$btf loaded=$loaded sampled=$sampled samples=$samples files=$files exit=$code"
+echo "RESULT kernel=$(uname -r) btf=$btf loaded=$loaded sampled=$sampled samples=$samples files=$files insns=$insns exit=$code"
 poweroff -f

@@ -14,6 +14,9 @@ pub struct Check {
     /// Non-empty profiles with samples were written.
     pub sampled: bool,
     pub samples: u64,
+    /// The verifier's instruction count of the largest program; `None` before Linux 5.16
+    /// (no `verified_insns` in fdinfo) or when the programs did not load.
+    pub insns: Option<u64>,
     /// The profiler's exit status.
     pub exit: i32,
 }
@@ -47,6 +50,7 @@ pub fn parse_result(console: &str) -> Option<Check> {
         loaded: yes("loaded")?,
         sampled: yes("sampled")?,
         samples: field("samples")?.parse().ok()?,
+        insns: field("insns").and_then(|count| count.parse().ok()),
         exit: field("exit")?.parse().ok()?,
     })
 }
@@ -86,8 +90,7 @@ impl Row {
 }
 
 /// The matrix as a plain-text table, then the notes of rows that have one (why a row failed,
-/// that KVM did not work). Trace context, cgroup filter and the verifier's
-/// instruction count are not checked yet: "-".
+/// that KVM did not work). Trace context and cgroup filter are not checked yet: "-".
 pub fn table(rows: &[Row]) -> String {
     let header = [
         "kernel",
@@ -119,7 +122,9 @@ pub fn table(rows: &[Row]) -> String {
                 check.map_or("-".to_owned(), |c| c.samples.to_string()),
                 "-".to_owned(),
                 "-".to_owned(),
-                "-".to_owned(),
+                check
+                    .and_then(|c| c.insns)
+                    .map_or("-".to_owned(), |n| n.to_string()),
                 format!("{:.1}s", row.elapsed.as_secs_f64()),
             ]
         })
@@ -166,7 +171,7 @@ mod tests {
         PROFILER-LOG-BEGIN\r\nINFO profiler: started\r\n\
         2026-12-06T07:20:45Z ERROR profiler: could not load the BPF program: Permission denied\r\n\
         PROFILER-LOG-END\r\n\
-        RESULT kernel=6.1.0-47-cloud-amd64 btf=yes loaded=no sampled=no samples=0 files=0 exit=1\r\n\
+        RESULT kernel=6.1.0-47-cloud-amd64 btf=yes loaded=no sampled=no samples=0 files=0 insns=- exit=1\r\n\
         [   11.1] reboot: Power down\r\n";
 
     #[test]
@@ -180,6 +185,7 @@ mod tests {
                 loaded: false,
                 sampled: false,
                 samples: 0,
+                insns: None,
                 exit: 1,
             }
         );
@@ -199,11 +205,12 @@ mod tests {
     #[test]
     fn a_passing_result() {
         let check = parse_result(
-            "RESULT kernel=5.10.0-32-cloud-amd64 btf=yes loaded=yes sampled=yes samples=310 files=4 exit=0",
+            "RESULT kernel=5.10.0-32-cloud-amd64 btf=yes loaded=yes sampled=yes samples=310 files=4 insns=1830 exit=0",
         )
         .unwrap();
         assert!(check.passed());
         assert_eq!(check.samples, 310);
+        assert_eq!(check.insns, Some(1830));
     }
 
     #[test]
