@@ -3,7 +3,8 @@
 use std::{
     fs::{self, File, OpenOptions},
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, ExitStatus, Stdio},
+    thread,
     time::{Duration, Instant},
 };
 
@@ -56,12 +57,16 @@ pub struct Boot {
     pub elapsed: Duration,
 }
 
-/// Boots `kernel` with `initrd`, at most `limit`; the console goes to `console_log`.
+/// What `init.sh` prints first: the kernel has booted into the initramfs.
+const BOOTED: &str = "BOOTED kernel=";
+
+/// Boots `kernel` with `initrd`, at most `limit`, and gives up sooner if `init.sh` has not
+/// started within `booted_within`; the console goes to `console_log`.
 pub fn boot(
     kernel: &Path,
     initrd: &Path,
     accel: Accel,
-    limit: Duration,
+    (booted_within, limit): (Duration, Duration),
     console_log: &Path,
 ) -> Result<Boot> {
     let log = File::create(console_log)
@@ -73,7 +78,7 @@ pub fn boot(
             "-m",
             "512",
             "-smp",
-            "1",
+            "2",
             "-nographic",
             "-no-reboot",
             "-kernel",
@@ -89,7 +94,14 @@ pub fn boot(
     let mut child = cmd
         .spawn()
         .with_context(|| format!("could not start `{}`", process::describe(&cmd)))?;
-    let status = process::wait_bounded(&mut child, limit)?;
+    let status = wait_for_boot(&mut child, console_log, booted_within)?;
+    let status = match status {
+        Waited::Exited(status) => Some(status),
+        Waited::Running => {
+            process::wait_bounded(&mut child, limit.saturating_sub(started.elapsed()))?
+        }
+        Waited::NotBooted => None,
+    };
     let elapsed = started.elapsed();
     let bytes =
         fs::read(console_log).with_context(|| format!("cannot read {}", console_log.display()))?;
@@ -98,4 +110,36 @@ pub fn boot(
         finished: status.is_some(),
         elapsed,
     })
+}
+
+enum Waited {
+    Exited(ExitStatus),
+    /// `init.sh` runs.
+    Running,
+    /// Killed: no sign of `init.sh` in time.
+    NotBooted,
+}
+
+/// Waits until qemu exits or the console shows `init.sh`, at most `within`.
+fn wait_for_boot(child: &mut Child, console_log: &Path, within: Duration) -> Result<Waited> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().context("could not wait for qemu")? {
+            return Ok(Waited::Exited(status));
+        }
+        let console = fs::read(console_log).unwrap_or_default();
+        if console
+            .windows(BOOTED.len())
+            .any(|w| w == BOOTED.as_bytes())
+        {
+            return Ok(Waited::Running);
+        }
+        if Instant::now() >= deadline {
+            // Already gone is fine: it ended between the two calls.
+            let _ = child.kill();
+            child.wait().context("could not reap qemu")?;
+            return Ok(Waited::NotBooted);
+        }
+        thread::sleep(Duration::from_millis(200));
+    }
 }
