@@ -150,8 +150,8 @@ fn available_versions(madison: &str) -> Vec<&str> {
     versions
 }
 
-/// Unpacks `/boot/vmlinuz-<release>` (and the config, which says what the kernel has) from the
-/// package into `into`.
+/// Unpacks the kernel image, and the config (what the kernel has) when the package carries it,
+/// into `into`.
 pub fn unpack_kernel(deb: &Path, kernel: &Kernel, into: &Path) -> Result<()> {
     let scratch = into.join("unpacked");
     if scratch.exists() {
@@ -163,11 +163,27 @@ pub fn unpack_kernel(deb: &Path, kernel: &Kernel, into: &Path) -> Result<()> {
         Command::new("dpkg-deb").arg("-x").arg(deb).arg(&scratch),
         UNPACK_LIMIT,
     )?;
-    for (from, to) in [("vmlinuz", "vmlinuz"), ("config", "config")] {
-        let source = scratch.join(format!("boot/{from}-{}", kernel.release));
-        let target = into.join(to);
-        fs::copy(&source, &target)
-            .with_context(|| format!("{} has no {}", kernel.package, source.display()))?;
+    // Where Debian puts each file: /boot until 6.x, the module directory from 7.x.
+    let places = |name: &str| {
+        [
+            scratch.join(format!("boot/{name}-{}", kernel.release)),
+            scratch.join(format!("usr/lib/modules/{}/{name}", kernel.release)),
+        ]
+    };
+    let vmlinuz = places("vmlinuz").into_iter().find(|path| path.is_file());
+    let Some(vmlinuz) = vmlinuz else {
+        bail!(
+            "{} has neither /boot/vmlinuz-{release} nor /usr/lib/modules/{release}/vmlinuz",
+            kernel.package,
+            release = kernel.release
+        );
+    };
+    fs::copy(&vmlinuz, into.join("vmlinuz"))
+        .with_context(|| format!("cannot copy {}", vmlinuz.display()))?;
+    // Not every package carries the config: keep it when it is here.
+    if let Some(config) = places("config").into_iter().find(|path| path.is_file()) {
+        fs::copy(&config, into.join("config"))
+            .with_context(|| format!("cannot copy {}", config.display()))?;
     }
     fs::remove_dir_all(&scratch).with_context(|| format!("cannot remove {}", scratch.display()))
 }
@@ -191,7 +207,7 @@ mod tests {
     #[test]
     fn sources_name_each_suite_once() {
         let list = sources_list();
-        assert_eq!(list.lines().count(), 3, "{list}");
+        assert_eq!(list.lines().count(), 4, "{list}");
         assert!(list.contains(" bullseye main\n"));
     }
 

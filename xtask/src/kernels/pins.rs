@@ -1,7 +1,8 @@
 //! The kernels of the matrix, pinned to exact Debian packages: the one place to change them.
 //!
-//! Each is a `linux-image-*` package of Debian's main archive (not `-security`, whose old
-//! versions disappear sooner) at one version. `apt-cache madison` on the private lists says
+//! Each is the package with the kernel image in Debian's main archive (not `-security`, whose
+//! old versions disappear sooner) at one version; a signed image boots as well as an unsigned
+//! one (QEMU does no secure boot). `apt-cache madison` on the private lists says
 //! whether the version is still there; when an archive drops it, change it here.
 
 /// One kernel of the matrix.
@@ -11,7 +12,7 @@ pub struct Kernel {
     pub series: &'static str,
     /// The Debian suite whose main archive has the package.
     pub suite: &'static str,
-    /// The binary package with `/boot/vmlinuz-<release>`.
+    /// The package with `/boot/vmlinuz-<release>`.
     pub package: &'static str,
     /// Its exact Debian version.
     pub version: &'static str,
@@ -20,8 +21,9 @@ pub struct Kernel {
 }
 
 /// The matrix, oldest first. Debian 11 (Amazon Linux 2's and bullseye's 5.10), Debian 12,
-/// Debian 13.
-pub const KERNELS: [Kernel; 3] = [
+/// Debian 13, and the newest kernel Debian builds (trixie-backports, which keeps only its latest
+/// upload: expect to move this pin when the download says it is gone).
+pub const KERNELS: [Kernel; 4] = [
     Kernel {
         series: "5.10",
         suite: "bullseye",
@@ -42,6 +44,14 @@ pub const KERNELS: [Kernel; 3] = [
         package: "linux-image-6.12.117+deb13-cloud-amd64-unsigned",
         version: "6.12.117-1",
         release: "6.12.117+deb13-cloud-amd64",
+    },
+    Kernel {
+        series: "7.3",
+        suite: "trixie-backports",
+        // From 7.x Debian ships the image in `linux-binary-*`; `linux-image-*` only depends on it.
+        package: "linux-binary-7.3.4+deb13-cloud-amd64",
+        version: "7.3.4-1~bpo13+1",
+        release: "7.3.4+deb13-cloud-amd64",
     },
 ];
 
@@ -106,6 +116,9 @@ mod tests {
     #[test]
     fn unknown_kernel_names_the_known_ones() {
         let err = select(&["4.19".to_owned()]).unwrap_err().to_string();
-        assert_eq!(err, "no kernel 4.19 in the matrix (known: 5.10, 6.1, 6.12)");
+        assert_eq!(
+            err,
+            "no kernel 4.19 in the matrix (known: 5.10, 6.1, 6.12, 7.3)"
+        );
     }
 }
