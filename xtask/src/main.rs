@@ -1,10 +1,12 @@
-//! `cargo xtask <task>`: the workspace's developer tasks (setup, build, run, test, bench), in Rust so
-//! that they need nothing beyond cargo and run the same on a laptop and in CI.
+//! `cargo xtask <task>`: the workspace's developer tasks (setup, build, run, test, bench,
+//! kernels), in Rust so that they need nothing beyond cargo and run the same on a laptop and in
+//! CI.
 
 mod bench;
 mod cargo_cmd;
 mod deploy_tools;
 mod fuzz;
+mod kernels;
 mod paths;
 mod privilege;
 mod process;
@@ -55,6 +57,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// The start of the kernel matrix: boot pinned Debian kernels (5.10, 6.1, 6.12) under QEMU
+    /// with the release profiler in a minimal initramfs, check that it loads and samples, and
+    /// print a table; kernels and consoles are kept under target/kernels/.
+    Kernels {
+        /// Only this kernel: a series such as `6.1`, or a release (repeat for several).
+        #[arg(long = "kernel", value_name = "VERSION")]
+        kernels: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -79,6 +89,7 @@ fn dispatch(task: Task) -> Result<ExitCode> {
         Task::Run { args } => return run::run(&root, args),
         Task::Test { args } => test::test(&root, args)?,
         Task::Bench { quick, args } => return bench::bench(&root, quick, args),
+        Task::Kernels { kernels } => return kernels::kernels(&root, &kernels),
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -114,6 +125,16 @@ mod tests {
         };
         assert!(quick);
         assert_eq!(args, ["--only", "output"]);
+    }
+
+    #[test]
+    fn kernels_takes_repeated_kernel_flags() {
+        let Task::Kernels { kernels } =
+            parse(&["xtask", "kernels", "--kernel", "6.1", "--kernel", "5.10"])
+        else {
+            panic!("expected kernels");
+        };
+        assert_eq!(kernels, ["6.1", "5.10"]);
     }
 
     #[test]

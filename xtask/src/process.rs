@@ -1,11 +1,14 @@
 //! Running child processes with errors that say which command failed and how.
 
 use std::{
+    io::Read,
     path::Path,
-    process::{Command, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
+    thread,
+    time::{Duration, Instant},
 };
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Context, Result, bail, ensure};
 
 /// The command line as a user would type it (program by file name, environment left out).
 pub fn describe(cmd: &Command) -> String {
@@ -40,6 +43,77 @@ pub fn output_if_ok(cmd: &mut Command) -> Option<String> {
         .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// Waits for `child` at most `limit`; past it, kills it and returns `None`.
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child
+            .try_wait()
+            .context("could not wait for a child process")?
+        {
+            return Ok(Some(status));
+        }
+        if Instant::now() >= deadline {
+            // Already gone is fine: it ended between the two calls.
+            let _ = child.kill();
+            child
+                .wait()
+                .context("could not reap a killed child process")?;
+            return Ok(None);
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs `cmd` with its output captured, killed after `limit`; fails unless it exits with status
+/// 0 in time, with the end of its standard error in the message.
+pub fn output_bounded(cmd: &mut Command, limit: Duration) -> Result<Output> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("could not start `{}`", describe(cmd)))?;
+    // Read both pipes while waiting: a child that fills one would otherwise never end.
+    let readers = [
+        child.stdout.take().map(|pipe| read_all(Box::new(pipe))),
+        child.stderr.take().map(|pipe| read_all(Box::new(pipe))),
+    ];
+    let status = wait_bounded(&mut child, limit)?;
+    let [stdout, stderr] = readers.map(|reader| {
+        reader
+            .and_then(|handle| handle.join().ok())
+            .unwrap_or_default()
+    });
+    let Some(status) = status else {
+        bail!("`{}` did not finish within {limit:?}", describe(cmd));
+    };
+    if !status.success() {
+        let text = String::from_utf8_lossy(&stderr);
+        let last = text.lines().rev().find(|line| !line.trim().is_empty());
+        bail!(
+            "`{}` failed ({status}){}",
+            describe(cmd),
+            last.map(|line| format!(": {}", line.trim()))
+                .unwrap_or_default()
+        );
+    }
+    Ok(Output {
+        status,
+        stdout,
+        stderr,
+    })
+}
+
+fn read_all(mut pipe: Box<dyn Read + Send>) -> thread::JoinHandle<Vec<u8>> {
+    thread::spawn(move || {
+        let mut bytes = Vec::new();
+        // A read error ends the output early; the exit status still tells what happened.
+        let _ = pipe.read_to_end(&mut bytes);
+        bytes
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -60,5 +134,18 @@ mod tests {
     #[test]
     fn output_if_ok_is_none_for_missing_program() {
         assert!(output_if_ok(&mut Command::new("/nonexistent/program")).is_none());
+    }
+
+    #[test]
+    fn output_bounded_captures_stdout() {
+        let out = output_bounded(Command::new("echo").arg("hi"), Duration::from_secs(10)).unwrap();
+        assert_eq!(out.stdout, b"hi\n");
+    }
+
+    #[test]
+    fn output_bounded_kills_what_runs_too_long() {
+        let err = output_bounded(Command::new("sleep").arg("10"), Duration::from_millis(200))
+            .unwrap_err();
+        assert!(err.to_string().contains("did not finish"), "{err}");
     }
 }

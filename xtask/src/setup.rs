@@ -64,6 +64,28 @@ const BENCH_PACKAGES: [(&str, Probe); 4] = [
     ("llvm-22", Probe::File("/usr/bin/llvm-symbolizer-22")),
 ];
 
+/// What `cargo xtask kernels` boots its VMs with.
+const KERNEL_PACKAGES: [(&str, Probe); 2] = [
+    // The one binary of the VMs' initramfs besides the profiler: it must be static.
+    (
+        "busybox-static",
+        Probe::File("/usr/share/doc/busybox-static/copyright"),
+    ),
+    (
+        "qemu-system-x86",
+        Probe::File("/usr/bin/qemu-system-x86_64"),
+    ),
+];
+
+/// busybox-static and QEMU, for the kernel matrix.
+pub fn setup_kernels() -> Result<()> {
+    let missing = missing_packages(&KERNEL_PACKAGES);
+    if missing.is_empty() {
+        return Ok(());
+    }
+    install_apt_packages(&missing)
+}
+
 /// The reference tools of the benchmarks; `setup` must have run.
 pub fn setup_bench() -> Result<()> {
     let missing = missing_packages(&BENCH_PACKAGES);
@@ -190,6 +212,7 @@ mod tests {
                 .iter()
                 .chain(&TEST_PACKAGES)
                 .chain(&BENCH_PACKAGES)
+                .chain(&KERNEL_PACKAGES)
         };
         let mut names: Vec<_> = all().map(|(name, _)| *name).collect();
         names.sort_unstable();

@@ -1,0 +1,251 @@
+//! What a boot showed: the `RESULT` line and the profiler's log that `init.sh` prints on the
+//! serial console, and the table of all kernels.
+
+use std::{fmt::Write as _, time::Duration};
+
+/// The check's result as `init.sh` printed it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Check {
+    /// `uname -r` inside the VM.
+    pub kernel: String,
+    pub btf: bool,
+    /// The BPF programs were loaded and attached.
+    pub loaded: bool,
+    /// Non-empty profiles with samples were written.
+    pub sampled: bool,
+    pub samples: u64,
+    /// The verifier's instruction count of the largest program; `None` before Linux 5.16
+    /// (no `verified_insns` in fdinfo) or when the programs did not load.
+    pub insns: Option<u64>,
+    /// The profiler's exit status.
+    pub exit: i32,
+}
+
+impl Check {
+    pub fn passed(&self) -> bool {
+        self.loaded && self.sampled && self.exit == 0
+    }
+}
+
+/// The last `RESULT key=value...` line of a console log; `None` if there is none (the VM did
+/// not get that far) or it lacks a field.
+pub fn parse_result(console: &str) -> Option<Check> {
+    let line = console
+        .lines()
+        .rev()
+        .find_map(|line| line.trim_end_matches('\r').split_once("RESULT "))?
+        .1;
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+    };
+    let yes = |name: &str| match field(name)? {
+        "yes" => Some(true),
+        "no" => Some(false),
+        _ => None,
+    };
+    Some(Check {
+        kernel: field("kernel")?.to_owned(),
+        btf: yes("btf")?,
+        loaded: yes("loaded")?,
+        sampled: yes("sampled")?,
+        samples: field("samples")?.parse().ok()?,
+        insns: field("insns").and_then(|count| count.parse().ok()),
+        exit: field("exit")?.parse().ok()?,
+    })
+}
+
+/// The profiler's output between `init.sh`'s markers.
+pub fn profiler_log(console: &str) -> Option<String> {
+    let (_, rest) = console.split_once("PROFILER-LOG-BEGIN")?;
+    let (log, _) = rest.split_once("PROFILER-LOG-END")?;
+    Some(log.trim_matches(['\r', '\n']).replace('\r', ""))
+}
+
+/// The line that says why the profiler failed: its last error line (`error: ...` as `main.rs`
+/// ends with, or a log line at level ERROR), else its last line.
+pub fn error_line(log: &str) -> Option<&str> {
+    let lines = || log.lines().map(str::trim).filter(|line| !line.is_empty());
+    lines()
+        .rfind(|line| line.starts_with("error:") || line.contains(" ERROR "))
+        .or_else(|| lines().next_back())
+}
+
+/// One row of the table.
+pub struct Row {
+    pub series: String,
+    pub release: String,
+    /// "tcg", "kvm", or "-" when it never booted.
+    pub accel: String,
+    pub check: Option<Check>,
+    pub elapsed: Duration,
+    /// Why the row failed, in one line.
+    pub note: Option<String>,
+}
+
+impl Row {
+    pub fn passed(&self) -> bool {
+        self.check.as_ref().is_some_and(Check::passed)
+    }
+}
+
+/// The matrix as a plain-text table, then the notes of rows that have one (why a row failed,
+/// that KVM did not work). Trace context and cgroup filter are not checked yet: "-".
+pub fn table(rows: &[Row]) -> String {
+    let header = [
+        "kernel",
+        "release",
+        "accel",
+        "loaded",
+        "sampled",
+        "samples",
+        "trace ctx",
+        "cgroup",
+        "insns",
+        "time",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| {
+            let yes_no = |value: Option<bool>| match value {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "-",
+            };
+            let check = row.check.as_ref();
+            vec![
+                row.series.clone(),
+                row.release.clone(),
+                row.accel.clone(),
+                yes_no(check.map(|c| c.loaded)).to_owned(),
+                yes_no(check.map(|c| c.sampled)).to_owned(),
+                check.map_or("-".to_owned(), |c| c.samples.to_string()),
+                "-".to_owned(),
+                "-".to_owned(),
+                check
+                    .and_then(|c| c.insns)
+                    .map_or("-".to_owned(), |n| n.to_string()),
+                format!("{:.1}s", row.elapsed.as_secs_f64()),
+            ]
+        })
+        .collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|col| {
+            cells
+                .iter()
+                .map(|row| row[col].len())
+                .chain([header[col].len()])
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    let mut line = |words: &[&str]| {
+        let padded: Vec<String> = words
+            .iter()
+            .zip(&widths)
+            .map(|(word, width)| format!("{word:<width$}"))
+            .collect();
+        let _ = writeln!(out, "{}", padded.join("  ").trim_end());
+    };
+    line(&header);
+    for row in &cells {
+        line(&row.iter().map(String::as_str).collect::<Vec<_>>());
+    }
+    for row in rows {
+        let note = match (&row.note, row.passed()) {
+            (Some(note), _) => note.as_str(),
+            (None, false) => "failed",
+            (None, true) => continue,
+        };
+        let _ = writeln!(out, "{} ({}): {note}", row.series, row.release);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONSOLE: &str = "Booting from ROM..\r\nBOOTED kernel=6.1.0-47-cloud-amd64\r\n\
+        PROFILER-LOG-BEGIN\r\nINFO profiler: started\r\n\
+        2026-12-06T07:20:45Z ERROR profiler: could not load the BPF program: Permission denied\r\n\
+        PROFILER-LOG-END\r\n\
+        RESULT kernel=6.1.0-47-cloud-amd64 btf=yes loaded=no sampled=no samples=0 files=0 insns=- exit=1\r\n\
+        [   11.1] reboot: Power down\r\n";
+
+    #[test]
+    fn reads_the_result_line() {
+        let check = parse_result(CONSOLE).unwrap();
+        assert_eq!(
+            check,
+            Check {
+                kernel: "6.1.0-47-cloud-amd64".to_owned(),
+                btf: true,
+                loaded: false,
+                sampled: false,
+                samples: 0,
+                insns: None,
+                exit: 1,
+            }
+        );
+        assert!(!check.passed());
+    }
+
+    #[test]
+    fn a_result_with_a_missing_or_bad_field_is_none() {
+        assert_eq!(parse_result("RESULT kernel=x btf=yes loaded=yes\n"), None);
+        assert_eq!(
+            parse_result("RESULT kernel=x btf=yes loaded=maybe sampled=no samples=0 exit=0\n"),
+            None
+        );
+        assert_eq!(parse_result("Kernel panic - not syncing\n"), None);
+    }
+
+    #[test]
+    fn a_passing_result() {
+        let check = parse_result(
+            "RESULT kernel=5.10.0-32-cloud-amd64 btf=yes loaded=yes sampled=yes samples=310 files=4 insns=1830 exit=0",
+        )
+        .unwrap();
+        assert!(check.passed());
+        assert_eq!(check.samples, 310);
+        assert_eq!(check.insns, Some(1830));
+    }
+
+    #[test]
+    fn finds_the_profilers_error_line() {
+        let log = profiler_log(CONSOLE).unwrap();
+        assert_eq!(
+            error_line(&log),
+            Some(
+                "2026-12-06T07:20:45Z ERROR profiler: could not load the BPF program: Permission denied"
+            )
+        );
+        assert_eq!(error_line("only\nlines\n"), Some("lines"));
+        assert_eq!(
+            error_line("error: could not attach: Invalid argument\nINFO after\n"),
+            Some("error: could not attach: Invalid argument")
+        );
+    }
+
+    #[test]
+    fn table_lists_failures_under_it() {
+        let rows = [Row {
+            series: "6.1".to_owned(),
+            release: "6.1.0-47-cloud-amd64".to_owned(),
+            accel: "tcg".to_owned(),
+            check: parse_result(CONSOLE),
+            elapsed: Duration::from_millis(12_340),
+            note: Some("could not load".to_owned()),
+        }];
+        let text = table(&rows);
+        let lines: Vec<_> = text.lines().collect();
+        assert!(lines[0].starts_with("kernel  release"), "{text}");
+        assert!(
+            lines[1].contains("tcg") && lines[1].ends_with("12.3s"),
+            "{text}"
+        );
+        assert_eq!(lines[2], "6.1 (6.1.0-47-cloud-amd64): could not load");
+    }
+}
