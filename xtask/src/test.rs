@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 
 use crate::{
     cargo_cmd::{build_profiler, cargo},
-    deploy_tools, fuzz,
+    deploy_tools, fuzz, kernels,
     privilege::is_root,
     process::run,
     setup,
@@ -52,7 +52,15 @@ pub fn test(root: &Path, cargo_test_args: Vec<OsString>) -> Result<()> {
             .env(deploy_tools::BIN_DIR_VAR, deploy_tools::bin_dir(root));
         run(&mut cmd)
     })?;
-    step("fuzz", || fuzz::run_all(root))
+    step("fuzz", || fuzz::run_all(root))?;
+    step("kernels", || {
+        let gated: Vec<String> = kernels::pins::GATED.map(String::from).to_vec();
+        if kernels::run_matrix(root, &gated)? {
+            Ok(())
+        } else {
+            bail!("the profiler failed on a kernel of the matrix (table above)")
+        }
+    })
 }
 
 /// Whether the tests that need root run: as root, yes; as a user, no, and in CI that is an error

@@ -6,7 +6,7 @@
 mod apt;
 mod initramfs;
 mod outcome;
-mod pins;
+pub mod pins;
 mod qemu;
 
 use std::{
@@ -32,6 +32,15 @@ const KVM_LIMIT: (Duration, Duration) = (Duration::from_secs(8), Duration::from_
 
 /// Runs the matrix on the kernels named (series such as `6.1`, or releases), all if none.
 pub fn kernels(root: &Path, names: &[String]) -> Result<ExitCode> {
+    Ok(if run_matrix(root, names)? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// [`kernels`]: prints the table, and says whether every kernel passed.
+pub fn run_matrix(root: &Path, names: &[String]) -> Result<bool> {
     let selected = pins::select(names)?;
     setup::setup_kernels()?;
     for tool in ["apt-get", "apt-cache", "dpkg-deb", "ldd", qemu::QEMU] {
@@ -76,11 +85,7 @@ pub fn kernels(root: &Path, names: &[String]) -> Result<ExitCode> {
         rows.push(row);
     }
     print!("\n{}", outcome::table(&rows));
-    Ok(if rows.iter().all(Row::passed) {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(rows.iter().all(Row::passed))
 }
 
 /// Fetches (once) and boots one kernel; KVM first while it has not failed, then TCG.
