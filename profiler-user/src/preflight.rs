@@ -22,6 +22,11 @@ pub enum PreflightError {
     )]
     NoPerfEvents,
     #[error(
+        "kernel {release} is older than 5.10, the oldest kernel the profiler is tested on (its \
+         kernel matrix boots Debian 11's 5.10, as on Amazon Linux 2): run it on Linux 5.10 or newer"
+    )]
+    OldKernel { release: String },
+    #[error(
         "a sampling rate of {requested} Hz (--frequency or --capture-frequency) is above the kernel's limit of {limit} Hz: lower it, or raise the sysctl kernel.perf_event_max_sample_rate"
     )]
     FrequencyTooHigh { requested: u64, limit: u64 },
@@ -74,6 +79,31 @@ fn kallsyms_has_addresses(text: &str) -> bool {
     text.lines()
         .filter_map(|line| line.split_whitespace().next())
         .any(|address| address.bytes().any(|b| b != b'0'))
+}
+
+/// The oldest kernel the profiler runs on: the oldest `cargo xtask kernels` boots.
+const MIN_KERNEL: (u32, u32) = (5, 10);
+
+/// Refuses a kernel older than [`MIN_KERNEL`]; a release it cannot read is let through (the
+/// checks that follow say what is missing).
+pub fn check_kernel_version() -> Result<(), PreflightError> {
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    check_release(release.trim())
+}
+
+fn check_release(release: &str) -> Result<(), PreflightError> {
+    match kernel_version(release) {
+        Some(version) if version < MIN_KERNEL => Err(PreflightError::OldKernel {
+            release: release.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// `(major, minor)` of a release such as `5.10.0-32-cloud-amd64`.
+fn kernel_version(release: &str) -> Option<(u32, u32)> {
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit());
+    Some((numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?))
 }
 
 pub fn check_btf(path: &str) -> Result<(), PreflightError> {
@@ -154,6 +184,24 @@ pub fn prepare_output_dir(dir: &Path) -> Result<(), PreflightError> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn kernels_older_than_the_matrix_are_refused() {
+        for old in ["5.4.0-150-generic", "4.19.0-27-amd64", "5.9.16"] {
+            let err = check_release(old).unwrap_err().to_string();
+            assert!(err.contains(old) && err.contains("5.10 or newer"), "{err}");
+        }
+        for fine in [
+            "5.10.0-32-cloud-amd64",
+            "6.1.0-47-cloud-amd64",
+            "6.18.44-fc-v1272",
+            "7.3.4",
+        ] {
+            assert!(check_release(fine).is_ok(), "{fine}");
+        }
+        // What cannot be read is not refused.
+        assert!(check_release("").is_ok() && check_release("custom").is_ok());
+    }
+
     use super::*;
     use crate::test_support::Victim;
 

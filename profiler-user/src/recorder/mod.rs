@@ -81,6 +81,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     // First: a signal during the slow start-up below waits for the loop, which stops at once.
     let signals = StopSignals::install().map_err(RecordError::Signals)?;
     preflight::check_capabilities()?;
+    preflight::check_kernel_version()?;
     preflight::check_btf(&preflight::kernel_btf_path())?;
     // A capture raises the rate: check the highest rate the recording may ask for.
     let highest = if args.adaptive.no_adaptive {
