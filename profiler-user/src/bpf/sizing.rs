@@ -59,20 +59,18 @@ impl MapSizes {
         let samples = u64::from(load.cpus.max(1)) * load.highest_hz * load.interval_secs.max(1);
         let with_margin = samples + samples / 4;
         let counts = with_margin.clamp(MIN_COUNTS, MAX_COUNTS) as u32;
-        let short = (with_margin / STACKS_PER_SAMPLE_DIVISOR).clamp(MIN_STACKS, MAX_STACKS) as u32;
-        let floor = MIN_STACKS as u32;
-        let stacks = match overrides.stacks {
-            Some(short) => [
-                short,
-                (short / MEDIUM_STACKS_DIVISOR).max(1),
-                (short / LONG_STACKS_DIVISOR).max(1),
-            ],
-            None => [
-                short,
-                (short / MEDIUM_STACKS_DIVISOR).max(floor),
-                (short / LONG_STACKS_DIVISOR).max(floor),
-            ],
+        let derived =
+            (with_margin / STACKS_PER_SAMPLE_DIVISOR).clamp(MIN_STACKS, MAX_STACKS) as u32;
+        // The floor of the deeper classes holds for derived sizes only: a flag sets them all.
+        let (short, floor) = match overrides.stacks {
+            Some(short) => (short, 1),
+            None => (derived, MIN_STACKS as u32),
         };
+        let stacks = [
+            short,
+            (short / MEDIUM_STACKS_DIVISOR).max(floor),
+            (short / LONG_STACKS_DIVISOR).max(floor),
+        ];
         let events_bytes = overrides.events_kib.map_or(DEFAULT_EVENTS_BYTES, |kib| {
             ring_size(kib.saturating_mul(1024))
         });
