@@ -314,7 +314,15 @@ impl Output {
         }
     }
 
+    /// Writes an interval's files, then lets the symbolizer's and labeler's caches age by one
+    /// interval, whatever was written.
     fn write_interval(&mut self, interval: Interval, table: &Mutex<ProcessTable>) {
+        self.write_interval_files(interval, table);
+        self.symbolizer.end_interval();
+        self.labeler.end_interval();
+    }
+
+    fn write_interval_files(&mut self, interval: Interval, table: &Mutex<ProcessTable>) {
         let Interval {
             drained,
             meta,
@@ -340,8 +348,6 @@ impl Output {
                 duration_ms = meta.duration.as_millis() as u64,
                 "no file for an empty sliver of an interval"
             );
-            self.symbolizer.end_interval();
-            self.labeler.end_interval();
             return;
         }
         let (mut profile, stats) = build_profile(&samples, meta);
@@ -420,8 +426,6 @@ impl Output {
                 );
             }
         }
-        self.symbolizer.end_interval();
-        self.labeler.end_interval();
     }
 
     /// Writes `incident-<start>.pb.gz` with every sample since the capture started.
