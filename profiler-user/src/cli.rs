@@ -324,6 +324,19 @@ fn metrics_address(text: &str) -> Result<MetricsAddress, String> {
         .map_err(|_| format!("{text:?} is not an IP:PORT address (or `off`)"))
 }
 
+/// The adaptive settings with every flag left out: the flags' defaults, and what
+/// [`RecordArgs::check`] compares with under `--no-adaptive`.
+const DEFAULT_ADAPTIVE: AdaptiveArgs = AdaptiveArgs {
+    no_adaptive: false,
+    cpu_threshold: 0.70,
+    mem_threshold: 0.80,
+    capture_frequency: 99,
+    capture_duration: 30,
+    capture_min_interval: 600,
+    overhead_budget: 0.01,
+    min_frequency: 1,
+};
+
 /// Adaptive sampling: follow host load, capture incidents, stay under an overhead budget.
 #[derive(Clone, Debug, Args, PartialEq)]
 pub struct AdaptiveArgs {
@@ -331,19 +344,19 @@ pub struct AdaptiveArgs {
     #[arg(long, env = "PROFILER_NO_ADAPTIVE", value_parser = boolean("PROFILER_NO_ADAPTIVE"))]
     pub no_adaptive: bool,
     /// Host CPU utilization (0-1) above which an incident is captured.
-    #[arg(long, value_name = "FRACTION", env = "PROFILER_CPU_THRESHOLD", default_value_t = 0.70,
+    #[arg(long, value_name = "FRACTION", env = "PROFILER_CPU_THRESHOLD", default_value_t = DEFAULT_ADAPTIVE.cpu_threshold,
           value_parser = fraction)]
     pub cpu_threshold: f64,
     /// Host memory in use (0-1) above which an incident is captured.
-    #[arg(long, value_name = "FRACTION", env = "PROFILER_MEM_THRESHOLD", default_value_t = 0.80,
+    #[arg(long, value_name = "FRACTION", env = "PROFILER_MEM_THRESHOLD", default_value_t = DEFAULT_ADAPTIVE.mem_threshold,
           value_parser = fraction)]
     pub mem_threshold: f64,
     /// Sampling rate during an incident capture, per CPU.
-    #[arg(long, value_name = "HZ", env = "PROFILER_CAPTURE_FREQUENCY", default_value_t = 99,
+    #[arg(long, value_name = "HZ", env = "PROFILER_CAPTURE_FREQUENCY", default_value_t = DEFAULT_ADAPTIVE.capture_frequency,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub capture_frequency: u64,
     /// Length of an incident capture.
-    #[arg(long, value_name = "SECONDS", env = "PROFILER_CAPTURE_DURATION", default_value_t = 30,
+    #[arg(long, value_name = "SECONDS", env = "PROFILER_CAPTURE_DURATION", default_value_t = DEFAULT_ADAPTIVE.capture_duration,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub capture_duration: u64,
     /// At most one capture per this many seconds.
@@ -351,15 +364,15 @@ pub struct AdaptiveArgs {
         long,
         value_name = "SECONDS",
         env = "PROFILER_CAPTURE_MIN_INTERVAL",
-        default_value_t = 600
+        default_value_t = DEFAULT_ADAPTIVE.capture_min_interval
     )]
     pub capture_min_interval: u64,
     /// The profiler's own cost ceiling, as a fraction of the host's CPU capacity.
-    #[arg(long, value_name = "FRACTION", env = "PROFILER_OVERHEAD_BUDGET", default_value_t = 0.01,
+    #[arg(long, value_name = "FRACTION", env = "PROFILER_OVERHEAD_BUDGET", default_value_t = DEFAULT_ADAPTIVE.overhead_budget,
           value_parser = fraction)]
     pub overhead_budget: f64,
     /// The rate the overhead governor never goes below.
-    #[arg(long, value_name = "HZ", env = "PROFILER_MIN_FREQUENCY", default_value_t = 1,
+    #[arg(long, value_name = "HZ", env = "PROFILER_MIN_FREQUENCY", default_value_t = DEFAULT_ADAPTIVE.min_frequency,
           value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub min_frequency: u64,
 }
@@ -394,9 +407,8 @@ impl RecordArgs {
         let adaptive = self.adaptive.clone();
         let mut warnings = Vec::new();
         if adaptive.no_adaptive {
-            let defaults = AdaptiveArgs::default_values();
             let ignored: Vec<&str> = adaptive
-                .differences(&defaults)
+                .differences(&DEFAULT_ADAPTIVE)
                 .into_iter()
                 .filter(|flag| *flag != "--no-adaptive")
                 .collect();
@@ -451,21 +463,6 @@ fn dedup<T: PartialEq + std::fmt::Debug>(flag: &str, values: &mut Vec<T>) -> Opt
 }
 
 impl AdaptiveArgs {
-    /// The settings with every flag left out (the `default_value_t`s above; a test keeps them
-    /// equal).
-    fn default_values() -> Self {
-        Self {
-            no_adaptive: false,
-            cpu_threshold: 0.70,
-            mem_threshold: 0.80,
-            capture_frequency: 99,
-            capture_duration: 30,
-            capture_min_interval: 600,
-            overhead_budget: 0.01,
-            min_frequency: 1,
-        }
-    }
-
     /// The flags whose values differ from `other`'s.
     fn differences(&self, other: &Self) -> Vec<&'static str> {
         let pairs = [
@@ -733,10 +730,7 @@ mod tests {
 
     #[test]
     fn adaptive_defaults_match_the_flags() {
-        assert_eq!(
-            record(&[]).unwrap().adaptive,
-            AdaptiveArgs::default_values()
-        );
+        assert_eq!(record(&[]).unwrap().adaptive, DEFAULT_ADAPTIVE);
     }
 
     #[test]
