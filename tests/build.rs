@@ -43,6 +43,7 @@ fn main() {
     );
 
     let traced = build_traced(&fixtures, &out_dir);
+    let go_labels = build_go_labels(&manifest_dir, &fixtures, &out_dir);
     let (lifetimes, plugin) = build_lifetimes(&fixtures, &out_dir);
 
     export("FIXTURE_HOT_C", &hot_c);
@@ -58,6 +59,7 @@ fn main() {
     export("FIXTURE_TRACED_DLOPEN", &traced.dlopen);
     export("FIXTURE_LIFETIMES", &lifetimes);
     export("FIXTURE_PLUGIN", &plugin);
+    println!("cargo:rustc-env=FIXTURE_GO_LABELS={go_labels}");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RUSTC");
 }
@@ -194,6 +196,76 @@ fn build_traced(fixtures: &Path, out_dir: &Path) -> Traced {
         lib_gnu2,
         lib_gnu,
     }
+}
+
+/// The Go labels fixture (fixtures/go/labels) built with every toolchain of
+/// fixtures/go/toolchains.txt, with DWARF and stripped (`-ldflags=-s -w`). Returns
+/// `version=full,stripped` entries joined by `;`. A toolchain that is not installed (`cargo xtask
+/// setup` installs them) is left out with a warning: its tests then skip, or fail in CI.
+fn build_go_labels(manifest_dir: &Path, fixtures: &Path, out_dir: &Path) -> String {
+    let source = fixtures.join("go").join("labels");
+    let list = fixtures.join("go").join("toolchains.txt");
+    for file in [source.join("main.go"), source.join("go.mod"), list.clone()] {
+        println!("cargo:rerun-if-changed={}", file.display());
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(
+        || manifest_dir.join("../target"),
+        |dir| manifest_dir.join("..").join(dir),
+    );
+    let go_dir = target.join("go");
+    let mut built = Vec::new();
+    let list = std::fs::read_to_string(&list).expect("fixtures/go/toolchains.txt");
+    for line in list.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut fields = line.split_whitespace();
+        let (Some(version), Some(from)) = (fields.next(), fields.next()) else {
+            panic!("fixtures/go/toolchains.txt: cannot read {line:?}");
+        };
+        let go = match from {
+            "debian" => {
+                let minor = version.rsplit_once('.').map_or(version, |(minor, _)| minor);
+                PathBuf::from(format!("/usr/lib/go-{minor}/bin/go"))
+            }
+            _ => go_dir.join(version).join("go/bin/go"),
+        };
+        println!("cargo:rerun-if-changed={}", go.display());
+        if !go.is_file() {
+            println!(
+                "cargo:warning=Go {version} is not installed ({}): run `cargo xtask setup`",
+                go.display()
+            );
+            continue;
+        }
+        let full = out_dir.join(format!("go-labels-fixture-{version}"));
+        let stripped = out_dir.join(format!("go-labels-fixture-{version}-stripped"));
+        for (output, ldflags) in [(&full, ""), (&stripped, "-s -w")] {
+            let mut cmd = Command::new(&go);
+            cmd.current_dir(&source)
+                .args(["build", "-trimpath"])
+                .arg(format!("-ldflags={ldflags}"))
+                .arg("-o")
+                .arg(output)
+                .arg(".")
+                // Standard library only, offline, exactly this toolchain, caches under target/.
+                .env("CGO_ENABLED", "0")
+                .env("GOPROXY", "off")
+                .env("GOTOOLCHAIN", "local")
+                .env("GOFLAGS", "")
+                .env("GOCACHE", go_dir.join("cache"))
+                .env("GOPATH", go_dir.join("gopath"))
+                .env("HOME", &go_dir);
+            run(cmd);
+        }
+        built.push(format!(
+            "{version}={},{}",
+            full.display(),
+            stripped.display()
+        ));
+    }
+    built.join(";")
 }
 
 fn build_rust(source: &Path, output: &Path) -> PathBuf {

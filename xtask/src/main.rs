@@ -6,6 +6,7 @@ mod bench;
 mod cargo_cmd;
 mod deploy_tools;
 mod fuzz;
+mod go_toolchains;
 mod kernels;
 mod paths;
 mod privilege;
@@ -28,7 +29,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install what is missing: Debian packages, gcc, bpf-linker, the deploy linters.
+    /// Install what is missing: Debian packages, gcc, bpf-linker, the deploy linters, the Go
+    /// toolchains of the Go fixtures.
     Setup,
     /// Install what building needs if missing (not the test tools), then build the release
     /// profiler (target/release/profiler).

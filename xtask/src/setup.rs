@@ -6,7 +6,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{Context, Result};
 
-use crate::{cargo_cmd, deploy_tools, fuzz, paths, privilege, process};
+use crate::{cargo_cmd, deploy_tools, fuzz, go_toolchains, paths, privilege, process};
 
 /// How to tell that a Debian package is installed without asking dpkg.
 enum Probe {
@@ -115,7 +115,13 @@ fn ensure(root: &Path, groups: &[&[(&'static str, Probe)]], deploy_tools: bool) 
     let tools_ok = !deploy_tools || deploy_tools::installed(root);
     // The fuzz runner comes with the test tools.
     let fuzz_ok = !deploy_tools || fuzz::installed()?;
-    if missing.is_empty() && linker_ok && tools_ok && fuzz_ok {
+    // The Go toolchains of the Go fixtures too, with the deploy tools' pip.
+    let go_missing = if deploy_tools {
+        go_toolchains::missing(root)?
+    } else {
+        Vec::new()
+    };
+    if missing.is_empty() && linker_ok && tools_ok && fuzz_ok && go_missing.is_empty() {
         println!("setup: everything is installed");
         return Ok(());
     }
@@ -131,6 +137,7 @@ fn ensure(root: &Path, groups: &[&[(&'static str, Probe)]], deploy_tools: bool) 
     if !fuzz_ok {
         fuzz::install(root)?;
     }
+    go_toolchains::install(root, &go_missing)?;
     Ok(())
 }
 
