@@ -80,6 +80,59 @@ pub const TLS_STATIC: u32 = 1;
 /// [`TlsLocation::kind`]: the variable is at `dtv[module] + offset` (dynamic TLS, glibc).
 pub const TLS_DTV: u32 = 2;
 
+/// How the BPF program finds the current goroutine's pprof labels in a Go process, from the
+/// thread pointer: `g = *(tp + tls_offset)`, `curg = g.m.curg` (the user goroutine, also when
+/// the thread runs on its scheduler stack), `labels = curg.labels`, read as `labels_kind` says.
+/// Offsets come from the binary's DWARF or the per-release table in userspace.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoTarget {
+    /// Where `g` is kept relative to the thread pointer (x86_64 `runtime.tlsg`, usually -8).
+    pub tls_offset: i64,
+    /// `runtime.g.m`.
+    pub g_m: u32,
+    /// `runtime.m.curg`.
+    pub m_curg: u32,
+    /// `runtime.g.labels`.
+    pub g_labels: u32,
+    /// [`GO_LABELS_MAP`] or [`GO_LABELS_SLICE`].
+    pub labels_kind: u32,
+}
+
+/// [`GoTarget::labels_kind`], Go 1.19 to 1.23: `g.labels` points to a `labelMap`, a
+/// `map[string]string` (a pointer to the runtime's `hmap`).
+pub const GO_LABELS_MAP: u32 = 1;
+/// [`GoTarget::labels_kind`], Go 1.24 on: `g.labels` points to a `labelMap` whose first field
+/// is a slice of `{key, value string}` pairs.
+pub const GO_LABELS_SLICE: u32 = 2;
+
+/// Labels of a goroutine kept per sample; more are cut (and counted).
+pub const GO_MAX_LABELS: usize = 8;
+/// Bytes of a label key kept per sample; longer keys are cut (and counted).
+pub const GO_MAX_KEY: usize = 64;
+/// Bytes of a label value kept per sample; longer values are cut (and counted).
+pub const GO_MAX_VALUE: usize = 128;
+
+/// Bit set in [`SampleKey::context`] for a Go label set (stored in `GO_LABELS_<half>`), clear
+/// for an OpenTelemetry thread context (in `CONTEXTS_<half>`).
+pub const GO_CONTEXT_BIT: u64 = 1 << 63;
+
+/// A goroutine's pprof labels as read in the kernel: the first [`GO_MAX_LABELS`] pairs, each
+/// cut to [`GO_MAX_KEY`] / [`GO_MAX_VALUE`] bytes. Bytes past a length are undefined.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GoLabels {
+    /// Pairs kept.
+    pub count: u8,
+    /// 1 when a label, a key or a value was cut.
+    pub cut: u8,
+    pub _pad: [u8; 6],
+    pub key_lens: [u8; GO_MAX_LABELS],
+    pub value_lens: [u8; GO_MAX_LABELS],
+    pub keys: [[u8; GO_MAX_KEY]; GO_MAX_LABELS],
+    pub values: [[u8; GO_MAX_VALUE]; GO_MAX_LABELS],
+}
+
 /// Aggregated value for one [`SampleKey`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -242,10 +295,15 @@ pub enum Counter {
     /// The task's start time or exec count could not be read: the sample is kept under
     /// generation 0 (its process is then named from a snapshot taken at the drain).
     TaskReadFailed = 15,
+    /// A Go goroutine's labels could not be read (unmapped memory, a stale pointer): the sample
+    /// is kept without them.
+    GoLabelsReadFailed = 16,
+    /// Samples whose Go labels were cut to the per-sample bounds (labels, key or value bytes).
+    GoLabelsCut = 17,
 }
 
 /// Number of [`Counter`] slots.
-pub const COUNTER_COUNT: u32 = 16;
+pub const COUNTER_COUNT: u32 = 18;
 
 impl Counter {
     /// All counters, in index order.
@@ -266,6 +324,8 @@ impl Counter {
         Counter::ContextsMapFull,
         Counter::Traced,
         Counter::TaskReadFailed,
+        Counter::GoLabelsReadFailed,
+        Counter::GoLabelsCut,
     ];
 
     /// A short snake_case name for logs and metrics.
@@ -287,6 +347,8 @@ impl Counter {
             Counter::ContextsMapFull => "contexts_map_full",
             Counter::Traced => "traced",
             Counter::TaskReadFailed => "task_read_failed",
+            Counter::GoLabelsReadFailed => "go_labels_read_failed",
+            Counter::GoLabelsCut => "go_labels_cut",
         }
     }
 }
@@ -308,6 +370,8 @@ pub mod maps {
     pub const TLS_TARGETS: &str = "TLS_TARGETS";
     pub const CONTEXTS: [&str; 2] = ["CONTEXTS_0", "CONTEXTS_1"];
     pub const TRACES: [&str; 2] = ["TRACES_0", "TRACES_1"];
+    pub const GO_TARGETS: &str = "GO_TARGETS";
+    pub const GO_LABELS: [&str; 2] = ["GO_LABELS_0", "GO_LABELS_1"];
 }
 
 /// Program names in the BPF object.
@@ -329,4 +393,6 @@ mod pod {
     unsafe impl aya::Pod for ProcessEvent {}
     unsafe impl aya::Pod for TraceContext {}
     unsafe impl aya::Pod for TlsLocation {}
+    unsafe impl aya::Pod for GoTarget {}
+    unsafe impl aya::Pod for GoLabels {}
 }

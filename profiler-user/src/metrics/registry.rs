@@ -115,7 +115,9 @@ fn effect(counter: BpfCounter) -> Effect {
         | BpfCounter::RecordReadFailed
         | BpfCounter::TraceLimit
         | BpfCounter::ContextsMapFull
-        | BpfCounter::TaskReadFailed => Effect::Degraded,
+        | BpfCounter::TaskReadFailed
+        | BpfCounter::GoLabelsReadFailed
+        | BpfCounter::GoLabelsCut => Effect::Degraded,
     }
 }
 

@@ -1,0 +1,127 @@
+//! A goroutine's label set, as the BPF program read it, becomes a sample's trace labels:
+//! `trace_id` and `span_id` exactly as the thread-context path writes them (lowercase hex), the
+//! other labels as attributes, sorted by key (a Go map has no order).
+
+use profiler_common::{GO_MAX_LABELS, GoLabels};
+
+use crate::tracectx::TraceLabels;
+
+/// The label keys that carry the IDs, as the OpenTelemetry Go profiling bridges set them.
+const TRACE_ID: &str = "trace_id";
+const SPAN_ID: &str = "span_id";
+
+/// The labels of a sample taken under `labels`; `None` without a `trace_id` label of 32 hex
+/// digits (not all zero): the per-trace files are named by it, so nothing else may take its
+/// place. A missing or malformed `span_id` is written as zeros.
+pub fn go_trace_labels(labels: &GoLabels) -> Option<TraceLabels> {
+    let count = usize::from(labels.count).min(GO_MAX_LABELS);
+    let pairs: Vec<(String, String)> = (0..count)
+        .map(|i| {
+            let key = &labels.keys[i][..usize::from(labels.key_lens[i]).min(labels.keys[i].len())];
+            let value =
+                &labels.values[i][..usize::from(labels.value_lens[i]).min(labels.values[i].len())];
+            (
+                String::from_utf8_lossy(key).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            )
+        })
+        .collect();
+    let find = |name: &str| pairs.iter().find(|(key, _)| key == name).map(|(_, v)| v);
+    let trace_id = find(TRACE_ID).and_then(|id| hex_id(id, 32))?;
+    let span_id = find(SPAN_ID)
+        .and_then(|id| hex_id(id, 16))
+        .unwrap_or_else(|| "0".repeat(16));
+    let mut attributes: Vec<(String, String)> = pairs
+        .into_iter()
+        .filter(|(key, _)| key != TRACE_ID && key != SPAN_ID)
+        .collect();
+    attributes.sort();
+    Some(TraceLabels {
+        trace_id,
+        span_id,
+        service_name: None,
+        attributes,
+    })
+}
+
+/// `text` in lowercase when it is `len` hex digits, not all zero (W3C's invalid ID).
+fn hex_id(text: &str, len: usize) -> Option<String> {
+    let valid = text.len() == len
+        && text.bytes().all(|b| b.is_ascii_hexdigit())
+        && text.bytes().any(|b| b != b'0');
+    valid.then(|| text.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use profiler_common::{GO_MAX_KEY, GO_MAX_VALUE};
+
+    fn labels(pairs: &[(&str, &str)]) -> GoLabels {
+        let mut labels = GoLabels {
+            count: pairs.len() as u8,
+            cut: 0,
+            _pad: [0; 6],
+            key_lens: [0; GO_MAX_LABELS],
+            value_lens: [0; GO_MAX_LABELS],
+            keys: [[0xee; GO_MAX_KEY]; GO_MAX_LABELS],
+            values: [[0xee; GO_MAX_VALUE]; GO_MAX_LABELS],
+        };
+        for (i, (key, value)) in pairs.iter().enumerate() {
+            labels.key_lens[i] = key.len() as u8;
+            labels.value_lens[i] = value.len() as u8;
+            labels.keys[i][..key.len()].copy_from_slice(key.as_bytes());
+            labels.values[i][..value.len()].copy_from_slice(value.as_bytes());
+        }
+        labels
+    }
+
+    #[test]
+    fn ids_as_the_thread_context_path_writes_them_and_the_rest_sorted() {
+        let got = go_trace_labels(&labels(&[
+            ("http.route", "/checkout"),
+            ("trace_id", "4BF92F3577B34DA6A3CE929D0E0E4736"),
+            ("span_id", "00f067aa0ba902b7"),
+            ("a", "1"),
+        ]))
+        .unwrap();
+        assert_eq!(got.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(got.span_id, "00f067aa0ba902b7");
+        assert_eq!(
+            got.attributes,
+            vec![
+                ("a".to_owned(), "1".to_owned()),
+                ("http.route".to_owned(), "/checkout".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn no_trace_without_a_valid_trace_id() {
+        assert_eq!(
+            go_trace_labels(&labels(&[("span_id", "00f067aa0ba902b7")])),
+            None
+        );
+        assert_eq!(go_trace_labels(&labels(&[("trace_id", "abc")])), None);
+        assert_eq!(
+            go_trace_labels(&labels(&[("trace_id", &"0".repeat(32))])),
+            None
+        );
+        assert_eq!(
+            go_trace_labels(&labels(&[("trace_id", &"g".repeat(32))])),
+            None
+        );
+        let no_span = go_trace_labels(&labels(&[("trace_id", &"a".repeat(32))])).unwrap();
+        assert_eq!(no_span.span_id, "0".repeat(16));
+    }
+
+    #[test]
+    fn lengths_past_the_buffers_are_bounded() {
+        let mut bad = labels(&[("trace_id", &"a".repeat(32))]);
+        bad.count = 200;
+        bad.key_lens = [255; GO_MAX_LABELS];
+        bad.value_lens = [255; GO_MAX_LABELS];
+        // Keys are garbage now: no trace, and no panic.
+        assert_eq!(go_trace_labels(&bad), None);
+    }
+}
