@@ -117,16 +117,19 @@ pub const GO_MAX_VALUE: usize = 128;
 /// for an OpenTelemetry thread context (in `CONTEXTS_<half>`).
 pub const GO_CONTEXT_BIT: u64 = 1 << 63;
 
-/// A goroutine's pprof labels as read in the kernel: the first [`GO_MAX_LABELS`] pairs, each
-/// cut to [`GO_MAX_KEY`] / [`GO_MAX_VALUE`] bytes. Bytes past a length are undefined.
+/// A goroutine's pprof labels as read in the kernel: up to [`GO_MAX_LABELS`] slots (a map
+/// bucket's slots, or the slice's first pairs), each cut to [`GO_MAX_KEY`] / [`GO_MAX_VALUE`]
+/// bytes. Bytes past a length are undefined.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GoLabels {
-    /// Pairs kept.
+    /// Slots looked at.
     pub count: u8,
     /// 1 when a label, a key or a value was cut.
     pub cut: u8,
-    pub _pad: [u8; 6],
+    /// Bit `i` set: slot `i` holds a pair (a map bucket has empty slots).
+    pub present: u8,
+    pub _pad: [u8; 5],
     pub key_lens: [u8; GO_MAX_LABELS],
     pub value_lens: [u8; GO_MAX_LABELS],
     pub keys: [[u8; GO_MAX_KEY]; GO_MAX_LABELS],

@@ -12,6 +12,7 @@
 #![no_std]
 #![no_main]
 
+mod go_labels;
 mod trace_context;
 
 use aya_ebpf::{
@@ -248,7 +249,11 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
     );
 
     let context = if config.trace_context != 0 {
-        trace_context::read(pid, interval, &config)
+        // A Go program publishes no thread-local record: its goroutines carry labels.
+        match trace_context::read(pid, interval, &config) {
+            NO_CONTEXT => go_labels::read(pid, interval, &config),
+            context => context,
+        }
     } else {
         NO_CONTEXT
     };

@@ -17,8 +17,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray},
 };
 use profiler_common::{
-    Config, Counter, MAX_ATTR_BYTES, NO_CONTEXT, RECORD_HEAD_LEN, TLS_DTV, TLS_STATIC, TlsLocation,
-    TraceContext,
+    Config, Counter, GO_CONTEXT_BIT, MAX_ATTR_BYTES, NO_CONTEXT, RECORD_HEAD_LEN, TLS_DTV,
+    TLS_STATIC, TlsLocation, TraceContext,
 };
 
 use crate::{EEXIST, count};
@@ -106,14 +106,7 @@ fn try_read(
     }
 
     let half = interval & 1;
-    let traces = if half == 0 { &TRACES_0 } else { &TRACES_1 };
-    if traces.get_ptr(context.trace_id).is_none() {
-        match traces.insert(context.trace_id, 1, BPF_NOEXIST as u64) {
-            Ok(()) => {}
-            Err(err) if err == -(EEXIST as i32) => {}
-            Err(_) => return Err(Some(Counter::TraceLimit)),
-        }
-    }
+    admit_trace(interval, &context.trace_id)?;
     let contexts = if half == 0 { &CONTEXTS_0 } else { &CONTEXTS_1 };
     match contexts.insert(hash, &*context, BPF_NOEXIST as u64) {
         Ok(()) => {}
@@ -125,7 +118,27 @@ fn try_read(
     Ok(hash)
 }
 
-fn variable_address(location: &TlsLocation, config: &Config) -> Result<u64, Option<Counter>> {
+/// Counts the trace in the interval's traces (`--max-traces-per-interval`); a trace that does
+/// not fit is refused with [`Counter::TraceLimit`]. Go label sets share the limit.
+pub(crate) fn admit_trace(interval: u32, trace_id: &[u8; 16]) -> Result<(), Option<Counter>> {
+    let traces = if interval & 1 == 0 {
+        &TRACES_0
+    } else {
+        &TRACES_1
+    };
+    if traces.get_ptr(trace_id).is_none() {
+        match traces.insert(trace_id, 1, BPF_NOEXIST as u64) {
+            Ok(()) => {}
+            Err(err) if err == -(EEXIST as i32) => {}
+            Err(_) => return Err(Some(Counter::TraceLimit)),
+        }
+    }
+    Ok(())
+}
+
+/// The sampled thread's user thread pointer (x86_64 `fsbase`), at the offset in `task_struct`
+/// that userspace read from BTF.
+pub(crate) fn thread_pointer(config: &Config) -> Result<u64, Option<Counter>> {
     // SAFETY: helper without preconditions; the task pointer is only used for a checked read.
     let task = unsafe { bpf_get_current_task() } as *const u8;
     // SAFETY: checked kernel read at an offset taken from the kernel's own BTF.
@@ -136,6 +149,11 @@ fn variable_address(location: &TlsLocation, config: &Config) -> Result<u64, Opti
     if thread_pointer == 0 {
         return Err(Some(Counter::TlsReadFailed));
     }
+    Ok(thread_pointer)
+}
+
+fn variable_address(location: &TlsLocation, config: &Config) -> Result<u64, Option<Counter>> {
+    let thread_pointer = thread_pointer(config)?;
     match location.kind {
         TLS_STATIC => Ok(thread_pointer.wrapping_add(location.offset as u64)),
         TLS_DTV => {
@@ -189,7 +207,7 @@ fn read_record(record: u64, context: &mut TraceContext) -> Result<(), Option<Cou
     Ok(())
 }
 
-/// A 64-bit hash of the whole context; never [`NO_CONTEXT`].
+/// A 64-bit hash of the whole context, with [`GO_CONTEXT_BIT`] clear; never [`NO_CONTEXT`].
 fn context_hash(context: &TraceContext) -> u64 {
     // SAFETY: TraceContext is plain data of a multiple of 8 bytes, and 8-byte aligned.
     let words = unsafe {
@@ -200,5 +218,6 @@ fn context_hash(context: &TraceContext) -> u64 {
         hash = (hash ^ *word).wrapping_mul(0xff51_afd7_ed55_8ccd);
         hash ^= hash >> 32;
     }
+    let hash = hash & !GO_CONTEXT_BIT;
     if hash == NO_CONTEXT { 1 } else { hash }
 }

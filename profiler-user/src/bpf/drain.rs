@@ -12,7 +12,8 @@ use std::os::fd::AsFd as _;
 
 use aya::maps::{Array, HashMap, IterableMap as _, MapData, MapError};
 use profiler_common::{
-    Frames, MediumStack, SampleKey, SampleValue, ShortStack, StackTrace, TraceContext, maps,
+    Frames, GoLabels, MediumStack, SampleKey, SampleValue, ShortStack, StackTrace, TraceContext,
+    maps,
 };
 
 use super::{
@@ -27,12 +28,16 @@ pub type Stacks = StdHashMap<u64, Box<[u64]>>;
 /// Trace contexts by hash.
 pub type Contexts = StdHashMap<u64, TraceContext>;
 
+/// Go label sets by hash (with `GO_CONTEXT_BIT` set).
+pub type GoLabelSets = StdHashMap<u64, GoLabels>;
+
 /// What one drain took out of the kernel.
 #[derive(Debug, Default)]
 pub struct Drained {
     pub samples: Vec<(SampleKey, SampleValue)>,
     pub stacks: Stacks,
     pub contexts: Contexts,
+    pub go_labels: GoLabelSets,
 }
 
 /// The maps that come in two halves.
@@ -40,6 +45,7 @@ pub(crate) struct HalfMaps {
     pub counts: [HashMap<MapData, SampleKey, SampleValue>; 2],
     pub stacks: [StackMaps; 2],
     pub contexts: [HashMap<MapData, u64, TraceContext>; 2],
+    pub go_labels: [HashMap<MapData, u64, GoLabels>; 2],
     pub traces: [HashMap<MapData, [u8; 16], u8>; 2],
 }
 
@@ -98,12 +104,17 @@ impl Drainer {
             .map_err(map_error(maps::CONTEXTS[old]))?
             .into_iter()
             .collect();
+        let go_labels = take_all(&mut halves.go_labels[old], batch)
+            .map_err(map_error(maps::GO_LABELS[old]))?
+            .into_iter()
+            .collect();
         // Emptied so that the next interval on this half admits new traces again.
         take_all(&mut halves.traces[old], batch).map_err(map_error(maps::TRACES[old]))?;
         Ok(Drained {
             samples,
             stacks,
             contexts,
+            go_labels,
         })
     }
 }

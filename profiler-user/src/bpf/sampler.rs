@@ -5,7 +5,7 @@ use aya::{
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
     programs::{PerfEvent, RawTracePoint},
 };
-use profiler_common::{CONFIG_SYMBOL, Config, TaskOffsets, TlsLocation, maps, programs};
+use profiler_common::{CONFIG_SYMBOL, Config, GoTarget, TaskOffsets, TlsLocation, maps, programs};
 
 use super::{
     BpfError, CounterSnapshot, Drained, EventReader, PerfEvents,
@@ -44,6 +44,9 @@ pub struct TraceOptions {
     pub max_traces: u32,
 }
 
+/// Go label sets kept per interval and half at most (1,024: 1.6 MiB per half).
+const MAX_GO_LABEL_SETS: u32 = 1024;
+
 /// The loaded and attached BPF side. Dropping it detaches everything.
 pub struct Sampler {
     // Field order is drop order: stop the events before the program and maps go.
@@ -51,6 +54,7 @@ pub struct Sampler {
     drainer: Drainer,
     counters: PerCpuArray<MapData, u64>,
     tls_targets: HashMap<MapData, u32, TlsLocation>,
+    go_targets: HashMap<MapData, u32, GoTarget>,
     events: Option<EventReader>,
     /// The kernel-side cost, measured in short windows of run-time statistics.
     cost: CostMeter,
@@ -91,6 +95,8 @@ impl Sampler {
                 .saturating_mul(4)
                 .min(options.sizes.counts.max(1));
             loader.map_max_entries(maps::CONTEXTS[half], contexts);
+            // A Go label set takes 1.5 KiB of kernel memory, preallocated: fewer of them.
+            loader.map_max_entries(maps::GO_LABELS[half], contexts.min(MAX_GO_LABEL_SETS));
         }
         let mut ebpf = loader.load(super::OBJECT).map_err(BpfError::Load)?;
 
@@ -127,6 +133,10 @@ impl Sampler {
                 hash_map(&mut ebpf, maps::CONTEXTS[0])?,
                 hash_map(&mut ebpf, maps::CONTEXTS[1])?,
             ],
+            go_labels: [
+                hash_map(&mut ebpf, maps::GO_LABELS[0])?,
+                hash_map(&mut ebpf, maps::GO_LABELS[1])?,
+            ],
             traces: [
                 hash_map(&mut ebpf, maps::TRACES[0])?,
                 hash_map(&mut ebpf, maps::TRACES[1])?,
@@ -136,6 +146,7 @@ impl Sampler {
             Array::try_from(take_map(&mut ebpf, maps::ACTIVE)?).map_err(map_error(maps::ACTIVE))?;
         let drainer = Drainer::new(halves, active)?;
         let tls_targets = hash_map(&mut ebpf, maps::TLS_TARGETS)?;
+        let go_targets = hash_map(&mut ebpf, maps::GO_TARGETS)?;
         let counters = PerCpuArray::try_from(take_map(&mut ebpf, maps::COUNTERS)?)
             .map_err(map_error(maps::COUNTERS))?;
         let events = EventReader::new(
@@ -155,6 +166,7 @@ impl Sampler {
             drainer,
             counters,
             tls_targets,
+            go_targets,
             events: Some(events),
             cost: CostMeter::default(),
             ebpf,
@@ -176,9 +188,17 @@ impl Sampler {
             .map_err(map_error(maps::TLS_TARGETS))
     }
 
-    /// Forgets `pid`'s trace-context location (the process image ended).
+    /// Tells the program where `pid`'s goroutine labels are.
+    pub fn set_go_target(&mut self, pid: u32, target: GoTarget) -> Result<(), BpfError> {
+        self.go_targets
+            .insert(pid, target, 0)
+            .map_err(map_error(maps::GO_TARGETS))
+    }
+
+    /// Forgets `pid`'s trace-context location and Go target (the process image ended).
     pub fn forget_tls_location(&mut self, pid: u32) {
         let _ = self.tls_targets.remove(&pid);
+        let _ = self.go_targets.remove(&pid);
     }
 
     /// Current totals of the program's counters.

@@ -16,6 +16,7 @@ const SPAN_ID: &str = "span_id";
 pub fn go_trace_labels(labels: &GoLabels) -> Option<TraceLabels> {
     let count = usize::from(labels.count).min(GO_MAX_LABELS);
     let pairs: Vec<(String, String)> = (0..count)
+        .filter(|i| labels.present & (1 << i) != 0)
         .map(|i| {
             let key = &labels.keys[i][..usize::from(labels.key_lens[i]).min(labels.keys[i].len())];
             let value =
@@ -61,7 +62,8 @@ mod tests {
         let mut labels = GoLabels {
             count: pairs.len() as u8,
             cut: 0,
-            _pad: [0; 6],
+            present: (1u16 << pairs.len()).wrapping_sub(1) as u8,
+            _pad: [0; 5],
             key_lens: [0; GO_MAX_LABELS],
             value_lens: [0; GO_MAX_LABELS],
             keys: [[0xee; GO_MAX_KEY]; GO_MAX_LABELS],
@@ -116,9 +118,19 @@ mod tests {
     }
 
     #[test]
+    fn empty_slots_of_a_map_bucket_are_skipped() {
+        let mut bucket = labels(&[("x", "stale"), ("trace_id", &"b".repeat(32))]);
+        bucket.present = 0b10;
+        let got = go_trace_labels(&bucket).unwrap();
+        assert_eq!(got.trace_id, "b".repeat(32));
+        assert!(got.attributes.is_empty(), "{:?}", got.attributes);
+    }
+
+    #[test]
     fn lengths_past_the_buffers_are_bounded() {
         let mut bad = labels(&[("trace_id", &"a".repeat(32))]);
         bad.count = 200;
+        bad.present = 0xff;
         bad.key_lens = [255; GO_MAX_LABELS];
         bad.value_lens = [255; GO_MAX_LABELS];
         // Keys are garbage now: no trace, and no panic.

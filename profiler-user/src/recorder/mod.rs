@@ -28,6 +28,7 @@ use crate::{
         SamplerOptions, TraceOptions, period_ns,
     },
     cli::RecordArgs,
+    golabels::GoTracker,
     metrics::{ErrorKind, Health, Metrics, MetricsError, MetricsServer},
     preflight::{self, PreflightError},
     process::{
@@ -280,6 +281,8 @@ impl Control {
 #[derive(Default)]
 struct TlsState {
     tracker: TlsTracker,
+    /// Go executables, whose goroutines carry labels instead of a thread-local record.
+    go: GoTracker,
     located: HashMap<u32, u64>,
     /// Drains since the last check of `located` against `/proc`.
     drains_since_sweep: u32,
@@ -425,6 +428,21 @@ impl Recording {
     /// Resolves where `key`'s threads keep their trace context and tells the BPF program.
     fn locate_tls(&mut self, key: ProcessKey, snapshot: &ProcessSnapshot) {
         let Some(tls) = &mut self.tls else { return };
+        if let Some(target) = tls.go.locate(snapshot) {
+            // A Go program: its labels are the trace context, no thread-local record is looked
+            // for (nor retried).
+            match self.sampler.set_go_target(key.pid, target) {
+                Ok(()) => {
+                    tls.located.insert(key.pid, key.pid_gen);
+                    tracing::debug!(pid = key.pid, ?target, "reading goroutine labels");
+                }
+                Err(err) => {
+                    self.metrics.error(ErrorKind::TraceContext);
+                    tracing::warn!(pid = key.pid, "{}", crate::error_chain(&err));
+                }
+            }
+            return;
+        }
         let Some(location) = tls.tracker.locate(key, snapshot) else {
             return;
         };

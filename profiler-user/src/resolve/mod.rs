@@ -18,7 +18,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use profiler_common::NO_CONTEXT;
+use profiler_common::{GO_CONTEXT_BIT, NO_CONTEXT};
 
 pub use locations::KERNEL_MAPPING;
 pub use sample::{Labels, MappingInfo, MappingKey, ResolvedLocation, ResolvedSample};
@@ -69,10 +69,17 @@ pub fn resolve_interval(
                 .or_insert_with(|| locations(sites, &files, &names, &mut infos))
                 .clone();
             let snapshot = &snapshots[&process];
-            let trace = (key.context != NO_CONTEXT)
-                .then(|| drained.contexts.get(&key.context))
-                .flatten()
-                .map(|context| labeler.labels(process, context));
+            let trace = match key.context {
+                NO_CONTEXT => None,
+                go if go & GO_CONTEXT_BIT != 0 => drained
+                    .go_labels
+                    .get(&go)
+                    .and_then(|labels| labeler.go_labels(go, labels)),
+                context => drained
+                    .contexts
+                    .get(&context)
+                    .map(|context| labeler.labels(process, context)),
+            };
             ResolvedSample {
                 locations,
                 labels: labels(key, snapshot, trace),

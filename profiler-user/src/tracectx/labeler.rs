@@ -3,7 +3,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use profiler_common::TraceContext;
+use profiler_common::{GoLabels, TraceContext};
 
 use super::{
     process_context::{ProcessContext, read_process_context},
@@ -39,6 +39,8 @@ struct CachedContext {
 pub struct TraceLabeler {
     processes: HashMap<ProcessKey, CachedContext>,
     labels: HashMap<(ProcessKey, TraceContextKey), Arc<TraceLabels>>,
+    /// Go label sets of this interval by their hash (`None`: no trace in them).
+    go: HashMap<u64, Option<Arc<TraceLabels>>>,
     interval: u64,
 }
 
@@ -87,9 +89,19 @@ impl TraceLabeler {
         labels
     }
 
+    /// Labels for a sample taken under the Go label set `labels` (stored under `hash` this
+    /// interval); `None` when it names no trace.
+    pub fn go_labels(&mut self, hash: u64, labels: &GoLabels) -> Option<Arc<TraceLabels>> {
+        self.go
+            .entry(hash)
+            .or_insert_with(|| crate::golabels::go_trace_labels(labels).map(Arc::new))
+            .clone()
+    }
+
     /// Called after each interval: forgets label sets and contexts of processes gone quiet.
     pub fn end_interval(&mut self) {
         self.labels.clear();
+        self.go.clear();
         let interval = self.interval;
         self.processes
             .retain(|_, cached| cached.used_in + IDLE_INTERVALS > interval);

@@ -1,0 +1,196 @@
+//! Go: samples of goroutines running under pprof labels (`pprof.Do(ctx, pprof.Labels("trace_id",
+//! ...), f)`) carry `trace_id`, `span_id` and the other labels, and each trace gets its own file,
+//! for the fixture (fixtures/go/labels) built with every pinned Go toolchain, 1.19 to 1.27; a
+//! stripped build keeps its Go names; a build whose layout is unknown is sampled without labels.
+
+use std::{fs, time::Duration};
+
+use anyhow::{Context, Result, ensure};
+use integration_tests::{
+    Fixture, GO_CHURN, GO_CHURN_TRACES, GO_TRACED, GO_UNLABELLED, GoFixture, MIN_FUNCTION_SAMPLES,
+    Pprof, TEST_FREQUENCY, assert_root, check_no_trace_labels, check_trace_label_format,
+    check_traced_fn, check_untraced_fn, count_where, describe_trace_labels, go_fixture,
+    leaf_samples, read_checked_profiles, record_command, record_fixture, run, run_timeout,
+    samples_of_pid, skip_or_fail, total_count, trace_file_ids, trace_id_of,
+};
+
+/// Long enough for a few hundred samples per goroutine at 99 Hz on 2 busy cores.
+const RECORD_SECONDS: u64 = 6;
+/// Bound on the fixture's start-up (goroutines running under their labels).
+const READY: Duration = Duration::from_secs(30);
+
+/// The fixture built with `version`, or a skip (a failure in CI) when that toolchain is missing.
+fn fixture_or_skip(version: &str) -> Option<GoFixture> {
+    let found = go_fixture(version);
+    if found.is_none() {
+        skip_or_fail(&format!(
+            "Go {version} was not installed when the tests were built: run `cargo xtask setup`"
+        ));
+    }
+    found
+}
+
+/// Records one build and checks every goroutine's labels, the churning one's, and the files.
+fn check_version(version: &str) -> Result<()> {
+    let Some(go) = fixture_or_skip(version) else {
+        return Ok(());
+    };
+    let fixture = Fixture::spawn_ready(go.full, &[], READY)?;
+    let out = tempfile::tempdir()?;
+    let profiles = record_fixture(&fixture, out.path(), RECORD_SECONDS, &[])?;
+    let samples = samples_of_pid(&profiles, fixture.pid());
+    check_trace_label_format(&samples)?;
+    for traced in &GO_TRACED {
+        check_traced_fn(&samples, traced).with_context(|| format!("Go {version}"))?;
+    }
+    check_untraced_fn(&samples, GO_UNLABELLED).with_context(|| format!("Go {version}"))?;
+
+    // The goroutine that changes labels every 2 ms: its samples carry one of its two traces
+    // (never another goroutine's), and nearly all carry one.
+    let churn = leaf_samples(&samples, GO_CHURN);
+    let total = total_count(&churn);
+    ensure!(
+        total >= MIN_FUNCTION_SAMPLES,
+        "Go {version}: {total} churn samples"
+    );
+    let foreign = count_where(&churn, |p, s| {
+        trace_id_of(p, s).is_some_and(|t| !GO_CHURN_TRACES.contains(&t))
+    });
+    ensure!(
+        foreign == 0,
+        "Go {version}: {foreign} churn samples carry another trace:\n{}",
+        describe_trace_labels(&churn, 8)
+    );
+    let labelled = count_where(&churn, |p, s| trace_id_of(p, s).is_some());
+    ensure!(
+        labelled * 10 >= total * 9,
+        "Go {version}: {labelled} of {total} churn samples carry a trace:\n{}",
+        describe_trace_labels(&churn, 8)
+    );
+
+    let files = trace_file_ids(out.path())?;
+    for trace in GO_TRACED.iter().map(|t| t.trace_id).chain(GO_CHURN_TRACES) {
+        ensure!(
+            files.contains(trace),
+            "Go {version}: no traces/{trace}.pb.gz; files: {files:?}"
+        );
+    }
+    ensure!(
+        files.len() == 4,
+        "Go {version}: trace files of unknown traces: {files:?}"
+    );
+    Ok(())
+}
+
+macro_rules! go_version_tests {
+    ($($name:ident => $version:literal,)*) => {$(
+        #[test]
+        #[ignore = "needs root: loads BPF programs"]
+        fn $name() -> Result<()> {
+            assert_root();
+            check_version($version)
+        }
+    )*};
+}
+
+go_version_tests! {
+    go_1_19 => "1.19.8",
+    go_1_21 => "1.21.13",
+    go_1_22 => "1.22.10",
+    go_1_23 => "1.23.9",
+    go_1_24 => "1.24.11",
+    go_1_25 => "1.25.5",
+    go_1_26 => "1.26.6",
+    go_1_27 => "1.27.3",
+}
+
+#[test]
+#[ignore = "needs root: loads BPF programs"]
+fn no_trace_context_flag_turns_go_labels_off() -> Result<()> {
+    assert_root();
+    let Some(go) = fixture_or_skip("1.24.11") else {
+        return Ok(());
+    };
+    let fixture = Fixture::spawn_ready(go.full, &[], READY)?;
+    let out = tempfile::tempdir()?;
+    let profiles = record_fixture(&fixture, out.path(), 4, &["--no-trace-context"])?;
+    check_no_trace_labels(&samples_of_pid(&profiles, fixture.pid()))?;
+    let files = trace_file_ids(out.path())?;
+    ensure!(
+        files.is_empty(),
+        "trace files with --no-trace-context: {files:?}"
+    );
+    Ok(())
+}
+
+/// A release without a table row and a binary without DWARF: the stripped 1.21 build, its
+/// `.go.buildinfo` version patched to 1.20 (no toolchain of 1.20 is at hand, so it has no row).
+/// One log line, no labels, nothing misattributed; the process is still sampled.
+#[test]
+#[ignore = "needs root: loads BPF programs"]
+fn an_unknown_release_is_sampled_without_labels_and_logged_once() -> Result<()> {
+    assert_root();
+    let Some(go) = fixture_or_skip("1.21.13") else {
+        return Ok(());
+    };
+    let dir = tempfile::tempdir()?;
+    let patched = dir.path().join("go-labels-fixture-unknown-release");
+    let mut bytes = fs::read(go.stripped)?;
+    // Every copy: `.go.buildinfo`'s and `runtime.buildVersion`'s.
+    let mut patched_any = false;
+    while let Some(at) = find(&bytes, b"go1.21.13") {
+        bytes[at..at + 9].copy_from_slice(b"go1.20.13");
+        patched_any = true;
+    }
+    ensure!(patched_any, "no version string in the fixture");
+    fs::write(&patched, &bytes)?;
+    fs::set_permissions(
+        &patched,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )?;
+
+    let fixture = Fixture::spawn_ready(patched.to_str().context("path")?, &[], READY)?;
+    let out = tempfile::tempdir()?;
+    let (pid, frequency) = (fixture.pid_arg(), TEST_FREQUENCY.to_string());
+    let args = [
+        "--pid",
+        &pid,
+        "--frequency",
+        &frequency,
+        "--duration",
+        "4",
+        "--interval",
+        "2",
+    ];
+    let output = run(
+        record_command(out.path(), &args),
+        run_timeout(Duration::from_secs(4)),
+    )?;
+    output.ensure_success()?;
+    let logged = output
+        .stderr
+        .lines()
+        .filter(|line| line.contains("sampled without goroutine labels"))
+        .collect::<Vec<_>>();
+    ensure!(
+        logged.len() == 1 && logged[0].contains("go1.20"),
+        "want one log line naming go1.20, got {logged:?}; stderr:\n{}",
+        output.stderr
+    );
+    let profiles: Vec<Pprof> = read_checked_profiles(out.path(), TEST_FREQUENCY)?;
+    let samples = samples_of_pid(&profiles, fixture.pid());
+    ensure!(
+        total_count(&samples) >= MIN_FUNCTION_SAMPLES,
+        "the process was not sampled"
+    );
+    check_no_trace_labels(&samples)?;
+    ensure!(
+        trace_file_ids(out.path())?.is_empty(),
+        "trace files written"
+    );
+    Ok(())
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
