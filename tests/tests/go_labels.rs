@@ -30,12 +30,15 @@ fn fixture_or_skip(version: &str) -> Option<GoFixture> {
     found
 }
 
-/// Records one build and checks every goroutine's labels, the churning one's, and the files.
-fn check_version(version: &str) -> Result<()> {
+/// Records one build (stripped: `-ldflags="-s -w"`, named from `.gopclntab` alone) and checks
+/// every goroutine's labels, the churning one's, and the files.
+fn check_version(version: &str, stripped: bool) -> Result<()> {
     let Some(go) = fixture_or_skip(version) else {
         return Ok(());
     };
-    let fixture = Fixture::spawn_ready(go.full, &[], READY)?;
+    let binary = if stripped { go.stripped } else { go.full };
+    let version = &format!("{version}{}", if stripped { " stripped" } else { "" });
+    let fixture = Fixture::spawn_ready(binary, &[], READY)?;
     let out = tempfile::tempdir()?;
     let profiles = record_fixture(&fixture, out.path(), RECORD_SECONDS, &[])?;
     let samples = samples_of_pid(&profiles, fixture.pid());
@@ -83,25 +86,32 @@ fn check_version(version: &str) -> Result<()> {
 }
 
 macro_rules! go_version_tests {
-    ($($name:ident => $version:literal,)*) => {$(
+    ($($name:ident, $stripped_name:ident => $version:literal,)*) => {$(
         #[test]
         #[ignore = "needs root: loads BPF programs"]
         fn $name() -> Result<()> {
             assert_root();
-            check_version($version)
+            check_version($version, false)
+        }
+
+        #[test]
+        #[ignore = "needs root: loads BPF programs"]
+        fn $stripped_name() -> Result<()> {
+            assert_root();
+            check_version($version, true)
         }
     )*};
 }
 
 go_version_tests! {
-    go_1_19 => "1.19.8",
-    go_1_21 => "1.21.13",
-    go_1_22 => "1.22.10",
-    go_1_23 => "1.23.9",
-    go_1_24 => "1.24.11",
-    go_1_25 => "1.25.5",
-    go_1_26 => "1.26.6",
-    go_1_27 => "1.27.3",
+    go_1_19, go_1_19_stripped => "1.19.8",
+    go_1_21, go_1_21_stripped => "1.21.13",
+    go_1_22, go_1_22_stripped => "1.22.10",
+    go_1_23, go_1_23_stripped => "1.23.9",
+    go_1_24, go_1_24_stripped => "1.24.11",
+    go_1_25, go_1_25_stripped => "1.25.5",
+    go_1_26, go_1_26_stripped => "1.26.6",
+    go_1_27, go_1_27_stripped => "1.27.3",
 }
 
 #[test]

@@ -6,12 +6,14 @@ use std::fs::File;
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{go_fixture, go_versions, skip_or_fail};
+use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
 use profiler::{
     elf_file::ElfFile,
     golabels::{
         buildinfo::{GoVersion, go_version},
         layout::{dwarf_offsets, go_target, labels_kind, table_offsets, tls_offset},
     },
+    symbolize::gopclntab::GoPcln,
 };
 
 fn elf(path: &str) -> Result<ElfFile> {
@@ -61,6 +63,49 @@ fn dwarf_and_table_agree_for_every_toolchain() -> Result<()> {
             "{version}: stripped target differs"
         );
         ensure!(Some(target.labels_kind) == labels_kind(want));
+    }
+    Ok(())
+}
+
+/// `.gopclntab` names every `main.` function at its symbol's address, in the full build and in
+/// the stripped one (same code, no symbols).
+#[test]
+fn the_go_function_table_names_what_the_symbol_table_names() -> Result<()> {
+    for version in go_versions() {
+        let Some(fixture) = go_fixture(version) else {
+            skip_or_fail(&format!(
+                "Go {version} is not installed: run `cargo xtask setup`"
+            ));
+            continue;
+        };
+        let bytes = std::fs::read(fixture.full)?;
+        let file = object::File::parse(&*bytes)?;
+        let full = GoPcln::load(&elf(fixture.full)?)?.context("no table in the full build")?;
+        let stripped =
+            GoPcln::load(&elf(fixture.stripped)?)?.context("no table in the stripped build")?;
+        let mut checked = 0;
+        for symbol in file.symbols() {
+            let name = symbol.name()?;
+            if !name.starts_with("main.") || symbol.kind() != object::SymbolKind::Text {
+                continue;
+            }
+            let segment = file
+                .segments()
+                .find(|s| (s.address()..s.address() + s.size()).contains(&symbol.address()))
+                .context("symbol outside the segments")?;
+            let offset = symbol.address() - segment.address() + segment.file_range().0;
+            ensure!(
+                full.function_at(offset) == Some(name),
+                "{version}: {name} in the full build"
+            );
+            ensure!(
+                stripped.function_at(offset) == Some(name),
+                "{version}: {name} in the stripped build: {:?}",
+                stripped.function_at(offset)
+            );
+            checked += 1;
+        }
+        ensure!(checked >= 4, "{version}: only {checked} main. functions");
     }
     Ok(())
 }

@@ -5,6 +5,7 @@
 //! (user) or address (kernel), not just symbol tables.
 
 mod frames;
+pub mod gopclntab;
 mod sigbus;
 mod symbolizer;
 

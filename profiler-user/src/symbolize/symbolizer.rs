@@ -13,7 +13,7 @@ use blazesym::{
     },
 };
 
-use super::{Frames, frames::Interner, sigbus};
+use super::{Frame, Frames, frames::Interner, gopclntab::GoPcln, sigbus};
 use crate::process::{FileId, MappedFile};
 
 /// Cached addresses beyond which the whole frame cache starts afresh: bounds memory on hosts
@@ -72,6 +72,9 @@ struct FileCache {
     parsed_since_miss: Option<u64>,
     /// Whether a truncation was logged (once per file).
     warned: bool,
+    /// The Go function table, read at the first address blazesym could not name (`None`
+    /// inside: not a Go binary, or one whose table cannot be read).
+    go: Option<Option<Arc<GoPcln>>>,
 }
 
 impl FileCache {
@@ -79,8 +82,41 @@ impl FileCache {
     /// the next miss reads the file as it is now.
     fn forget(&mut self, blaze: &mut symbolize::Symbolizer) {
         self.frames.clear();
+        self.go = None;
         if self.parsed_since_miss.take().is_some() {
             let _ = blaze.evict(&symbolize::evict::Elf::new(self.path.clone()).into());
+        }
+    }
+}
+
+/// Names the unnamed of `found` (frames of `offsets`) from the file's `.gopclntab`, read once.
+fn name_from_go_table(
+    cache: &mut FileCache,
+    offsets: &[u64],
+    found: &mut [Frames],
+    interner: &mut Interner,
+) {
+    let path = &cache.path;
+    let table = cache.go.get_or_insert_with(|| {
+        let file = std::fs::File::open(path).ok()?;
+        match GoPcln::load(&crate::elf_file::ElfFile::new(file)) {
+            Ok(table) => table.map(Arc::new),
+            Err(err) => {
+                tracing::debug!(file = %path.display(), "no Go function table: {err}");
+                None
+            }
+        }
+    });
+    let Some(table) = table else { return };
+    for (offset, frames) in offsets.iter().zip(found.iter_mut()) {
+        if frames.is_empty()
+            && let Some(name) = table.function_at(*offset)
+        {
+            *frames = Arc::from([Frame {
+                function: interner.intern(name),
+                file: None,
+                line: None,
+            }]);
         }
     }
 }
@@ -163,6 +199,7 @@ impl Symbolizer {
             frames: HashMap::new(),
             parsed_since_miss: None,
             warned: false,
+            go: None,
         });
         if cache.version != version {
             // Rewritten or truncated in place: the frames may name code that is not there now.
@@ -183,7 +220,14 @@ impl Symbolizer {
                 Input::FileOffset(&misses),
             );
             match found {
-                Ok(found) => cache.frames.extend(misses.into_iter().zip(found)),
+                Ok(mut found) => {
+                    // Stripped Go binaries have no symbols for blazesym: their own table names
+                    // them.
+                    if found.iter().any(|frames| frames.is_empty()) {
+                        name_from_go_table(cache, &misses, &mut found, &mut self.interner);
+                    }
+                    cache.frames.extend(misses.into_iter().zip(found));
+                }
                 Err(err @ BatchError::Truncated(_)) => {
                     self.stats.truncated_reads += 1;
                     if !cache.warned {
