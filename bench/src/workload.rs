@@ -30,11 +30,10 @@ fn spawn(bin: &Path, args: &[String]) -> Result<Child> {
         .with_context(|| format!("cannot start {}", bin.display()))
 }
 
-/// `count` workers spinning `frames` deep until dropped.
-pub fn spin(bin: &Path, frames: u32, count: usize) -> Result<Workers> {
-    let args = [frames.to_string(), "0".into()];
+/// `count` workers started with `args` (`frames 0`: spinning `frames` deep), until dropped.
+pub fn spin(bin: &Path, args: &[String], count: usize) -> Result<Workers> {
     let children = (0..count)
-        .map(|_| spawn(bin, &args))
+        .map(|_| spawn(bin, args))
         .collect::<Result<_>>()?;
     Ok(Workers(children))
 }

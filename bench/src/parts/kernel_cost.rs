@@ -29,11 +29,16 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
         "profiler + trace context, µs",
         "bpftrace, µs ",
         "profiler + context / bpftrace",
+        "profiler, Go, µs",
+        "profiler, Go + labels, µs",
+        "Go labels − plain Go, µs",
     ]);
     let mut targets = Vec::new();
     for &frames in &plan.cost_frames {
         // Nanoseconds per sample per round: [fixture][ours, bpftrace].
         let mut ns: [[Vec<f64>; 2]; 2] = Default::default();
+        // Nanoseconds per sample of ours beside the Go fixture: [plain, labels].
+        let mut go: [Vec<f64>; 2] = Default::default();
         for round in 0..plan.rounds {
             for traced in rotated(&FIXTURES, round) {
                 let bin = if traced {
@@ -47,7 +52,8 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
                     round + 1
                 ));
                 // Who starts first alternates: the pair's timer phases favour one of them.
-                let [ours, theirs] = side_by_side(bench, bin, frames, Tool::Bpftrace, round)?;
+                let args = [frames.to_string(), "0".into()];
+                let [ours, theirs] = side_by_side(bench, bin, &args, Tool::Bpftrace, round)?;
                 bench.progress(&format!(
                     "  profiler {:.2} µs, bpftrace {:.2} µs per sample",
                     ours / 1e3,
@@ -55,6 +61,30 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
                 ));
                 ns[usize::from(traced)][0].push(ours);
                 ns[usize::from(traced)][1].push(theirs);
+            }
+            let Some((go_bin, go_version)) = &fixtures.work_go else {
+                continue;
+            };
+            if !plan.go_cost_frames.contains(&frames) {
+                continue;
+            }
+            for labels in rotated(&FIXTURES, round) {
+                bench.progress(&format!(
+                    "kernel cost: {frames} frames, Go {go_version}{}, round {}",
+                    if labels { " with labels" } else { "" },
+                    round + 1
+                ));
+                let mut args = vec![frames.to_string(), "0".into()];
+                if labels {
+                    args.push("labels".into());
+                }
+                let [ours, theirs] = side_by_side(bench, go_bin, &args, Tool::Bpftrace, round)?;
+                bench.progress(&format!(
+                    "  profiler {:.2} µs, bpftrace {:.2} µs per sample",
+                    ours / 1e3,
+                    theirs / 1e3
+                ));
+                go[usize::from(labels)].push(ours);
             }
         }
         let us = |values: &[f64]| {
@@ -78,6 +108,23 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
                 });
             }
         }
+        // Labels' cost: the two Go windows of one round, one after the other, differenced.
+        let added: Vec<f64> = go[1].iter().zip(&go[0]).map(|(l, p)| l - p).collect();
+        let added = Summary::of(&added);
+        row.extend([
+            us(&go[0]),
+            us(&go[1]),
+            added.map_or("n/a".into(), |s| s.scaled(1e-3).show(2, "").to_string()),
+        ]);
+        if let Some(added) = added {
+            targets.push(Target {
+                goal: format!(
+                    "Go labels add ≤ 1 µs per sample to a plain Go sample ({frames} frames)"
+                ),
+                measured: format!("{:+.2} µs", added.median / 1e3),
+                met: added.median <= 1_000.0,
+            });
+        }
         table.row(row);
     }
     // The method's own noise: our program beside itself, on the first depth's plain fixture.
@@ -88,7 +135,8 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
             "kernel cost: control, profiler beside itself, round {}",
             round + 1
         ));
-        let [a, b] = side_by_side(bench, &fixtures.work, control_frames, Tool::Ours, 0)?;
+        let args = [control_frames.to_string(), "0".into()];
+        let [a, b] = side_by_side(bench, &fixtures.work, &args, Tool::Ours, 0)?;
         control.push(a / b);
     }
     let control = Summary::of(&control);
@@ -121,6 +169,7 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
         ],
         table,
         notes: vec![
+            go_note(fixtures),
             format!(
                 "{} rounds; in each round the plain and the traced fixture took turns, in \
                  rotated order, and which profiler started first alternated from round to \
@@ -141,17 +190,34 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
     Ok(PartResult { section, targets })
 }
 
+/// The note on the Go columns: which toolchain, what the fixture does.
+fn go_note(fixtures: &crate::fixtures::Fixtures) -> String {
+    match &fixtures.work_go {
+        Some((_, version)) => format!(
+            "Go columns: `bench/fixtures/work.go` built with {version} (the newest toolchain \
+             `cargo xtask setup` installs), one per CPU (GOMAXPROCS=1), spinning at the given \
+             depth, plain or under `pprof.Do` with `trace_id`, `span_id` and `http.route` \
+             labels, which our program then reads on every sample; each beside bpftrace as \
+             above. The plain Go sample already follows thread pointer, g, m, curg and finds \
+             no labels. \"labels − plain\" is the median over rounds of the difference of \
+             the two windows of a round."
+        ),
+        None => "Go columns: n/a, no Go toolchain (run `cargo xtask setup`).".into(),
+    }
+}
+
 /// Nanoseconds per sample of our program and of `other`'s, both sampling over the same window
-/// while one fixture per CPU spins `frames` deep. Ours starts first in even rounds.
+/// while one fixture per CPU runs with `args` (`frames 0`: spins `frames` deep). Ours starts
+/// first in even rounds.
 fn side_by_side(
     bench: &Bench,
     bin: &std::path::Path,
-    frames: u32,
+    args: &[String],
     other: Tool,
     round: usize,
 ) -> Result<[f64; 2]> {
     let plan = &bench.plan;
-    let _workers = workload::spin(bin, frames, bench.cpus)?;
+    let _workers = workload::spin(bin, args, bench.cpus)?;
     let start = |tool: Tool| {
         Running::start(
             &Invocation::new(tool, plan.cost_rate),
