@@ -43,7 +43,7 @@ fn main() {
     );
 
     let traced = build_traced(&fixtures, &out_dir);
-    let go_labels = build_go_labels(&manifest_dir, &fixtures, &out_dir);
+    let (go_labels, go_checkout) = build_go_labels(&manifest_dir, &fixtures, &out_dir);
     let (lifetimes, plugin) = build_lifetimes(&fixtures, &out_dir);
 
     export("FIXTURE_HOT_C", &hot_c);
@@ -60,6 +60,7 @@ fn main() {
     export("FIXTURE_LIFETIMES", &lifetimes);
     export("FIXTURE_PLUGIN", &plugin);
     println!("cargo:rustc-env=FIXTURE_GO_LABELS={go_labels}");
+    println!("cargo:rustc-env=FIXTURE_GO_CHECKOUT={go_checkout}");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RUSTC");
 }
@@ -202,7 +203,9 @@ fn build_traced(fixtures: &Path, out_dir: &Path) -> Traced {
 /// fixtures/go/toolchains.txt, with DWARF and stripped (`-ldflags=-s -w`). Returns
 /// `version=full,stripped` entries joined by `;`. A toolchain that is not installed (`cargo xtask
 /// setup` installs them) is left out with a warning: its tests then skip, or fail in CI.
-fn build_go_labels(manifest_dir: &Path, fixtures: &Path, out_dir: &Path) -> String {
+/// Also builds the worked example (examples/go-checkout) with the newest toolchain installed,
+/// returned second (empty without one).
+fn build_go_labels(manifest_dir: &Path, fixtures: &Path, out_dir: &Path) -> (String, String) {
     let source = fixtures.join("go").join("labels");
     let list = fixtures.join("go").join("toolchains.txt");
     for file in [source.join("main.go"), source.join("go.mod"), list.clone()] {
@@ -215,6 +218,7 @@ fn build_go_labels(manifest_dir: &Path, fixtures: &Path, out_dir: &Path) -> Stri
     );
     let go_dir = target.join("go");
     let mut built = Vec::new();
+    let mut newest = None;
     let list = std::fs::read_to_string(&list).expect("fixtures/go/toolchains.txt");
     for line in list.lines().map(str::trim) {
         if line.is_empty() || line.starts_with('#') {
@@ -239,25 +243,11 @@ fn build_go_labels(manifest_dir: &Path, fixtures: &Path, out_dir: &Path) -> Stri
             );
             continue;
         }
+        newest = Some(go.clone());
         let full = out_dir.join(format!("go-labels-fixture-{version}"));
         let stripped = out_dir.join(format!("go-labels-fixture-{version}-stripped"));
         for (output, ldflags) in [(&full, ""), (&stripped, "-s -w")] {
-            let mut cmd = Command::new(&go);
-            cmd.current_dir(&source)
-                .args(["build", "-trimpath"])
-                .arg(format!("-ldflags={ldflags}"))
-                .arg("-o")
-                .arg(output)
-                .arg(".")
-                // Standard library only, offline, exactly this toolchain, caches under target/.
-                .env("CGO_ENABLED", "0")
-                .env("GOPROXY", "off")
-                .env("GOTOOLCHAIN", "local")
-                .env("GOFLAGS", "")
-                .env("GOCACHE", go_dir.join("cache"))
-                .env("GOPATH", go_dir.join("gopath"))
-                .env("HOME", &go_dir);
-            run(cmd);
+            go_build(&go, &go_dir, &source, output, ldflags);
         }
         built.push(format!(
             "{version}={},{}",
@@ -265,7 +255,36 @@ fn build_go_labels(manifest_dir: &Path, fixtures: &Path, out_dir: &Path) -> Stri
             stripped.display()
         ));
     }
-    built.join(";")
+    let example = manifest_dir.join("../examples/go-checkout");
+    for file in ["main.go", "go.mod"] {
+        println!("cargo:rerun-if-changed={}", example.join(file).display());
+    }
+    let checkout = newest.map_or_else(String::new, |go| {
+        let output = out_dir.join("go-checkout-example");
+        go_build(&go, &go_dir, &example, &output, "");
+        output.display().to_string()
+    });
+    (built.join(";"), checkout)
+}
+
+/// `go build` of the package in `source`: standard library only, offline, exactly this
+/// toolchain, caches under target/go.
+fn go_build(go: &Path, go_dir: &Path, source: &Path, output: &Path, ldflags: &str) {
+    let mut cmd = Command::new(go);
+    cmd.current_dir(source)
+        .args(["build", "-trimpath"])
+        .arg(format!("-ldflags={ldflags}"))
+        .arg("-o")
+        .arg(output)
+        .arg(".")
+        .env("CGO_ENABLED", "0")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "")
+        .env("GOCACHE", go_dir.join("cache"))
+        .env("GOPATH", go_dir.join("gopath"))
+        .env("HOME", go_dir);
+    run(cmd);
 }
 
 fn build_rust(source: &Path, output: &Path) -> PathBuf {
