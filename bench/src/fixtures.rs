@@ -70,7 +70,8 @@ fn go_build(dir: &Path) -> Result<Option<(PathBuf, String)>> {
     let source = dir.join("go");
     fs::create_dir_all(&source)?;
     fs::write(source.join("main.go"), WORK_GO)?;
-    fs::write(source.join("go.mod"), "module work\n\ngo 1.19\n")?;
+    // Not `work`: Go 1.24 made that name a package pattern.
+    fs::write(source.join("go.mod"), "module workgo\n\ngo 1.19\n")?;
     let out = dir.join("work-go");
     let status = Command::new(&go)
         .current_dir(&source)
