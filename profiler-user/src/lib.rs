@@ -6,6 +6,7 @@ pub mod adaptive;
 pub mod bpf;
 pub mod cli;
 pub mod elf_file;
+pub mod kernel_features;
 mod listener;
 pub mod metrics;
 pub mod preflight;

@@ -1,5 +1,6 @@
-//! The initramfs every kernel boots: Debian's static busybox, the release profiler with the
-//! shared libraries it links (as `ldd` lists them), and `init.sh`, written as an uncompressed
+//! The initramfs every kernel boots: Debian's static busybox, the release profiler and the
+//! traced fixture with the shared libraries they link (as `ldd` lists them), the fixture's trace
+//! IDs, and `init.sh`, written as an uncompressed
 //! `newc` cpio archive (the format the kernel unpacks; no cpio tool needed).
 
 use std::{
@@ -11,6 +12,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use super::fixtures::Fixtures;
 use crate::process;
 
 /// The static busybox of Debian's `busybox-static`.
@@ -21,12 +23,14 @@ const INIT: &str = include_str!("init.sh");
 
 const LDD_LIMIT: Duration = Duration::from_secs(20);
 
-/// Writes the archive to `path`: `profiler` is the binary to check.
-pub fn build(profiler: &Path, path: &Path) -> Result<()> {
+/// Writes the archive to `path`: `profiler` is the binary to check, `fixtures` what runs
+/// beside it.
+pub fn build(profiler: &Path, fixtures: &Fixtures, path: &Path) -> Result<()> {
     let mut archive = Archive::default();
     for dir in [
         "bin",
         "dev",
+        "etc",
         "lib",
         "lib64",
         "lib/x86_64-linux-gnu",
@@ -42,7 +46,13 @@ pub fn build(profiler: &Path, path: &Path) -> Result<()> {
     archive.file("init", 0o755, INIT.as_bytes());
     archive.file("bin/busybox", 0o755, &read(Path::new(BUSYBOX))?);
     archive.file("bin/profiler", 0o755, &read(profiler)?);
-    for library in shared_libraries(profiler)? {
+    archive.file("bin/traced", 0o755, &read(&fixtures.traced)?);
+    archive.file("etc/trace_ids.h", 0o644, &read(&fixtures.trace_ids)?);
+    let mut libraries = shared_libraries(profiler)?;
+    libraries.extend(shared_libraries(&fixtures.traced)?);
+    libraries.sort();
+    libraries.dedup();
+    for library in libraries {
         let inside = library
             .strip_prefix("/")
             .unwrap_or(&library)
@@ -68,7 +78,12 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
         Ok(output) => output,
         // ldd exits 1 with "not a dynamic executable" for a static binary.
         Err(err) if err.to_string().contains("not a dynamic executable") => return Ok(Vec::new()),
-        Err(err) => return Err(err.context("could not list the profiler's shared libraries")),
+        Err(err) => {
+            return Err(err.context(format!(
+                "could not list the shared libraries of {}",
+                binary.display()
+            )));
+        }
     };
     let text = String::from_utf8_lossy(&output.stdout);
     let libraries = parse_ldd(&text)?;
@@ -80,7 +95,7 @@ fn parse_ldd(text: &str) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
     for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
         if line.contains("=> not found") {
-            bail!("a shared library of the profiler is missing: {line}");
+            bail!("a shared library is missing: {line}");
         }
         let path = line
             .rsplit_once("=>")

@@ -4,6 +4,8 @@
 //! `target/kernels/`.
 
 mod apt;
+mod btf;
+mod fixtures;
 mod initramfs;
 mod outcome;
 pub mod pins;
@@ -57,10 +59,11 @@ pub fn run_matrix(root: &Path, names: &[String]) -> Result<bool> {
             profiler.display()
         );
     }
-    let dir = paths::target_dir(root).join("kernels");
+    let dir = kernels_dir(root);
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let initrd = dir.join("initramfs.cpio");
-    initramfs::build(&profiler, &initrd).context("could not build the initramfs")?;
+    let fixtures = fixtures::build(root, &dir)?;
+    initramfs::build(&profiler, &fixtures, &initrd).context("could not build the initramfs")?;
 
     let mut apt = apt::PrivateApt::new(dir.join("apt"));
     let mut try_kvm = qemu::kvm_available();
@@ -75,13 +78,10 @@ pub fn run_matrix(root: &Path, names: &[String]) -> Result<bool> {
                 check: None,
                 elapsed: Duration::ZERO,
                 note: Some(format!("{err:#}")),
+                degraded: Vec::new(),
             },
         };
-        println!(
-            "kernels: {} {}",
-            row.series,
-            if row.passed() { "passed" } else { "FAILED" }
-        );
+        println!("kernels: {} {}", row.series, row.status());
         rows.push(row);
     }
     print!("\n{}", outcome::table(&rows));
@@ -163,16 +163,44 @@ fn finish(
         check,
         elapsed: boot.elapsed,
         note,
+        degraded: log
+            .as_deref()
+            .map(outcome::degraded_notices)
+            .unwrap_or_default(),
     })
 }
 
+/// The directory of the kernels' files; with `BTF_FIXTURES_VAR`, where the profiler's unit
+/// tests find each kernel's `btf`.
+pub fn kernels_dir(root: &Path) -> PathBuf {
+    paths::target_dir(root).join("kernels")
+}
+
+/// What the profiler's unit tests read to find `kernels_dir` (kernel_features.rs).
+pub const BTF_FIXTURES_VAR: &str = "PROFILER_KERNEL_BTF_DIR";
+
+/// Downloads (once) the kernels named and takes out their BTF, for the unit tests that read it
+/// before any kernel boots.
+pub fn fetch(root: &Path, names: &[String]) -> Result<()> {
+    let dir = kernels_dir(root);
+    let mut apt = apt::PrivateApt::new(dir.join("apt"));
+    for kernel in pins::select(names)? {
+        cached_kernel(&mut apt, kernel, &dir.join(kernel.release))?;
+    }
+    Ok(())
+}
+
 /// `target/kernels/<release>/vmlinuz`, downloaded and unpacked unless it is there for this
-/// exact package version (the `package` file records which).
+/// exact package version (the `package` file records which), and its BTF beside it (`btf`).
 fn cached_kernel(apt: &mut apt::PrivateApt, kernel: &Kernel, dir: &Path) -> Result<PathBuf> {
     let vmlinuz = dir.join("vmlinuz");
+    let btf = dir.join("btf");
     let stamp = dir.join("package");
     let wanted = format!("{}={}\n", kernel.package, kernel.version);
     if vmlinuz.is_file() && fs::read_to_string(&stamp).is_ok_and(|have| have == wanted) {
+        if !btf.is_file() {
+            btf::extract(&vmlinuz, &btf)?;
+        }
         return Ok(vmlinuz);
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -180,6 +208,7 @@ fn cached_kernel(apt: &mut apt::PrivateApt, kernel: &Kernel, dir: &Path) -> Resu
     apt::unpack_kernel(&deb, kernel, dir)?;
     // The kernel is all we keep of the package.
     fs::remove_file(&deb).with_context(|| format!("cannot remove {}", deb.display()))?;
+    btf::extract(&vmlinuz, &btf)?;
     fs::write(&stamp, wanted).with_context(|| format!("cannot write {}", stamp.display()))?;
     Ok(vmlinuz)
 }
