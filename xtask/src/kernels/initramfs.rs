@@ -18,8 +18,10 @@ use crate::process;
 /// The static busybox of Debian's `busybox-static`.
 pub const BUSYBOX: &str = "/bin/busybox";
 
-/// The scripted check the kernel runs as PID 1.
+/// What the kernel runs as PID 1: mounts, then the check.
 const INIT: &str = include_str!("init.sh");
+/// The check itself, also run on the host (`host.rs`).
+pub const CHECK: &str = include_str!("check.sh");
 
 const LDD_LIMIT: Duration = Duration::from_secs(20);
 
@@ -34,7 +36,6 @@ pub fn build(profiler: &Path, fixtures: &Fixtures, path: &Path) -> Result<()> {
         "lib",
         "lib64",
         "lib/x86_64-linux-gnu",
-        "out",
         "proc",
         "sys",
         "tmp",
@@ -44,6 +45,7 @@ pub fn build(profiler: &Path, fixtures: &Fixtures, path: &Path) -> Result<()> {
     // The kernel opens /dev/console for init's standard streams before anything is mounted.
     archive.char_device("dev/console", 5, 1);
     archive.file("init", 0o755, INIT.as_bytes());
+    archive.file("check.sh", 0o755, CHECK.as_bytes());
     archive.file("bin/busybox", 0o755, &read(Path::new(BUSYBOX))?);
     archive.file("bin/profiler", 0o755, &read(profiler)?);
     archive.file("bin/traced", 0o755, &read(&fixtures.traced)?);

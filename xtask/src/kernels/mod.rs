@@ -6,6 +6,8 @@
 mod apt;
 mod btf;
 mod fixtures;
+mod host;
+pub use host::HOST;
 mod initramfs;
 mod outcome;
 pub mod pins;
@@ -43,7 +45,18 @@ pub fn kernels(root: &Path, names: &[String]) -> Result<ExitCode> {
 
 /// [`kernels`]: prints the table, and says whether every kernel passed.
 pub fn run_matrix(root: &Path, names: &[String]) -> Result<bool> {
-    let selected = pins::select(names)?;
+    // `host` is the host's own kernel, checked in place; the others are booted.
+    let with_host = names.is_empty() || names.iter().any(|name| name == host::HOST);
+    let booted: Vec<String> = names
+        .iter()
+        .filter(|name| *name != host::HOST)
+        .cloned()
+        .collect();
+    let selected = if booted.is_empty() && !names.is_empty() {
+        Vec::new()
+    } else {
+        pins::select(&booted)?
+    };
     setup::setup_kernels()?;
     for tool in ["apt-get", "apt-cache", "dpkg-deb", "ldd", qemu::QEMU] {
         if paths::find_in_path(tool).is_none() {
@@ -71,17 +84,16 @@ pub fn run_matrix(root: &Path, names: &[String]) -> Result<bool> {
     for kernel in selected {
         let row = match run_one(&mut apt, kernel, &dir, &initrd, &mut try_kvm) {
             Ok(row) => row,
-            Err(err) => Row {
-                series: kernel.series.to_owned(),
-                release: kernel.release.to_owned(),
-                accel: "-".to_owned(),
-                check: None,
-                elapsed: Duration::ZERO,
-                note: Some(format!("{err:#}")),
-                degraded: Vec::new(),
-            },
+            Err(err) => Row::without_result(kernel.series, kernel.release, "-", format!("{err:#}")),
         };
         println!("kernels: {} {}", row.series, row.status());
+        rows.push(row);
+    }
+    if with_host {
+        let row = host::run(&profiler, &fixtures, &dir).unwrap_or_else(|err| {
+            Row::without_result(host::HOST, "-", host::HOST, format!("{err:#}"))
+        });
+        println!("kernels: host {}", row.status());
         rows.push(row);
     }
     print!("\n{}", outcome::table(&rows));
@@ -135,13 +147,7 @@ fn finish(
         fs::write(&path, log).with_context(|| format!("cannot write {}", path.display()))?;
     }
     let failure = match &check {
-        Some(check) if check.passed() => None,
-        Some(_) => Some(
-            log.as_deref()
-                .and_then(outcome::error_line)
-                .unwrap_or("the profiler failed without a message")
-                .to_owned(),
-        ),
+        Some(check) => outcome::failure(check, log.as_deref()),
         None if !boot.finished => Some(format!(
             "killed: init.sh must start within {booted_within:?} and finish within {limit:?}; \
              console: {}",

@@ -100,6 +100,18 @@ pub fn degraded_notices(log: &str) -> Vec<String> {
     notices
 }
 
+/// Why a check that printed its result failed, in one line; `None` when it passed.
+pub fn failure(check: &Check, log: Option<&str>) -> Option<String> {
+    if check.passed() {
+        return None;
+    }
+    Some(
+        log.and_then(error_line)
+            .unwrap_or("the profiler failed without a message")
+            .to_owned(),
+    )
+}
+
 /// The line that says why the profiler failed: its last error line (`error: ...` as `main.rs`
 /// ends with, or a log line at level ERROR), else its last line.
 pub fn error_line(log: &str) -> Option<&str> {
@@ -124,6 +136,19 @@ pub struct Row {
 }
 
 impl Row {
+    /// A row without a result: `note` says why.
+    pub fn without_result(series: &str, release: &str, accel: &str, note: String) -> Self {
+        Self {
+            series: series.to_owned(),
+            release: release.to_owned(),
+            accel: accel.to_owned(),
+            check: None,
+            elapsed: Duration::ZERO,
+            note: Some(note),
+            degraded: Vec::new(),
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.check.as_ref().is_some_and(Check::passed)
     }
