@@ -7,6 +7,7 @@ mod targets;
 
 use std::{
     collections::{HashMap, HashSet},
+    path::Path,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
@@ -57,6 +58,16 @@ pub enum RecordError {
     Cgroup(#[from] CgroupTargetError),
     #[error("starting the BPF sampler failed")]
     Start(#[source] BpfError),
+    #[error(
+        "the kernel's verifier refused BPF program `{program}` ({errno}): {reason}; its whole log \
+         is in {log}: please report it with this kernel's version (uname -r)"
+    )]
+    Refused {
+        program: &'static str,
+        errno: std::io::Error,
+        reason: String,
+        log: String,
+    },
     #[error(transparent)]
     KernelBtf(#[from] crate::tracectx::kernel_btf::KernelBtfError),
     #[error(
@@ -164,7 +175,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         task,
         sizes,
     };
-    let mut sampler = Sampler::start(&options).map_err(RecordError::Start)?;
+    let mut sampler = Sampler::start(&options).map_err(|err| refused(err, &args.output_dir))?;
     metrics.health.set_attached();
     metrics.set_frequency(args.frequency);
     let map_bytes = crate::bpf::map_memory::held_bytes();
@@ -323,6 +334,28 @@ fn map_sizes(args: &RecordArgs, highest_hz: u64) -> MapSizes {
             events_kib: args.maps.events_buffer_kib,
         },
     )
+}
+
+/// A start that failed because the verifier refused a program becomes one line with its reason,
+/// and the log a file in the output directory.
+fn refused(err: BpfError, output_dir: &Path) -> RecordError {
+    let Some((program, errno, log)) = crate::bpf::verifier::refusal(&err) else {
+        return RecordError::Start(err);
+    };
+    tracing::debug!("the verifier's log of `{program}`:\n{log}");
+    let reason = crate::bpf::verifier::reason(&log)
+        .unwrap_or("the verifier said nothing")
+        .to_owned();
+    let log = match crate::bpf::verifier::keep_log(output_dir, program, &log) {
+        Ok(path) => path.display().to_string(),
+        Err(write) => format!("no file ({write}); run with -v to see it"),
+    };
+    RecordError::Refused {
+        program,
+        errno: std::io::Error::from_raw_os_error(errno.raw_os_error().unwrap_or(0)),
+        reason,
+        log,
+    }
 }
 
 /// Trace-context settings, or `None` when disabled by flag or impossible on this kernel (said

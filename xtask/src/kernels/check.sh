@@ -102,5 +102,9 @@ echo "PROFILER-LOG-BEGIN"
 cat "$OUT"/profiler.log
 [ -s "$OUT"/profiler-cgroup.log ] && echo "--- --cgroup run ---" && cat "$OUT"/profiler-cgroup.log
 [ -s "$OUT"/report.log ] && echo "--- reports ---" && cat "$OUT"/report.log
+# The log of a program the verifier refused (the profiler keeps it in its output directory).
+for log in "$OUT"/whole/verifier-*.log "$OUT"/cgroup/verifier-*.log; do
+    [ -s "$log" ] && echo "--- $log ---" && cat "$log"
+done
 echo "PROFILER-LOG-END"
 echo "RESULT kernel=$(uname -r) btf=$btf loaded=$loaded sampled=$sampled samples=$samples files=$files trace=$trace cgroup=$cgroup degraded=$degraded insns=$insns exit=$code"

@@ -112,12 +112,14 @@ pub fn failure(check: &Check, log: Option<&str>) -> Option<String> {
     )
 }
 
-/// The line that says why the profiler failed: its last error line (`error: ...` as `main.rs`
-/// ends with, or a log line at level ERROR), else its last line.
+/// The line that says why the profiler failed: the first `error: ...` (what `main.rs` ends a
+/// failed command with; the first is the recording's, reports of what it left come after),
+/// else the last log line at level ERROR, else the last line.
 pub fn error_line(log: &str) -> Option<&str> {
     let lines = || log.lines().map(str::trim).filter(|line| !line.is_empty());
     lines()
-        .rfind(|line| line.starts_with("error:") || line.contains(" ERROR "))
+        .find(|line| line.starts_with("error:"))
+        .or_else(|| lines().rfind(|line| line.contains(" ERROR ")))
         .or_else(|| lines().next_back())
 }
 
@@ -333,6 +335,13 @@ mod tests {
         assert_eq!(
             error_line("error: could not attach: Invalid argument\nINFO after\n"),
             Some("error: could not attach: Invalid argument")
+        );
+        // The recording's error, not that of the report that found nothing afterwards.
+        assert_eq!(
+            error_line(
+                "error: the kernel's verifier refused\n--- reports ---\nerror: no profiles\n"
+            ),
+            Some("error: the kernel's verifier refused")
         );
     }
 
