@@ -22,6 +22,7 @@ pub mod symbolize;
 #[cfg(test)]
 mod test_support;
 pub mod tracectx;
+pub mod unwind;
 
 /// An error and its sources on one line: `outer: inner: root cause`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -1,0 +1,6 @@
+//! Unwinding user stacks without frame pointers (issue 15): each file's unwind information
+//! turned into a compact table of rules a BPF program can follow (`table.rs`, `rule.rs`).
+//! The tables are built and tested here first; the kernel side walks them in a later step.
+
+pub mod rule;
+pub mod table;
