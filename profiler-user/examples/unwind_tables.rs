@@ -8,7 +8,13 @@ use std::{
     time::{Duration, Instant},
 };
 
-use profiler::{elf_file::ElfFile, unwind::table};
+use profiler::{
+    elf_file::ElfFile,
+    unwind::{
+        layout::{KernelTable, RuleIds},
+        table,
+    },
+};
 
 fn main() {
     let dirs: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
@@ -24,29 +30,33 @@ fn main() {
     let (mut tables, mut rows, mut bytes, mut errors) = (0usize, 0usize, 0usize, 0usize);
     let mut total = Duration::ZERO;
     let mut slowest: Option<(Duration, PathBuf, usize, usize)> = None;
+    let mut ids = RuleIds::default();
     for path in files {
         let Ok(file) = File::open(&path) else {
             continue;
         };
         let started = Instant::now();
-        let built = table::build(&ElfFile::new(file));
+        let built = table::build(&ElfFile::new(file))
+            .ok()
+            .and_then(|table| KernelTable::new(&table, &mut ids).ok());
         let took = started.elapsed();
         match built {
-            Ok(table) => {
+            Some(table) => {
                 total += took;
                 tables += 1;
                 rows += table.rows.len();
-                bytes += table.kernel_bytes();
+                bytes += table.bytes();
                 if slowest.as_ref().is_none_or(|(slow, ..)| took > *slow) {
-                    slowest = Some((took, path, table.rows.len(), table.kernel_bytes()));
+                    slowest = Some((took, path, table.rows.len(), table.bytes()));
                 }
             }
-            Err(_) => errors += 1,
+            None => errors += 1,
         }
     }
     println!(
-        "{tables} tables ({errors} files without one), {rows} rows, {:.1} MiB in the kernel \
-         layout, {:.2} s to build",
+        "{tables} tables ({errors} files without one), {rows} rows, {} distinct rules, {:.1} MiB \
+         in the kernel layout, {:.2} s to build",
+        ids.rules().len(),
         bytes as f64 / f64::from(1 << 20),
         total.as_secs_f64()
     );

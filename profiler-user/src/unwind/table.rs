@@ -82,32 +82,12 @@ pub struct FileTable {
     pub stats: BuildStats,
 }
 
-/// Bytes a row takes in the kernel's layout: the low 16 bits of its address within a 64 KiB
-/// page and a rule index (the page's first row is found through a per-page index entry).
-pub const KERNEL_ROW_BYTES: usize = 4;
-const KERNEL_PAGE_ENTRY_BYTES: usize = 8;
-const PAGE_BITS: u32 = 16;
-
 impl FileTable {
     /// The rule for `address`; `None` before the first row.
     pub fn rule_at(&self, address: u64) -> Option<&Rule> {
         let after = self.rows.partition_point(|row| row.address <= address);
         let row = self.rows.get(after.checked_sub(1)?)?;
         self.rules.get(usize::from(row.rule))
-    }
-
-    /// What the table will hold in kernel memory: rows, the page index over the addresses they
-    /// span, and the rules.
-    pub fn kernel_bytes(&self) -> usize {
-        let pages = match (self.rows.first(), self.rows.last()) {
-            (Some(first), Some(last)) => {
-                ((last.address >> PAGE_BITS) - (first.address >> PAGE_BITS) + 1) as usize
-            }
-            _ => 0,
-        };
-        self.rows.len() * KERNEL_ROW_BYTES
-            + pages * KERNEL_PAGE_ENTRY_BYTES
-            + self.rules.len() * size_of::<Rule>()
     }
 }
 
