@@ -5,4 +5,5 @@
 
 pub mod layout;
 pub mod rule;
+pub mod store;
 pub mod table;
