@@ -1,6 +1,7 @@
 //! The initramfs every kernel boots: Debian's static busybox, the release profiler with the
-//! shared libraries it links (as `ldd` lists them), and `init.sh`, written as an uncompressed
-//! `newc` cpio archive (the format the kernel unpacks; no cpio tool needed).
+//! shared libraries it links (as `ldd` lists them; `cross.rs` lists the arm64 ones), and
+//! `init.sh`, written as an uncompressed `newc` cpio archive (the format the kernel unpacks; no
+//! cpio tool needed).
 
 use std::{
     fs,
@@ -16,48 +17,55 @@ use crate::process;
 /// The static busybox of Debian's `busybox-static`.
 pub const BUSYBOX: &str = "/bin/busybox";
 
+/// A shared library of the profiler: where it is here, and its path inside the VM.
+pub struct Library {
+    pub host: PathBuf,
+    pub inside: String,
+}
+
 /// The scripted check the kernel runs as PID 1.
 const INIT: &str = include_str!("init.sh");
 
 const LDD_LIMIT: Duration = Duration::from_secs(20);
 
-/// Writes the archive to `path`: `profiler` is the binary to check.
-pub fn build(profiler: &Path, path: &Path) -> Result<()> {
+/// Writes the archive to `path`: `profiler` is the binary to check, `libraries` what it links.
+pub fn build(busybox: &Path, profiler: &Path, libraries: &[Library], path: &Path) -> Result<()> {
     let mut archive = Archive::default();
-    for dir in [
-        "bin",
-        "dev",
-        "lib",
-        "lib64",
-        "lib/x86_64-linux-gnu",
-        "out",
-        "proc",
-        "sys",
-        "tmp",
-    ] {
+    for dir in ["bin", "dev", "lib", "lib64", "out", "proc", "sys", "tmp"] {
         archive.directory(dir);
     }
     // The kernel opens /dev/console for init's standard streams before anything is mounted.
     archive.char_device("dev/console", 5, 1);
     archive.file("init", 0o755, INIT.as_bytes());
-    archive.file("bin/busybox", 0o755, &read(Path::new(BUSYBOX))?);
+    archive.file("bin/busybox", 0o755, &read(busybox)?);
     archive.file("bin/profiler", 0o755, &read(profiler)?);
-    for library in shared_libraries(profiler)? {
-        let inside = library
-            .strip_prefix("/")
-            .unwrap_or(&library)
-            .to_string_lossy()
-            .into_owned();
-        if let Some((parent, _)) = inside.rsplit_once('/') {
+    for library in libraries {
+        if let Some((parent, _)) = library.inside.rsplit_once('/') {
             archive.directory(parent);
         }
-        archive.file(&inside, 0o755, &read(&library)?);
+        archive.file(&library.inside, 0o755, &read(&library.host)?);
     }
     fs::write(path, archive.finish()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The files `ldd` resolves for `binary` (none for a static one), at the same paths inside.
+pub fn host_libraries(binary: &Path) -> Result<Vec<Library>> {
+    let libraries = shared_libraries(binary)?;
+    Ok(libraries
+        .into_iter()
+        .map(|host| Library {
+            inside: host
+                .strip_prefix("/")
+                .unwrap_or(&host)
+                .to_string_lossy()
+                .into_owned(),
+            host,
+        })
+        .collect())
 }
 
 /// The files `ldd` resolves for `binary` (none for a static one).

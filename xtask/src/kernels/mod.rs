@@ -43,7 +43,7 @@ pub fn kernels(root: &Path, names: &[String]) -> Result<ExitCode> {
 pub fn run_matrix(root: &Path, names: &[String]) -> Result<bool> {
     let selected = pins::select(names)?;
     setup::setup_kernels()?;
-    for tool in ["apt-get", "apt-cache", "dpkg-deb", "ldd", qemu::QEMU] {
+    for tool in ["apt-get", "apt-cache", "dpkg-deb", "ldd", qemu::X86_64.qemu] {
         if paths::find_in_path(tool).is_none() {
             bail!(
                 "`{tool}` is not installed (cargo xtask kernels needs Debian's apt and qemu-system-x86)"
@@ -60,7 +60,14 @@ pub fn run_matrix(root: &Path, names: &[String]) -> Result<bool> {
     let dir = paths::target_dir(root).join("kernels");
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let initrd = dir.join("initramfs.cpio");
-    initramfs::build(&profiler, &initrd).context("could not build the initramfs")?;
+    let libraries = initramfs::host_libraries(&profiler)?;
+    initramfs::build(
+        Path::new(initramfs::BUSYBOX),
+        &profiler,
+        &libraries,
+        &initrd,
+    )
+    .context("could not build the initramfs")?;
 
     let mut apt = apt::PrivateApt::new(dir.join("apt"));
     let mut try_kvm = qemu::kvm_available();
@@ -102,7 +109,14 @@ fn run_one(
     let mut kvm_note = None;
     if *try_kvm {
         println!("kernels: booting {} under kvm", kernel.release);
-        let boot = qemu::boot(&vmlinuz, initrd, Accel::Kvm, KVM_LIMIT, &console_log)?;
+        let boot = qemu::boot(
+            &qemu::X86_64,
+            &vmlinuz,
+            initrd,
+            Accel::Kvm,
+            KVM_LIMIT,
+            &console_log,
+        )?;
         if outcome::parse_result(&boot.console).is_some() {
             return finish(kernel, Accel::Kvm, KVM_LIMIT, &boot, &kernel_dir, None);
         }
@@ -114,7 +128,14 @@ fn run_one(
         *try_kvm = false;
     }
     println!("kernels: booting {} under tcg", kernel.release);
-    let boot = qemu::boot(&vmlinuz, initrd, Accel::Tcg, TCG_LIMIT, &console_log)?;
+    let boot = qemu::boot(
+        &qemu::X86_64,
+        &vmlinuz,
+        initrd,
+        Accel::Tcg,
+        TCG_LIMIT,
+        &console_log,
+    )?;
     finish(kernel, Accel::Tcg, TCG_LIMIT, &boot, &kernel_dir, kvm_note)
 }
 
