@@ -4,6 +4,7 @@
 //! `target/kernels/`.
 
 mod apt;
+mod cross;
 mod initramfs;
 mod outcome;
 pub mod pins;
@@ -20,8 +21,8 @@ use anyhow::{Context, Result, bail};
 
 use crate::{paths, setup};
 use outcome::Row;
-use pins::Kernel;
-use qemu::Accel;
+use pins::{Arch, Kernel};
+use qemu::{Accel, Machine};
 
 /// A run under TCG takes 10-15 s here (`init.sh` starts after about 3 s); a VM that has not
 /// reached `init.sh` by the first limit or finished by the second is killed.
@@ -42,41 +43,61 @@ pub fn kernels(root: &Path, names: &[String]) -> Result<ExitCode> {
 /// [`kernels`]: prints the table, and says whether every kernel passed.
 pub fn run_matrix(root: &Path, names: &[String]) -> Result<bool> {
     let selected = pins::select(names)?;
-    setup::setup_kernels()?;
-    for tool in ["apt-get", "apt-cache", "dpkg-deb", "ldd", qemu::X86_64.qemu] {
+    let has = |arch: Arch| selected.iter().any(|kernel| kernel.arch == arch);
+    setup::setup_kernels(has(Arch::Arm64))?;
+    let mut tools = vec!["apt-get", "apt-cache", "dpkg-deb"];
+    if has(Arch::Amd64) {
+        tools.extend(["ldd", qemu::X86_64.qemu]);
+    }
+    if has(Arch::Arm64) {
+        tools.push(cross::MACHINE.qemu);
+    }
+    for tool in tools {
         if paths::find_in_path(tool).is_none() {
             bail!(
-                "`{tool}` is not installed (cargo xtask kernels needs Debian's apt and qemu-system-x86)"
+                "`{tool}` is not installed (cargo xtask kernels needs Debian's apt and \
+                 qemu-system-x86, and qemu-system-arm for arm64)"
             );
         }
     }
-    let profiler = paths::profiler_bin(root);
-    if !profiler.is_file() {
-        bail!(
-            "{} is missing: build it first with `cargo xtask build`",
-            profiler.display()
-        );
-    }
     let dir = paths::target_dir(root).join("kernels");
     fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let initrd = dir.join("initramfs.cpio");
-    let libraries = initramfs::host_libraries(&profiler)?;
-    initramfs::build(
-        Path::new(initramfs::BUSYBOX),
-        &profiler,
-        &libraries,
-        &initrd,
-    )
-    .context("could not build the initramfs")?;
+    let mut amd64 = Guest::new(dir.join("apt"), Arch::Amd64, &qemu::X86_64);
+    if has(Arch::Amd64) {
+        let profiler = paths::profiler_bin(root);
+        if !profiler.is_file() {
+            bail!(
+                "{} is missing: build it first with `cargo xtask build`",
+                profiler.display()
+            );
+        }
+        let initrd = dir.join("initramfs.cpio");
+        let libraries = initramfs::host_libraries(&profiler)?;
+        initramfs::build(
+            Path::new(initramfs::BUSYBOX),
+            &profiler,
+            &libraries,
+            &initrd,
+        )
+        .context("could not build the initramfs")?;
+        amd64.initrd = Some(Ok(initrd));
+    }
+    let mut arm64 = Guest::new(dir.join("apt-arm64"), Arch::Arm64, &cross::MACHINE);
 
-    let mut apt = apt::PrivateApt::new(dir.join("apt"));
     let mut try_kvm = qemu::kvm_available();
     let mut rows = Vec::new();
     for kernel in selected {
-        let row = match run_one(&mut apt, kernel, &dir, &initrd, &mut try_kvm) {
+        let guest = match kernel.arch {
+            Arch::Amd64 => &mut amd64,
+            Arch::Arm64 => &mut arm64,
+        };
+        let row = guest
+            .initrd(root, &dir)
+            .and_then(|initrd| run_one(guest, kernel, &dir, &initrd, &mut try_kvm));
+        let row = match row {
             Ok(row) => row,
             Err(err) => Row {
-                series: kernel.series.to_owned(),
+                series: kernel.name(),
                 release: kernel.release.to_owned(),
                 accel: "-".to_owned(),
                 check: None,
@@ -95,22 +116,52 @@ pub fn run_matrix(root: &Path, names: &[String]) -> Result<bool> {
     Ok(rows.iter().all(Row::passed))
 }
 
-/// Fetches (once) and boots one kernel; KVM first while it has not failed, then TCG.
+/// What boots the kernels of one architecture.
+struct Guest {
+    apt: apt::PrivateApt,
+    machine: &'static Machine,
+    /// The initramfs: the amd64 one built before the first boot, the arm64 one (a cross-build)
+    /// when its first kernel comes; a failure is kept, as text, for each of its rows.
+    initrd: Option<Result<PathBuf, String>>,
+}
+
+impl Guest {
+    fn new(apt_dir: PathBuf, arch: Arch, machine: &'static Machine) -> Self {
+        Self {
+            apt: apt::PrivateApt::new(apt_dir, arch),
+            machine,
+            initrd: None,
+        }
+    }
+
+    fn initrd(&mut self, root: &Path, dir: &Path) -> Result<PathBuf> {
+        let initrd = match self.initrd.take() {
+            Some(initrd) => initrd,
+            None => cross::initramfs(root, dir, &mut self.apt).map_err(|err| format!("{err:#}")),
+        };
+        self.initrd = Some(initrd.clone());
+        initrd.map_err(anyhow::Error::msg)
+    }
+}
+
+/// Fetches (once) and boots one kernel; KVM first while it has not failed, then TCG. An arm64
+/// kernel only under TCG: the host is x86_64.
 fn run_one(
-    apt: &mut apt::PrivateApt,
+    guest: &mut Guest,
     kernel: &Kernel,
     dir: &Path,
     initrd: &Path,
     try_kvm: &mut bool,
 ) -> Result<Row> {
     let kernel_dir = dir.join(kernel.release);
-    let vmlinuz = cached_kernel(apt, kernel, &kernel_dir)?;
+    let vmlinuz = cached_kernel(&mut guest.apt, kernel, &kernel_dir)?;
     let console_log = kernel_dir.join("console.log");
+    let machine = guest.machine;
     let mut kvm_note = None;
-    if *try_kvm {
+    if *try_kvm && kernel.arch == Arch::Amd64 {
         println!("kernels: booting {} under kvm", kernel.release);
         let boot = qemu::boot(
-            &qemu::X86_64,
+            machine,
             &vmlinuz,
             initrd,
             Accel::Kvm,
@@ -129,7 +180,7 @@ fn run_one(
     }
     println!("kernels: booting {} under tcg", kernel.release);
     let boot = qemu::boot(
-        &qemu::X86_64,
+        machine,
         &vmlinuz,
         initrd,
         Accel::Tcg,
@@ -178,7 +229,7 @@ fn finish(
         (failure, kvm) => failure.or(kvm),
     };
     Ok(Row {
-        series: kernel.series.to_owned(),
+        series: kernel.name(),
         release: kernel.release.to_owned(),
         accel: accel.name().to_owned(),
         check,
@@ -197,7 +248,7 @@ fn cached_kernel(apt: &mut apt::PrivateApt, kernel: &Kernel, dir: &Path) -> Resu
         return Ok(vmlinuz);
     }
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let deb = apt.download(kernel)?;
+    let deb = apt.download_kernel(kernel)?;
     apt::unpack_kernel(&deb, kernel, dir)?;
     // The kernel is all we keep of the package.
     fs::remove_file(&deb).with_context(|| format!("cannot remove {}", deb.display()))?;
