@@ -52,8 +52,8 @@ const CROSS_LIBS: &str = "/usr/aarch64-linux-gnu/lib";
 /// Where the initramfs puts the libraries: the arm64 loader's default search path on Debian.
 const INSIDE_LIBS: &str = "lib/aarch64-linux-gnu";
 
-/// A cold cross-build takes 6-12 min on 2 CPUs (the BPF object alone 2.5 min); a warm one
-/// seconds.
+/// A cold cross-build took 12-14 min on 2 CPUs shared with other builds (the BPF object alone
+/// 2 min); a warm one under a second.
 const BUILD_LIMIT: Duration = Duration::from_secs(40 * 60);
 const QUERY_LIMIT: Duration = Duration::from_secs(20);
 
@@ -72,8 +72,8 @@ pub fn initramfs(root: &Path, dir: &Path, apt: &mut PrivateApt) -> Result<PathBu
 }
 
 /// The sysroot with the aarch64 standard library of the host's `rustc-web`:
-/// `arm/sysroot/lib/rustlib/aarch64-unknown-linux-gnu`, beside links to the compiler's own
-/// targets (it finds every target's libraries, the host's included, under one sysroot).
+/// `arm/sysroot/lib/rustlib/aarch64-unknown-linux-gnu`, beside links to the targets of the
+/// compiler's own sysroot, so that ours lacks nothing the compiler may look up there.
 fn sysroot(apt: &mut PrivateApt, arm: &Path) -> Result<PathBuf> {
     let version = installed_version(RUSTC)?;
     let sysroot = arm.join("sysroot");
