@@ -21,11 +21,12 @@ pub struct Fixtures {
     pub trace_ids: PathBuf,
 }
 
-/// Builds `traced` into `dir` (a second with gcc; always, so it follows its sources).
-pub fn build(root: &Path, dir: &Path) -> Result<Fixtures> {
+/// Builds `traced` into `dir` with `gcc` (`aarch64-linux-gnu-gcc` for the arm64 row; a second;
+/// always, so it follows its sources).
+pub fn build(root: &Path, dir: &Path, gcc: &str) -> Result<Fixtures> {
     let sources = root.join("tests").join("fixtures");
     let traced = dir.join("traced");
-    let mut gcc = Command::new("gcc");
+    let mut gcc = Command::new(gcc);
     gcc.args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread"])
         .arg("-Wl,--export-dynamic-symbol=otel_thread_ctx_v1")
         .arg("-o")
