@@ -11,6 +11,8 @@ use std::{
 
 /// Flags of every C fixture: frame pointers so the BPF side can unwind them (see TOOLCHAIN.md).
 const CFLAGS: &[&str] = &["-O2", "-g", "-fno-omit-frame-pointer"];
+/// The unwinder's fixtures': no frame pointers, as distributions and release builds ship code.
+const NO_FP_CFLAGS: &[&str] = &["-O2", "-g", "-fomit-frame-pointer"];
 /// The churn fixture's: -O1, as a typical short-lived tool might be built.
 const CHURN_CFLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer"];
 
@@ -42,6 +44,11 @@ fn main() {
         &out_dir.join("fixture-hot-rust-frames"),
     );
 
+    let unwind_chain = build_c_with(
+        &fixtures.join("unwind_chain.c"),
+        &out_dir.join("fixture-unwind-chain-no-fp"),
+        NO_FP_CFLAGS,
+    );
     let traced = build_traced(&fixtures, &out_dir);
     let (lifetimes, plugin) = build_lifetimes(&fixtures, &out_dir);
 
@@ -50,6 +57,7 @@ fn main() {
     export("FIXTURE_HOT_RUST", &hot_rust);
     export("FIXTURE_CHURN", &churn);
     export("FIXTURE_STACKS", &stacks);
+    export("FIXTURE_UNWIND_CHAIN", &unwind_chain);
     export("FIXTURE_TRACED_EXE", &traced.exe);
     export("FIXTURE_TRACED_TLSDESC", &traced.tlsdesc);
     export("FIXTURE_TRACED_GD", &traced.gd);
