@@ -11,33 +11,24 @@ use std::{
     fs::File,
     io::{BufRead, BufReader},
     os::unix::fs::FileExt,
-    path::PathBuf,
     process::{Command, Stdio},
     time::Duration,
 };
 
 use anyhow::{Context, Result};
 use integration_tests::wait_until;
-use object::{Object, ObjectSegment, ObjectSymbol};
+use object::{Object, ObjectSymbol};
 use profiler::{
     elf_file::ElfFile,
     unwind::{
         layout::{KernelTable, RuleIds},
+        mappings::code_mappings,
         table::{self, Arch},
         walk::{End, Module, Registers, walk},
     },
 };
 
 const FIXTURE: &str = env!("FIXTURE_UNWIND_CHAIN");
-
-/// An executable mapping of the process and its file's table.
-struct Mapped {
-    start: u64,
-    end: u64,
-    bias: u64,
-    path: PathBuf,
-    table: Option<KernelTable>,
-}
 
 /// `/proc/PID/syscall` of a task blocked in a system call: `nr args... sp pc`.
 fn blocked_registers(pid: u32) -> Result<Option<(u64, u64)>> {
@@ -49,24 +40,6 @@ fn blocked_registers(pid: u32) -> Result<Option<(u64, u64)>> {
     }
     let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16);
     Ok(Some((hex(fields[7])?, hex(fields[8])?)))
-}
-
-/// How far a mapping's addresses are from its file's virtual addresses: the load segment that
-/// holds the mapping's file offset says where that offset sits in the file's address space.
-fn bias_of(path: &PathBuf, start: u64, offset: u64) -> Result<u64> {
-    let data = std::fs::read(path)?;
-    let elf = object::File::parse(&*data)?;
-    let segment = elf
-        .segments()
-        .find(|segment| {
-            let (file_offset, size) = segment.file_range();
-            (file_offset..file_offset + size).contains(&offset)
-        })
-        .context("no load segment holds the mapping")?;
-    let (file_offset, _) = segment.file_range();
-    Ok(start
-        .wrapping_sub(offset)
-        .wrapping_sub(segment.address().wrapping_sub(file_offset)))
 }
 
 /// The name of the function holding `address` of the fixture (file address), from its symbols.
@@ -93,24 +66,12 @@ fn a_chain_without_frame_pointers_is_walked_to_its_root_through_libc() -> Result
 
     let mut ids = RuleIds::default();
     let mut mapped = Vec::new();
-    for map in procfs::process::Process::new(pid as i32)?.maps()?.0 {
-        let procfs::process::MMapPath::Path(path) = map.pathname else {
-            continue;
-        };
-        if !map.perms.contains(procfs::process::MMPermissions::EXECUTE) {
-            continue;
-        }
-        let table = table::build(&ElfFile::new(File::open(&path)?))
+    for mapping in code_mappings(pid as i32)? {
+        let table = table::build(&ElfFile::new(File::open(&mapping.path)?))
             .ok()
             .map(|table| KernelTable::new(&table, &mut ids))
             .transpose()?;
-        mapped.push(Mapped {
-            start: map.address.0,
-            end: map.address.1,
-            bias: bias_of(&path, map.address.0, map.offset)?,
-            path,
-            table,
-        });
+        mapped.push((mapping, table));
     }
     let mem = File::open(format!("/proc/{pid}/mem"))?;
     let read = |address: u64| {
@@ -122,9 +83,9 @@ fn a_chain_without_frame_pointers_is_walked_to_its_root_through_libc() -> Result
     let module_of = |address: u64| {
         mapped
             .iter()
-            .find(|m| (m.start..m.end).contains(&address))
-            .map(|m| Module {
-                table: m.table.as_ref(),
+            .find(|(m, _)| (m.start..m.end).contains(&address))
+            .map(|(m, table)| Module {
+                table: table.as_ref(),
                 bias: m.bias,
             })
     };
@@ -143,9 +104,11 @@ fn a_chain_without_frame_pointers_is_walked_to_its_root_through_libc() -> Result
     child.kill()?;
     child.wait()?;
 
-    let exe = mapped
+    let fixture = std::fs::canonicalize(FIXTURE)?;
+    let relative = fixture.strip_prefix("/")?;
+    let (exe, _) = mapped
         .iter()
-        .find(|m| m.path == std::fs::canonicalize(FIXTURE).unwrap())
+        .find(|(m, _)| m.path.ends_with(relative))
         .context("the fixture's own mapping")?;
     let data = std::fs::read(FIXTURE)?;
     let elf = object::File::parse(&*data)?;

@@ -5,6 +5,7 @@
 //! tested here first; the BPF walk comes in a later step and must agree with `walk.rs`.
 
 pub mod layout;
+pub mod mappings;
 pub mod rule;
 pub mod store;
 pub mod table;
