@@ -1,9 +1,10 @@
-//! The unwind tables and the walk over them (profiler-user/src/unwind/, issue 15) on a live
-//! process built without frame pointers: the fixture blocks in libc's `read` at the bottom of
-//! main -> chain_one -> chain_two -> chain_three; its registers come from /proc/PID/syscall
-//! and its stack from /proc/PID/mem, as the BPF walk will have them, and the walk must pass
-//! every frame of the chain and end at the outermost frame (`_start`, whose return address is
-//! undefined), through libc's and the executable's `.eh_frame` alone.
+//! The unwind tables and the walk over them (profiler-user/src/unwind/, issue 15) on live
+//! processes built without frame pointers (tests/fixtures/unwind_chain.c): each mode blocks in
+//! libc's `read`; its registers come from /proc/PID/syscall and its stack from /proc/PID/mem,
+//! as the BPF walk will have them, and the walk must name every frame of the known chain, cross
+//! libc's code (its `read`, `qsort`'s internals, the signal trampoline) by its `.eh_frame`
+//! alone, and end at the outermost frame (`_start`, whose return address is undefined) or, past
+//! its frame limit, say that it was truncated.
 //!
 //! Needs no root: the test reads its own child.
 
@@ -22,15 +23,16 @@ use profiler::{
     elf_file::ElfFile,
     unwind::{
         layout::{KernelTable, RuleIds},
-        mappings::code_mappings,
+        mappings::{CodeMapping, code_mappings},
         table::{self, Arch},
         walk::{End, Module, Registers, walk},
     },
 };
 
 const FIXTURE: &str = env!("FIXTURE_UNWIND_CHAIN");
+const MAX_FRAMES: usize = 127;
 
-/// `/proc/PID/syscall` of a task blocked in a system call: `nr args... sp pc`.
+/// `/proc/PID/syscall` of a task blocked in `read`: its sp and pc.
 fn blocked_registers(pid: u32) -> Result<Option<(u64, u64)>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/syscall"))?;
     let fields: Vec<&str> = text.split_whitespace().collect();
@@ -42,20 +44,29 @@ fn blocked_registers(pid: u32) -> Result<Option<(u64, u64)>> {
     Ok(Some((hex(fields[7])?, hex(fields[8])?)))
 }
 
-/// The name of the function holding `address` of the fixture (file address), from its symbols.
-fn function_at(symbols: &[(u64, u64, String)], address: u64) -> Option<&str> {
-    symbols
-        .iter()
-        .find(|(start, size, _)| (*start..start + size).contains(&address))
-        .map(|(_, _, name)| name.as_str())
+/// A walk of the fixture's stack in one mode: each frame's function in the fixture (`None`
+/// for frames elsewhere: libc, the loader), and how the walk ended.
+struct Walked {
+    frames: Vec<u64>,
+    names: Vec<Option<String>>,
+    /// Frames in libc.
+    in_libc: Vec<bool>,
+    end: End,
 }
 
-#[test]
-fn a_chain_without_frame_pointers_is_walked_to_its_root_through_libc() -> Result<()> {
+fn walk_fixture(mode: &str) -> Result<Walked> {
     let mut child = Command::new(FIXTURE)
+        .arg(mode)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
+    let walked = walk_child(&mut child);
+    child.kill()?;
+    child.wait()?;
+    walked
+}
+
+fn walk_child(child: &mut std::process::Child) -> Result<Walked> {
     let pid = child.id();
     let mut ready = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready)?;
@@ -65,7 +76,7 @@ fn a_chain_without_frame_pointers_is_walked_to_its_root_through_libc() -> Result
     })?;
 
     let mut ids = RuleIds::default();
-    let mut mapped = Vec::new();
+    let mut mapped: Vec<(CodeMapping, Option<KernelTable>)> = Vec::new();
     for mapping in code_mappings(pid as i32)? {
         let table = table::build(&ElfFile::new(File::open(&mapping.path)?))
             .ok()
@@ -80,14 +91,16 @@ fn a_chain_without_frame_pointers_is_walked_to_its_root_through_libc() -> Result
             .ok()
             .map(|()| u64::from_ne_bytes(word))
     };
-    let module_of = |address: u64| {
+    let mapping_of = |address: u64| {
         mapped
             .iter()
             .find(|(m, _)| (m.start..m.end).contains(&address))
-            .map(|(m, table)| Module {
-                table: table.as_ref(),
-                bias: m.bias,
-            })
+    };
+    let module_of = |address: u64| {
+        mapping_of(address).map(|(m, table)| Module {
+            table: table.as_ref(),
+            bias: m.bias,
+        })
     };
     let registers = Registers {
         pc,
@@ -100,15 +113,13 @@ fn a_chain_without_frame_pointers_is_walked_to_its_root_through_libc() -> Result
     } else {
         Arch::X86_64
     };
-    let (frames, end) = walk(arch, ids.rules(), registers, module_of, read, 127);
-    child.kill()?;
-    child.wait()?;
+    let (frames, end) = walk(arch, ids.rules(), registers, module_of, read, MAX_FRAMES);
 
     let fixture = std::fs::canonicalize(FIXTURE)?;
     let relative = fixture.strip_prefix("/")?;
-    let (exe, _) = mapped
-        .iter()
-        .find(|(m, _)| m.path.ends_with(relative))
+    let (exe, _) = mapping_of(pc)
+        .filter(|(m, _)| m.path.ends_with(relative))
+        .or_else(|| mapped.iter().find(|(m, _)| m.path.ends_with(relative)))
         .context("the fixture's own mapping")?;
     let data = std::fs::read(FIXTURE)?;
     let elf = object::File::parse(&*data)?;
@@ -116,28 +127,128 @@ fn a_chain_without_frame_pointers_is_walked_to_its_root_through_libc() -> Result
         .symbols()
         .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_owned())))
         .collect();
-    // Return addresses point after their call: name the call.
-    let names: Vec<&str> = frames
+    let names = frames
         .iter()
         .enumerate()
-        .filter(|&(_, &pc)| (exe.start..exe.end).contains(&pc))
-        .filter_map(|(i, &pc)| {
-            let call = if i == 0 { pc } else { pc - 1 };
-            function_at(&symbols, call.wrapping_sub(exe.bias))
+        .map(|(i, &pc)| {
+            if !(exe.start..exe.end).contains(&pc) {
+                return None;
+            }
+            // Return addresses point after their call: name the call.
+            let call = if i == 0 { pc } else { pc - 1 }.wrapping_sub(exe.bias);
+            symbols
+                .iter()
+                .find(|(start, size, _)| (*start..start + size).contains(&call))
+                .map(|(_, _, name)| name.clone())
         })
         .collect();
-    let chain: Vec<&str> = names
+    let in_libc = frames
         .iter()
-        .copied()
-        .filter(|name| name.starts_with("chain_") || *name == "main")
+        .map(|&pc| {
+            mapping_of(pc).is_some_and(|(m, _)| m.path.to_string_lossy().contains("/libc.so"))
+        })
         .collect();
+    Ok(Walked {
+        frames,
+        names,
+        in_libc,
+        end,
+    })
+}
+
+impl Walked {
+    /// The fixture's functions, leaf first, with `libc` for a run of libc frames.
+    fn chain(&self) -> Vec<String> {
+        let mut chain: Vec<String> = Vec::new();
+        for (name, libc) in self.names.iter().zip(&self.in_libc) {
+            let word = match (name, libc) {
+                (Some(name), _) => name.clone(),
+                (None, true) => "libc".to_owned(),
+                (None, false) => "?".to_owned(),
+            };
+            if !(word == "libc" && chain.last().is_some_and(|last| last == "libc")) {
+                chain.push(word);
+            }
+        }
+        chain
+    }
+}
+
+#[test]
+fn a_chain_without_frame_pointers_is_walked_to_its_root_through_libc() -> Result<()> {
+    let walked = walk_fixture("chain")?;
+    let chain = walked.chain();
+    assert_eq!(walked.end, End::Root, "{chain:?} {:x?}", walked.frames);
+    // libc's read, the chain, main, then libc's start and the executable's `_start`.
     assert_eq!(
         chain,
-        ["chain_three", "chain_two", "chain_one", "main"],
-        "frames {frames:x?} named {names:?}, end {end:?}"
+        [
+            "libc",
+            "block_in_read",
+            "chain_three",
+            "chain_two",
+            "chain_one",
+            "main",
+            "libc",
+            "_start"
+        ],
+        "{:x?}",
+        walked.frames
     );
-    assert_eq!(end, End::Root, "frames {frames:x?} named {names:?}");
-    // libc's read, the chain, main, libc's start, and `_start`.
-    assert!(frames.len() >= 7, "{frames:x?}");
+    Ok(())
+}
+
+#[test]
+fn qsort_internals_are_walked_from_libc_tables() -> Result<()> {
+    let walked = walk_fixture("qsort")?;
+    let chain = walked.chain();
+    assert_eq!(walked.end, End::Root, "{chain:?}");
+    assert_eq!(
+        chain,
+        [
+            "libc",
+            "block_in_read",
+            "compare_blocking",
+            "libc",
+            "sort_numbers",
+            "main",
+            "libc",
+            "_start"
+        ],
+    );
+    Ok(())
+}
+
+#[test]
+fn a_signal_frame_leads_to_the_interrupted_function() -> Result<()> {
+    let walked = walk_fixture("signal")?;
+    let chain = walked.chain();
+    assert_eq!(walked.end, End::Root, "{chain:?}");
+    // The handler's frames, libc's __restore_rt, then the code the signal interrupted.
+    assert_eq!(
+        chain,
+        [
+            "libc",
+            "block_in_read",
+            "signal_leaf",
+            "on_alarm",
+            "libc",
+            "spin_until_signal",
+            "main",
+            "libc",
+            "_start"
+        ],
+    );
+    Ok(())
+}
+
+#[test]
+fn a_stack_deeper_than_the_limit_is_truncated_not_cut_silently() -> Result<()> {
+    let walked = walk_fixture("deep")?;
+    assert_eq!(walked.end, End::Truncated);
+    assert_eq!(walked.frames.len(), MAX_FRAMES);
+    let chain = walked.chain();
+    assert_eq!(&chain[..2], ["libc", "block_in_read"]);
+    assert!(chain[2..].iter().all(|name| name == "recurse"), "{chain:?}");
     Ok(())
 }

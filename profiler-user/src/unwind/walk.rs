@@ -53,6 +53,9 @@ pub fn walk<'a>(
     max_frames: usize,
 ) -> (Vec<u64>, End) {
     let mut frames = Vec::new();
+    // The first pc, and one a signal interrupted, is where the thread was (libgcc's unwinder
+    // does not step back from these either); the others are return addresses.
+    let mut exact = true;
     for depth in 0..max_frames {
         frames.push(regs.pc);
         let Some(module) = module_of(regs.pc) else {
@@ -60,7 +63,7 @@ pub fn walk<'a>(
         };
         // A return address points after its call, which may be a function's last instruction:
         // look up the call's own address.
-        let lookup = if depth == 0 { regs.pc } else { regs.pc - 1 };
+        let lookup = if exact { regs.pc } else { regs.pc - 1 };
         let rule = module
             .table
             .map(|table| table.rule_at(lookup.wrapping_sub(module.bias)))
@@ -72,6 +75,7 @@ pub fn walk<'a>(
             Ok(next) => next,
             Err(end) => return (frames, end),
         };
+        exact = rule.cfa == Cfa::Signal;
         if next.pc == 0 {
             return (frames, End::Root);
         }
