@@ -49,6 +49,21 @@ fn main() {
         &out_dir.join("fixture-unwind-chain-no-fp"),
         NO_FP_CFLAGS,
     );
+    let unwind_rust = build_rust_with(
+        &fixtures.join("unwind_rust.rs"),
+        &out_dir.join("fixture-unwind-rust-release"),
+        "unwind_rust",
+        &["-C", "opt-level=3", "-g"],
+    );
+    let unwind_cpp = out_dir.join("fixture-unwind-cpp-no-fp");
+    let source = fixtures.join("unwind_cpp.cc");
+    println!("cargo:rerun-if-changed={}", source.display());
+    let mut cmd = Command::new("g++");
+    cmd.args(NO_FP_CFLAGS)
+        .arg("-o")
+        .arg(&unwind_cpp)
+        .arg(&source);
+    run(cmd);
     let traced = build_traced(&fixtures, &out_dir);
     let (lifetimes, plugin) = build_lifetimes(&fixtures, &out_dir);
 
@@ -58,6 +73,8 @@ fn main() {
     export("FIXTURE_CHURN", &churn);
     export("FIXTURE_STACKS", &stacks);
     export("FIXTURE_UNWIND_CHAIN", &unwind_chain);
+    export("FIXTURE_UNWIND_RUST", &unwind_rust);
+    export("FIXTURE_UNWIND_CPP", &unwind_cpp);
     export("FIXTURE_TRACED_EXE", &traced.exe);
     export("FIXTURE_TRACED_TLSDESC", &traced.tlsdesc);
     export("FIXTURE_TRACED_GD", &traced.gd);
@@ -205,11 +222,20 @@ fn build_traced(fixtures: &Path, out_dir: &Path) -> Traced {
 }
 
 fn build_rust(source: &Path, output: &Path) -> PathBuf {
+    build_rust_with(
+        source,
+        output,
+        "hot",
+        &["-C", "opt-level=2", "-C", "force-frame-pointers=yes", "-g"],
+    )
+}
+
+fn build_rust_with(source: &Path, output: &Path, name: &str, flags: &[&str]) -> PathBuf {
     println!("cargo:rerun-if-changed={}", source.display());
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let mut cmd = Command::new(rustc);
-    cmd.args(["--edition", "2021", "--crate-name", "hot"])
-        .args(["-C", "opt-level=2", "-C", "force-frame-pointers=yes", "-g"])
+    cmd.args(["--edition", "2021", "--crate-name", name])
+        .args(flags)
         // rustc's linker call adds no build ID by default; the tests check it is reported.
         .args(["-C", "link-arg=-Wl,--build-id"])
         .arg("-o")

@@ -1,12 +1,14 @@
 //! The unwind tables and the walk over them (profiler-user/src/unwind/, issue 15) on live
-//! processes built without frame pointers (tests/fixtures/unwind_chain.c): each mode blocks in
-//! libc's `read`; its registers come from /proc/PID/syscall and its stack from /proc/PID/mem,
-//! as the BPF walk will have them, and the walk must name every frame of the known chain, cross
+//! processes built without frame pointers (tests/fixtures/unwind_chain.c, unwind_rust.rs,
+//! unwind_cpp.cc): each blocks in libc's `read`, is stopped, and its registers and stack are
+//! read as the BPF walk will have them (ptrace, /proc/PID/mem), and the walk must name every frame of the known chain, cross
 //! libc's code (its `read`, `qsort`'s internals, the signal trampoline) by its `.eh_frame`
 //! alone, and end at the outermost frame (`_start`, whose return address is undefined) or, past
 //! its frame limit, say that it was truncated.
 //!
-//! Needs no root: the test reads its own child.
+//! Needs no root: the test stops and reads its own child (ptrace). x86_64: the registers are read
+//! with `PTRACE_GETREGS`.
+#![cfg(target_arch = "x86_64")]
 
 use std::{
     fs::File,
@@ -30,18 +32,51 @@ use profiler::{
 };
 
 const FIXTURE: &str = env!("FIXTURE_UNWIND_CHAIN");
+const RUST: &str = env!("FIXTURE_UNWIND_RUST");
+const CPP: &str = env!("FIXTURE_UNWIND_CPP");
 const MAX_FRAMES: usize = 127;
 
-/// `/proc/PID/syscall` of a task blocked in `read`: its sp and pc.
-fn blocked_registers(pid: u32) -> Result<Option<(u64, u64)>> {
+/// Whether the task is blocked in `read` (`/proc/PID/syscall` starts with its number).
+fn blocked_in_read(pid: u32) -> Result<Option<()>> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/syscall"))?;
-    let fields: Vec<&str> = text.split_whitespace().collect();
-    // "running" while it runs; the read syscall's number once blocked.
-    if fields.len() != 9 || fields[0] != libc::SYS_read.to_string() {
-        return Ok(None);
+    Ok(text
+        .split_whitespace()
+        .next()
+        .is_some_and(|nr| nr == libc::SYS_read.to_string())
+        .then_some(()))
+}
+
+/// The user registers of the task, stopped with ptrace (`PTRACE_SEIZE`, `PTRACE_INTERRUPT`):
+/// what the BPF program reads from the perf event's context, rbp included.
+fn stopped_registers(pid: u32) -> Result<Registers> {
+    let pid = pid as libc::pid_t;
+    // SAFETY: ptrace on our own child, with a zeroed struct of the kernel's layout for GETREGS.
+    unsafe {
+        anyhow::ensure!(
+            libc::ptrace(libc::PTRACE_SEIZE, pid, 0, 0) == 0,
+            "PTRACE_SEIZE: {}",
+            std::io::Error::last_os_error()
+        );
+        anyhow::ensure!(
+            libc::ptrace(libc::PTRACE_INTERRUPT, pid, 0, 0) == 0,
+            "PTRACE_INTERRUPT: {}",
+            std::io::Error::last_os_error()
+        );
+        let mut status = 0;
+        anyhow::ensure!(libc::waitpid(pid, &mut status, 0) == pid, "waitpid");
+        let mut regs: libc::user_regs_struct = std::mem::zeroed();
+        anyhow::ensure!(
+            libc::ptrace(libc::PTRACE_GETREGS, pid, 0, &mut regs) == 0,
+            "PTRACE_GETREGS: {}",
+            std::io::Error::last_os_error()
+        );
+        Ok(Registers {
+            pc: regs.rip,
+            sp: regs.rsp,
+            fp: Some(regs.rbp),
+            lr: None,
+        })
     }
-    let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16);
-    Ok(Some((hex(fields[7])?, hex(fields[8])?)))
 }
 
 /// A walk of the fixture's stack in one mode: each frame's function in the fixture (`None`
@@ -55,25 +90,31 @@ struct Walked {
 }
 
 fn walk_fixture(mode: &str) -> Result<Walked> {
-    let mut child = Command::new(FIXTURE)
-        .arg(mode)
+    walk_program(FIXTURE, &[mode])
+}
+
+fn walk_program(program: &str, args: &[&str]) -> Result<Walked> {
+    let mut child = Command::new(program)
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()?;
-    let walked = walk_child(&mut child);
+    let walked = walk_child(program, &mut child);
     child.kill()?;
     child.wait()?;
     walked
 }
 
-fn walk_child(child: &mut std::process::Child) -> Result<Walked> {
+fn walk_child(program: &str, child: &mut std::process::Child) -> Result<Walked> {
     let pid = child.id();
     let mut ready = String::new();
     BufReader::new(child.stdout.take().unwrap()).read_line(&mut ready)?;
     assert_eq!(ready.trim(), "ready");
-    let (sp, pc) = wait_until(Duration::from_secs(10), "blocked read", || {
-        blocked_registers(pid)
+    wait_until(Duration::from_secs(10), "blocked read", || {
+        blocked_in_read(pid)
     })?;
+    let registers = stopped_registers(pid)?;
+    let pc = registers.pc;
 
     let mut ids = RuleIds::default();
     let mut mapped: Vec<(CodeMapping, Option<KernelTable>)> = Vec::new();
@@ -102,26 +143,22 @@ fn walk_child(child: &mut std::process::Child) -> Result<Walked> {
             bias: m.bias,
         })
     };
-    let registers = Registers {
-        pc,
-        sp,
-        fp: None,
-        lr: None,
-    };
-    let arch = if cfg!(target_arch = "aarch64") {
-        Arch::Aarch64
-    } else {
-        Arch::X86_64
-    };
-    let (frames, end) = walk(arch, ids.rules(), registers, module_of, read, MAX_FRAMES);
+    let (frames, end) = walk(
+        Arch::X86_64,
+        ids.rules(),
+        registers,
+        module_of,
+        read,
+        MAX_FRAMES,
+    );
 
-    let fixture = std::fs::canonicalize(FIXTURE)?;
+    let fixture = std::fs::canonicalize(program)?;
     let relative = fixture.strip_prefix("/")?;
     let (exe, _) = mapping_of(pc)
         .filter(|(m, _)| m.path.ends_with(relative))
         .or_else(|| mapped.iter().find(|(m, _)| m.path.ends_with(relative)))
         .context("the fixture's own mapping")?;
-    let data = std::fs::read(FIXTURE)?;
+    let data = std::fs::read(program)?;
     let elf = object::File::parse(&*data)?;
     let symbols: Vec<(u64, u64, String)> = elf
         .symbols()
@@ -157,6 +194,18 @@ fn walk_child(child: &mut std::process::Child) -> Result<Walked> {
 }
 
 impl Walked {
+    /// Whether the fixture's frames include, leaf first, functions whose (mangled) names
+    /// contain each of `wanted` in order.
+    fn passes_through(&self, wanted: &[&str]) -> bool {
+        let mut wanted = wanted.iter().peekable();
+        for name in self.names.iter().flatten() {
+            if wanted.peek().is_some_and(|w| name.contains(*w)) {
+                wanted.next();
+            }
+        }
+        wanted.peek().is_none()
+    }
+
     /// The fixture's functions, leaf first, with `libc` for a run of libc frames.
     fn chain(&self) -> Vec<String> {
         let mut chain: Vec<String> = Vec::new();
@@ -250,5 +299,40 @@ fn a_stack_deeper_than_the_limit_is_truncated_not_cut_silently() -> Result<()> {
     let chain = walked.chain();
     assert_eq!(&chain[..2], ["libc", "block_in_read"]);
     assert!(chain[2..].iter().all(|name| name == "recurse"), "{chain:?}");
+    Ok(())
+}
+
+#[test]
+fn a_rust_release_build_is_walked_through_std_to_its_root() -> Result<()> {
+    let walked = walk_program(RUST, &[])?;
+    let wanted = [
+        "chain_c",
+        "chain_b",
+        "chain_a",
+        "unwind_rust4main",
+        "lang_start",
+    ];
+    assert!(
+        walked.passes_through(&wanted),
+        "{:?} ({:?})",
+        walked.names,
+        walked.end
+    );
+    assert_eq!(walked.end, End::Root, "{:?}", walked.chain());
+    Ok(())
+}
+
+#[test]
+fn cpp_with_exceptions_and_inlined_calls_is_walked_to_its_root() -> Result<()> {
+    let walked = walk_program(CPP, &[])?;
+    // The inlined helper has no frame of its own: its caller's frame holds it.
+    let wanted = ["Worker5block", "Worker3run", "run_guarded", "main"];
+    assert!(
+        walked.passes_through(&wanted),
+        "{:?} ({:?})",
+        walked.names,
+        walked.end
+    );
+    assert_eq!(walked.end, End::Root, "{:?}", walked.chain());
     Ok(())
 }
