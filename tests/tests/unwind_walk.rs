@@ -223,72 +223,38 @@ impl Walked {
     }
 }
 
+/// Walks the fixture in `mode` and checks the whole chain: libc's `read`, `middle` (the
+/// fixture's frames, with `libc` for a run of libc's), `main`, libc's start, `_start`.
+fn walks_to_root(mode: &str, middle: &[&str]) -> Result<()> {
+    let walked = walk_fixture(mode)?;
+    let chain = walked.chain();
+    let expected: Vec<&str> = ["libc", "block_in_read"]
+        .into_iter()
+        .chain(middle.iter().copied())
+        .chain(["main", "libc", "_start"])
+        .collect();
+    assert_eq!(chain, expected, "{:x?}", walked.frames);
+    assert_eq!(walked.end, End::Root, "{chain:?}");
+    Ok(())
+}
+
 #[test]
 fn a_chain_without_frame_pointers_is_walked_to_its_root_through_libc() -> Result<()> {
-    let walked = walk_fixture("chain")?;
-    let chain = walked.chain();
-    assert_eq!(walked.end, End::Root, "{chain:?} {:x?}", walked.frames);
-    // libc's read, the chain, main, then libc's start and the executable's `_start`.
-    assert_eq!(
-        chain,
-        [
-            "libc",
-            "block_in_read",
-            "chain_three",
-            "chain_two",
-            "chain_one",
-            "main",
-            "libc",
-            "_start"
-        ],
-        "{:x?}",
-        walked.frames
-    );
-    Ok(())
+    walks_to_root("chain", &["chain_three", "chain_two", "chain_one"])
 }
 
 #[test]
 fn qsort_internals_are_walked_from_libc_tables() -> Result<()> {
-    let walked = walk_fixture("qsort")?;
-    let chain = walked.chain();
-    assert_eq!(walked.end, End::Root, "{chain:?}");
-    assert_eq!(
-        chain,
-        [
-            "libc",
-            "block_in_read",
-            "compare_blocking",
-            "libc",
-            "sort_numbers",
-            "main",
-            "libc",
-            "_start"
-        ],
-    );
-    Ok(())
+    walks_to_root("qsort", &["compare_blocking", "libc", "sort_numbers"])
 }
 
 #[test]
 fn a_signal_frame_leads_to_the_interrupted_function() -> Result<()> {
-    let walked = walk_fixture("signal")?;
-    let chain = walked.chain();
-    assert_eq!(walked.end, End::Root, "{chain:?}");
     // The handler's frames, libc's __restore_rt, then the code the signal interrupted.
-    assert_eq!(
-        chain,
-        [
-            "libc",
-            "block_in_read",
-            "signal_leaf",
-            "on_alarm",
-            "libc",
-            "spin_until_signal",
-            "main",
-            "libc",
-            "_start"
-        ],
-    );
-    Ok(())
+    walks_to_root(
+        "signal",
+        &["signal_leaf", "on_alarm", "libc", "spin_until_signal"],
+    )
 }
 
 #[test]
@@ -302,18 +268,12 @@ fn a_stack_deeper_than_the_limit_is_truncated_not_cut_silently() -> Result<()> {
     Ok(())
 }
 
-#[test]
-fn a_rust_release_build_is_walked_through_std_to_its_root() -> Result<()> {
-    let walked = walk_program(RUST, &[])?;
-    let wanted = [
-        "chain_c",
-        "chain_b",
-        "chain_a",
-        "unwind_rust4main",
-        "lang_start",
-    ];
+/// Walks `program` and checks that it passes, leaf first, through functions named like
+/// `wanted`, and reaches its root.
+fn passes_through_to_root(program: &str, wanted: &[&str]) -> Result<()> {
+    let walked = walk_program(program, &[])?;
     assert!(
-        walked.passes_through(&wanted),
+        walked.passes_through(wanted),
         "{:?} ({:?})",
         walked.names,
         walked.end
@@ -323,16 +283,21 @@ fn a_rust_release_build_is_walked_through_std_to_its_root() -> Result<()> {
 }
 
 #[test]
+fn a_rust_release_build_is_walked_through_std_to_its_root() -> Result<()> {
+    passes_through_to_root(
+        RUST,
+        &[
+            "chain_c",
+            "chain_b",
+            "chain_a",
+            "unwind_rust4main",
+            "lang_start",
+        ],
+    )
+}
+
+#[test]
 fn cpp_with_exceptions_and_inlined_calls_is_walked_to_its_root() -> Result<()> {
-    let walked = walk_program(CPP, &[])?;
     // The inlined helper has no frame of its own: its caller's frame holds it.
-    let wanted = ["Worker5block", "Worker3run", "run_guarded", "main"];
-    assert!(
-        walked.passes_through(&wanted),
-        "{:?} ({:?})",
-        walked.names,
-        walked.end
-    );
-    assert_eq!(walked.end, End::Root, "{:?}", walked.chain());
-    Ok(())
+    passes_through_to_root(CPP, &["Worker5block", "Worker3run", "run_guarded", "main"])
 }
