@@ -49,6 +49,15 @@ fn main() {
         &out_dir.join("fixture-unwind-chain-no-fp"),
         NO_FP_CFLAGS,
     );
+    let unwind_plugin = out_dir.join("libfixture_unwind_plugin.so");
+    let source = fixtures.join("unwind_plugin.c");
+    println!("cargo:rerun-if-changed={}", source.display());
+    let mut cmd = Command::new("gcc");
+    cmd.args(NO_FP_CFLAGS)
+        .args(["-fPIC", "-shared", "-o"])
+        .arg(&unwind_plugin)
+        .arg(&source);
+    run(cmd);
     let unwind_rust = build_rust_with(
         &fixtures.join("unwind_rust.rs"),
         &out_dir.join("fixture-unwind-rust-release"),
@@ -73,6 +82,7 @@ fn main() {
     export("FIXTURE_CHURN", &churn);
     export("FIXTURE_STACKS", &stacks);
     export("FIXTURE_UNWIND_CHAIN", &unwind_chain);
+    export("FIXTURE_UNWIND_PLUGIN", &unwind_plugin);
     export("FIXTURE_UNWIND_RUST", &unwind_rust);
     export("FIXTURE_UNWIND_CPP", &unwind_cpp);
     export("FIXTURE_TRACED_EXE", &traced.exe);

@@ -33,6 +33,7 @@ use profiler::{
 
 const FIXTURE: &str = env!("FIXTURE_UNWIND_CHAIN");
 const RUST: &str = env!("FIXTURE_UNWIND_RUST");
+const PLUGIN: &str = env!("FIXTURE_UNWIND_PLUGIN");
 const CPP: &str = env!("FIXTURE_UNWIND_CPP");
 const MAX_FRAMES: usize = 127;
 
@@ -86,6 +87,8 @@ struct Walked {
     names: Vec<Option<String>>,
     /// Frames in libc.
     in_libc: Vec<bool>,
+    /// Frames in the dlopen'ed plugin.
+    in_plugin: Vec<bool>,
     end: End,
 }
 
@@ -185,10 +188,17 @@ fn walk_child(program: &str, child: &mut std::process::Child) -> Result<Walked> 
             mapping_of(pc).is_some_and(|(m, _)| m.path.to_string_lossy().contains("/libc.so"))
         })
         .collect();
+    let in_plugin = frames
+        .iter()
+        .map(|&pc| {
+            mapping_of(pc).is_some_and(|(m, _)| m.path.ends_with("libfixture_unwind_plugin.so"))
+        })
+        .collect();
     Ok(Walked {
         frames,
         names,
         in_libc,
+        in_plugin,
         end,
     })
 }
@@ -209,11 +219,12 @@ impl Walked {
     /// The fixture's functions, leaf first, with `libc` for a run of libc frames.
     fn chain(&self) -> Vec<String> {
         let mut chain: Vec<String> = Vec::new();
-        for (name, libc) in self.names.iter().zip(&self.in_libc) {
-            let word = match (name, libc) {
-                (Some(name), _) => name.clone(),
-                (None, true) => "libc".to_owned(),
-                (None, false) => "?".to_owned(),
+        for ((name, libc), plugin) in self.names.iter().zip(&self.in_libc).zip(&self.in_plugin) {
+            let word = match (name, libc, plugin) {
+                (Some(name), _, _) => name.clone(),
+                (None, true, _) => "libc".to_owned(),
+                (None, false, true) => "plugin".to_owned(),
+                (None, false, false) => "?".to_owned(),
             };
             if !(word == "libc" && chain.last().is_some_and(|last| last == "libc")) {
                 chain.push(word);
@@ -223,10 +234,11 @@ impl Walked {
     }
 }
 
-/// Walks the fixture in `mode` and checks the whole chain: libc's `read`, `middle` (the
-/// fixture's frames, with `libc` for a run of libc's), `main`, libc's start, `_start`.
-fn walks_to_root(mode: &str, middle: &[&str]) -> Result<()> {
-    let walked = walk_fixture(mode)?;
+/// Walks the fixture in `mode` (with `args` after it) and checks the whole chain: libc's
+/// `read`, `middle` (the fixture's frames, with `libc` for a run of libc's), `main`, libc's
+/// start, `_start`.
+fn walks_to_root(mode: &[&str], middle: &[&str]) -> Result<()> {
+    let walked = walk_program(FIXTURE, mode)?;
     let chain = walked.chain();
     let expected: Vec<&str> = ["libc", "block_in_read"]
         .into_iter()
@@ -240,20 +252,28 @@ fn walks_to_root(mode: &str, middle: &[&str]) -> Result<()> {
 
 #[test]
 fn a_chain_without_frame_pointers_is_walked_to_its_root_through_libc() -> Result<()> {
-    walks_to_root("chain", &["chain_three", "chain_two", "chain_one"])
+    walks_to_root(&["chain"], &["chain_three", "chain_two", "chain_one"])
 }
 
 #[test]
 fn qsort_internals_are_walked_from_libc_tables() -> Result<()> {
-    walks_to_root("qsort", &["compare_blocking", "libc", "sort_numbers"])
+    walks_to_root(&["qsort"], &["compare_blocking", "libc", "sort_numbers"])
 }
 
 #[test]
 fn a_signal_frame_leads_to_the_interrupted_function() -> Result<()> {
     // The handler's frames, libc's __restore_rt, then the code the signal interrupted.
     walks_to_root(
-        "signal",
+        &["signal"],
         &["signal_leaf", "on_alarm", "libc", "spin_until_signal"],
+    )
+}
+
+#[test]
+fn a_library_opened_after_start_is_walked_by_its_own_tables() -> Result<()> {
+    walks_to_root(
+        &["dlopen", PLUGIN],
+        &["plugin_callback", "plugin", "run_plugin"],
     )
 }
 
