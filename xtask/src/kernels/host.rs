@@ -11,8 +11,8 @@ use std::{
 
 use anyhow::{Context, Result};
 
-use super::{fixtures::Fixtures, initramfs::CHECK, outcome, outcome::Row};
-use crate::{privilege::is_root, process};
+use super::{fixtures::Fixtures, initramfs::CHECK, outcome::Row};
+use crate::{paths, privilege::is_root, process};
 
 /// What `--kernel` calls this row.
 pub const HOST: &str = "host";
@@ -42,15 +42,9 @@ pub fn run(profiler: &Path, fixtures: &Fixtures, dir: &Path) -> Result<Row> {
     let script = work.join("check.sh");
     fs::write(&script, CHECK).with_context(|| format!("cannot write {}", script.display()))?;
 
-    let bins = [profiler, &fixtures.traced].map(|path| path.parent().unwrap_or(Path::new(".")));
-    let path = env::join_paths(
-        bins.iter().map(PathBuf::from).chain(
-            env::var_os("PATH")
-                .map(|p| env::split_paths(&p).collect::<Vec<_>>())
-                .unwrap_or_default(),
-        ),
-    )
-    .context("cannot build PATH for the check")?;
+    let dir_of = |path: &Path| path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let path = paths::prepend_path(&dir_of(profiler), env::var_os("PATH").as_deref())?;
+    let path = paths::prepend_path(&dir_of(&fixtures.traced), Some(&path))?;
     println!("kernels: checking the host's kernel {release}");
     let started = Instant::now();
     let mut sh = Command::new(super::initramfs::BUSYBOX);
@@ -66,24 +60,14 @@ pub fn run(profiler: &Path, fixtures: &Fixtures, dir: &Path) -> Result<Row> {
     let console_log = work.join("console.log");
     fs::write(&console_log, &console)
         .with_context(|| format!("cannot write {}", console_log.display()))?;
-    let check = outcome::parse_result(&console);
-    let log = outcome::profiler_log(&console);
-    let note = match &check {
-        Some(check) => outcome::failure(check, log.as_deref()),
-        None => Some(format!("no result; see {}", console_log.display())),
-    };
-    Ok(Row {
-        series: HOST.to_owned(),
+    Ok(Row::of_console(
+        HOST.to_owned(),
         release,
-        accel: HOST.to_owned(),
-        check,
+        HOST,
+        &console,
         elapsed,
-        note,
-        degraded: log
-            .as_deref()
-            .map(outcome::degraded_notices)
-            .unwrap_or_default(),
-    })
+        || format!("no result; see {}", console_log.display()),
+    ))
 }
 
 /// Where the cgroup2 hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a

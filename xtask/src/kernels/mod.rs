@@ -237,40 +237,36 @@ fn finish(
     kvm_note: Option<String>,
 ) -> Result<Row> {
     let console_log = kernel_dir.join("console.log");
-    let check = outcome::parse_result(&boot.console);
-    let log = outcome::profiler_log(&boot.console);
-    if let Some(log) = &log {
+    if let Some(log) = outcome::profiler_log(&boot.console) {
         let path = kernel_dir.join("profiler.log");
         fs::write(&path, log).with_context(|| format!("cannot write {}", path.display()))?;
     }
-    let failure = match &check {
-        Some(check) => outcome::failure(check, log.as_deref()),
-        None if !boot.finished => Some(format!(
-            "killed: init.sh must start within {booted_within:?} and finish within {limit:?}; \
-             console: {}",
-            console_log.display()
-        )),
-        None => Some(format!(
-            "the VM stopped without a result; console: {}",
-            console_log.display()
-        )),
-    };
-    let note = match (failure, kvm_note) {
+    let mut row = Row::of_console(
+        kernel.name(),
+        kernel.release.to_owned(),
+        accel.name(),
+        &boot.console,
+        boot.elapsed,
+        || {
+            if boot.finished {
+                format!(
+                    "the VM stopped without a result; console: {}",
+                    console_log.display()
+                )
+            } else {
+                format!(
+                    "killed: init.sh must start within {booted_within:?} and finish within \
+                     {limit:?}; console: {}",
+                    console_log.display()
+                )
+            }
+        },
+    );
+    row.note = match (row.note.take(), kvm_note) {
         (Some(failure), Some(kvm)) => Some(format!("{failure} ({kvm})")),
         (failure, kvm) => failure.or(kvm),
     };
-    Ok(Row {
-        series: kernel.name(),
-        release: kernel.release.to_owned(),
-        accel: accel.name().to_owned(),
-        check,
-        elapsed: boot.elapsed,
-        note,
-        degraded: log
-            .as_deref()
-            .map(outcome::degraded_notices)
-            .unwrap_or_default(),
-    })
+    Ok(row)
 }
 
 /// `target/kernels/<release>/vmlinuz`, downloaded and unpacked unless it is there for this

@@ -101,7 +101,7 @@ pub fn degraded_notices(log: &str) -> Vec<String> {
 }
 
 /// Why a check that printed its result failed, in one line; `None` when it passed.
-pub fn failure(check: &Check, log: Option<&str>) -> Option<String> {
+fn failure(check: &Check, log: Option<&str>) -> Option<String> {
     if check.passed() {
         return None;
     }
@@ -148,6 +148,34 @@ impl Row {
             elapsed: Duration::ZERO,
             note: Some(note),
             degraded: Vec::new(),
+        }
+    }
+
+    /// The row of what a check printed (a VM's serial console, the host check's output): its
+    /// result, why it failed (the profiler's error line, or `no_result` when it printed none),
+    /// what the kernel lacks.
+    pub fn of_console(
+        series: String,
+        release: String,
+        accel: &str,
+        console: &str,
+        elapsed: Duration,
+        no_result: impl FnOnce() -> String,
+    ) -> Self {
+        let check = parse_result(console);
+        let log = profiler_log(console);
+        let note = match &check {
+            Some(check) => failure(check, log.as_deref()),
+            None => Some(no_result()),
+        };
+        Self {
+            series,
+            release,
+            accel: accel.to_owned(),
+            check,
+            elapsed,
+            note,
+            degraded: log.as_deref().map(degraded_notices).unwrap_or_default(),
         }
     }
 
