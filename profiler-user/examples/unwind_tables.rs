@@ -10,10 +10,7 @@ use std::{
 
 use profiler::{
     elf_file::ElfFile,
-    unwind::{
-        layout::{KernelTable, RuleIds},
-        table,
-    },
+    unwind::{layout::KernelTable, rule::RuleIds, table},
 };
 
 fn main() {

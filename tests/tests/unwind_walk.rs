@@ -24,8 +24,9 @@ use object::{Object, ObjectSymbol};
 use profiler::{
     elf_file::ElfFile,
     unwind::{
-        layout::{KernelTable, RuleIds},
+        layout::KernelTable,
         mappings::{CodeMapping, code_mappings},
+        rule::RuleIds,
         table::{self, Arch},
         walk::{End, Module, Registers, walk},
     },

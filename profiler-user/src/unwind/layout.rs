@@ -5,41 +5,15 @@
 //! verifier accepts on every kernel from 5.10 (no `bpf_loop`); [`KernelTable::rule_at`] is that
 //! search, written as the BPF side will be, and tested against [`FileTable::rule_at`].
 //!
-//! Rule IDs are global: every file's rules go through one [`RuleIds`], so the kernel holds each
-//! distinct rule once (a desktop's binaries need about 10,000, research/unwinding.md).
-
-use std::collections::HashMap;
+//! Rule IDs are global: every file's rules go through one [`RuleIds`] of all tables loaded, so
+//! the kernel holds each distinct rule once (a desktop's binaries need about 10,000, research/unwinding.md).
 
 use super::{
-    rule::Rule,
+    rule::RuleIds,
     table::{FileTable, Row},
 };
 
 const PAGE_BITS: u32 = 16;
-
-/// The rule IDs of all tables loaded.
-#[derive(Debug, Default)]
-pub struct RuleIds {
-    rules: Vec<Rule>,
-    ids: HashMap<Rule, u16>,
-}
-
-impl RuleIds {
-    /// The ID of `rule`, new if it is; `None` past 65,536 distinct rules.
-    pub fn id(&mut self, rule: Rule) -> Option<u16> {
-        if let Some(&id) = self.ids.get(&rule) {
-            return Some(id);
-        }
-        let id = u16::try_from(self.rules.len()).ok()?;
-        self.rules.push(rule);
-        self.ids.insert(rule, id);
-        Some(id)
-    }
-
-    pub fn rules(&self) -> &[Rule] {
-        &self.rules
-    }
-}
 
 /// One row in the kernel: where in its page the rule starts, and the rule's global ID.
 #[repr(C)]

@@ -3,6 +3,8 @@
 //! DWARF program per function; the table keeps only the rules a BPF program can follow in a few
 //! instructions, and says so when a row asks for more.
 
+use std::collections::HashMap;
+
 /// How the canonical frame address (the stack pointer just before the call) is found.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,5 +76,34 @@ impl Rule {
             fp_offset: 0,
             ra_offset: 0,
         }
+    }
+}
+
+/// Rules numbered in the order they come, each once: a file's (`table.rs`), and those of all
+/// tables loaded (`layout.rs`).
+#[derive(Debug, Default)]
+pub struct RuleIds {
+    rules: Vec<Rule>,
+    ids: HashMap<Rule, u16>,
+}
+
+impl RuleIds {
+    /// The ID of `rule`, new if it is; `None` past 65,536 distinct rules.
+    pub fn id(&mut self, rule: Rule) -> Option<u16> {
+        if let Some(&id) = self.ids.get(&rule) {
+            return Some(id);
+        }
+        let id = u16::try_from(self.rules.len()).ok()?;
+        self.rules.push(rule);
+        self.ids.insert(rule, id);
+        Some(id)
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn into_rules(self) -> Vec<Rule> {
+        self.rules
     }
 }

@@ -14,7 +14,8 @@ use std::{
 };
 
 use super::{
-    layout::{KernelTable, LayoutError, RuleIds},
+    layout::{KernelTable, LayoutError},
+    rule::RuleIds,
     table::{self, FileTable, TableError},
 };
 use crate::elf_file::ElfFile;

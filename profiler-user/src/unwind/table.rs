@@ -5,15 +5,13 @@
 //! Addresses are the file's own virtual addresses (what `/proc/PID/maps` offsets map to through
 //! the load bias), so one table serves every process that maps the file.
 
-use std::collections::HashMap;
-
 use gimli::{
     BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, EndianSlice, LittleEndian, Register,
     RegisterRule, UnwindContext, UnwindSection, UnwindTableRow,
 };
 use object::{Architecture, Object, ObjectSection};
 
-use super::rule::{Cfa, Rule, Saved};
+use super::rule::{Cfa, Rule, RuleIds, Saved};
 use crate::elf_file::ElfFile;
 
 #[derive(Debug, thiserror::Error)]
@@ -188,8 +186,7 @@ fn from_section<'a, S: UnwindSection<Slice<'a>>>(
     }
     entries.sort_by_key(|&(address, order, _)| (address, order));
 
-    let mut rules: Vec<Rule> = Vec::new();
-    let mut index: HashMap<Rule, u16> = HashMap::new();
+    let mut rules = RuleIds::default();
     let mut rows: Vec<Row> = Vec::with_capacity(entries.len());
     let mut last: Option<Rule> = None;
     for (i, &(address, _, rule)) in entries.iter().enumerate() {
@@ -204,20 +201,12 @@ fn from_section<'a, S: UnwindSection<Slice<'a>>>(
         if rule.cfa == Cfa::Unsupported {
             stats.unsupported_rows += 1;
         }
-        let id = match index.get(&rule) {
-            Some(&id) => id,
-            None => {
-                let id = u16::try_from(rules.len()).map_err(|_| TableError::TooManyRules)?;
-                rules.push(rule);
-                index.insert(rule, id);
-                id
-            }
-        };
+        let id = rules.id(rule).ok_or(TableError::TooManyRules)?;
         rows.push(Row { address, rule: id });
     }
     Ok(FileTable {
         arch,
-        rules,
+        rules: rules.into_rules(),
         rows,
         stats,
     })
