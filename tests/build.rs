@@ -11,6 +11,8 @@ use std::{
 
 /// Flags of every C fixture: frame pointers so the BPF side can unwind them (see TOOLCHAIN.md).
 const CFLAGS: &[&str] = &["-O2", "-g", "-fno-omit-frame-pointer"];
+/// The unwinder's fixtures': no frame pointers, as distributions and release builds ship code.
+const NO_FP_CFLAGS: &[&str] = &["-O2", "-g", "-fomit-frame-pointer"];
 /// The churn fixture's: -O1, as a typical short-lived tool might be built.
 const CHURN_CFLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer"];
 
@@ -42,6 +44,35 @@ fn main() {
         &out_dir.join("fixture-hot-rust-frames"),
     );
 
+    let unwind_chain = build_c_with(
+        &fixtures.join("unwind_chain.c"),
+        &out_dir.join("fixture-unwind-chain-no-fp"),
+        NO_FP_CFLAGS,
+    );
+    let unwind_plugin = out_dir.join("libfixture_unwind_plugin.so");
+    let source = fixtures.join("unwind_plugin.c");
+    println!("cargo:rerun-if-changed={}", source.display());
+    let mut cmd = Command::new("gcc");
+    cmd.args(NO_FP_CFLAGS)
+        .args(["-fPIC", "-shared", "-o"])
+        .arg(&unwind_plugin)
+        .arg(&source);
+    run(cmd);
+    let unwind_rust = build_rust_with(
+        &fixtures.join("unwind_rust.rs"),
+        &out_dir.join("fixture-unwind-rust-release"),
+        "unwind_rust",
+        &["-C", "opt-level=3", "-g"],
+    );
+    let unwind_cpp = out_dir.join("fixture-unwind-cpp-no-fp");
+    let source = fixtures.join("unwind_cpp.cc");
+    println!("cargo:rerun-if-changed={}", source.display());
+    let mut cmd = Command::new("g++");
+    cmd.args(NO_FP_CFLAGS)
+        .arg("-o")
+        .arg(&unwind_cpp)
+        .arg(&source);
+    run(cmd);
     let traced = build_traced(&fixtures, &out_dir);
     let (go_labels, go_checkout) = build_go_labels(&manifest_dir, &fixtures, &out_dir);
     let (lifetimes, plugin) = build_lifetimes(&fixtures, &out_dir);
@@ -51,6 +82,10 @@ fn main() {
     export("FIXTURE_HOT_RUST", &hot_rust);
     export("FIXTURE_CHURN", &churn);
     export("FIXTURE_STACKS", &stacks);
+    export("FIXTURE_UNWIND_CHAIN", &unwind_chain);
+    export("FIXTURE_UNWIND_PLUGIN", &unwind_plugin);
+    export("FIXTURE_UNWIND_RUST", &unwind_rust);
+    export("FIXTURE_UNWIND_CPP", &unwind_cpp);
     export("FIXTURE_TRACED_EXE", &traced.exe);
     export("FIXTURE_TRACED_TLSDESC", &traced.tlsdesc);
     export("FIXTURE_TRACED_GD", &traced.gd);
@@ -288,11 +323,20 @@ fn go_build(go: &Path, go_dir: &Path, source: &Path, output: &Path, ldflags: &st
 }
 
 fn build_rust(source: &Path, output: &Path) -> PathBuf {
+    build_rust_with(
+        source,
+        output,
+        "hot",
+        &["-C", "opt-level=2", "-C", "force-frame-pointers=yes", "-g"],
+    )
+}
+
+fn build_rust_with(source: &Path, output: &Path, name: &str, flags: &[&str]) -> PathBuf {
     println!("cargo:rerun-if-changed={}", source.display());
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| "rustc".into());
     let mut cmd = Command::new(rustc);
-    cmd.args(["--edition", "2021", "--crate-name", "hot"])
-        .args(["-C", "opt-level=2", "-C", "force-frame-pointers=yes", "-g"])
+    cmd.args(["--edition", "2021", "--crate-name", name])
+        .args(flags)
         // rustc's linker call adds no build ID by default; the tests check it is reported.
         .args(["-C", "link-arg=-Wl,--build-id"])
         .arg("-o")

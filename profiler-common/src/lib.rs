@@ -192,9 +192,30 @@ pub struct Config {
     /// 1: sample only tasks in (or below) a cgroup of the target cgroup map. With `filter_pids`
     /// too, a sample passes either filter.
     pub filter_cgroups: u8,
-    pub _pad: [u8; 3],
+    /// 1: the cgroup filter reads a task's ancestors from `cgroup.ancestor_ids` through
+    /// `cgroup` (before Linux 5.11 perf_event programs may not call
+    /// `bpf_get_current_ancestor_cgroup_id`); 0: it calls that helper.
+    pub cgroup_ancestor_ids: u8,
+    pub _pad: [u8; 2],
     /// Where the program finds a process's identity and end in kernel memory (from BTF).
     pub task: TaskOffsets,
+    /// Where the program finds a task's cgroup ancestry when `cgroup_ancestor_ids` is 1.
+    pub cgroup: CgroupOffsets,
+}
+
+/// Byte offsets of the path from a task to the IDs of its cgroup v2 ancestors in kernels that
+/// keep them in `struct cgroup` (`ancestor_ids[]`, Linux 5.5 to 5.19), from the kernel's BTF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CgroupOffsets {
+    /// `task_struct.cgroups` (a pointer to the task's `css_set`).
+    pub task_cgroups: u32,
+    /// `css_set.dfl_cgrp` (a pointer to its cgroup in the v2 hierarchy).
+    pub css_set_dfl_cgrp: u32,
+    /// `cgroup.level` (int): the root is 0.
+    pub cgroup_level: u32,
+    /// `cgroup.ancestor_ids` (u64[level + 1]): the ID of the ancestor at each level, itself last.
+    pub cgroup_ancestor_ids: u32,
 }
 
 /// Byte offsets of the kernel fields that identify a process image and tell when its whole

@@ -27,10 +27,10 @@ use aya_ebpf::{
     programs::{PerfEventContext, RawTracePointContext},
 };
 use profiler_common::{
-    COUNTER_COUNT, Config, Counter, EVENT_EXIT, EVENT_NEW_PROCESS, Frames, MAX_CGROUP_LEVELS,
-    MAX_STACK_DEPTH, MEDIUM_STACK_DEPTH, MediumStack, NO_CONTEXT, NO_STACK, ProcessEvent,
-    SHORT_STACK_DEPTH, SampleKey, SampleValue, Scratch, ShortStack, StackTrace, TaskOffsets,
-    process_generation,
+    COUNTER_COUNT, CgroupOffsets, Config, Counter, EVENT_EXIT, EVENT_NEW_PROCESS, Frames,
+    MAX_CGROUP_LEVELS, MAX_STACK_DEPTH, MEDIUM_STACK_DEPTH, MediumStack, NO_CONTEXT, NO_STACK,
+    ProcessEvent, SHORT_STACK_DEPTH, SampleKey, SampleValue, Scratch, ShortStack, StackTrace,
+    TaskOffsets, process_generation,
 };
 
 /// Set by userspace at load time (`EbpfLoader::set_global`).
@@ -43,13 +43,20 @@ static PROFILER_CONFIG: Config = Config {
     task_tp_offset: 0,
     tcb_dtv_offset: 0,
     filter_cgroups: 0,
-    _pad: [0; 3],
+    cgroup_ancestor_ids: 0,
+    _pad: [0; 2],
     task: TaskOffsets {
         group_leader: 0,
         start_boottime: 0,
         self_exec_id: 0,
         signal: 0,
         signal_live: 0,
+    },
+    cgroup: CgroupOffsets {
+        task_cgroups: 0,
+        css_set_dfl_cgrp: 0,
+        cgroup_level: 0,
+        cgroup_ancestor_ids: 0,
     },
 };
 
@@ -186,13 +193,69 @@ fn targeted(pid: u32, config: &Config) -> bool {
     if config.filter_cgroups == 0 {
         return false;
     }
+    // A constant of the read-only config: the verifier never sees the other branch, so the
+    // helper that Linux 5.10 refuses to perf_event programs is not in the program it checks.
+    if config.cgroup_ancestor_ids != 0 {
+        return in_target_cgroup_by_ancestor_ids(&config.cgroup);
+    }
     // Root first: a cgroup's ID is 0 past the task's own level, which ends the walk.
     for level in 0..MAX_CGROUP_LEVELS {
-        // SAFETY: helper without preconditions (Linux 5.6+).
+        // SAFETY: helper without preconditions (perf_event programs: Linux 5.11+).
         let id = unsafe { bpf_get_current_ancestor_cgroup_id(level) };
         if id == 0 {
             return false;
         }
+        if TARGET_CGROUPS.get_ptr(id).is_some() {
+            return true;
+        }
+    }
+    false
+}
+
+/// The cgroup filter where the kernel keeps each cgroup's ancestor IDs in `struct cgroup`
+/// (Linux 5.5 to 5.19): the same IDs the helper returns, read through the task's `css_set`.
+#[inline(always)]
+fn in_target_cgroup_by_ancestor_ids(offsets: &CgroupOffsets) -> bool {
+    // SAFETY: helper without preconditions; the pointer is only used for checked reads.
+    let task = unsafe { bpf_get_current_task() } as *const u8;
+    // SAFETY (all reads): checked kernel reads at offsets taken from the kernel's own BTF.
+    let Ok(css_set) = (unsafe {
+        bpf_probe_read_kernel(
+            task.wrapping_add(offsets.task_cgroups as usize)
+                .cast::<u64>(),
+        )
+    }) else {
+        return false;
+    };
+    let Ok(cgroup) = (unsafe {
+        bpf_probe_read_kernel(
+            (css_set as *const u8)
+                .wrapping_add(offsets.css_set_dfl_cgrp as usize)
+                .cast::<u64>(),
+        )
+    }) else {
+        return false;
+    };
+    let cgroup = cgroup as *const u8;
+    let Ok(level) = (unsafe {
+        bpf_probe_read_kernel(
+            cgroup
+                .wrapping_add(offsets.cgroup_level as usize)
+                .cast::<i32>(),
+        )
+    }) else {
+        return false;
+    };
+    let ids = cgroup.wrapping_add(offsets.cgroup_ancestor_ids as usize);
+    for ancestor in 0..MAX_CGROUP_LEVELS {
+        if ancestor > level {
+            return false;
+        }
+        let Ok(id) = (unsafe {
+            bpf_probe_read_kernel(ids.wrapping_add(ancestor as usize * 8).cast::<u64>())
+        }) else {
+            return false;
+        };
         if TARGET_CGROUPS.get_ptr(id).is_some() {
             return true;
         }

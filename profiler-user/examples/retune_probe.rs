@@ -21,6 +21,7 @@ fn main() -> anyhow::Result<()> {
         frequency: 19,
         targets: vec![std::process::id()],
         target_cgroups: Vec::new(),
+        cgroup_read: None,
         include_idle: false,
         kernel_stacks: false,
         trace: None,

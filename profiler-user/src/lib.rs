@@ -7,6 +7,7 @@ pub mod bpf;
 pub mod cli;
 pub mod elf_file;
 pub mod golabels;
+pub mod kernel_features;
 mod listener;
 pub mod metrics;
 pub mod preflight;
@@ -22,6 +23,7 @@ pub mod symbolize;
 #[cfg(test)]
 mod test_support;
 pub mod tracectx;
+pub mod unwind;
 
 /// An error and its sources on one line: `outer: inner: root cause`.
 pub fn error_chain(error: &dyn std::error::Error) -> String {

@@ -101,7 +101,7 @@ fn check_release(release: &str) -> Result<(), PreflightError> {
 }
 
 /// `(major, minor)` of a release such as `5.10.0-32-cloud-amd64`.
-fn kernel_version(release: &str) -> Option<(u32, u32)> {
+pub(crate) fn kernel_version(release: &str) -> Option<(u32, u32)> {
     let mut numbers = release.split(|c: char| !c.is_ascii_digit());
     Some((numbers.next()?.parse().ok()?, numbers.next()?.parse().ok()?))
 }

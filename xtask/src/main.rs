@@ -59,11 +59,14 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
-    /// The start of the kernel matrix: boot pinned Debian kernels (5.10, 6.1, 6.12) under QEMU
-    /// with the release profiler in a minimal initramfs, check that it loads and samples, and
-    /// print a table; kernels and consoles are kept under target/kernels/.
+    /// The kernel matrix: boot pinned Debian kernels (5.10, 6.1, 6.12, 7.3, and 6.1-arm64 with
+    /// a cross-built profiler) under QEMU with the release profiler in a minimal initramfs,
+    /// check that it loads, samples, reads trace contexts and filters by cgroup, do the same on
+    /// the host's own kernel, and print a table; kernels and consoles are kept under
+    /// target/kernels/.
     Kernels {
-        /// Only this kernel: a series such as `6.1`, or a release (repeat for several).
+        /// Only this kernel: a series such as `6.1`, `6.1-arm64`, a release, or `host` (repeat
+        /// for several).
         #[arg(long = "kernel", value_name = "VERSION")]
         kernels: Vec<String>,
     },

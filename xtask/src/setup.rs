@@ -77,9 +77,30 @@ const KERNEL_PACKAGES: [(&str, Probe); 2] = [
     ),
 ];
 
-/// busybox-static and QEMU, for the kernel matrix.
-pub fn setup_kernels() -> Result<()> {
-    let missing = missing_packages(&KERNEL_PACKAGES);
+/// What the matrix's arm64 row needs besides: its emulator, and the cross linker and arm64
+/// glibc of the cross-built profiler (the rest, arm64 packages, comes by a private apt:
+/// kernels/cross.rs).
+const ARM64_PACKAGES: [(&str, Probe); 3] = [
+    (
+        "qemu-system-arm",
+        Probe::File("/usr/bin/qemu-system-aarch64"),
+    ),
+    (
+        "gcc-aarch64-linux-gnu",
+        Probe::File("/usr/bin/aarch64-linux-gnu-gcc"),
+    ),
+    (
+        "libc6-dev-arm64-cross",
+        Probe::File("/usr/aarch64-linux-gnu/lib/crt1.o"),
+    ),
+];
+
+/// busybox-static and QEMU, for the kernel matrix; with `arm64`, what its arm64 row needs too.
+pub fn setup_kernels(arm64: bool) -> Result<()> {
+    let mut missing = missing_packages(&KERNEL_PACKAGES);
+    if arm64 {
+        missing.extend(missing_packages(&ARM64_PACKAGES));
+    }
     if missing.is_empty() {
         return Ok(());
     }
@@ -220,6 +241,7 @@ mod tests {
                 .chain(&TEST_PACKAGES)
                 .chain(&BENCH_PACKAGES)
                 .chain(&KERNEL_PACKAGES)
+                .chain(&ARM64_PACKAGES)
         };
         let mut names: Vec<_> = all().map(|(name, _)| *name).collect();
         names.sort_unstable();

@@ -13,6 +13,7 @@ mod perf_events;
 mod sampler;
 pub mod sizing;
 mod syscall;
+pub mod verifier;
 
 pub use cost::ProgramCost;
 pub use counters::CounterSnapshot;

@@ -1,5 +1,6 @@
 //! Loads the BPF object, attaches it, and hands out the handles the recorder needs.
 
+use crate::kernel_features::CgroupRead;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
@@ -23,6 +24,9 @@ pub struct SamplerOptions {
     pub targets: Vec<u32>,
     /// Cgroup v2 IDs whose tasks (and their descendants' tasks) to sample.
     pub target_cgroups: Vec<u64>,
+    /// How the program reads a task's cgroups (`kernel_features`); `None` with no
+    /// `target_cgroups`.
+    pub cgroup_read: Option<CgroupRead>,
     pub include_idle: bool,
     pub kernel_stacks: bool,
     /// Read trace contexts; `None` turns the feature off.
@@ -70,6 +74,10 @@ impl Sampler {
             tcb_dtv_offset: 0,
             max_traces: 1,
         });
+        let cgroup_offsets = match options.cgroup_read {
+            Some(CgroupRead::AncestorIds(offsets)) => Some(offsets),
+            Some(CgroupRead::Helper) | None => None,
+        };
         let config = Config {
             filter_pids: u8::from(!options.targets.is_empty()),
             include_idle: u8::from(options.include_idle),
@@ -78,8 +86,10 @@ impl Sampler {
             task_tp_offset: trace.task_tp_offset,
             tcb_dtv_offset: trace.tcb_dtv_offset,
             filter_cgroups: u8::from(!options.target_cgroups.is_empty()),
-            _pad: [0; 3],
+            cgroup_ancestor_ids: u8::from(cgroup_offsets.is_some()),
+            _pad: [0; 2],
             task: options.task,
+            cgroup: cgroup_offsets.unwrap_or_default(),
         };
         let max_traces = trace.max_traces.max(1);
         let mut loader = EbpfLoader::new();

@@ -7,6 +7,7 @@ mod targets;
 
 use std::{
     collections::{HashMap, HashSet},
+    path::Path,
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
@@ -21,6 +22,7 @@ use crate::adaptive::{
     signals::{BpfRunTime, CostReader, LoadReader},
 };
 use crate::bpf::sizing::{Load, MapSizes, SizeOverrides};
+use crate::kernel_features::KernelFeatures;
 use crate::stop_signals::StopSignals;
 use crate::{
     bpf::{
@@ -57,8 +59,24 @@ pub enum RecordError {
     Cgroup(#[from] CgroupTargetError),
     #[error("starting the BPF sampler failed")]
     Start(#[source] BpfError),
+    #[error(
+        "the kernel's verifier refused BPF program `{program}` ({errno}): {reason}; its whole log \
+         is in {log}: please report it with this kernel's version (uname -r)"
+    )]
+    Refused {
+        program: &'static str,
+        errno: std::io::Error,
+        reason: String,
+        log: String,
+    },
     #[error(transparent)]
     KernelBtf(#[from] crate::tracectx::kernel_btf::KernelBtfError),
+    #[error(
+        "this kernel cannot filter by cgroup: its BTF has neither cgroup.ancestor_ids (Linux \
+         5.5 to 5.19) nor the helper bpf_get_current_ancestor_cgroup_id (Linux 5.11 on); drop \
+         --cgroup and --container, or name the processes with --pid"
+    )]
+    NoCgroupFilter,
     #[error("draining the BPF maps failed")]
     Drain(#[source] BpfError),
     #[error("setting up signal handling failed")]
@@ -134,7 +152,16 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     };
 
     let btf = KernelBtf::read(&preflight::kernel_btf_path())?;
-    let trace = trace_options(args, &btf);
+    let features = KernelFeatures::detect(&btf);
+    for missing in features.missing() {
+        tracing::warn!("{missing}");
+    }
+    let cgroup_read = match (cgroups.is_empty(), features.cgroup_read) {
+        (true, _) => None,
+        (false, Some(read)) => Some(read),
+        (false, None) => return Err(RecordError::NoCgroupFilter),
+    };
+    let trace = trace_options(args, &features);
     let task = btf.task_offsets()?;
     drop(btf);
     let sizes = map_sizes(args, highest);
@@ -142,13 +169,14 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         frequency: args.frequency,
         targets: args.pids.clone(),
         target_cgroups: cgroups.iter().map(|c| c.id).collect(),
+        cgroup_read,
         include_idle: args.include_idle,
         kernel_stacks: !args.no_kernel_stacks,
         trace,
         task,
         sizes,
     };
-    let mut sampler = Sampler::start(&options).map_err(RecordError::Start)?;
+    let mut sampler = Sampler::start(&options).map_err(|err| refused(err, &args.output_dir))?;
     metrics.health.set_attached();
     metrics.set_frequency(args.frequency);
     let map_bytes = crate::bpf::map_memory::held_bytes();
@@ -311,25 +339,40 @@ fn map_sizes(args: &RecordArgs, highest_hz: u64) -> MapSizes {
     )
 }
 
-/// Trace-context settings, or `None` when disabled by flag or impossible on this kernel.
-fn trace_options(args: &RecordArgs, btf: &KernelBtf) -> Option<TraceOptions> {
+/// A start that failed because the verifier refused a program becomes one line with its reason,
+/// and the log a file in the output directory.
+fn refused(err: BpfError, output_dir: &Path) -> RecordError {
+    let Some((program, errno, log)) = crate::bpf::verifier::refusal(&err) else {
+        return RecordError::Start(err);
+    };
+    tracing::debug!("the verifier's log of `{program}`:\n{log}");
+    let reason = crate::bpf::verifier::reason(&log)
+        .unwrap_or("the verifier said nothing")
+        .to_owned();
+    let log = match crate::bpf::verifier::keep_log(output_dir, program, &log) {
+        Ok(path) => path.display().to_string(),
+        Err(write) => format!("no file ({write}); run with -v to see it"),
+    };
+    RecordError::Refused {
+        program,
+        errno: std::io::Error::from_raw_os_error(errno.raw_os_error().unwrap_or(0)),
+        reason,
+        log,
+    }
+}
+
+/// Trace-context settings, or `None` when disabled by flag or impossible on this kernel (said
+/// once, with the other features this kernel lacks).
+fn trace_options(args: &RecordArgs, features: &KernelFeatures) -> Option<TraceOptions> {
     if args.no_trace_context {
         return None;
     }
-    match btf.thread_pointer_offset() {
-        Ok(task_tp_offset) => Some(TraceOptions {
-            task_tp_offset,
-            tcb_dtv_offset: kernel_btf::tcb_dtv_offset(),
-            max_traces: args.max_traces_per_interval,
-        }),
-        Err(err) => {
-            tracing::warn!(
-                "trace contexts will not be read: {}",
-                crate::error_chain(&err)
-            );
-            None
-        }
-    }
+    let task_tp_offset = *features.thread_pointer.as_ref().ok()?;
+    Some(TraceOptions {
+        task_tp_offset,
+        tcb_dtv_offset: kernel_btf::tcb_dtv_offset(),
+        max_traces: args.max_traces_per_interval,
+    })
 }
 
 /// Waits for what is due (an interval's end, process events, a control tick, the end of

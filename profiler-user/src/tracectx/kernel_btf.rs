@@ -3,7 +3,7 @@
 //! gets these offsets as configuration.
 
 use btf_rs::{Btf, Type};
-use profiler_common::TaskOffsets;
+use profiler_common::{CgroupOffsets, TaskOffsets};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelBtfError {
@@ -51,6 +51,50 @@ impl KernelBtf {
             })
     }
 
+    /// BTF in memory: the unit tests' patched fixtures.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, KernelBtfError> {
+        Btf::from_bytes(bytes)
+            .map(Self)
+            .map_err(|source| KernelBtfError::Read {
+                path: "(bytes)".to_owned(),
+                source,
+            })
+    }
+
+    /// Whether the enum `name` has the value `value` (such as `BPF_FUNC_probe_read_user` in
+    /// `bpf_func_id`: the helpers this kernel knows).
+    pub fn has_enum_value(&self, name: &str, value: &str) -> bool {
+        let Ok(types) = self.0.resolve_types_by_name(name) else {
+            return false;
+        };
+        types.iter().any(|ty| match ty {
+            Type::Enum(e) => e
+                .members
+                .iter()
+                .any(|m| self.0.resolve_name(m).ok().as_deref() == Some(value)),
+            _ => false,
+        })
+    }
+
+    /// Where a task's cgroup v2 ancestors' IDs are, in kernels that keep them in
+    /// `cgroup.ancestor_ids[]` (u64 IDs: Linux 5.5 to 5.19); `None` in others.
+    pub fn cgroup_ancestor_ids(&self) -> Option<CgroupOffsets> {
+        let (ancestor_ids, ty) = member(&self.0, "cgroup", &["ancestor_ids"])?;
+        let Type::Array(array) = skip_typedefs(&self.0, ty)? else {
+            return None;
+        };
+        let element = skip_typedefs(&self.0, self.0.resolve_chained_type(&array).ok()?)?;
+        if !matches!(element, Type::Int(int) if int.size() == 8) {
+            return None;
+        }
+        Some(CgroupOffsets {
+            task_cgroups: member_offset(&self.0, "task_struct", &["cgroups"])?,
+            css_set_dfl_cgrp: member_offset(&self.0, "css_set", &["dfl_cgrp"])?,
+            cgroup_level: member_offset(&self.0, "cgroup", &["level"])?,
+            cgroup_ancestor_ids: ancestor_ids,
+        })
+    }
+
     /// Byte offset of the user thread pointer in `task_struct`.
     pub fn thread_pointer_offset(&self) -> Result<u32, KernelBtfError> {
         let path = thread_pointer_path()?;
@@ -78,6 +122,11 @@ impl KernelBtf {
 
 /// Offset in bytes of a nested member, following named members (and typedefs) of structs.
 fn member_offset(btf: &Btf, structure: &str, path: &[&str]) -> Option<u32> {
+    member(btf, structure, path).map(|(offset, _)| offset)
+}
+
+/// Offset in bytes and type of a nested member.
+fn member(btf: &Btf, structure: &str, path: &[&str]) -> Option<(u32, Type)> {
     let mut current = btf
         .resolve_types_by_name(structure)
         .ok()?
@@ -95,7 +144,7 @@ fn member_offset(btf: &Btf, structure: &str, path: &[&str]) -> Option<u32> {
         offset_bits += member.bit_offset();
         current = btf.resolve_chained_type(member).ok()?;
     }
-    Some(offset_bits / 8)
+    Some((offset_bits / 8, current))
 }
 
 fn skip_typedefs(btf: &Btf, mut ty: Type) -> Option<Type> {

@@ -1,5 +1,6 @@
-//! The initramfs every kernel boots: Debian's static busybox, the release profiler with the
-//! shared libraries it links (as `ldd` lists them), and `init.sh`, written as an uncompressed
+//! The initramfs every kernel boots: Debian's static busybox, the release profiler and the
+//! traced fixture with the shared libraries they link (as `ldd` lists them; `cross.rs` lists the
+//! arm64 ones), the fixture's trace IDs, `init.sh` and `check.sh`, written as an uncompressed
 //! `newc` cpio archive (the format the kernel unpacks; no cpio tool needed).
 
 use std::{
@@ -11,53 +12,77 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
+use super::fixtures::Fixtures;
 use crate::process;
 
 /// The static busybox of Debian's `busybox-static`.
 pub const BUSYBOX: &str = "/bin/busybox";
 
-/// The scripted check the kernel runs as PID 1.
+/// A shared library of the profiler: where it is here, and its path inside the VM.
+pub struct Library {
+    pub host: PathBuf,
+    pub inside: String,
+}
+
+/// What the kernel runs as PID 1: mounts, then the check.
 const INIT: &str = include_str!("init.sh");
+/// The check itself, also run on the host (`host.rs`).
+pub const CHECK: &str = include_str!("check.sh");
 
 const LDD_LIMIT: Duration = Duration::from_secs(20);
 
-/// Writes the archive to `path`: `profiler` is the binary to check.
-pub fn build(profiler: &Path, path: &Path) -> Result<()> {
+/// Writes the archive to `path`: `profiler` is the binary to check, `fixtures` what runs beside
+/// it, `libraries` what both link (one file per path inside).
+pub fn build(
+    busybox: &Path,
+    profiler: &Path,
+    fixtures: &Fixtures,
+    libraries: &[Library],
+    path: &Path,
+) -> Result<()> {
     let mut archive = Archive::default();
-    for dir in [
-        "bin",
-        "dev",
-        "lib",
-        "lib64",
-        "lib/x86_64-linux-gnu",
-        "out",
-        "proc",
-        "sys",
-        "tmp",
-    ] {
+    for dir in ["bin", "dev", "etc", "lib", "lib64", "proc", "sys", "tmp"] {
         archive.directory(dir);
     }
     // The kernel opens /dev/console for init's standard streams before anything is mounted.
     archive.char_device("dev/console", 5, 1);
     archive.file("init", 0o755, INIT.as_bytes());
-    archive.file("bin/busybox", 0o755, &read(Path::new(BUSYBOX))?);
+    archive.file("check.sh", 0o755, CHECK.as_bytes());
+    archive.file("bin/busybox", 0o755, &read(busybox)?);
     archive.file("bin/profiler", 0o755, &read(profiler)?);
-    for library in shared_libraries(profiler)? {
-        let inside = library
-            .strip_prefix("/")
-            .unwrap_or(&library)
-            .to_string_lossy()
-            .into_owned();
-        if let Some((parent, _)) = inside.rsplit_once('/') {
+    archive.file("bin/traced", 0o755, &read(&fixtures.traced)?);
+    archive.file("etc/trace_ids.h", 0o644, &read(&fixtures.trace_ids)?);
+    let mut written = std::collections::HashSet::new();
+    for library in libraries {
+        if !written.insert(library.inside.as_str()) {
+            continue;
+        }
+        if let Some((parent, _)) = library.inside.rsplit_once('/') {
             archive.directory(parent);
         }
-        archive.file(&inside, 0o755, &read(&library)?);
+        archive.file(&library.inside, 0o755, &read(&library.host)?);
     }
     fs::write(path, archive.finish()).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The files `ldd` resolves for `binary` (none for a static one), at the same paths inside.
+pub fn host_libraries(binary: &Path) -> Result<Vec<Library>> {
+    let libraries = shared_libraries(binary)?;
+    Ok(libraries
+        .into_iter()
+        .map(|host| Library {
+            inside: host
+                .strip_prefix("/")
+                .unwrap_or(&host)
+                .to_string_lossy()
+                .into_owned(),
+            host,
+        })
+        .collect())
 }
 
 /// The files `ldd` resolves for `binary` (none for a static one).
@@ -68,7 +93,12 @@ fn shared_libraries(binary: &Path) -> Result<Vec<PathBuf>> {
         Ok(output) => output,
         // ldd exits 1 with "not a dynamic executable" for a static binary.
         Err(err) if err.to_string().contains("not a dynamic executable") => return Ok(Vec::new()),
-        Err(err) => return Err(err.context("could not list the profiler's shared libraries")),
+        Err(err) => {
+            return Err(err.context(format!(
+                "could not list the shared libraries of {}",
+                binary.display()
+            )));
+        }
     };
     let text = String::from_utf8_lossy(&output.stdout);
     let libraries = parse_ldd(&text)?;
@@ -80,7 +110,7 @@ fn parse_ldd(text: &str) -> Result<Vec<PathBuf>> {
     let mut paths = Vec::new();
     for line in text.lines().map(str::trim).filter(|line| !line.is_empty()) {
         if line.contains("=> not found") {
-            bail!("a shared library of the profiler is missing: {line}");
+            bail!("a shared library is missing: {line}");
         }
         let path = line
             .rsplit_once("=>")

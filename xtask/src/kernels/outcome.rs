@@ -14,6 +14,12 @@ pub struct Check {
     /// Non-empty profiles with samples were written.
     pub sampled: bool,
     pub samples: u64,
+    /// Trace A's samples were its thread's and trace B's were B's.
+    pub trace_context: bool,
+    /// With `--cgroup`, every sample was the inside process's.
+    pub cgroup_filter: bool,
+    /// Lines of the profiler's logs that say what this kernel lacks (`degraded: ...`).
+    pub degraded: u32,
     /// The verifier's instruction count of the largest program; `None` before Linux 5.16
     /// (no `verified_insns` in fdinfo) or when the programs did not load.
     pub insns: Option<u64>,
@@ -22,8 +28,22 @@ pub struct Check {
 }
 
 impl Check {
+    /// Every check passed; a kernel that lacks a feature passes when the profiler said so
+    /// (`degraded`) and turned it off: its check of that feature is not counted.
     pub fn passed(&self) -> bool {
-        self.loaded && self.sampled && self.exit == 0
+        self.loaded
+            && self.sampled
+            && self.exit == 0
+            && (self.degraded > 0 || (self.trace_context && self.cgroup_filter))
+    }
+
+    /// "passed", "degraded" or "FAILED".
+    pub fn status(&self) -> &'static str {
+        match (self.passed(), self.degraded > 0) {
+            (false, _) => "FAILED",
+            (true, false) => "passed",
+            (true, true) => "degraded",
+        }
     }
 }
 
@@ -50,6 +70,9 @@ pub fn parse_result(console: &str) -> Option<Check> {
         loaded: yes("loaded")?,
         sampled: yes("sampled")?,
         samples: field("samples")?.parse().ok()?,
+        trace_context: yes("trace")?,
+        cgroup_filter: yes("cgroup")?,
+        degraded: field("degraded")?.parse().ok()?,
         insns: field("insns").and_then(|count| count.parse().ok()),
         exit: field("exit")?.parse().ok()?,
     })
@@ -62,12 +85,41 @@ pub fn profiler_log(console: &str) -> Option<String> {
     Some(log.trim_matches(['\r', '\n']).replace('\r', ""))
 }
 
-/// The line that says why the profiler failed: its last error line (`error: ...` as `main.rs`
-/// ends with, or a log line at level ERROR), else its last line.
+/// The profiler's notices of what this kernel lacks, `degraded: ...` to the end of the line.
+pub fn degraded_notices(log: &str) -> Vec<String> {
+    let mut notices: Vec<String> = log
+        .lines()
+        .filter_map(|line| {
+            Some(format!(
+                "degraded: {}",
+                line.split_once("degraded: ")?.1.trim()
+            ))
+        })
+        .collect();
+    notices.dedup();
+    notices
+}
+
+/// Why a check that printed its result failed, in one line; `None` when it passed.
+fn failure(check: &Check, log: Option<&str>) -> Option<String> {
+    if check.passed() {
+        return None;
+    }
+    Some(
+        log.and_then(error_line)
+            .unwrap_or("the profiler failed without a message")
+            .to_owned(),
+    )
+}
+
+/// The line that says why the profiler failed: the first `error: ...` (what `main.rs` ends a
+/// failed command with; the first is the recording's, reports of what it left come after),
+/// else the last log line at level ERROR, else the last line.
 pub fn error_line(log: &str) -> Option<&str> {
     let lines = || log.lines().map(str::trim).filter(|line| !line.is_empty());
     lines()
-        .rfind(|line| line.starts_with("error:") || line.contains(" ERROR "))
+        .find(|line| line.starts_with("error:"))
+        .or_else(|| lines().rfind(|line| line.contains(" ERROR ")))
         .or_else(|| lines().next_back())
 }
 
@@ -81,21 +133,69 @@ pub struct Row {
     pub elapsed: Duration,
     /// Why the row failed, in one line.
     pub note: Option<String>,
+    /// What the kernel lacks, as the profiler said it ([`degraded_notices`]).
+    pub degraded: Vec<String>,
 }
 
 impl Row {
+    /// A row without a result: `note` says why.
+    pub fn without_result(series: &str, release: &str, accel: &str, note: String) -> Self {
+        Self {
+            series: series.to_owned(),
+            release: release.to_owned(),
+            accel: accel.to_owned(),
+            check: None,
+            elapsed: Duration::ZERO,
+            note: Some(note),
+            degraded: Vec::new(),
+        }
+    }
+
+    /// The row of what a check printed (a VM's serial console, the host check's output): its
+    /// result, why it failed (the profiler's error line, or `no_result` when it printed none),
+    /// what the kernel lacks.
+    pub fn of_console(
+        series: String,
+        release: String,
+        accel: &str,
+        console: &str,
+        elapsed: Duration,
+        no_result: impl FnOnce() -> String,
+    ) -> Self {
+        let check = parse_result(console);
+        let log = profiler_log(console);
+        let note = match &check {
+            Some(check) => failure(check, log.as_deref()),
+            None => Some(no_result()),
+        };
+        Self {
+            series,
+            release,
+            accel: accel.to_owned(),
+            check,
+            elapsed,
+            note,
+            degraded: log.as_deref().map(degraded_notices).unwrap_or_default(),
+        }
+    }
+
     pub fn passed(&self) -> bool {
         self.check.as_ref().is_some_and(Check::passed)
+    }
+
+    pub fn status(&self) -> &'static str {
+        self.check.as_ref().map_or("FAILED", Check::status)
     }
 }
 
 /// The matrix as a plain-text table, then the notes of rows that have one (why a row failed,
-/// that KVM did not work). Trace context and cgroup filter are not checked yet: "-".
+/// that KVM did not work, what a degraded kernel lacks).
 pub fn table(rows: &[Row]) -> String {
     let header = [
         "kernel",
         "release",
         "accel",
+        "status",
         "loaded",
         "sampled",
         "samples",
@@ -117,11 +217,12 @@ pub fn table(rows: &[Row]) -> String {
                 row.series.clone(),
                 row.release.clone(),
                 row.accel.clone(),
+                row.status().to_owned(),
                 yes_no(check.map(|c| c.loaded)).to_owned(),
                 yes_no(check.map(|c| c.sampled)).to_owned(),
                 check.map_or("-".to_owned(), |c| c.samples.to_string()),
-                "-".to_owned(),
-                "-".to_owned(),
+                yes_no(check.map(|c| c.trace_context)).to_owned(),
+                yes_no(check.map(|c| c.cgroup_filter)).to_owned(),
                 check
                     .and_then(|c| c.insns)
                     .map_or("-".to_owned(), |n| n.to_string()),
@@ -160,6 +261,11 @@ pub fn table(rows: &[Row]) -> String {
         };
         let _ = writeln!(out, "{} ({}): {note}", row.series, row.release);
     }
+    for row in rows {
+        for notice in &row.degraded {
+            let _ = writeln!(out, "{} ({}): {notice}", row.series, row.release);
+        }
+    }
     out
 }
 
@@ -171,7 +277,7 @@ mod tests {
         PROFILER-LOG-BEGIN\r\nINFO profiler: started\r\n\
         2026-12-06T07:20:45Z ERROR profiler: could not load the BPF program: Permission denied\r\n\
         PROFILER-LOG-END\r\n\
-        RESULT kernel=6.1.0-47-cloud-amd64 btf=yes loaded=no sampled=no samples=0 files=0 insns=- exit=1\r\n\
+        RESULT kernel=6.1.0-47-cloud-amd64 btf=yes loaded=no sampled=no samples=0 files=0 trace=no cgroup=no degraded=0 insns=- exit=1\r\n\
         [   11.1] reboot: Power down\r\n";
 
     #[test]
@@ -185,6 +291,9 @@ mod tests {
                 loaded: false,
                 sampled: false,
                 samples: 0,
+                trace_context: false,
+                cgroup_filter: false,
+                degraded: 0,
                 insns: None,
                 exit: 1,
             }
@@ -205,12 +314,40 @@ mod tests {
     #[test]
     fn a_passing_result() {
         let check = parse_result(
-            "RESULT kernel=5.10.0-32-cloud-amd64 btf=yes loaded=yes sampled=yes samples=310 files=4 insns=1830 exit=0",
+            "RESULT kernel=5.10.0-32-cloud-amd64 btf=yes loaded=yes sampled=yes samples=310 files=4 trace=yes cgroup=yes degraded=0 insns=1830 exit=0",
         )
         .unwrap();
         assert!(check.passed());
+        assert_eq!(check.status(), "passed");
         assert_eq!(check.samples, 310);
         assert_eq!(check.insns, Some(1830));
+    }
+
+    #[test]
+    fn a_feature_check_fails_unless_the_profiler_said_the_kernel_lacks_it() {
+        let line = |trace: &str, degraded: u32| {
+            parse_result(&format!(
+                "RESULT kernel=k btf=yes loaded=yes sampled=yes samples=9 files=1 trace={trace} cgroup=yes degraded={degraded} insns=- exit=0"
+            ))
+            .unwrap()
+        };
+        assert_eq!(line("no", 0).status(), "FAILED");
+        assert_eq!(line("no", 1).status(), "degraded");
+        assert_eq!(line("yes", 1).status(), "degraded");
+        assert_eq!(line("yes", 0).status(), "passed");
+    }
+
+    #[test]
+    fn collects_the_degraded_notices() {
+        let log = "2026-12-06T07:20:45Z  WARN profiler: degraded: trace contexts off: this kernel lacks bpf_probe_read_user (Linux 5.5 has it)\n\
+                   INFO recording\n";
+        assert_eq!(
+            degraded_notices(log),
+            [
+                "degraded: trace contexts off: this kernel lacks bpf_probe_read_user (Linux 5.5 has it)"
+            ]
+        );
+        assert!(degraded_notices("INFO recording\n").is_empty());
     }
 
     #[test]
@@ -227,6 +364,13 @@ mod tests {
             error_line("error: could not attach: Invalid argument\nINFO after\n"),
             Some("error: could not attach: Invalid argument")
         );
+        // The recording's error, not that of the report that found nothing afterwards.
+        assert_eq!(
+            error_line(
+                "error: the kernel's verifier refused\n--- reports ---\nerror: no profiles\n"
+            ),
+            Some("error: the kernel's verifier refused")
+        );
     }
 
     #[test]
@@ -238,12 +382,13 @@ mod tests {
             check: parse_result(CONSOLE),
             elapsed: Duration::from_millis(12_340),
             note: Some("could not load".to_owned()),
+            degraded: Vec::new(),
         }];
         let text = table(&rows);
         let lines: Vec<_> = text.lines().collect();
         assert!(lines[0].starts_with("kernel  release"), "{text}");
         assert!(
-            lines[1].contains("tcg") && lines[1].ends_with("12.3s"),
+            lines[1].contains("tcg    FAILED") && lines[1].ends_with("12.3s"),
             "{text}"
         );
         assert_eq!(lines[2], "6.1 (6.1.0-47-cloud-amd64): could not load");

@@ -1,4 +1,5 @@
-//! One boot of one kernel under qemu-system-x86_64, its serial console captured to a file.
+//! One boot of one kernel under QEMU (qemu-system-x86_64, or qemu-system-aarch64 for the arm64
+//! row), its serial console captured to a file.
 
 use std::{
     fs::{self, File, OpenOptions},
@@ -12,7 +13,25 @@ use anyhow::{Context, Result};
 
 use crate::process;
 
-pub const QEMU: &str = "qemu-system-x86_64";
+/// The emulated machine of one architecture.
+pub struct Machine {
+    /// The QEMU program.
+    pub qemu: &'static str,
+    /// Arguments that choose the board, before the accelerator's.
+    pub board: &'static [&'static str],
+    /// `-cpu` under TCG.
+    pub tcg_cpu: &'static str,
+    /// The kernel's name for the serial console.
+    pub console: &'static str,
+}
+
+/// A PC, QEMU's default board.
+pub const X86_64: Machine = Machine {
+    qemu: "qemu-system-x86_64",
+    board: &[],
+    tcg_cpu: "max",
+    console: "ttyS0",
+};
 
 /// How the guest's CPU runs.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -31,10 +50,10 @@ impl Accel {
         }
     }
 
-    fn args(self) -> [&'static str; 4] {
+    fn args(self, machine: &Machine) -> [&'static str; 4] {
         match self {
             Accel::Kvm => ["-accel", "kvm", "-cpu", "host"],
-            Accel::Tcg => ["-accel", "tcg", "-cpu", "max"],
+            Accel::Tcg => ["-accel", "tcg", "-cpu", machine.tcg_cpu],
         }
     }
 }
@@ -60,9 +79,10 @@ pub struct Boot {
 /// What `init.sh` prints first: the kernel has booted into the initramfs.
 const BOOTED: &str = "BOOTED kernel=";
 
-/// Boots `kernel` with `initrd`, at most `limit`, and gives up sooner if `init.sh` has not
-/// started within `booted_within`; the console goes to `console_log`.
+/// Boots `kernel` with `initrd` on `machine`, at most `limit`, and gives up sooner if `init.sh`
+/// has not started within `booted_within`; the console goes to `console_log`.
 pub fn boot(
+    machine: &Machine,
     kernel: &Path,
     initrd: &Path,
     accel: Accel,
@@ -72,8 +92,9 @@ pub fn boot(
     let log = File::create(console_log)
         .with_context(|| format!("cannot create {}", console_log.display()))?;
     let errors = log.try_clone().context("cannot share the console log")?;
-    let mut cmd = Command::new(QEMU);
-    cmd.args(accel.args())
+    let mut cmd = Command::new(machine.qemu);
+    cmd.args(machine.board)
+        .args(accel.args(machine))
         .args([
             "-m",
             "512",
@@ -86,7 +107,8 @@ pub fn boot(
         .arg(kernel)
         .arg("-initrd")
         .arg(initrd)
-        .args(["-append", "console=ttyS0 panic=-1 quiet"])
+        .arg("-append")
+        .arg(format!("console={} panic=-1 quiet", machine.console))
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(errors);

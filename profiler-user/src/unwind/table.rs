@@ -1,0 +1,359 @@
+//! A file's unwind table: its `.eh_frame` (or, where that is all there is, `.debug_frame`)
+//! evaluated with gimli into sorted rows of (address, rule), each rule one of the few a BPF
+//! program can follow ([`Rule`]), identical neighbours merged, and the rules deduplicated.
+//!
+//! Addresses are the file's own virtual addresses (what `/proc/PID/maps` offsets map to through
+//! the load bias), so one table serves every process that maps the file.
+
+use gimli::{
+    BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, EndianSlice, LittleEndian, Register,
+    RegisterRule, UnwindContext, UnwindSection, UnwindTableRow,
+};
+use object::{Architecture, Object, ObjectSection};
+
+use super::rule::{Cfa, Rule, RuleIds, Saved};
+use crate::elf_file::ElfFile;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("not an ELF file the unwinder reads: {0}")]
+    Parse(#[source] object::Error),
+    #[error("unwind tables are built for x86_64 and aarch64 only, not {0:?}")]
+    Architecture(Architecture),
+    #[error("the file has neither .eh_frame nor .debug_frame")]
+    NoCfi,
+    #[error("cannot read {section} within the read budget")]
+    Read { section: &'static str },
+    #[error("malformed {section}: {source}")]
+    Cfi {
+        section: &'static str,
+        #[source]
+        source: gimli::Error,
+    },
+    #[error("more than 65,536 distinct unwind rules")]
+    TooManyRules,
+}
+
+/// The architectures whose calling conventions the rules encode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+impl Arch {
+    /// DWARF register numbers of the stack pointer, the frame pointer and the return address.
+    fn registers(self) -> (Register, Register, Register) {
+        match self {
+            // rsp, rbp, and the return-address column.
+            Arch::X86_64 => (Register(7), Register(6), Register(16)),
+            // sp, x29, x30 (the link register).
+            Arch::Aarch64 => (Register(31), Register(29), Register(30)),
+        }
+    }
+}
+
+/// The start of a range of addresses and the index of its rule.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Row {
+    pub address: u64,
+    pub rule: u16,
+}
+
+/// What building a table met, for the log and the metrics.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BuildStats {
+    pub fdes: u64,
+    /// FDEs (or their CIEs) that did not parse: their addresses fall back to frame pointers.
+    pub bad_fdes: u64,
+    /// Rows whose rule the walk cannot follow (counted and stopped at when sampled).
+    pub unsupported_rows: u64,
+}
+
+/// One file's table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileTable {
+    pub arch: Arch,
+    pub rules: Vec<Rule>,
+    /// Sorted by address; a row holds until the next one.
+    pub rows: Vec<Row>,
+    pub stats: BuildStats,
+}
+
+impl FileTable {
+    /// The rule for `address`; `None` before the first row.
+    pub fn rule_at(&self, address: u64) -> Option<&Rule> {
+        let after = self.rows.partition_point(|row| row.address <= address);
+        let row = self.rows.get(after.checked_sub(1)?)?;
+        self.rules.get(usize::from(row.rule))
+    }
+}
+
+/// Builds the table of `file`.
+pub fn build(file: &ElfFile) -> Result<FileTable, TableError> {
+    let object = object::File::parse(file).map_err(TableError::Parse)?;
+    let arch = match object.architecture() {
+        Architecture::X86_64 => Arch::X86_64,
+        Architecture::Aarch64 => Arch::Aarch64,
+        other => return Err(TableError::Architecture(other)),
+    };
+    let address_of = |name: &str| object.section_by_name(name).map(|s| s.address());
+    let data_of = |section: &'static str| -> Result<Option<(u64, &[u8])>, TableError> {
+        let Some(found) = object.section_by_name(section) else {
+            return Ok(None);
+        };
+        let data = found.data().map_err(|_| TableError::Read { section })?;
+        Ok((!data.is_empty()).then_some((found.address(), data)))
+    };
+    let mut bases = BaseAddresses::default();
+    if let Some(text) = address_of(".text") {
+        bases = bases.set_text(text);
+    }
+    if let Some(got) = address_of(".got") {
+        bases = bases.set_got(got);
+    }
+    if let Some((address, data)) = data_of(".eh_frame")? {
+        let section = EhFrame::new(data, LittleEndian);
+        let bases = bases.set_eh_frame(address);
+        from_section(arch, &section, &bases, ".eh_frame")
+    } else if let Some((_, data)) = data_of(".debug_frame")? {
+        let section = DebugFrame::new(data, LittleEndian);
+        from_section(arch, &section, &bases, ".debug_frame")
+    } else {
+        Err(TableError::NoCfi)
+    }
+}
+
+type Slice<'a> = EndianSlice<'a, LittleEndian>;
+
+fn from_section<'a, S: UnwindSection<Slice<'a>>>(
+    arch: Arch,
+    section: &S,
+    bases: &BaseAddresses,
+    name: &'static str,
+) -> Result<FileTable, TableError> {
+    let cfi = |source| TableError::Cfi {
+        section: name,
+        source,
+    };
+    let mut stats = BuildStats::default();
+    // (address, 0 for an FDE's end, 1 for a row, rule): at one address a row wins over the end
+    // of the function before it.
+    let mut entries: Vec<(u64, u8, Rule)> = Vec::new();
+    let mut context = UnwindContext::new();
+    let mut iter = section.entries(bases);
+    while let Some(entry) = iter.next().map_err(cfi)? {
+        let CieOrFde::Fde(partial) = entry else {
+            continue;
+        };
+        stats.fdes += 1;
+        let Ok(fde) = partial.parse(S::cie_from_offset) else {
+            stats.bad_fdes += 1;
+            continue;
+        };
+        if fde.len() == 0 {
+            continue;
+        }
+        let signal = fde.is_signal_trampoline();
+        let encoding = fde.cie().encoding();
+        let Ok(mut table) = fde.rows(section, bases, &mut context) else {
+            stats.bad_fdes += 1;
+            continue;
+        };
+        let start = entries.len();
+        loop {
+            match table.next_row() {
+                Ok(Some(row)) => {
+                    let rule = if signal {
+                        Rule::of(Cfa::Signal)
+                    } else {
+                        rule_of(arch, section, encoding, row)
+                    };
+                    entries.push((row.start_address(), 1, rule));
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    // A program that fails halfway describes nothing reliably.
+                    entries.truncate(start);
+                    stats.bad_fdes += 1;
+                    break;
+                }
+            }
+        }
+        if entries.len() > start {
+            entries.push((fde.end_address(), 0, Rule::FRAME_POINTER));
+        }
+    }
+    entries.sort_by_key(|&(address, order, _)| (address, order));
+
+    let mut rules = RuleIds::default();
+    let mut rows: Vec<Row> = Vec::with_capacity(entries.len());
+    let mut last: Option<Rule> = None;
+    for (i, &(address, _, rule)) in entries.iter().enumerate() {
+        // Of several entries at one address the last (a row over an end) holds.
+        if entries.get(i + 1).is_some_and(|next| next.0 == address) {
+            continue;
+        }
+        if last == Some(rule) {
+            continue;
+        }
+        last = Some(rule);
+        if rule.cfa == Cfa::Unsupported {
+            stats.unsupported_rows += 1;
+        }
+        let id = rules.id(rule).ok_or(TableError::TooManyRules)?;
+        rows.push(Row { address, rule: id });
+    }
+    Ok(FileTable {
+        arch,
+        rules: rules.into_rules(),
+        rows,
+        stats,
+    })
+}
+
+/// The [`Rule`] of one row of the CFI table.
+fn rule_of<'a, S: UnwindSection<Slice<'a>>>(
+    arch: Arch,
+    section: &S,
+    encoding: gimli::Encoding,
+    row: &UnwindTableRow<usize>,
+) -> Rule {
+    let (sp, fp, ra) = arch.registers();
+    let mut rule = Rule::of(Cfa::Unsupported);
+    match row.register(ra) {
+        Some(RegisterRule::Undefined) => return Rule::of(Cfa::End),
+        Some(RegisterRule::Offset(offset)) => match i16::try_from(offset) {
+            Ok(offset) if arch == Arch::Aarch64 || offset == -8 => {
+                rule.ra = Saved::AtCfa;
+                rule.ra_offset = offset;
+            }
+            // x86_64's return address is where the call put it, or the row is one the walk
+            // does not follow (`__vfork` keeps it in a register).
+            _ => return Rule::UNSUPPORTED,
+        },
+        None | Some(RegisterRule::SameValue) if arch == Arch::Aarch64 => {
+            rule.ra = Saved::Unchanged;
+        }
+        _ => return Rule::UNSUPPORTED,
+    }
+    rule.fp = match row.register(fp) {
+        None | Some(RegisterRule::SameValue) => Saved::Unchanged,
+        Some(RegisterRule::Offset(offset)) => match i16::try_from(offset) {
+            Ok(offset) => {
+                rule.fp_offset = offset;
+                Saved::AtCfa
+            }
+            Err(_) => Saved::Unsupported,
+        },
+        Some(_) => Saved::Unsupported,
+    };
+    match row.cfa() {
+        CfaRule::RegisterAndOffset { register, offset } => {
+            let Ok(offset) = i32::try_from(*offset) else {
+                return Rule::UNSUPPORTED;
+            };
+            rule.cfa_offset = offset;
+            rule.cfa = if *register == sp {
+                Cfa::Sp
+            } else if *register == fp {
+                Cfa::Fp
+            } else {
+                Cfa::Unsupported
+            };
+        }
+        CfaRule::Expression(expression) => {
+            let Ok(expression) = expression.get(section) else {
+                return Rule::UNSUPPORTED;
+            };
+            match cfa_expression(arch, expression, encoding) {
+                Some(CfaExpression::Plt { threshold }) => {
+                    rule.cfa = Cfa::Plt;
+                    rule.cfa_offset = threshold;
+                }
+                Some(CfaExpression::DerefSp { offset, post }) => {
+                    rule.cfa = Cfa::DerefSp;
+                    rule.cfa_offset = offset;
+                    rule.cfa_post = post;
+                }
+                None => return Rule::UNSUPPORTED,
+            }
+        }
+    }
+    rule
+}
+
+/// The CFA expressions the walk follows.
+#[derive(Debug, PartialEq, Eq)]
+enum CfaExpression {
+    Plt { threshold: i32 },
+    DerefSp { offset: i32, post: i32 },
+}
+
+fn cfa_expression(
+    arch: Arch,
+    expression: gimli::Expression<Slice<'_>>,
+    encoding: gimli::Encoding,
+) -> Option<CfaExpression> {
+    use gimli::Operation as Op;
+    if arch != Arch::X86_64 {
+        return None;
+    }
+    let (sp, _, _) = arch.registers();
+    let rip = Register(16);
+    let mut ops = Vec::new();
+    let mut iter = expression.operations(encoding);
+    // The shapes below are at most 9 operations long.
+    while let Some(op) = iter.next().ok()? {
+        if ops.len() == 9 {
+            return None;
+        }
+        ops.push(op);
+    }
+    match ops.as_slice() {
+        // GCC and binutils' PLT stubs: rsp + 8 + (((rip & 15) >= 11) << 3) (10 for .plt.sec).
+        [
+            Op::RegisterOffset {
+                register: r1,
+                offset: 8,
+                ..
+            },
+            Op::RegisterOffset {
+                register: r2,
+                offset: 0,
+                ..
+            },
+            Op::UnsignedConstant { value: 15 },
+            Op::And,
+            Op::UnsignedConstant { value: threshold },
+            Op::Ge,
+            Op::UnsignedConstant { value: 3 },
+            Op::Shl,
+            Op::Plus,
+        ] if *r1 == sp && *r2 == rip => Some(CfaExpression::Plt {
+            threshold: i32::try_from(*threshold).ok()?,
+        }),
+        // Stack realignment: *(rsp + offset) [+ post].
+        [
+            Op::RegisterOffset {
+                register, offset, ..
+            },
+            Op::Deref { size: 8, .. },
+            rest @ ..,
+        ] if *register == sp => {
+            let post = match rest {
+                [] => 0,
+                [Op::PlusConstant { value }] => i32::try_from(*value).ok()?,
+                _ => return None,
+            };
+            Some(CfaExpression::DerefSp {
+                offset: i32::try_from(*offset).ok()?,
+                post,
+            })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
