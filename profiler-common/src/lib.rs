@@ -117,9 +117,20 @@ pub const GO_MAX_VALUE: usize = 128;
 /// for an OpenTelemetry thread context (in `CONTEXTS_<half>`).
 pub const GO_CONTEXT_BIT: u64 = 1 << 63;
 
+/// Index in the BPF program array `TAIL_CALLS` of `go_label_slot`, which reads a goroutine's
+/// labels slot by slot and records the sample.
+pub const TAIL_GO_LABEL_SLOT: u32 = 0;
+
 /// A goroutine's pprof labels as read in the kernel: up to [`GO_MAX_LABELS`] slots (a map
 /// bucket's slots, or the slice's first pairs), each cut to [`GO_MAX_KEY`] / [`GO_MAX_VALUE`]
-/// bytes. Bytes past a length are undefined.
+/// bytes.
+///
+/// The kernel reads each string as one window of the buffer's whole size (a constant size is
+/// what every verifier from Linux 5.10 accepts at a bearable cost): from the string's start, or,
+/// when that window runs into an unmapped page, the window that ends where the string ends. The
+/// string is the first `len` bytes of its buffer, or the last `len` when its bit in
+/// `keys_at_end` / `values_at_end` is set ([`GoLabels::key`], [`GoLabels::value`]); the other
+/// bytes are the target's memory around the string.
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GoLabels {
@@ -129,11 +140,51 @@ pub struct GoLabels {
     pub cut: u8,
     /// Bit `i` set: slot `i` holds a pair (a map bucket has empty slots).
     pub present: u8,
-    pub _pad: [u8; 5],
+    /// Bit `i` set: slot `i`'s key is at the end of its buffer.
+    pub keys_at_end: u8,
+    /// Bit `i` set: slot `i`'s value is at the end of its buffer.
+    pub values_at_end: u8,
+    pub _pad: [u8; 3],
     pub key_lens: [u8; GO_MAX_LABELS],
     pub value_lens: [u8; GO_MAX_LABELS],
     pub keys: [[u8; GO_MAX_KEY]; GO_MAX_LABELS],
     pub values: [[u8; GO_MAX_VALUE]; GO_MAX_LABELS],
+}
+
+impl GoLabels {
+    /// Slot `slot`'s key bytes (empty past [`GO_MAX_LABELS`]).
+    pub fn key(&self, slot: usize) -> &[u8] {
+        match self.keys.get(slot) {
+            Some(buf) => window(
+                buf,
+                self.key_lens[slot],
+                self.keys_at_end & (1 << slot) != 0,
+            ),
+            None => &[],
+        }
+    }
+
+    /// Slot `slot`'s value bytes (empty past [`GO_MAX_LABELS`]).
+    pub fn value(&self, slot: usize) -> &[u8] {
+        match self.values.get(slot) {
+            Some(buf) => window(
+                buf,
+                self.value_lens[slot],
+                self.values_at_end & (1 << slot) != 0,
+            ),
+            None => &[],
+        }
+    }
+}
+
+/// The `len` bytes of a string read as `buf`'s window, from its start or ending at its end.
+fn window(buf: &[u8], len: u8, at_end: bool) -> &[u8] {
+    let len = usize::from(len).min(buf.len());
+    if at_end {
+        &buf[buf.len() - len..]
+    } else {
+        &buf[..len]
+    }
 }
 
 /// Aggregated value for one [`SampleKey`].
@@ -396,6 +447,7 @@ pub mod maps {
     pub const TRACES: [&str; 2] = ["TRACES_0", "TRACES_1"];
     pub const GO_TARGETS: &str = "GO_TARGETS";
     pub const GO_LABELS: [&str; 2] = ["GO_LABELS_0", "GO_LABELS_1"];
+    pub const TAIL_CALLS: &str = "TAIL_CALLS";
 }
 
 /// Program names in the BPF object.
@@ -403,6 +455,8 @@ pub mod programs {
     pub const SAMPLE: &str = "sample";
     pub const EXEC: &str = "sched_process_exec";
     pub const EXIT: &str = "sched_process_exit";
+    /// Tail-called by `sample` (index [`super::TAIL_GO_LABEL_SLOT`] of `TAIL_CALLS`).
+    pub const GO_LABEL_SLOT: &str = "go_label_slot";
 }
 
 #[cfg(feature = "user")]

@@ -10,23 +10,35 @@
 //! pairs, keys cut to `GO_MAX_KEY` and values to `GO_MAX_VALUE` bytes; what is cut is counted.
 //! A label set with a `trace_id` is admitted by `TRACES_<half>` like a thread context and
 //! stored once per interval under its hash (with `GO_CONTEXT_BIT` set) in `GO_LABELS_<half>`.
+//!
+//! Every read of the target's memory has a constant size, and the slots are unrolled with
+//! constant indices: Linux 5.10 and 6.1 refuse a read whose size the verifier cannot bound
+//! from below, and reads sized by the strings' lengths, checked slot by slot, made the
+//! verifier walk hundreds of thousands of instructions. A string is read as a window of its
+//! buffer's size from its start or, where that window runs into an unmapped page, the window
+//! ending at its end (`GoLabels::keys_at_end`); the hash covers only the string's own bytes.
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
     helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_raw},
-    macros::map,
-    maps::{HashMap, PerCpuArray},
+    macros::{map, perf_event},
+    maps::{HashMap, PerCpuArray, ProgramArray},
+    programs::PerfEventContext,
 };
 use profiler_common::{
     Config, Counter, GO_CONTEXT_BIT, GO_LABELS_MAP, GO_LABELS_SLICE, GO_MAX_KEY, GO_MAX_LABELS,
-    GO_MAX_VALUE, GoLabels, GoTarget, NO_CONTEXT,
+    GO_MAX_VALUE, GoLabels, GoTarget, NO_CONTEXT, SampleKey, TAIL_GO_LABEL_SLOT,
 };
 
-use crate::{EEXIST, count, trace_context};
+use crate::{EEXIST, count, record, trace_context};
 
 /// Go processes whose labels are read: tgid -> where.
 #[map]
 static GO_TARGETS: HashMap<u32, GoTarget> = HashMap::with_max_entries(16384, 0);
+
+/// Programs the sampling program continues in: [`TAIL_GO_LABEL_SLOT`], set by userspace.
+#[map]
+static TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
 /// Distinct label sets of the interval, by hash. Sized by userspace.
 #[map]
@@ -34,23 +46,37 @@ static GO_LABELS_0: HashMap<u64, GoLabels> = HashMap::with_max_entries(1024, 0);
 #[map]
 static GO_LABELS_1: HashMap<u64, GoLabels> = HashMap::with_max_entries(1024, 0);
 
-/// A map bucket of `map[string]string`: 8 top-hash bytes, 8 keys, 8 values (string headers).
-const BUCKET_LEN: usize = 8 + 8 * 16 + 8 * 16;
+/// A map bucket of `map[string]string`: 8 top-hash bytes, 8 keys, 8 values (string headers),
+/// in words.
+const BUCKET_WORDS: usize = 1 + 8 * 2 + 8 * 2;
 /// `tophash` values below this mark an empty or evacuated slot (runtime `minTopHash`).
-const MIN_TOP_HASH: u8 = 5;
-/// A slice element: `{key, value string}`.
-const PAIR_LEN: usize = 32;
-/// Raw bytes read from the target before the strings: a bucket or up to 8 pairs.
-const RAW_LEN: usize = BUCKET_LEN + 8;
+const MIN_TOP_HASH: u64 = 5;
+/// A slice element, `{key, value string}`, in words.
+const PAIR_WORDS: usize = 4;
 
 #[repr(C)]
 struct GoScratch {
     labels: GoLabels,
-    raw: [u8; RAW_LEN],
+    /// A bucket, or the slice's first pairs.
+    raw: [u64; BUCKET_WORDS],
+    /// One pair of a slice read alone (the slice ends near an unmapped page).
+    pair: [u64; PAIR_WORDS],
+    /// Where slot 0's key and value headers are in `raw`, and the step from slot to slot, in
+    /// words.
+    keys_at: u32,
+    values_at: u32,
+    step: u32,
+    _pad: u32,
+    /// The hash of the slots read so far.
+    hash: u64,
     /// The `trace_id` value's hash (never 0), or 0 when there is none.
     trace_key: u64,
-    /// Per slot: the map bucket's top hash (below [`MIN_TOP_HASH`]: empty), or a full mark.
-    top_hash: [u8; GO_MAX_LABELS],
+    /// The sample waiting for its labels: its key, period and interval.
+    key: SampleKey,
+    period: u64,
+    interval: u32,
+    /// The slot the next `go_label_slot` call reads.
+    next_slot: u32,
 }
 
 #[map]
@@ -71,34 +97,136 @@ static GO_LAST: PerCpuArray<LastLabels> = PerCpuArray::with_max_entries(1, 0);
 /// `trace_id` as a little-endian word, to find the key with one comparison.
 const TRACE_ID_KEY: u64 = u64::from_le_bytes(*b"trace_id");
 
-/// The hash of the current goroutine's label set, stored in the active map, or [`NO_CONTEXT`]
-/// (not a Go target, no labels, no `trace_id`, or a failure, which is counted).
-pub(crate) fn read(pid: u32, interval: u32, config: &Config) -> u64 {
+type Failure = Option<Counter>;
+
+/// Starts reading the current goroutine's labels for the sample `key`: the label set's header
+/// into the scratch map, then a tail call into [`go_label_slot`], which reads one slot per call
+/// and records the sample with its labels. Returns only when there is nothing to read (not a
+/// Go target, no labels) or on a failure (counted): the caller records the sample without.
+///
+/// One slot per program keeps each program small for every verifier: read in one program,
+/// eight slots of string reads made Linux 6.1 walk several hundred thousand instructions.
+#[inline(always)]
+pub(crate) fn start(
+    ctx: &PerfEventContext,
+    pid: u32,
+    interval: u32,
+    config: &Config,
+    key: &SampleKey,
+    period: u64,
+) {
     let Some(target) = GO_TARGETS.get_ptr(pid) else {
-        return NO_CONTEXT;
+        return;
     };
     // SAFETY: map value pointer returned by the kernel.
     let target = unsafe { *target };
-    match try_read(&target, interval, config) {
+    let Some(scratch) = GO_SCRATCH.get_ptr_mut(0) else {
+        count(Counter::Internal);
+        return;
+    };
+    // SAFETY: per-CPU map value, valid for the duration of the program and its tail calls
+    // (perf_event programs do not nest on one CPU).
+    let scratch = unsafe { &mut *scratch };
+    match read_header(&target, config, scratch) {
+        Ok(()) => {}
+        Err(Some(counter)) => {
+            count(counter);
+            return;
+        }
+        Err(None) => return,
+    }
+    scratch.key = *key;
+    scratch.period = period;
+    scratch.interval = interval;
+    scratch.hash = 0x1319_8a2e_0370_7344;
+    scratch.trace_key = 0;
+    scratch.next_slot = next_present(&scratch.labels, 0);
+    // SAFETY: a tail call with this program's own context; it returns only on failure.
+    unsafe { TAIL_CALLS.tail_call(ctx, TAIL_GO_LABEL_SLOT) };
+    count(Counter::Internal);
+}
+
+/// Reads one slot of the label set `start` found, then the next slot by a tail call into
+/// itself; after the last, stores the label set and records the sample under it.
+#[perf_event]
+pub fn go_label_slot(ctx: PerfEventContext) -> u32 {
+    let Some(scratch) = GO_SCRATCH.get_ptr_mut(0) else {
+        count(Counter::Internal);
+        return 0;
+    };
+    // SAFETY: per-CPU map value that `start` filled on this CPU for this sample.
+    let scratch = unsafe { &mut *scratch };
+    let slot = scratch.next_slot as usize;
+    if slot < GO_MAX_LABELS {
+        if read_slot(scratch, slot) != 0 {
+            count(Counter::GoLabelsReadFailed);
+            finish(scratch, NO_CONTEXT);
+            return 0;
+        }
+        scratch.next_slot = next_present(&scratch.labels, slot + 1);
+        if (scratch.next_slot as usize) < GO_MAX_LABELS {
+            // SAFETY: a tail call with this program's own context; returns only on failure.
+            unsafe { TAIL_CALLS.tail_call(&ctx, TAIL_GO_LABEL_SLOT) };
+            count(Counter::Internal);
+            finish(scratch, NO_CONTEXT);
+            return 0;
+        }
+    }
+    let context = match store(scratch) {
         Ok(hash) => hash,
         Err(Some(counter)) => {
             count(counter);
             NO_CONTEXT
         }
         Err(None) => NO_CONTEXT,
+    };
+    finish(scratch, context);
+    0
+}
+
+/// Records the waiting sample under `context`.
+#[inline(always)]
+fn finish(scratch: &GoScratch, context: u64) {
+    let mut key = scratch.key;
+    key.context = context;
+    if let Err(counter) = record(scratch.interval, &key, scratch.period) {
+        count(counter);
     }
+}
+
+/// The first slot from `from` on that holds a pair, or [`GO_MAX_LABELS`].
+#[inline(always)]
+fn next_present(labels: &GoLabels, from: usize) -> u32 {
+    let mut slot = from;
+    while slot < GO_MAX_LABELS && slot < usize::from(labels.count) {
+        if labels.present & (1 << slot) != 0 {
+            return slot as u32;
+        }
+        slot += 1;
+    }
+    GO_MAX_LABELS as u32
 }
 
 /// A user word at `address`; a failed read is counted as a failed label read.
 #[inline(always)]
-fn user_word(address: u64) -> Result<u64, Option<Counter>> {
+fn user_word(address: u64) -> Result<u64, Failure> {
     // SAFETY: a checked user-memory read; failures are returned.
     unsafe { bpf_probe_read_user(address as *const u64) }
         .map_err(|_| Some(Counter::GoLabelsReadFailed))
 }
 
-/// `Err(None)`: no labels (or none with a trace ID), which is not a failure.
-fn try_read(target: &GoTarget, interval: u32, config: &Config) -> Result<u64, Option<Counter>> {
+/// `size_of::<T>()` bytes of the target at `address` into `buf`: true when read.
+#[inline(always)]
+fn read_into<T>(buf: &mut T, address: u64) -> bool {
+    let size = core::mem::size_of::<T>() as u32;
+    // SAFETY: exactly the size of `buf`, a constant; a checked user read (zero-filled on
+    // failure).
+    unsafe { probe_read_user_raw((buf as *mut T).cast(), size, address as *const _) >= 0 }
+}
+
+/// The label set's pointer, or `Err(None)` when the goroutine has none.
+#[inline(always)]
+fn label_set(target: &GoTarget, config: &Config) -> Result<u64, Failure> {
     let thread_pointer = trace_context::thread_pointer(config)?;
     let g = user_word(thread_pointer.wrapping_add(target.tls_offset as u64))?;
     if g == 0 {
@@ -116,16 +244,20 @@ fn try_read(target: &GoTarget, interval: u32, config: &Config) -> Result<u64, Op
     if labels == 0 {
         return Err(None);
     }
-    let scratch = GO_SCRATCH.get_ptr_mut(0).ok_or(Some(Counter::Internal))?;
-    // SAFETY: per-CPU map value, valid for the duration of the program.
-    let scratch = unsafe { &mut *scratch };
-    // Flags live in the map value, not in registers: the verifier does not split its states on
-    // them, which would multiply with every slot.
-    scratch.labels.cut = 0;
-    scratch.labels.present = 0;
-    scratch.labels._pad = [0; 5];
-    // Where each pair's string headers are in `raw`, and how many slots to look at.
-    let (slots, key_at, value_at, step) = match target.labels_kind {
+    Ok(labels)
+}
+
+/// Reads the label set's header (the map's first bucket, or the slice's first pairs) into
+/// `scratch`; `Err(None)` when the goroutine has no labels, which is not a failure.
+#[inline(always)]
+fn read_header(target: &GoTarget, config: &Config, scratch: &mut GoScratch) -> Result<(), Failure> {
+    let labels = label_set(target, config)?;
+    let out = &mut scratch.labels;
+    out.cut = 0;
+    out.keys_at_end = 0;
+    out.values_at_end = 0;
+    // Where each slot's string headers are in `raw`, as (key, value) offsets by slot.
+    let (keys_at, values_at, step) = match target.labels_kind {
         GO_LABELS_MAP => {
             // labels -> *labelMap -> hmap { count int; flags, B uint8; ...; buckets @16 }
             let hmap = user_word(labels)?;
@@ -139,13 +271,21 @@ fn try_read(target: &GoTarget, interval: u32, config: &Config) -> Result<u64, Op
             }
             // More than one bucket means more than 8 labels: the first bucket is read.
             if (count_and_b >> 8) & 0xff != 0 {
-                scratch.labels.cut = 1;
+                out.cut = 1;
             }
-            read_raw(&mut scratch.raw, buckets, BUCKET_LEN as u32)?;
-            let mut top_hash = [0u8; GO_MAX_LABELS];
-            top_hash.copy_from_slice(&scratch.raw[..GO_MAX_LABELS]);
-            scratch.top_hash = top_hash;
-            (GO_MAX_LABELS, 8usize, 8 + 8 * 16, 16usize)
+            if !read_into(&mut scratch.raw, buckets) {
+                return Err(Some(Counter::GoLabelsReadFailed));
+            }
+            let top_hashes = scratch.raw[0];
+            let mut present = 0u8;
+            for slot in 0..GO_MAX_LABELS {
+                if (top_hashes >> (slot * 8)) & 0xff >= MIN_TOP_HASH {
+                    present |= 1 << slot;
+                }
+            }
+            out.present = present;
+            out.count = GO_MAX_LABELS as u8;
+            (1, 1 + 8 * 2, 2)
         }
         GO_LABELS_SLICE => {
             // labels -> labelMap { list []label } -> { ptr, len, cap }
@@ -154,66 +294,36 @@ fn try_read(target: &GoTarget, interval: u32, config: &Config) -> Result<u64, Op
             if list == 0 || len == 0 {
                 return Err(None);
             }
-            let n = if len > GO_MAX_LABELS as u64 {
-                scratch.labels.cut = 1;
-                GO_MAX_LABELS
-            } else {
-                len as usize
-            };
-            read_raw(&mut scratch.raw, list, (n * PAIR_LEN) as u32)?;
-            // A slice has no empty slots: the map's top-hash test passes for every one.
-            scratch.top_hash = [MIN_TOP_HASH; GO_MAX_LABELS];
-            (n, 0, 16, PAIR_LEN)
+            if len > GO_MAX_LABELS as u64 {
+                out.cut = 1;
+            }
+            let slots = len.min(GO_MAX_LABELS as u64) as u32;
+            out.present = ((1u32 << slots) - 1) as u8;
+            out.count = slots as u8;
+            read_slice(scratch, list, slots)?;
+            (0, 2, PAIR_WORDS)
         }
         _ => return Err(Some(Counter::Internal)),
     };
-    scratch.labels.count = slots as u8;
 
-    // First the strings, then the hash: two simple loops verify in far fewer steps than one.
-    for slot in 0..GO_MAX_LABELS {
-        if slot >= slots {
-            break;
-        }
-        if scratch.top_hash[slot] < MIN_TOP_HASH {
-            continue;
-        }
-        let key = raw_pair(&scratch.raw, key_at + slot * step);
-        let value = raw_pair(&scratch.raw, value_at + slot * step);
-        let key_len = copy_string(&mut scratch.labels.keys[slot], key, &mut scratch.labels.cut)?;
-        let value_len = copy_string(
-            &mut scratch.labels.values[slot],
-            value,
-            &mut scratch.labels.cut,
-        )?;
-        scratch.labels.key_lens[slot] = key_len as u8;
-        scratch.labels.value_lens[slot] = value_len as u8;
-        scratch.labels.present |= 1 << slot;
-    }
+    scratch.keys_at = keys_at as u32;
+    scratch.values_at = values_at as u32;
+    scratch.step = step as u32;
+    Ok(())
+}
+
+/// Stores the label set read into `scratch` in the interval's map (once per CPU and label set)
+/// and returns its hash; `Err(None)` without a `trace_id`, which is not a failure.
+#[inline(always)]
+fn store(scratch: &GoScratch) -> Result<u64, Failure> {
+    let interval = scratch.interval;
+    let trace_key = scratch.trace_key;
+    let hash = scratch.hash;
     let out = &scratch.labels;
     if out.cut != 0 {
         count(Counter::GoLabelsCut);
     }
-    let mut hash: u64 = 0x1319_8a2e_0370_7344;
-    scratch.trace_key = 0;
-    for slot in 0..GO_MAX_LABELS {
-        if out.present & (1 << slot) == 0 {
-            continue;
-        }
-        let key_len = usize::from(out.key_lens[slot]);
-        let value_len = usize::from(out.value_lens[slot]);
-        let value_hash = words_hash(&out.values[slot], value_len);
-        if key_len == 8 && first_word(&out.keys[slot]) == TRACE_ID_KEY {
-            scratch.trace_key = value_hash | 1;
-        }
-        hash = mix(
-            hash,
-            (slot as u64) << 16 | (key_len as u64) << 8 | value_len as u64,
-        );
-        hash = mix(hash, words_hash(&out.keys[slot], key_len));
-        hash = mix(hash, value_hash);
-    }
     // Without a trace ID the labels name no trace: userspace would drop them.
-    let trace_key = scratch.trace_key;
     if trace_key == 0 {
         return Err(None);
     }
@@ -235,7 +345,7 @@ fn try_read(target: &GoTarget, interval: u32, config: &Config) -> Result<u64, Op
     } else {
         &GO_LABELS_1
     };
-    match stored.insert(hash, &scratch.labels, BPF_NOEXIST as u64) {
+    match stored.insert(hash, out, BPF_NOEXIST as u64) {
         Ok(()) => {}
         Err(err) if err == -(EEXIST as i32) => {}
         Err(_) => return Err(Some(Counter::ContextsMapFull)),
@@ -245,82 +355,152 @@ fn try_read(target: &GoTarget, interval: u32, config: &Config) -> Result<u64, Op
     Ok(hash)
 }
 
-/// Reads `len` (at most [`RAW_LEN`]) bytes of the target at `address` into `raw`.
+/// Reads slot `slot`'s key and value into the label set and mixes them into the scratch's
+/// hash; nonzero on a failed read.
+///
+/// A function of its own, called once per slot: its state lives in the scratch map, so the
+/// stack stays small and the verifier checks one slot's code with no state carried over.
 #[inline(always)]
-fn read_raw(raw: &mut [u8; RAW_LEN], address: u64, len: u32) -> Result<(), Option<Counter>> {
-    let len = if len > RAW_LEN as u32 {
-        RAW_LEN as u32
-    } else {
-        len
+fn read_slot(scratch: &mut GoScratch, slot: usize) -> u32 {
+    let slot = slot & (GO_MAX_LABELS - 1);
+    if scratch.labels.present & (1 << slot) == 0 {
+        return 0;
+    }
+    let step = scratch.step as usize;
+    let (Some(key), Some(value)) = (
+        string_header(&scratch.raw, scratch.keys_at as usize + slot * step),
+        string_header(&scratch.raw, scratch.values_at as usize + slot * step),
+    ) else {
+        return 1;
     };
-    // SAFETY: `len` is bounded by the size of `raw`; checked user read.
-    let read = unsafe { probe_read_user_raw(raw.as_mut_ptr().cast(), len, address as *const _) };
-    if read < 0 {
-        return Err(Some(Counter::GoLabelsReadFailed));
+    let out = &mut scratch.labels;
+    let Ok((key_len, key_hash)) = read_string(
+        &mut out.keys[slot],
+        key,
+        slot,
+        &mut out.keys_at_end,
+        &mut out.cut,
+    ) else {
+        return 1;
+    };
+    let Ok((value_len, value_hash)) = read_string(
+        &mut out.values[slot],
+        value,
+        slot,
+        &mut out.values_at_end,
+        &mut out.cut,
+    ) else {
+        return 1;
+    };
+    out.key_lens[slot] = key_len as u8;
+    out.value_lens[slot] = value_len as u8;
+    if key_len == 8 && key_word(&out.keys[slot], out.keys_at_end & (1 << slot) != 0) == TRACE_ID_KEY
+    {
+        scratch.trace_key = value_hash | 1;
+    }
+    let mut hash = mix(
+        scratch.hash,
+        (slot as u64) << 16 | (key_len as u64) << 8 | value_len as u64,
+    );
+    hash = mix(hash, key_hash);
+    scratch.hash = mix(hash, value_hash);
+    0
+}
+
+/// The slice's first `slots` pairs into `raw`: all eight at once, or, when that runs into an
+/// unmapped page (a short slice at the end of its span), pair by pair.
+#[inline(always)]
+fn read_slice(scratch: &mut GoScratch, list: u64, slots: u32) -> Result<(), Failure> {
+    if read_into(&mut scratch.raw, list) {
+        return Ok(());
+    }
+    for slot in 0..GO_MAX_LABELS {
+        if slot as u32 >= slots {
+            break;
+        }
+        if !read_into(
+            &mut scratch.pair,
+            list.wrapping_add((slot * PAIR_WORDS * 8) as u64),
+        ) {
+            return Err(Some(Counter::GoLabelsReadFailed));
+        }
+        let at = slot * PAIR_WORDS;
+        scratch.raw[at..at + PAIR_WORDS].copy_from_slice(&scratch.pair);
     }
     Ok(())
 }
 
-/// The Go string header (pointer, length) at `at` in `raw`.
+/// The Go string header (pointer, length) at word `at` of `raw`.
 #[inline(always)]
-fn raw_pair(raw: &[u8; RAW_LEN], at: usize) -> (u64, u64) {
-    if at + 16 > RAW_LEN {
-        return (0, 0);
+fn string_header(raw: &[u64; BUCKET_WORDS], at: usize) -> Option<(u64, u64)> {
+    if at + 1 >= BUCKET_WORDS {
+        return None;
     }
-    let mut pointer = [0u8; 8];
-    let mut len = [0u8; 8];
-    pointer.copy_from_slice(&raw[at..at + 8]);
-    len.copy_from_slice(&raw[at + 8..at + 16]);
-    (u64::from_le_bytes(pointer), u64::from_le_bytes(len))
+    Some((raw[at], raw[at + 1]))
 }
 
-/// Copies the string (pointer, length) into `buf`, cut to its size (and `cut` set); returns
-/// the bytes kept.
+/// Reads the string (pointer, length) as `buf`'s window (see the module's comment); returns
+/// the bytes kept and their hash. Sets `slot`'s bit in `at_end` for a window read backwards,
+/// and `cut` when the string is longer than `buf`.
 #[inline(always)]
-fn copy_string<const N: usize>(
+fn read_string<const N: usize>(
     buf: &mut [u8; N],
     (pointer, len): (u64, u64),
+    slot: usize,
+    at_end: &mut u8,
     cut: &mut u8,
-) -> Result<usize, Option<Counter>> {
-    let kept = if len > N as u64 {
-        *cut = 1;
-        N
-    } else {
-        len as usize
-    };
-    if kept == 0 {
-        return Ok(0);
+) -> Result<(usize, u64), Failure> {
+    if len == 0 {
+        return Ok((0, 0));
     }
-    // SAFETY: `kept` is bounded by the size of `buf`; checked user read.
-    let read =
-        unsafe { probe_read_user_raw(buf.as_mut_ptr().cast(), kept as u32, pointer as *const _) };
-    if read < 0 {
+    if len > N as u64 {
+        *cut = 1;
+        // The window lies inside the string: no other to try.
+        if !read_into(buf, pointer) {
+            return Err(Some(Counter::GoLabelsReadFailed));
+        }
+        return Ok((N, words_hash(buf, N)));
+    }
+    let kept = len as usize;
+    if read_into(buf, pointer) {
+        return Ok((kept, words_hash(buf, kept)));
+    }
+    if !read_into(buf, pointer.wrapping_add(len).wrapping_sub(N as u64)) {
         return Err(Some(Counter::GoLabelsReadFailed));
     }
-    Ok(kept)
+    *at_end |= 1 << slot;
+    // A rare path: its hash differs from the forward one, and userspace merges equal label
+    // sets by content anyway.
+    Ok((kept, words_hash(buf, N) ^ len))
 }
 
+/// Word `index` of `buf` (the label buffers are 8-byte aligned: see the assertions below).
 #[inline(always)]
-fn first_word<const N: usize>(buf: &[u8; N]) -> u64 {
-    let mut word = [0u8; 8];
-    word.copy_from_slice(&buf[..8]);
-    u64::from_le_bytes(word)
+fn word<const N: usize>(buf: &[u8; N], index: usize) -> u64 {
+    if index >= N / 8 {
+        return 0;
+    }
+    // SAFETY: in bounds (checked above) and aligned.
+    unsafe { buf.as_ptr().cast::<u64>().add(index).read() }
+}
+
+/// The 8-byte key's word: the buffer's first, or its last when read backwards.
+#[inline(always)]
+fn key_word<const N: usize>(buf: &[u8; N], at_end: bool) -> u64 {
+    word(buf, if at_end { N / 8 - 1 } else { 0 })
 }
 
 /// A hash of the first `len` bytes of `buf`, by words (the bytes past `len` in the last word
-/// are masked: they are left over from earlier samples).
+/// are masked: they are the target's memory after the string).
 #[inline(always)]
 fn words_hash<const N: usize>(buf: &[u8; N], len: usize) -> u64 {
-    let len = if len > N { N } else { len };
     let mut hash: u64 = 0xa409_3822_299f_31d0;
     for index in 0..N / 8 {
         let at = index * 8;
         if at >= len {
             break;
         }
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(&buf[at..at + 8]);
-        let mut word = u64::from_le_bytes(bytes);
+        let mut word = word(buf, index);
         let rest = len - at;
         if rest < 8 {
             word &= (1u64 << (rest * 8)) - 1;
@@ -339,3 +519,10 @@ fn mix(hash: u64, word: u64) -> u64 {
 // Both layouts' constants are the BPF side's own reading of the runtime: keep them next to
 // the kinds userspace picks.
 const _: () = assert!(GO_MAX_KEY % 8 == 0 && GO_MAX_VALUE % 8 == 0);
+const _: () = assert!(GO_MAX_LABELS * PAIR_WORDS <= BUCKET_WORDS);
+// `word` reads the label buffers as aligned words.
+const _: () = assert!(
+    core::mem::offset_of!(GoLabels, keys) % 8 == 0
+        && core::mem::offset_of!(GoLabels, values) % 8 == 0
+        && core::mem::align_of::<GoLabels>() == 8
+);

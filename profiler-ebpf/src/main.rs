@@ -19,8 +19,11 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_ANY, BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel,
-        generated::{bpf_get_current_ancestor_cgroup_id, bpf_get_current_task, bpf_get_stack},
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        generated::{
+            bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm as bpf_get_current_comm_raw,
+            bpf_get_current_task, bpf_get_stack,
+        },
     },
     macros::{map, perf_event, raw_tracepoint},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
@@ -312,15 +315,10 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
     );
 
     let context = if config.trace_context != 0 {
-        // A Go program publishes no thread-local record: its goroutines carry labels.
-        match trace_context::read(pid, interval, &config) {
-            NO_CONTEXT => go_labels::read(pid, interval, &config),
-            context => context,
-        }
+        trace_context::read(pid, interval, &config)
     } else {
         NO_CONTEXT
     };
-
     let key = SampleKey {
         pid,
         tid,
@@ -328,13 +326,37 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
         user_stack,
         kernel_stack,
         context,
-        comm: bpf_get_current_comm().unwrap_or_default(),
+        comm: current_comm(),
     };
     // SAFETY: reading a field of the perf event context is allowed and converted by the verifier.
     let period = unsafe { (*ctx.ctx).sample_period };
-    add_sample(half, &key, period)?;
+    if config.trace_context != 0 && context == NO_CONTEXT {
+        // A Go program publishes no thread-local record: its goroutines carry labels. Read by
+        // tail calls that record the sample themselves; back here only when there are none.
+        go_labels::start(ctx, pid, interval, &config, &key, period);
+    }
+    record(interval, &key, period)
+}
+
+/// The current thread's name. Not aya's `bpf_get_current_comm`, whose zeroed buffer becomes a
+/// call of `memset` (see `read_stack` on such calls): the helper fills all 16 bytes itself,
+/// NUL-padded, or zeroes them when it fails.
+#[inline(always)]
+fn current_comm() -> [u8; 16] {
+    let mut comm = core::mem::MaybeUninit::<[u8; 16]>::uninit();
+    // SAFETY: the helper takes uninitialized memory and writes every byte of it.
+    unsafe {
+        bpf_get_current_comm_raw(comm.as_mut_ptr().cast(), 16);
+        comm.assume_init()
+    }
+}
+
+/// Counts a sample under `key` in the interval's half of the maps.
+#[inline(always)]
+pub(crate) fn record(interval: u32, key: &SampleKey, period: u64) -> Result<(), Counter> {
+    add_sample(interval & 1, key, period)?;
     count(Counter::Samples);
-    if context != NO_CONTEXT {
+    if key.context != NO_CONTEXT {
         count(Counter::Traced);
     }
     Ok(())
@@ -414,6 +436,11 @@ fn forget_current_process() {
 
 /// Reads one stack into `buf`, stores it under its hash in the active stacks map, and returns
 /// the hash ([`NO_STACK`] when there is no stack or it could not be kept).
+///
+/// Inlined, as every function here: Linux before 6.4 gives up tracking precision across a
+/// BPF-to-BPF call and then walks many times more states (6.1: 88,167 instructions verified
+/// with this a function of its own).
+#[inline(always)]
 fn read_stack(
     ctx: &PerfEventContext,
     buf: &mut StackTrace,

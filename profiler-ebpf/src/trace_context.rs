@@ -187,7 +187,7 @@ fn read_record(record: u64, context: &mut TraceContext) -> Result<(), Option<Cou
         return Err(None);
     }
     // Clear leftovers of the previous sample so that equal contexts hash and compare equal.
-    context.attrs = [0; MAX_ATTR_BYTES];
+    clear_attrs(context);
     let mut len = context.attrs_len as u32;
     if len > MAX_ATTR_BYTES as u32 {
         len = MAX_ATTR_BYTES as u32;
@@ -221,3 +221,19 @@ fn context_hash(context: &TraceContext) -> u64 {
     let hash = hash & !GO_CONTEXT_BIT;
     if hash == NO_CONTEXT { 1 } else { hash }
 }
+
+/// Zeroes `context.attrs` by words, with stores the compiler cannot turn into a call of
+/// `memset`: a BPF-to-BPF call makes Linux before 6.4 give up precision tracking and walk many
+/// more states.
+#[inline(always)]
+fn clear_attrs(context: &mut TraceContext) {
+    let words = context.attrs.as_mut_ptr().cast::<u64>();
+    for index in 0..MAX_ATTR_BYTES / 8 {
+        // SAFETY: within `attrs`; aligned, as `attrs` is at a multiple of 8 in the per-CPU map
+        // value, which the kernel aligns to 8 (asserted below).
+        unsafe { core::ptr::write_volatile(words.add(index), 0) };
+    }
+}
+
+const _: () =
+    assert!(core::mem::offset_of!(TraceContext, attrs) % 8 == 0 && MAX_ATTR_BYTES % 8 == 0);

@@ -3,10 +3,12 @@
 use crate::kernel_features::CgroupRead;
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray, RingBuf},
     programs::{PerfEvent, RawTracePoint},
 };
-use profiler_common::{CONFIG_SYMBOL, Config, GoTarget, TaskOffsets, TlsLocation, maps, programs};
+use profiler_common::{
+    CONFIG_SYMBOL, Config, GoTarget, TAIL_GO_LABEL_SLOT, TaskOffsets, TlsLocation, maps, programs,
+};
 
 use super::{
     BpfError, CounterSnapshot, Drained, EventReader, PerfEvents,
@@ -59,6 +61,9 @@ pub struct Sampler {
     counters: PerCpuArray<MapData, u64>,
     tls_targets: HashMap<MapData, u32, TlsLocation>,
     go_targets: HashMap<MapData, u32, GoTarget>,
+    /// Held while sampling: the kernel empties a program array when its last user reference
+    /// goes.
+    _tail_calls: ProgramArray<MapData>,
     events: Option<EventReader>,
     /// The kernel-side cost, measured in short windows of run-time statistics.
     cost: CostMeter,
@@ -166,6 +171,24 @@ impl Sampler {
 
         let cpus = aya::util::online_cpus()
             .map_err(|(what, source)| BpfError::OnlineCpus { what, source })?;
+        // The program `sample` continues in for a Go process's labels: loaded, never attached.
+        let slot: &mut PerfEvent = program(&mut ebpf, programs::GO_LABEL_SLOT)?;
+        slot.load()
+            .map_err(program_error(programs::GO_LABEL_SLOT))?;
+        let slot_fd = slot
+            .fd()
+            .map_err(program_error(programs::GO_LABEL_SLOT))?
+            .try_clone()
+            .map_err(|source| BpfError::Syscall {
+                call: "dup of the go_label_slot program",
+                source,
+            })?;
+        let mut tail_calls = ProgramArray::try_from(take_map(&mut ebpf, maps::TAIL_CALLS)?)
+            .map_err(map_error(maps::TAIL_CALLS))?;
+        tail_calls
+            .set(TAIL_GO_LABEL_SLOT, &slot_fd, 0)
+            .map_err(map_error(maps::TAIL_CALLS))?;
+
         let sample: &mut PerfEvent = program(&mut ebpf, programs::SAMPLE)?;
         sample.load().map_err(program_error(programs::SAMPLE))?;
         let fd = sample.fd().map_err(program_error(programs::SAMPLE))?;
@@ -177,6 +200,7 @@ impl Sampler {
             counters,
             tls_targets,
             go_targets,
+            _tail_calls: tail_calls,
             events: Some(events),
             cost: CostMeter::default(),
             ebpf,

@@ -18,12 +18,9 @@ pub fn go_trace_labels(labels: &GoLabels) -> Option<TraceLabels> {
     let pairs: Vec<(String, String)> = (0..count)
         .filter(|i| labels.present & (1 << i) != 0)
         .map(|i| {
-            let key = &labels.keys[i][..usize::from(labels.key_lens[i]).min(labels.keys[i].len())];
-            let value =
-                &labels.values[i][..usize::from(labels.value_lens[i]).min(labels.values[i].len())];
             (
-                String::from_utf8_lossy(key).into_owned(),
-                String::from_utf8_lossy(value).into_owned(),
+                String::from_utf8_lossy(labels.key(i)).into_owned(),
+                String::from_utf8_lossy(labels.value(i)).into_owned(),
             )
         })
         .collect();
@@ -63,7 +60,9 @@ mod tests {
             count: pairs.len() as u8,
             cut: 0,
             present: (1u16 << pairs.len()).wrapping_sub(1) as u8,
-            _pad: [0; 5],
+            keys_at_end: 0,
+            values_at_end: 0,
+            _pad: [0; 3],
             key_lens: [0; GO_MAX_LABELS],
             value_lens: [0; GO_MAX_LABELS],
             keys: [[0xee; GO_MAX_KEY]; GO_MAX_LABELS],
@@ -124,6 +123,26 @@ mod tests {
         let got = go_trace_labels(&bucket).unwrap();
         assert_eq!(got.trace_id, "b".repeat(32));
         assert!(got.attributes.is_empty(), "{:?}", got.attributes);
+    }
+
+    #[test]
+    fn strings_read_as_the_window_ending_at_their_end() {
+        let mut labels = labels(&[
+            ("trace_id", &"c".repeat(32)),
+            ("span_id", "00f067aa0ba902b7"),
+        ]);
+        // Slot 0's key and slot 1's value were read as windows ending where the strings end.
+        let key = b"trace_id";
+        labels.keys[0] = [0xee; GO_MAX_KEY];
+        labels.keys[0][GO_MAX_KEY - key.len()..].copy_from_slice(key);
+        labels.keys_at_end = 0b01;
+        let span = b"11f067aa0ba902b7";
+        labels.values[1] = [0xee; GO_MAX_VALUE];
+        labels.values[1][GO_MAX_VALUE - span.len()..].copy_from_slice(span);
+        labels.values_at_end = 0b10;
+        let got = go_trace_labels(&labels).unwrap();
+        assert_eq!(got.trace_id, "c".repeat(32));
+        assert_eq!(got.span_id, "11f067aa0ba902b7");
     }
 
     #[test]

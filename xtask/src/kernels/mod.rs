@@ -194,7 +194,7 @@ fn run_one(
     let vmlinuz = cached_kernel(&mut guest.apt, kernel, &kernel_dir)?;
     let console_log = kernel_dir.join("console.log");
     let machine = guest.machine;
-    let mut kvm_note = None;
+    let mut boot_note = None;
     if *try_kvm && kernel.arch == Arch::Amd64 {
         println!("kernels: booting {} under kvm", kernel.release);
         let boot = qemu::boot(
@@ -212,19 +212,38 @@ fn run_one(
         let kvm_log = kernel_dir.join("console-kvm.log");
         fs::rename(&console_log, &kvm_log)
             .with_context(|| format!("cannot keep {}", kvm_log.display()))?;
-        kvm_note = Some(format!("KVM failed, see {}", kvm_log.display()));
+        boot_note = Some(format!("KVM failed, see {}", kvm_log.display()));
         *try_kvm = false;
     }
-    println!("kernels: booting {} under tcg", kernel.release);
-    let boot = qemu::boot(
-        machine,
-        &vmlinuz,
-        initrd,
-        Accel::Tcg,
-        TCG_LIMIT,
-        &console_log,
-    )?;
-    finish(kernel, Accel::Tcg, TCG_LIMIT, &boot, &kernel_dir, kvm_note)
+    let tcg = || {
+        println!("kernels: booting {} under tcg", kernel.release);
+        qemu::boot(
+            machine,
+            &vmlinuz,
+            initrd,
+            Accel::Tcg,
+            TCG_LIMIT,
+            &console_log,
+        )
+    };
+    let mut boot = tcg()?;
+    if !boot.reached_init() {
+        // The kernel failed before init.sh ran: nothing of ours was tested. Once more, with the
+        // first console kept and named in the row.
+        let first_log = kernel_dir.join("console-first-boot.log");
+        fs::rename(&console_log, &first_log)
+            .with_context(|| format!("cannot keep {}", first_log.display()))?;
+        let note = format!(
+            "the first boot failed before init.sh, see {}",
+            first_log.display()
+        );
+        boot_note = Some(match boot_note {
+            Some(kvm) => format!("{kvm}; {note}"),
+            None => note,
+        });
+        boot = tcg()?;
+    }
+    finish(kernel, Accel::Tcg, TCG_LIMIT, &boot, &kernel_dir, boot_note)
 }
 
 /// The row of a boot; the profiler's log is kept as `profiler.log` beside the console.
@@ -234,7 +253,7 @@ fn finish(
     (booted_within, limit): (Duration, Duration),
     boot: &qemu::Boot,
     kernel_dir: &Path,
-    kvm_note: Option<String>,
+    boot_note: Option<String>,
 ) -> Result<Row> {
     let console_log = kernel_dir.join("console.log");
     if let Some(log) = outcome::profiler_log(&boot.console) {
@@ -262,9 +281,9 @@ fn finish(
             }
         },
     );
-    row.note = match (row.note.take(), kvm_note) {
-        (Some(failure), Some(kvm)) => Some(format!("{failure} ({kvm})")),
-        (failure, kvm) => failure.or(kvm),
+    row.note = match (row.note.take(), boot_note) {
+        (Some(failure), Some(boot)) => Some(format!("{failure} ({boot})")),
+        (failure, boot) => failure.or(boot),
     };
     Ok(row)
 }

@@ -79,6 +79,14 @@ pub struct Boot {
 /// What `init.sh` prints first: the kernel has booted into the initramfs.
 const BOOTED: &str = "BOOTED kernel=";
 
+impl Boot {
+    /// Whether the kernel reached `init.sh`: a boot that did not failed before any of ours ran
+    /// (a guest kernel that panics while booting under TCG, seen now and then with 6.12).
+    pub fn reached_init(&self) -> bool {
+        self.console.contains(BOOTED)
+    }
+}
+
 /// Boots `kernel` with `initrd` on `machine`, at most `limit`, and gives up sooner if `init.sh`
 /// has not started within `booted_within`; the console goes to `console_log`.
 pub fn boot(
