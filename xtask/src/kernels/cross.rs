@@ -65,7 +65,7 @@ pub fn initramfs(root: &Path, dir: &Path, apt: &mut PrivateApt) -> Result<PathBu
     let sysroot = sysroot(apt, &arm)?;
     let busybox = busybox(apt, &arm)?;
     let profiler = build_profiler(root, &sysroot)?;
-    let fixtures = fixtures::build(root, &arm, LINKER)?;
+    let fixtures = fixtures::build(root, &arm, LINKER, "arm64")?;
     let mut libraries = libraries(&profiler)?;
     libraries.extend(self::libraries(&fixtures.traced)?);
     let initrd = dir.join("initramfs-arm64.cpio");

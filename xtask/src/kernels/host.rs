@@ -53,6 +53,7 @@ pub fn run(profiler: &Path, fixtures: &Fixtures, dir: &Path) -> Result<Row> {
         .env("PATH", path)
         .env("OUT", &out)
         .env("TRACE_IDS", &fixtures.trace_ids)
+        .env("GO_SOURCE", &fixtures.go_source)
         .env("CGROUP_ROOT", cgroup_root);
     let output = process::output_bounded(&mut sh, LIMIT)?;
     let elapsed = started.elapsed();

@@ -14,7 +14,7 @@ mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null
 echo "BOOTED kernel=$(uname -r)"
 
-export OUT=/tmp/matrix TRACE_IDS=/etc/trace_ids.h CGROUP_ROOT=/sys/fs/cgroup
+export OUT=/tmp/matrix TRACE_IDS=/etc/trace_ids.h GO_SOURCE=/etc/go_labels.go CGROUP_ROOT=/sys/fs/cgroup
 mkdir -p "$OUT"
 sh /check.sh
 poweroff -f

@@ -52,6 +52,14 @@ pub fn build(
     archive.file("bin/profiler", 0o755, &read(profiler)?);
     archive.file("bin/traced", 0o755, &read(&fixtures.traced)?);
     archive.file("etc/trace_ids.h", 0o644, &read(&fixtures.trace_ids)?);
+    for go in &fixtures.go_labels {
+        let name = go
+            .file_name()
+            .and_then(|name| name.to_str())
+            .unwrap_or("golabels");
+        archive.file(&format!("bin/{name}"), 0o755, &read(go)?);
+    }
+    archive.file("etc/go_labels.go", 0o644, &read(&fixtures.go_source)?);
     let mut written = std::collections::HashSet::new();
     for library in libraries {
         if !written.insert(library.inside.as_str()) {

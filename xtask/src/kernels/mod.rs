@@ -104,7 +104,7 @@ pub fn run_matrix(root: &Path, names: &[String]) -> Result<bool> {
                 profiler.display()
             );
         }
-        Some(fixtures::build(root, &dir, "gcc")?)
+        Some(fixtures::build(root, &dir, "gcc", "amd64")?)
     } else {
         None
     };

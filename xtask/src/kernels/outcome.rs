@@ -18,6 +18,9 @@ pub struct Check {
     pub trace_context: bool,
     /// With `--cgroup`, every sample was the inside process's.
     pub cgroup_filter: bool,
+    /// Every build of the Go fixture: trace A's samples were its goroutine's function and
+    /// trace B's were B's, from the goroutines' pprof labels.
+    pub go_labels: bool,
     /// Lines of the profiler's logs that say what this kernel lacks (`degraded: ...`).
     pub degraded: u32,
     /// The verifier's instruction count of the largest program; `None` before Linux 5.16
@@ -34,7 +37,7 @@ impl Check {
         self.loaded
             && self.sampled
             && self.exit == 0
-            && (self.degraded > 0 || (self.trace_context && self.cgroup_filter))
+            && (self.degraded > 0 || (self.trace_context && self.cgroup_filter && self.go_labels))
     }
 
     /// "passed", "degraded" or "FAILED".
@@ -72,6 +75,7 @@ pub fn parse_result(console: &str) -> Option<Check> {
         samples: field("samples")?.parse().ok()?,
         trace_context: yes("trace")?,
         cgroup_filter: yes("cgroup")?,
+        go_labels: yes("go")?,
         degraded: field("degraded")?.parse().ok()?,
         insns: field("insns").and_then(|count| count.parse().ok()),
         exit: field("exit")?.parse().ok()?,
@@ -201,6 +205,7 @@ pub fn table(rows: &[Row]) -> String {
         "samples",
         "trace ctx",
         "cgroup",
+        "go labels",
         "insns",
         "time",
     ];
@@ -223,6 +228,7 @@ pub fn table(rows: &[Row]) -> String {
                 check.map_or("-".to_owned(), |c| c.samples.to_string()),
                 yes_no(check.map(|c| c.trace_context)).to_owned(),
                 yes_no(check.map(|c| c.cgroup_filter)).to_owned(),
+                yes_no(check.map(|c| c.go_labels)).to_owned(),
                 check
                     .and_then(|c| c.insns)
                     .map_or("-".to_owned(), |n| n.to_string()),
@@ -277,7 +283,7 @@ mod tests {
         PROFILER-LOG-BEGIN\r\nINFO profiler: started\r\n\
         2026-12-06T07:20:45Z ERROR profiler: could not load the BPF program: Permission denied\r\n\
         PROFILER-LOG-END\r\n\
-        RESULT kernel=6.1.0-47-cloud-amd64 btf=yes loaded=no sampled=no samples=0 files=0 trace=no cgroup=no degraded=0 insns=- exit=1\r\n\
+        RESULT kernel=6.1.0-47-cloud-amd64 btf=yes loaded=no sampled=no samples=0 files=0 trace=no cgroup=no go=no degraded=0 insns=- exit=1\r\n\
         [   11.1] reboot: Power down\r\n";
 
     #[test]
@@ -293,6 +299,7 @@ mod tests {
                 samples: 0,
                 trace_context: false,
                 cgroup_filter: false,
+                go_labels: false,
                 degraded: 0,
                 insns: None,
                 exit: 1,
@@ -314,7 +321,7 @@ mod tests {
     #[test]
     fn a_passing_result() {
         let check = parse_result(
-            "RESULT kernel=5.10.0-32-cloud-amd64 btf=yes loaded=yes sampled=yes samples=310 files=4 trace=yes cgroup=yes degraded=0 insns=1830 exit=0",
+            "RESULT kernel=5.10.0-32-cloud-amd64 btf=yes loaded=yes sampled=yes samples=310 files=4 trace=yes cgroup=yes go=yes degraded=0 insns=1830 exit=0",
         )
         .unwrap();
         assert!(check.passed());
@@ -325,16 +332,17 @@ mod tests {
 
     #[test]
     fn a_feature_check_fails_unless_the_profiler_said_the_kernel_lacks_it() {
-        let line = |trace: &str, degraded: u32| {
+        let line = |trace: &str, go: &str, degraded: u32| {
             parse_result(&format!(
-                "RESULT kernel=k btf=yes loaded=yes sampled=yes samples=9 files=1 trace={trace} cgroup=yes degraded={degraded} insns=- exit=0"
+                "RESULT kernel=k btf=yes loaded=yes sampled=yes samples=9 files=1 trace={trace} cgroup=yes go={go} degraded={degraded} insns=- exit=0"
             ))
             .unwrap()
         };
-        assert_eq!(line("no", 0).status(), "FAILED");
-        assert_eq!(line("no", 1).status(), "degraded");
-        assert_eq!(line("yes", 1).status(), "degraded");
-        assert_eq!(line("yes", 0).status(), "passed");
+        assert_eq!(line("no", "yes", 0).status(), "FAILED");
+        assert_eq!(line("yes", "no", 0).status(), "FAILED");
+        assert_eq!(line("no", "yes", 1).status(), "degraded");
+        assert_eq!(line("yes", "yes", 1).status(), "degraded");
+        assert_eq!(line("yes", "yes", 0).status(), "passed");
     }
 
     #[test]
