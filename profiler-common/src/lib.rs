@@ -87,7 +87,8 @@ pub const TLS_DTV: u32 = 2;
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GoTarget {
-    /// Where `g` is kept relative to the thread pointer (x86_64 `runtime.tlsg`, usually -8).
+    /// Where `g` is kept relative to the thread pointer (x86_64 `runtime.tlsg`, usually -8);
+    /// unused with [`GoTarget::g_register`].
     pub tls_offset: i64,
     /// `runtime.g.m`.
     pub g_m: u32,
@@ -97,6 +98,10 @@ pub struct GoTarget {
     pub g_labels: u32,
     /// [`GO_LABELS_MAP`] or [`GO_LABELS_SLICE`].
     pub labels_kind: u32,
+    /// 1: `g` is a register of the interrupted user code (aarch64: `x28`), not in TLS; a
+    /// sample taken in the kernel then has no labels.
+    pub g_register: u32,
+    pub _pad: u32,
 }
 
 /// [`GoTarget::labels_kind`], Go 1.19 to 1.23: `g.labels` points to a `labelMap`, a

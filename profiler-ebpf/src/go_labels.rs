@@ -127,7 +127,7 @@ pub(crate) fn start(
     // SAFETY: per-CPU map value, valid for the duration of the program and its tail calls
     // (perf_event programs do not nest on one CPU).
     let scratch = unsafe { &mut *scratch };
-    match read_header(&target, config, scratch) {
+    match read_header(ctx, &target, config, scratch) {
         Ok(()) => {}
         Err(Some(counter)) => {
             count(counter);
@@ -224,11 +224,33 @@ fn read_into<T>(buf: &mut T, address: u64) -> bool {
     unsafe { probe_read_user_raw((buf as *mut T).cast(), size, address as *const _) >= 0 }
 }
 
+/// The running goroutine (maybe `g0`): from the thread's TLS, or (aarch64) from `x28` of the
+/// interrupted user code; `Err(None)` for a sample taken in the kernel there.
+#[inline(always)]
+fn current_g(ctx: &PerfEventContext, target: &GoTarget, config: &Config) -> Result<u64, Failure> {
+    if target.g_register != 0 {
+        #[cfg(bpf_target_arch = "aarch64")]
+        {
+            if !crate::interrupted_user_code(ctx) {
+                return Err(None);
+            }
+            // SAFETY: the verifier allows (and rewrites) 8-byte reads of the context's registers.
+            return Ok(unsafe { (*ctx.ctx).regs.regs[28] });
+        }
+        #[cfg(not(bpf_target_arch = "aarch64"))]
+        {
+            let _ = ctx;
+            return Err(Some(Counter::Internal));
+        }
+    }
+    let thread_pointer = trace_context::thread_pointer(config)?;
+    user_word(thread_pointer.wrapping_add(target.tls_offset as u64))
+}
+
 /// The label set's pointer, or `Err(None)` when the goroutine has none.
 #[inline(always)]
-fn label_set(target: &GoTarget, config: &Config) -> Result<u64, Failure> {
-    let thread_pointer = trace_context::thread_pointer(config)?;
-    let g = user_word(thread_pointer.wrapping_add(target.tls_offset as u64))?;
+fn label_set(ctx: &PerfEventContext, target: &GoTarget, config: &Config) -> Result<u64, Failure> {
+    let g = current_g(ctx, target, config)?;
     if g == 0 {
         return Err(None);
     }
@@ -250,8 +272,13 @@ fn label_set(target: &GoTarget, config: &Config) -> Result<u64, Failure> {
 /// Reads the label set's header (the map's first bucket, or the slice's first pairs) into
 /// `scratch`; `Err(None)` when the goroutine has no labels, which is not a failure.
 #[inline(always)]
-fn read_header(target: &GoTarget, config: &Config, scratch: &mut GoScratch) -> Result<(), Failure> {
-    let labels = label_set(target, config)?;
+fn read_header(
+    ctx: &PerfEventContext,
+    target: &GoTarget,
+    config: &Config,
+    scratch: &mut GoScratch,
+) -> Result<(), Failure> {
+    let labels = label_set(ctx, target, config)?;
     let out = &mut scratch.labels;
     out.cut = 0;
     out.keys_at_end = 0;

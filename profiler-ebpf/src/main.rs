@@ -365,7 +365,7 @@ pub(crate) fn record(interval: u32, key: &SampleKey, period: u64) -> Result<(), 
 /// Whether the sample interrupted user code, from the privilege level in the saved registers.
 /// On an architecture not listed here the answer is "no", and the kernel stack is always read.
 #[inline(always)]
-fn interrupted_user_code(ctx: &PerfEventContext) -> bool {
+pub(crate) fn interrupted_user_code(ctx: &PerfEventContext) -> bool {
     // SAFETY: the verifier allows (and rewrites) 8-byte reads of the context's registers.
     #[cfg(bpf_target_arch = "x86_64")]
     {
@@ -438,8 +438,8 @@ fn forget_current_process() {
 /// the hash ([`NO_STACK`] when there is no stack or it could not be kept).
 ///
 /// Inlined, as every function here: Linux before 6.4 gives up tracking precision across a
-/// BPF-to-BPF call and then walks many times more states (6.1: 88,167 instructions verified
-/// with this a function of its own).
+/// BPF-to-BPF call and then walks many times more states (6.1 verified 88,167 instructions
+/// with this and two `memset`s as functions, 33,211 without, the Go labels' start included).
 #[inline(always)]
 fn read_stack(
     ctx: &PerfEventContext,

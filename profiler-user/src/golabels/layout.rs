@@ -60,7 +60,7 @@ const MAX_DWARF_BYTES: u64 = 64 << 20;
 pub enum LayoutError {
     #[error("{0}: no label layout known for this Go release")]
     UnknownRelease(GoVersion),
-    #[error("not an x86_64 executable (machine {0})")]
+    #[error("neither an x86_64 nor an aarch64 executable (machine {0})")]
     Machine(u16),
     #[error("where the runtime keeps g is unknown (external linking without runtime.tlsg)")]
     UnknownTls,
@@ -74,11 +74,15 @@ pub fn go_target<'data>(
     version: GoVersion,
 ) -> Result<GoTarget, LayoutError> {
     let labels_kind = labels_kind(version).ok_or(LayoutError::UnknownRelease(version))?;
-    let tls_offset = tls_offset(elf)?;
+    let g_place = g_place(elf)?;
     // Unreadable DWARF falls back on the table, like none.
     let offsets = match dwarf_offsets(elf) {
         Ok(Some(offsets)) => offsets,
         _ => table_offsets(version).ok_or(LayoutError::UnknownRelease(version))?,
+    };
+    let (tls_offset, g_register) = match g_place {
+        GPlace::Tls(offset) => (offset, 0),
+        GPlace::Register => (0, 1),
     };
     Ok(GoTarget {
         tls_offset,
@@ -86,7 +90,27 @@ pub fn go_target<'data>(
         m_curg: offsets.m_curg,
         g_labels: offsets.g_labels,
         labels_kind,
+        g_register,
+        _pad: 0,
     })
+}
+
+/// Where the running code keeps the current `g`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GPlace {
+    /// x86_64: at this offset from the thread pointer.
+    Tls(i64),
+    /// aarch64: register `x28` (`g` in Go's assembly), in every build mode.
+    Register,
+}
+
+/// Where the running code of this executable keeps `g`.
+pub fn g_place<'data>(elf: impl ReadRef<'data>) -> Result<GPlace, LayoutError> {
+    let file = object::File::parse(elf).map_err(|_| LayoutError::Elf)?;
+    if file.architecture() == object::Architecture::Aarch64 {
+        return Ok(GPlace::Register);
+    }
+    tls_offset(elf).map(GPlace::Tls)
 }
 
 /// The label set's layout: `runtime/pprof.labelMap` was a `map[string]string` up to Go 1.23
@@ -262,6 +286,18 @@ mod tests {
                 minor: 21
             }),
             None
+        );
+    }
+
+    #[test]
+    fn g_is_in_x28_on_aarch64() {
+        // Any aarch64 executable: where g is depends on the architecture alone there.
+        let aarch64 = include_bytes!("../tracectx/fixtures/aarch64_tls_exe");
+        assert_eq!(g_place(&aarch64[..]), Ok(GPlace::Register));
+        // tls_offset, the x86_64 rule, refuses it.
+        assert_eq!(
+            tls_offset(&aarch64[..]),
+            Err(LayoutError::Machine(object::elf::EM_AARCH64))
         );
     }
 
