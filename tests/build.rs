@@ -16,6 +16,9 @@ const NO_FP_CFLAGS: &[&str] = &["-O2", "-g", "-fomit-frame-pointer"];
 /// The churn fixture's: -O1, as a typical short-lived tool might be built.
 const CHURN_CFLAGS: &[&str] = &["-O1", "-g", "-fno-omit-frame-pointer"];
 
+#[path = "fixtures/go/offline_build.rs"]
+mod go_offline;
+
 fn main() {
     let manifest_dir =
         PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
@@ -311,14 +314,8 @@ fn go_build(go: &Path, go_dir: &Path, source: &Path, output: &Path, ldflags: &st
         .arg(format!("-ldflags={ldflags}"))
         .arg("-o")
         .arg(output)
-        .arg(".")
-        .env("CGO_ENABLED", "0")
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "")
-        .env("GOCACHE", go_dir.join("cache"))
-        .env("GOPATH", go_dir.join("gopath"))
-        .env("HOME", go_dir);
+        .arg(".");
+    go_offline::offline(&mut cmd, go_dir);
     run(cmd);
 }
 

@@ -8,6 +8,9 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 
+#[path = "../../tests/fixtures/go/offline_build.rs"]
+mod go_offline;
+
 const WORK_C: &str = include_str!("../fixtures/work.c");
 const OTEL_HEADER: &str = include_str!("../../profiler-marker/include/otel_thread_ctx.h");
 const WORK_GO: &str = include_str!("../fixtures/work.go");
@@ -73,18 +76,13 @@ fn go_build(dir: &Path) -> Result<Option<(PathBuf, String)>> {
     // Not `work`: Go 1.24 made that name a package pattern.
     fs::write(source.join("go.mod"), "module workgo\n\ngo 1.19\n")?;
     let out = dir.join("work-go");
-    let status = Command::new(&go)
+    let mut build = Command::new(&go);
+    build
         .current_dir(&source)
         .args(["build", "-trimpath", "-o"])
         .arg(&out)
-        .arg(".")
-        .env("CGO_ENABLED", "0")
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "")
-        .env("GOCACHE", dir.join("go-cache"))
-        .env("GOPATH", dir.join("go-path"))
-        .env("HOME", dir)
+        .arg(".");
+    let status = go_offline::offline(&mut build, &dir.join("go-cache"))
         .status()
         .with_context(|| format!("cannot run {}", go.display()))?;
     ensure!(status.success(), "go build failed for {}", out.display());

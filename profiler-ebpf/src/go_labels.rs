@@ -372,11 +372,7 @@ fn store(scratch: &GoScratch) -> Result<u64, Failure> {
     } else {
         &GO_LABELS_1
     };
-    match stored.insert(hash, out, BPF_NOEXIST as u64) {
-        Ok(()) => {}
-        Err(err) if err == -(EEXIST as i32) => {}
-        Err(_) => return Err(Some(Counter::ContextsMapFull)),
-    }
+    trace_context::insert_once(stored, hash, out)?;
     last.interval = interval;
     last.hash = hash;
     Ok(hash)

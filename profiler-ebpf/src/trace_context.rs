@@ -108,11 +108,7 @@ fn try_read(
     let half = interval & 1;
     admit_trace(interval, &context.trace_id)?;
     let contexts = if half == 0 { &CONTEXTS_0 } else { &CONTEXTS_1 };
-    match contexts.insert(hash, &*context, BPF_NOEXIST as u64) {
-        Ok(()) => {}
-        Err(err) if err == -(EEXIST as i32) => {}
-        Err(_) => return Err(Some(Counter::ContextsMapFull)),
-    }
+    insert_once(contexts, hash, &*context)?;
     last.interval = interval;
     last.hash = hash;
     Ok(hash)
@@ -120,6 +116,20 @@ fn try_read(
 
 /// Counts the trace in the interval's traces (`--max-traces-per-interval`); a trace that does
 /// not fit is refused with [`Counter::TraceLimit`]. Go label sets share the limit.
+/// Stores `value` under `hash` unless another CPU stored it first.
+#[inline(always)]
+pub(crate) fn insert_once<V>(
+    map: &HashMap<u64, V>,
+    hash: u64,
+    value: &V,
+) -> Result<(), Option<Counter>> {
+    match map.insert(hash, value, BPF_NOEXIST as u64) {
+        Ok(()) => Ok(()),
+        Err(err) if err == -(EEXIST as i32) => Ok(()),
+        Err(_) => Err(Some(Counter::ContextsMapFull)),
+    }
+}
+
 pub(crate) fn admit_trace(interval: u32, trace_id: &[u8; 16]) -> Result<(), Option<Counter>> {
     let traces = if interval & 1 == 0 {
         &TRACES_0

@@ -15,6 +15,9 @@ use anyhow::{Context, Result, bail};
 
 use crate::{deploy_tools, paths, process};
 
+#[path = "../../tests/fixtures/go/offline_build.rs"]
+mod go_offline;
+
 /// `version source` lines; `#` starts a comment.
 const TOOLCHAINS: &str = include_str!("../../tests/fixtures/go/toolchains.txt");
 
@@ -88,14 +91,8 @@ pub fn build(root: &Path, version: &str, goarch: &str, source: &Path, output: &P
         .args(["build", "-trimpath", "-o"])
         .arg(output)
         .arg(".")
-        .env("GOARCH", goarch)
-        .env("CGO_ENABLED", "0")
-        .env("GOPROXY", "off")
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "")
-        .env("GOCACHE", cache.join("cache"))
-        .env("GOPATH", cache.join("gopath"))
-        .env("HOME", &cache);
+        .env("GOARCH", goarch);
+    go_offline::offline(&mut cmd, &cache);
     process::output_bounded(&mut cmd, BUILD_LIMIT)
         .map(drop)
         .with_context(|| {
