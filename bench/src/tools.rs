@@ -15,6 +15,9 @@ use crate::fdinfo;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
     Ours,
+    /// Ours reading no trace context (`--no-trace-context`): no thread-local record, no Go
+    /// labels; beside `Ours`, the difference is what reading them costs.
+    OursNoContext,
     Perf,
     Bpftrace,
 }
@@ -23,6 +26,7 @@ impl Tool {
     pub fn label(self) -> &'static str {
         match self {
             Tool::Ours => "profiler",
+            Tool::OursNoContext => "profiler --no-trace-context",
             Tool::Perf => "perf record -g -a",
             Tool::Bpftrace => "bpftrace",
         }
@@ -30,7 +34,7 @@ impl Tool {
 
     /// Whether the tool samples through a BPF program (whose statistics we can read).
     fn uses_bpf(self) -> bool {
-        matches!(self, Tool::Ours | Tool::Bpftrace)
+        matches!(self, Tool::Ours | Tool::OursNoContext | Tool::Bpftrace)
     }
 }
 
@@ -62,20 +66,26 @@ impl Invocation {
         let rate = self.rate.to_string();
         match self.tool {
             // A fixed rate: the adaptive controller would change it under the benchmark's load.
-            Tool::Ours => vec![
-                profiler.display().to_string(),
-                "record".into(),
-                "--no-adaptive".into(),
-                "--frequency".into(),
-                rate,
-                "--interval".into(),
-                self.interval.to_string(),
-                "--output-dir".into(),
-                out.display().to_string(),
-                // Two of ours may run side by side (the A/A control): a free port each.
-                "--metrics-address".into(),
-                "127.0.0.1:0".into(),
-            ],
+            Tool::Ours | Tool::OursNoContext => {
+                let mut argv = vec![
+                    profiler.display().to_string(),
+                    "record".into(),
+                    "--no-adaptive".into(),
+                    "--frequency".into(),
+                    rate,
+                    "--interval".into(),
+                    self.interval.to_string(),
+                    "--output-dir".into(),
+                    out.display().to_string(),
+                    // Two of ours may run side by side (the A/A control): a free port each.
+                    "--metrics-address".into(),
+                    "127.0.0.1:0".into(),
+                ];
+                if self.tool == Tool::OursNoContext {
+                    argv.push("--no-trace-context".into());
+                }
+                argv
+            }
             Tool::Perf => vec![
                 "perf".into(),
                 "record".into(),

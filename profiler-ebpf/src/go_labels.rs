@@ -19,7 +19,6 @@
 //! ending at its end (`GoLabels::keys_at_end`); the hash covers only the string's own bytes.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
     helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_raw},
     macros::{map, perf_event},
     maps::{HashMap, PerCpuArray, ProgramArray},
@@ -30,7 +29,7 @@ use profiler_common::{
     GO_MAX_VALUE, GoLabels, GoTarget, NO_CONTEXT, SampleKey, TAIL_GO_LABEL_SLOT,
 };
 
-use crate::{EEXIST, count, record, trace_context};
+use crate::{count, record, trace_context};
 
 /// Go processes whose labels are read: tgid -> where.
 #[map]
@@ -61,6 +60,9 @@ struct GoScratch {
     raw: [u64; BUCKET_WORDS],
     /// One pair of a slice read alone (the slice ends near an unmapped page).
     pair: [u64; PAIR_WORDS],
+    /// Two words of a header read at once: a slice's pointer and length, or a map's
+    /// flags-and-B word and bucket pointer.
+    words: [u64; 2],
     /// Where slot 0's key and value headers are in `raw`, and the step from slot to slot, in
     /// words.
     keys_at: u32,
@@ -291,13 +293,15 @@ fn read_header(
             if hmap == 0 {
                 return Err(None);
             }
-            let count_and_b = user_word(hmap.wrapping_add(8))?;
-            let buckets = user_word(hmap.wrapping_add(16))?;
+            if !read_into(&mut scratch.words, hmap.wrapping_add(8)) {
+                return Err(Some(Counter::GoLabelsReadFailed));
+            }
+            let [flags_and_b, buckets] = scratch.words;
             if buckets == 0 {
                 return Err(None);
             }
             // More than one bucket means more than 8 labels: the first bucket is read.
-            if (count_and_b >> 8) & 0xff != 0 {
+            if (flags_and_b >> 8) & 0xff != 0 {
                 out.cut = 1;
             }
             if !read_into(&mut scratch.raw, buckets) {
@@ -316,8 +320,10 @@ fn read_header(
         }
         GO_LABELS_SLICE => {
             // labels -> labelMap { list []label } -> { ptr, len, cap }
-            let list = user_word(labels)?;
-            let len = user_word(labels.wrapping_add(8))?;
+            if !read_into(&mut scratch.words, labels) {
+                return Err(Some(Counter::GoLabelsReadFailed));
+            }
+            let [list, len] = scratch.words;
             if list == 0 || len == 0 {
                 return Err(None);
             }

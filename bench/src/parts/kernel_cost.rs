@@ -39,6 +39,8 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
         let mut ns: [[Vec<f64>; 2]; 2] = Default::default();
         // Nanoseconds per sample of ours beside the Go fixture: [plain, labels].
         let mut go: [Vec<f64>; 2] = Default::default();
+        // What reading the trace context adds beside each, same window: [plain, labels].
+        let mut go_context: [Vec<f64>; 2] = Default::default();
         for round in 0..plan.rounds {
             for traced in rotated(&FIXTURES, round) {
                 let bin = if traced {
@@ -53,7 +55,8 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
                 ));
                 // Who starts first alternates: the pair's timer phases favour one of them.
                 let args = [frames.to_string(), "0".into()];
-                let [ours, theirs] = side_by_side(bench, bin, &args, Tool::Bpftrace, round)?;
+                let [ours, theirs] =
+                    side_by_side(bench, bin, &args, [Tool::Ours, Tool::Bpftrace], round)?;
                 bench.progress(&format!(
                     "  profiler {:.2} µs, bpftrace {:.2} µs per sample",
                     ours / 1e3,
@@ -78,15 +81,22 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
                 if labels {
                     args.push("labels".into());
                 }
-                // Beside a second copy of ours, as in the control: the two Go windows of a round
-                // are then measured alike, and bpftrace's exit is no part of them.
-                let [ours, second] = side_by_side(bench, go_bin, &args, Tool::Ours, round)?;
+                // Beside ours without trace contexts, in the same window: the difference is
+                // what the context path costs beside this fixture, free of the window's drift.
+                let [ours, without] = side_by_side(
+                    bench,
+                    go_bin,
+                    &args,
+                    [Tool::Ours, Tool::OursNoContext],
+                    round,
+                )?;
                 bench.progress(&format!(
-                    "  profiler {:.2} µs, second profiler {:.2} µs per sample",
+                    "  profiler {:.2} µs, profiler --no-trace-context {:.2} µs per sample",
                     ours / 1e3,
-                    second / 1e3
+                    without / 1e3
                 ));
                 go[usize::from(labels)].push(ours);
+                go_context[usize::from(labels)].push(ours - without);
             }
         }
         let us = |values: &[f64]| {
@@ -110,8 +120,13 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
                 });
             }
         }
-        // Labels' cost: the two Go windows of one round, one after the other, differenced.
-        let added: Vec<f64> = go[1].iter().zip(&go[0]).map(|(l, p)| l - p).collect();
+        // Labels' cost: what the context path adds beside the labelled fixture less what it
+        // adds beside the plain one (thread pointer, g, m, curg, no labels), round by round.
+        let added: Vec<f64> = go_context[1]
+            .iter()
+            .zip(&go_context[0])
+            .map(|(l, p)| l - p)
+            .collect();
         let added = Summary::of(&added);
         row.extend([
             us(&go[0]),
@@ -138,7 +153,7 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
             round + 1
         ));
         let args = [control_frames.to_string(), "0".into()];
-        let [a, b] = side_by_side(bench, &fixtures.work, &args, Tool::Ours, 0)?;
+        let [a, b] = side_by_side(bench, &fixtures.work, &args, [Tool::Ours, Tool::Ours], 0)?;
         control.push(a / b);
     }
     let control = Summary::of(&control);
@@ -200,23 +215,24 @@ fn go_note(fixtures: &crate::fixtures::Fixtures) -> String {
              `cargo xtask setup` installs), one per CPU (GOMAXPROCS=1), spinning at the given \
              depth, plain or under `pprof.Do` with `trace_id`, `span_id` and `http.route` \
              labels, which our program then reads on every sample; each beside a second copy \
-             of our profiler, as in the control (the one started first in even rounds is \
-             the one measured). The plain Go sample already follows thread pointer, g, m, curg and finds \
-             no labels. \"labels − plain\" is the median over rounds of the difference of \
-             the two windows of a round."
+             of our profiler run with `--no-trace-context` (it reads no labels), which started \
+             first in odd rounds. The plain Go sample already follows thread pointer, g, m, curg \
+             and finds no labels. \"labels − plain\" is, round by round, what the context \
+             path adds over `--no-trace-context` beside the labelled fixture less what it adds \
+             beside the plain one (each difference taken within one window), then the median."
         ),
         None => "Go columns: n/a, no Go toolchain (run `cargo xtask setup`).".into(),
     }
 }
 
-/// Nanoseconds per sample of our program and of `other`'s, both sampling over the same window
-/// while one fixture per CPU runs with `args` (`frames 0`: spins `frames` deep). Ours starts
+/// Nanoseconds per sample of the two tools' programs, both sampling over the same window while
+/// one fixture per CPU runs with `args` (`frames 0`: spins `frames` deep). The first starts
 /// first in even rounds.
 fn side_by_side(
     bench: &Bench,
     bin: &std::path::Path,
     args: &[String],
-    other: Tool,
+    [first, second]: [Tool; 2],
     round: usize,
 ) -> Result<[f64; 2]> {
     let plan = &bench.plan;
@@ -228,26 +244,26 @@ fn side_by_side(
             &bench.scratch("cost"),
         )
     };
-    let (ours, theirs) = if round.is_multiple_of(2) {
-        let ours = start(Tool::Ours)?;
-        (ours, start(other)?)
+    let (a, b) = if round.is_multiple_of(2) {
+        let a = start(first)?;
+        (a, start(second)?)
     } else {
-        let theirs = start(other)?;
-        (start(Tool::Ours)?, theirs)
+        let b = start(second)?;
+        (start(first)?, b)
     };
-    ours.settle();
-    let before = [ours.bpf_totals()?, theirs.bpf_totals()?];
+    a.settle();
+    let before = [a.bpf_totals()?, b.bpf_totals()?];
     thread::sleep(plan.cost_window);
-    let after = [ours.bpf_totals()?, theirs.bpf_totals()?];
-    ours.stop()?;
-    theirs.stop()?;
+    let after = [a.bpf_totals()?, b.bpf_totals()?];
+    a.stop()?;
+    b.stop()?;
     let per_sample = |i: usize, who: &str| {
         after[i]
             .ns_per_run_since(before[i])
             .with_context(|| format!("{who} took no sample in {:?}", plan.cost_window))
     };
     Ok([
-        per_sample(0, "the profiler")?,
-        per_sample(1, other.label())?,
+        per_sample(0, first.label())?,
+        per_sample(1, second.label())?,
     ])
 }
