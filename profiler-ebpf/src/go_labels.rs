@@ -250,18 +250,27 @@ fn current_g(ctx: &PerfEventContext, target: &GoTarget, config: &Config) -> Resu
 }
 
 /// The label set's pointer, or `Err(None)` when the goroutine has none.
+///
+/// `g.labels` first: set, `g` is the user goroutine (the runtime's own `g0` and `gsignal`
+/// never carry labels: `runtime_setProfLabel` sets them on the caller's `g`), and two reads
+/// are saved on every labelled sample. Unset, `g` may be `g0` running for the user goroutine
+/// (a system stack): that is `g.m.curg`.
 #[inline(always)]
 fn label_set(ctx: &PerfEventContext, target: &GoTarget, config: &Config) -> Result<u64, Failure> {
     let g = current_g(ctx, target, config)?;
     if g == 0 {
         return Err(None);
     }
+    let labels = user_word(g.wrapping_add(u64::from(target.g_labels)))?;
+    if labels != 0 {
+        return Ok(labels);
+    }
     let m = user_word(g.wrapping_add(u64::from(target.g_m)))?;
     if m == 0 {
         return Err(None);
     }
     let curg = user_word(m.wrapping_add(u64::from(target.m_curg)))?;
-    if curg == 0 {
+    if curg == 0 || curg == g {
         return Err(None);
     }
     let labels = user_word(curg.wrapping_add(u64::from(target.g_labels)))?;
