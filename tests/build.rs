@@ -47,6 +47,11 @@ fn main() {
         &out_dir.join("fixture-hot-rust-frames"),
     );
 
+    let deep_spin = build_c(
+        &fixtures.join("deep_spin.c"),
+        &out_dir.join("fixture-deep-spin-frames"),
+    );
+
     let unwind_chain = build_c_with(
         &fixtures.join("unwind_chain.c"),
         &out_dir.join("fixture-unwind-chain-no-fp"),
@@ -86,6 +91,7 @@ fn main() {
     export("FIXTURE_CHURN", &churn);
     export("FIXTURE_STACKS", &stacks);
     export("FIXTURE_UNWIND_CHAIN", &unwind_chain);
+    export("FIXTURE_DEEP_SPIN", &deep_spin);
     export("FIXTURE_UNWIND_PLUGIN", &unwind_plugin);
     export("FIXTURE_UNWIND_RUST", &unwind_rust);
     export("FIXTURE_UNWIND_CPP", &unwind_cpp);

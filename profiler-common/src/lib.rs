@@ -380,10 +380,13 @@ pub enum Counter {
     GoLabelsReadFailed = 16,
     /// Samples whose Go labels were cut to the per-sample bounds (labels, key or value bytes).
     GoLabelsCut = 17,
+    /// The user stack filled all [`MAX_STACK_DEPTH`] frames: its outermost callers are cut
+    /// (userspace marks such a stack's root `[truncated]`).
+    UserStackTruncated = 18,
 }
 
 /// Number of [`Counter`] slots.
-pub const COUNTER_COUNT: u32 = 18;
+pub const COUNTER_COUNT: u32 = 19;
 
 impl Counter {
     /// All counters, in index order.
@@ -406,6 +409,7 @@ impl Counter {
         Counter::TaskReadFailed,
         Counter::GoLabelsReadFailed,
         Counter::GoLabelsCut,
+        Counter::UserStackTruncated,
     ];
 
     /// A short snake_case name for logs and metrics.
@@ -429,6 +433,7 @@ impl Counter {
             Counter::TaskReadFailed => "task_read_failed",
             Counter::GoLabelsReadFailed => "go_labels_read_failed",
             Counter::GoLabelsCut => "go_labels_cut",
+            Counter::UserStackTruncated => "user_stack_truncated",
         }
     }
 }

@@ -459,6 +459,9 @@ fn read_stack(
     if frames == 0 {
         return NO_STACK;
     }
+    if frames >= MAX_STACK_DEPTH && flags & BPF_F_USER_STACK as u64 != 0 {
+        count(Counter::UserStackTruncated);
+    }
     let hash = stack_hash(&buf.ips, frames, flags);
     let stored = if frames <= SHORT_STACK_DEPTH {
         store(

@@ -13,6 +13,9 @@ pub use profiler::profile::proto::{Function, Label, Line, Location, Mapping, Pro
 
 /// C fixture: main -> fixture_outer -> fixture_middle -> fixture_hot_leaf, CPU-bound.
 pub const HOT_C: &str = env!("FIXTURE_HOT_C");
+/// C fixture with frame pointers spinning 200 calls deep (deep_spin_recurse), deeper than the
+/// kernel's 127 user frames.
+pub const DEEP_SPIN_C: &str = env!("FIXTURE_DEEP_SPIN");
 /// C fixture spending its time in `read(2)` of /dev/zero, called from fixture_syscall_loop.
 pub const SYSCALLS_C: &str = env!("FIXTURE_SYSCALLS_C");
 /// Rust fixture: rust_fixture_outer -> rust_fixture_middle -> rust_fixture_hot_leaf on a thread

@@ -117,7 +117,8 @@ fn effect(counter: BpfCounter) -> Effect {
         | BpfCounter::ContextsMapFull
         | BpfCounter::TaskReadFailed
         | BpfCounter::GoLabelsReadFailed
-        | BpfCounter::GoLabelsCut => Effect::Degraded,
+        | BpfCounter::GoLabelsCut
+        | BpfCounter::UserStackTruncated => Effect::Degraded,
     }
 }
 

@@ -12,6 +12,9 @@ use crate::{
 /// Name of the mapping that holds kernel frames, as perf and pprof tools expect it.
 pub const KERNEL_MAPPING: &str = "[kernel.kallsyms]";
 
+/// The root frame of a user stack cut at the kernel's frame limit.
+pub const TRUNCATED: &str = "[truncated]";
+
 pub(super) fn locations(
     sites: &[Site],
     files: &HashMap<FileId, Arc<MappedFile>>,
@@ -31,12 +34,17 @@ pub(super) fn locations(
                 Site::Kernel(address) => (MappingKey::Kernel, address),
                 Site::File(id, offset) => (MappingKey::File(id), offset),
                 Site::Other(mapping, address) => (mapping, address),
+                Site::Truncated => (MappingKey::Truncated, 0),
+            };
+            let frames = match site {
+                Site::Truncated => Frames::from([Frame::named(TRUNCATED)]),
+                _ => names.get(site).cloned().unwrap_or_else(|| Frames::from([])),
             };
             ResolvedLocation {
                 mapping,
                 info: info(mapping),
                 address,
-                frames: names.get(site).cloned().unwrap_or_else(|| Frames::from([])),
+                frames,
             }
         })
         .collect();
@@ -69,5 +77,6 @@ fn describe(key: MappingKey, files: &HashMap<FileId, Arc<MappedFile>>) -> Mappin
         MappingKey::Vdso => named("[vdso]"),
         MappingKey::Anonymous => named("[anon]"),
         MappingKey::Unknown => named("[unknown]"),
+        MappingKey::Truncated => named(TRUNCATED),
     }
 }

@@ -20,7 +20,7 @@ use std::{
 
 use profiler_common::{GO_CONTEXT_BIT, NO_CONTEXT};
 
-pub use locations::KERNEL_MAPPING;
+pub use locations::{KERNEL_MAPPING, TRUNCATED};
 pub use sample::{Labels, MappingInfo, MappingKey, ResolvedLocation, ResolvedSample};
 
 use labels::labels;

@@ -38,6 +38,8 @@ pub enum MappingKey {
     Anonymous,
     /// An address outside every known mapping.
     Unknown,
+    /// The `[truncated]` root of a user stack cut at the kernel's frame limit.
+    Truncated,
 }
 
 /// Description of a mapping for the profile.

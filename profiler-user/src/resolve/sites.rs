@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use profiler_common::{NO_STACK, SampleKey};
+use profiler_common::{MAX_STACK_DEPTH, NO_STACK, SampleKey};
 
 use super::MappingKey;
 use crate::{
@@ -18,6 +18,9 @@ pub(super) enum Site {
     File(FileId, u64),
     /// Offset inside the vDSO, or an absolute address of anonymous or unknown memory.
     Other(MappingKey, u64),
+    /// The root of a user stack that filled every frame the kernel gives: its outermost callers
+    /// are missing.
+    Truncated,
 }
 
 /// Kernel frames then user frames, leaf first. Callers' return addresses are moved back by one
@@ -52,7 +55,10 @@ pub(super) fn sites(
             None => Site::Other(MappingKey::Unknown, address),
         }
     });
-    kernel.chain(user.collect::<Vec<_>>()).collect()
+    let user: Vec<Site> = user.collect();
+    // The same test as the BPF program's `user_stack_truncated` counter.
+    let truncated = (user.len() >= MAX_STACK_DEPTH).then_some(Site::Truncated);
+    kernel.chain(user).chain(truncated).collect()
 }
 
 pub(super) fn caller_adjusted(index: usize, ip: u64) -> u64 {

@@ -1,6 +1,8 @@
 use std::time::{Duration, SystemTime};
 
-use profiler_common::{MAX_ATTR_BYTES, NO_STACK, SampleKey, SampleValue, TraceContext};
+use profiler_common::{
+    MAX_ATTR_BYTES, MAX_STACK_DEPTH, NO_STACK, SampleKey, SampleValue, TraceContext,
+};
 
 use super::*;
 use crate::{
@@ -95,6 +97,62 @@ fn builds_named_samples_from_a_drain() {
         .unwrap();
     assert_eq!(s(thread_name.str), "worker-1");
     assert!(!sample.label.iter().any(|l| s(l.key) == "trace_id"));
+}
+
+/// The root function of each sample's stack (its last location's outermost line).
+fn root_names(samples: &[ResolvedSample]) -> Vec<String> {
+    samples
+        .iter()
+        .map(|sample| {
+            let root = sample.locations.last().expect("a location");
+            root.frames
+                .last()
+                .map_or(String::new(), |f| f.function.to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn a_user_stack_at_the_frame_limit_gets_a_truncated_root() {
+    let pid = std::process::id();
+    let leaf = interval_test_leaf();
+    let mut stacks = Stacks::new();
+    // Callers' addresses are moved back a byte: one past the leaf's start names it again.
+    let stack = |depth: usize| {
+        let mut ips = vec![leaf + 1; depth];
+        ips[0] = leaf;
+        ips
+    };
+    stacks.insert(1, stack(MAX_STACK_DEPTH).into());
+    stacks.insert(2, stack(MAX_STACK_DEPTH - 1).into());
+    let key = |user_stack| SampleKey {
+        pid,
+        tid: pid,
+        pid_gen: 0,
+        user_stack,
+        kernel_stack: NO_STACK,
+        context: NO_CONTEXT,
+        comm: comm("deep"),
+    };
+    let value = SampleValue {
+        count: 1,
+        period_ns: 10,
+    };
+    let drained = Drained {
+        samples: vec![(key(1), value), (key(2), value)],
+        stacks,
+        ..Drained::default()
+    };
+    let resolved = resolve(&drained);
+    assert_eq!(resolved[0].locations.len(), MAX_STACK_DEPTH + 1);
+    assert_eq!(resolved[1].locations.len(), MAX_STACK_DEPTH - 1);
+    let roots = root_names(&resolved);
+    assert_eq!(roots[0], TRUNCATED);
+    assert!(roots[1].ends_with("interval_test_leaf"), "{}", roots[1]);
+    assert_eq!(
+        resolved[0].locations.last().unwrap().info.filename,
+        TRUNCATED
+    );
 }
 
 #[test]
