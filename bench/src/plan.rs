@@ -14,6 +14,9 @@ pub struct Plan {
     /// Depths (of `cost_frames`) at which the Go fixture is measured too, plain and labelled:
     /// reading labels does not depend on the depth, and the quick run has no time for them.
     pub go_cost_frames: Vec<u32>,
+    /// Rounds of the Go pair: more than `rounds`, as the labels' cost is a difference of two
+    /// differences, each about as noisy as a ratio of the other windows.
+    pub go_rounds: usize,
     /// Length of the timed workload without a profiler.
     pub slowdown_work: Duration,
     pub slowdown_rates: Vec<u64>,
@@ -38,6 +41,7 @@ impl Plan {
             cost_rate: 99,
             cost_frames: vec![10, 60, 120],
             go_cost_frames: vec![10],
+            go_rounds: 15,
             slowdown_work: Duration::from_secs(5),
             slowdown_rates: vec![19, 99, 999],
             footprint_window: Duration::from_secs(60),
@@ -70,10 +74,9 @@ impl Plan {
         // Windows: the plain and the traced C fixture and the plain and labelled Go fixture,
         // ours and bpftrace side by side in each, and one control window (ours beside ours) per
         // round.
-        let cost =
-            (self.cost_frames.len() as f64 * 2.0 + self.go_cost_frames.len() as f64 * 2.0 + 1.0)
-                * rounds
-                * (self.cost_window.as_secs_f64() + 2.0 * START_STOP_S + 2.3);
+        let window = self.cost_window.as_secs_f64() + 2.0 * START_STOP_S + 2.3;
+        let cost = (self.cost_frames.len() as f64 * 2.0 + 1.0) * rounds * window
+            + self.go_cost_frames.len() as f64 * 2.0 * self.go_rounds as f64 * window;
         // Variants: no profiler, then three tools at each rate.
         let variants = 1.0 + 3.0 * self.slowdown_rates.len() as f64;
         // Profilers get 2 s past their start-up before the workload starts.

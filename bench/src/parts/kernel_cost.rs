@@ -65,38 +65,39 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
                 ns[usize::from(traced)][0].push(ours);
                 ns[usize::from(traced)][1].push(theirs);
             }
-            let Some((go_bin, go_version)) = &fixtures.work_go else {
-                continue;
-            };
-            if !plan.go_cost_frames.contains(&frames) {
-                continue;
-            }
-            for labels in rotated(&FIXTURES, round) {
-                bench.progress(&format!(
-                    "kernel cost: {frames} frames, Go {go_version}{}, round {}",
-                    if labels { " with labels" } else { "" },
-                    round + 1
-                ));
-                let mut args = vec![frames.to_string(), "0".into()];
-                if labels {
-                    args.push("labels".into());
+        }
+        if let (Some((go_bin, go_version)), true) =
+            (&fixtures.work_go, plan.go_cost_frames.contains(&frames))
+        {
+            for round in 0..plan.go_rounds {
+                for labels in rotated(&FIXTURES, round) {
+                    bench.progress(&format!(
+                        "kernel cost: {frames} frames, Go {go_version}{}, round {}",
+                        if labels { " with labels" } else { "" },
+                        round + 1
+                    ));
+                    let mut args = vec![frames.to_string(), "0".into()];
+                    if labels {
+                        args.push("labels".into());
+                    }
+                    // Beside ours without trace contexts, in the same window: the difference
+                    // is what the context path costs beside this fixture, free of the
+                    // window's drift.
+                    let [ours, without] = side_by_side(
+                        bench,
+                        go_bin,
+                        &args,
+                        [Tool::Ours, Tool::OursNoContext],
+                        round,
+                    )?;
+                    bench.progress(&format!(
+                        "  profiler {:.2} µs, profiler --no-trace-context {:.2} µs per sample",
+                        ours / 1e3,
+                        without / 1e3
+                    ));
+                    go[usize::from(labels)].push(ours);
+                    go_context[usize::from(labels)].push(ours - without);
                 }
-                // Beside ours without trace contexts, in the same window: the difference is
-                // what the context path costs beside this fixture, free of the window's drift.
-                let [ours, without] = side_by_side(
-                    bench,
-                    go_bin,
-                    &args,
-                    [Tool::Ours, Tool::OursNoContext],
-                    round,
-                )?;
-                bench.progress(&format!(
-                    "  profiler {:.2} µs, profiler --no-trace-context {:.2} µs per sample",
-                    ours / 1e3,
-                    without / 1e3
-                ));
-                go[usize::from(labels)].push(ours);
-                go_context[usize::from(labels)].push(ours - without);
             }
         }
         let us = |values: &[f64]| {
@@ -186,7 +187,7 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
         ],
         table,
         notes: vec![
-            go_note(fixtures),
+            go_note(fixtures, plan.go_rounds),
             format!(
                 "{} rounds; in each round the plain and the traced fixture took turns, in \
                  rotated order, and which profiler started first alternated from round to \
@@ -208,7 +209,7 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
 }
 
 /// The note on the Go columns: which toolchain, what the fixture does.
-fn go_note(fixtures: &crate::fixtures::Fixtures) -> String {
+fn go_note(fixtures: &crate::fixtures::Fixtures, rounds: usize) -> String {
     match &fixtures.work_go {
         Some((_, version)) => format!(
             "Go columns: `bench/fixtures/work.go` built with {version} (the newest toolchain \
@@ -219,7 +220,8 @@ fn go_note(fixtures: &crate::fixtures::Fixtures) -> String {
              first in odd rounds. The plain Go sample already follows thread pointer, g, m, curg \
              and finds no labels. \"labels − plain\" is, round by round, what the context \
              path adds over `--no-trace-context` beside the labelled fixture less what it adds \
-             beside the plain one (each difference taken within one window), then the median."
+             beside the plain one (each difference taken within one window), then the median \
+             over {rounds} rounds."
         ),
         None => "Go columns: n/a, no Go toolchain (run `cargo xtask setup`).".into(),
     }
