@@ -102,6 +102,11 @@ pub struct GoTarget {
     /// sample taken in the kernel then has no labels.
     pub g_register: u32,
     pub _pad: u32,
+    /// The executable's read-only data, as addresses of the process (`[start, end)`; empty
+    /// when unknown): a label key there is a string literal, which never changes, so the
+    /// program may reuse the key it read last in the same slot of the same process.
+    pub readonly_start: u64,
+    pub readonly_end: u64,
 }
 
 /// [`GoTarget::labels_kind`], Go 1.19 to 1.23: `g.labels` points to a `labelMap`, a

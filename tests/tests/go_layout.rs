@@ -11,10 +11,11 @@ use profiler::{
     elf_file::ElfFile,
     golabels::{
         buildinfo::{GoVersion, go_version},
-        layout::{dwarf_offsets, go_target, labels_kind, table_offsets, tls_offset},
+        layout::{dwarf_offsets, go_target, labels_kind, readonly_data, table_offsets, tls_offset},
     },
     symbolize::gopclntab::GoPcln,
 };
+use profiler_common::GoTarget;
 
 fn elf(path: &str) -> Result<ElfFile> {
     Ok(ElfFile::new(
@@ -58,11 +59,43 @@ fn dwarf_and_table_agree_for_every_toolchain() -> Result<()> {
         ensure!(tls_offset(&full) == Ok(-8), "{version}: tls offset");
 
         let target = go_target(&full, want)?;
+        // The same but for the read-only segment, whose size the symbols change.
+        let stripped_target = go_target(&stripped, want)?;
         ensure!(
-            go_target(&stripped, want)? == target,
+            GoTarget {
+                readonly_start: target.readonly_start,
+                readonly_end: target.readonly_end,
+                ..stripped_target
+            } == target,
             "{version}: stripped target differs"
         );
+        ensure!(
+            readonly_data(&stripped)
+                == Some((stripped_target.readonly_start, stripped_target.readonly_end)),
+            "{version}: stripped read-only data"
+        );
         ensure!(Some(target.labels_kind) == labels_kind(want));
+
+        // The literal keys are in the read-only segment the target names (position-dependent,
+        // Go's default): the program's key cache depends on it.
+        let (start, end) =
+            readonly_data(&full).with_context(|| format!("{version}: no read-only segment"))?;
+        ensure!(
+            (target.readonly_start, target.readonly_end) == (start, end) && start < end,
+            "{version}: read-only data {start:#x}..{end:#x}"
+        );
+        let bytes = std::fs::read(fixture.full)?;
+        let file = object::File::parse(&*bytes)?;
+        let holds_key = file.segments().any(|segment| {
+            segment.address() == start
+                && segment
+                    .data()
+                    .is_ok_and(|data| data.windows(8).any(|w| w == b"trace_id"))
+        });
+        ensure!(
+            holds_key,
+            "{version}: \"trace_id\" is not in {start:#x}..{end:#x}"
+        );
     }
     Ok(())
 }

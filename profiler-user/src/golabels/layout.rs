@@ -84,6 +84,7 @@ pub fn go_target<'data>(
         GPlace::Tls(offset) => (offset, 0),
         GPlace::Register => (0, 1),
     };
+    let (readonly_start, readonly_end) = readonly_data(elf).unwrap_or((0, 0));
     Ok(GoTarget {
         tls_offset,
         g_m: offsets.g_m,
@@ -92,7 +93,29 @@ pub fn go_target<'data>(
         labels_kind,
         g_register,
         _pad: 0,
+        readonly_start,
+        readonly_end,
     })
+}
+
+/// The read-only, not executable load segment of a position-dependent executable (Go's
+/// default build mode), where its string literals are: the same addresses in every process of
+/// the file. `None` for a position-independent one (its addresses depend on the process).
+pub fn readonly_data<'data>(elf: impl ReadRef<'data>) -> Option<(u64, u64)> {
+    let object::File::Elf64(file) = object::File::parse(elf).ok()? else {
+        return None;
+    };
+    let endian = file.endian();
+    if file.elf_header().e_type.get(endian) != elf::ET_EXEC {
+        return None;
+    }
+    file.elf_program_headers()
+        .iter()
+        .find(|ph| ph.p_type.get(endian) == elf::PT_LOAD && ph.p_flags.get(endian) == elf::PF_R)
+        .map(|ph| {
+            let start = ph.p_vaddr.get(endian);
+            (start, start.saturating_add(ph.p_memsz.get(endian)))
+        })
 }
 
 /// Where the running code keeps the current `g`.
