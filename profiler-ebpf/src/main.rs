@@ -439,7 +439,7 @@ fn forget_current_process() {
 ///
 /// Inlined, as every function here: Linux before 6.4 gives up tracking precision across a
 /// BPF-to-BPF call and then walks many times more states (6.1 verified 88,167 instructions
-/// with this and two `memset`s as functions, 33,211 without, the Go labels' start included).
+/// with this and two `memset`s as functions, 32,717 without, the Go labels' start included).
 #[inline(always)]
 fn read_stack(
     ctx: &PerfEventContext,
