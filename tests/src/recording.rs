@@ -39,18 +39,28 @@ pub fn record_fixture(
     seconds: u64,
     extra: &[&str],
 ) -> Result<Vec<Pprof>> {
-    let (pid, frequency, duration) = (
-        fixture.pid_arg(),
-        TEST_FREQUENCY.to_string(),
-        seconds.to_string(),
-    );
+    record_fixture_run(fixture, out_dir, seconds, 2, extra)?;
+    read_checked_profiles(out_dir, TEST_FREQUENCY)
+}
+
+/// Records `fixture` by `--pid` at [`TEST_FREQUENCY`] for `seconds` in `interval`-second
+/// intervals plus `extra` flags, expects a clean exit, and returns what the profiler printed.
+pub fn record_fixture_run(
+    fixture: &Fixture,
+    out_dir: &Path,
+    seconds: u64,
+    interval: u64,
+    extra: &[&str],
+) -> Result<RunOutput> {
+    let (pid, frequency) = (fixture.pid_arg(), TEST_FREQUENCY.to_string());
+    let (duration, interval) = (seconds.to_string(), interval.to_string());
     let mut args = vec!["--pid", &pid, "--frequency", &frequency];
-    args.extend(["--duration", &duration, "--interval", "2"]);
+    args.extend(["--duration", &duration, "--interval", &interval]);
     args.extend(extra);
     let output = run(
         record_command(out_dir, &args),
         run_timeout(Duration::from_secs(seconds)),
     )?;
     output.ensure_success()?;
-    read_checked_profiles(out_dir, TEST_FREQUENCY)
+    Ok(output)
 }

@@ -10,8 +10,8 @@ use integration_tests::{
     Fixture, GO_CHURN, GO_CHURN_TRACES, GO_TRACED, GO_UNLABELLED, GoFixture, MIN_FUNCTION_SAMPLES,
     Pprof, TEST_FREQUENCY, assert_root, check_no_trace_labels, check_trace_label_format,
     check_traced_fn, check_untraced_fn, count_where, describe_trace_labels, go_fixture,
-    leaf_samples, read_checked_profiles, record_command, record_fixture, run, run_timeout,
-    samples_of_pid, skip_or_fail, total_count, trace_file_ids, trace_id_of,
+    leaf_samples, read_checked_profiles, record_fixture, record_fixture_run, samples_of_pid,
+    skip_or_fail, total_count, trace_file_ids, trace_id_of,
 };
 
 /// Long enough for a few hundred samples per goroutine at 99 Hz on 2 busy cores.
@@ -161,22 +161,7 @@ fn an_unknown_release_is_sampled_without_labels_and_logged_once() -> Result<()> 
 
     let fixture = Fixture::spawn_ready(patched.to_str().context("path")?, &[], READY)?;
     let out = tempfile::tempdir()?;
-    let (pid, frequency) = (fixture.pid_arg(), TEST_FREQUENCY.to_string());
-    let args = [
-        "--pid",
-        &pid,
-        "--frequency",
-        &frequency,
-        "--duration",
-        "4",
-        "--interval",
-        "2",
-    ];
-    let output = run(
-        record_command(out.path(), &args),
-        run_timeout(Duration::from_secs(4)),
-    )?;
-    output.ensure_success()?;
+    let output = record_fixture_run(&fixture, out.path(), 4, 2, &[])?;
     let logged = output
         .stderr
         .lines()

@@ -1,11 +1,8 @@
 //! A user stack deeper than the kernel's 127 frames: cut, marked and counted, never silently.
 
-use std::time::Duration;
-
 use anyhow::{Result, ensure};
 use integration_tests::{
-    DEEP_SPIN_C, Fixture, TEST_FREQUENCY, assert_root, read_checked_profiles, record_command, run,
-    run_timeout,
+    DEEP_SPIN_C, Fixture, TEST_FREQUENCY, assert_root, read_checked_profiles, record_fixture_run,
 };
 
 #[test]
@@ -14,22 +11,7 @@ fn a_stack_deeper_than_the_frame_limit_has_a_truncated_root_and_is_counted() -> 
     assert_root();
     let fixture = Fixture::spawn(DEEP_SPIN_C, &[])?;
     let out = tempfile::tempdir()?;
-    let (pid, frequency) = (fixture.pid_arg(), TEST_FREQUENCY.to_string());
-    let args = [
-        "--pid",
-        &pid,
-        "--frequency",
-        &frequency,
-        "--duration",
-        "3",
-        "--interval",
-        "1",
-    ];
-    let output = run(
-        record_command(out.path(), &args),
-        run_timeout(Duration::from_secs(3)),
-    )?;
-    output.ensure_success()?;
+    let output = record_fixture_run(&fixture, out.path(), 3, 1, &[])?;
     let profiles = read_checked_profiles(out.path(), TEST_FREQUENCY)?;
 
     let (mut samples, mut truncated, mut deep) = (0, 0, 0);
