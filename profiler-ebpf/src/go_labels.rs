@@ -84,6 +84,11 @@ struct GoScratch {
     cache_gen: u64,
     /// The sampled process's read-only data, `[start, end)`.
     readonly: [u64; 2],
+    /// The goroutine whose labels these are, and the interrupted user code's stack pointer (0
+    /// for a sample taken in the kernel); `stack_checked` once `go_label_slot` compared them.
+    owner: u64,
+    user_sp: u64,
+    stack_checked: u64,
     /// The sample waiting for its labels: its key, period and interval.
     key: SampleKey,
     period: u64,
@@ -149,6 +154,8 @@ pub(crate) fn start(
         Err(None) => return,
     }
     scratch.readonly = [target.readonly_start, target.readonly_end];
+    scratch.user_sp = user_sp(ctx);
+    scratch.stack_checked = 0;
     scratch.key = *key;
     scratch.period = period;
     scratch.interval = interval;
@@ -177,6 +184,26 @@ pub fn go_label_slot(ctx: PerfEventContext) -> u32 {
         forget_keys(scratch);
         scratch.cache_pid = pid;
         scratch.cache_gen = generation;
+    }
+    // Labels name the goroutine whose stack the sample is on, or none: while the scheduler
+    // switches goroutines, the thread's g (or m.curg) is already the next one and the stack
+    // still the last one's (a sample in gogo named trace A's hot function under trace B). On
+    // the system stack (g0 working for m.curg) the labels are dropped too.
+    if scratch.stack_checked == 0 {
+        scratch.stack_checked = 1;
+        let sp = scratch.user_sp;
+        if sp != 0 {
+            if !read_into(&mut scratch.words, scratch.owner) {
+                count(Counter::GoLabelsReadFailed);
+                finish(scratch, NO_CONTEXT);
+                return 0;
+            }
+            let [low, high] = scratch.words;
+            if sp < low || sp >= high {
+                finish(scratch, NO_CONTEXT);
+                return 0;
+            }
+        }
     }
     let slot = scratch.next_slot as usize;
     if slot < GO_MAX_LABELS {
@@ -269,21 +296,51 @@ fn current_g(ctx: &PerfEventContext, target: &GoTarget, config: &Config) -> Resu
     user_word(thread_pointer.wrapping_add(target.tls_offset as u64))
 }
 
-/// The label set's pointer, or `Err(None)` when the goroutine has none.
+/// The interrupted user code's stack pointer, 0 for a sample taken in the kernel; without a
+/// branch (`sample` verifies each branch's paths again).
+#[inline(always)]
+fn user_sp(ctx: &PerfEventContext) -> u64 {
+    // SAFETY: the verifier allows (and rewrites) 8-byte reads of the context's registers.
+    #[cfg(bpf_target_arch = "x86_64")]
+    {
+        let (cs, sp) = unsafe { ((*ctx.ctx).regs.cs, (*ctx.ctx).regs.rsp) };
+        // 1 when the privilege level (cs & 3) is 3, user code.
+        let user = ((cs & 3) + 1) >> 2;
+        sp & user.wrapping_neg()
+    }
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        let (pstate, sp) = unsafe { ((*ctx.ctx).regs.pstate, (*ctx.ctx).regs.sp) };
+        // 1 when PSTATE.M[3:0] is 0 (EL0t), user code.
+        let user = 1 - (((pstate & 0xf) + 15) >> 4);
+        sp & user.wrapping_neg()
+    }
+    #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+    {
+        let _ = ctx;
+        0
+    }
+}
+
+/// The label set's pointer and the goroutine it belongs to, or `Err(None)` when it has none.
 ///
 /// `g.labels` first: set, `g` is the user goroutine (the runtime's own `g0` and `gsignal`
 /// never carry labels: `runtime_setProfLabel` sets them on the caller's `g`), and two reads
 /// are saved on every labelled sample. Unset, `g` may be `g0` running for the user goroutine
 /// (a system stack): that is `g.m.curg`.
 #[inline(always)]
-fn label_set(ctx: &PerfEventContext, target: &GoTarget, config: &Config) -> Result<u64, Failure> {
+fn label_set(
+    ctx: &PerfEventContext,
+    target: &GoTarget,
+    config: &Config,
+) -> Result<(u64, u64), Failure> {
     let g = current_g(ctx, target, config)?;
     if g == 0 {
         return Err(None);
     }
     let labels = user_word(g.wrapping_add(u64::from(target.g_labels)))?;
     if labels != 0 {
-        return Ok(labels);
+        return Ok((labels, g));
     }
     let m = user_word(g.wrapping_add(u64::from(target.g_m)))?;
     if m == 0 {
@@ -297,7 +354,7 @@ fn label_set(ctx: &PerfEventContext, target: &GoTarget, config: &Config) -> Resu
     if labels == 0 {
         return Err(None);
     }
-    Ok(labels)
+    Ok((labels, curg))
 }
 
 /// Reads the label set's header (the map's first bucket, or the slice's first pairs) into
@@ -309,7 +366,8 @@ fn read_header(
     config: &Config,
     scratch: &mut GoScratch,
 ) -> Result<(), Failure> {
-    let labels = label_set(ctx, target, config)?;
+    let (labels, owner) = label_set(ctx, target, config)?;
+    scratch.owner = owner;
     let out = &mut scratch.labels;
     out.cut = 0;
     out.keys_at_end = 0;
