@@ -257,7 +257,11 @@ pub struct Config {
     /// `cgroup` (before Linux 5.11 perf_event programs may not call
     /// `bpf_get_current_ancestor_cgroup_id`); 0: it calls that helper.
     pub cgroup_ancestor_ids: u8,
-    pub _pad: [u8; 2],
+    /// 1: the kernel has `bpf_task_pt_regs` (Linux 5.15): a Go sample taken in the kernel
+    /// checks its labels against the user stack pointer saved at kernel entry; 0: such a
+    /// sample gets no labels.
+    pub task_pt_regs: u8,
+    pub _pad: u8,
     /// Where the program finds a process's identity and end in kernel memory (from BTF).
     pub task: TaskOffsets,
     /// Where the program finds a task's cgroup ancestry when `cgroup_ancestor_ids` is 1.

@@ -19,7 +19,13 @@
 //! ending at its end (`GoLabels::keys_at_end`); the hash covers only the string's own bytes.
 
 use aya_ebpf::{
-    helpers::{bpf_probe_read_user, generated::bpf_probe_read_user as probe_read_user_raw},
+    bindings::pt_regs,
+    helpers::{
+        bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{
+            bpf_get_current_task_btf, bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
+        },
+    },
     macros::{map, perf_event},
     maps::{HashMap, PerCpuArray, ProgramArray},
     programs::PerfEventContext,
@@ -85,7 +91,8 @@ struct GoScratch {
     /// The sampled process's read-only data, `[start, end)`.
     readonly: [u64; 2],
     /// The goroutine whose labels these are, and the interrupted user code's stack pointer (0
-    /// for a sample taken in the kernel); `stack_checked` once `go_label_slot` compared them.
+    /// for a sample taken in the kernel: `go_label_slot` then asks the kernel for the one saved
+    /// at entry); `stack_checked` once `go_label_slot` compared them.
     owner: u64,
     user_sp: u64,
     stack_checked: u64,
@@ -189,20 +196,29 @@ pub fn go_label_slot(ctx: PerfEventContext) -> u32 {
     // switches goroutines, the thread's g (or m.curg) is already the next one and the stack
     // still the last one's (a sample in gogo named trace A's hot function under trace B). On
     // the system stack (g0 working for m.curg) the labels are dropped too.
+    // A sample taken in the kernel is checked against the user stack pointer saved at kernel
+    // entry: the CI matrix (6.1 under TCG) filed trace A's hot function under trace B once
+    // more after the user-mode check came in, as a sample in the kernel can catch the thread
+    // between `execute` setting `m.curg` and `gogo`.
     if scratch.stack_checked == 0 {
         scratch.stack_checked = 1;
-        let sp = scratch.user_sp;
-        if sp != 0 {
-            if !read_into(&mut scratch.words, scratch.owner) {
-                count(Counter::GoLabelsReadFailed);
-                finish(scratch, NO_CONTEXT);
-                return 0;
-            }
-            let [low, high] = scratch.words;
-            if sp < low || sp >= high {
-                finish(scratch, NO_CONTEXT);
-                return 0;
-            }
+        let sp = match scratch.user_sp {
+            0 => kernel_entry_sp(&crate::config()),
+            sp => sp,
+        };
+        if sp == 0 {
+            finish(scratch, NO_CONTEXT);
+            return 0;
+        }
+        if !read_into(&mut scratch.words, scratch.owner) {
+            count(Counter::GoLabelsReadFailed);
+            finish(scratch, NO_CONTEXT);
+            return 0;
+        }
+        let [low, high] = scratch.words;
+        if sp < low || sp >= high {
+            finish(scratch, NO_CONTEXT);
+            return 0;
         }
     }
     let slot = scratch.next_slot as usize;
@@ -320,6 +336,24 @@ fn user_sp(ctx: &PerfEventContext) -> u64 {
         let _ = ctx;
         0
     }
+}
+
+/// The user stack pointer the current task entered the kernel with, 0 when this kernel cannot
+/// tell (`bpf_task_pt_regs` came in Linux 5.15; the read-only config turns the call off before
+/// the verifier sees it).
+#[inline(always)]
+fn kernel_entry_sp(config: &Config) -> u64 {
+    if config.task_pt_regs == 0 {
+        return 0;
+    }
+    // SAFETY: helpers without preconditions; the registers are read with a checked kernel read.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    #[cfg(bpf_target_arch = "x86_64")]
+    let sp = unsafe { core::ptr::addr_of!((*regs).rsp) };
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    let sp = unsafe { core::ptr::addr_of!((*regs).sp) };
+    // SAFETY: a checked kernel read.
+    unsafe { bpf_probe_read_kernel(sp) }.unwrap_or(0)
 }
 
 /// The label set's pointer and the goroutine it belongs to, or `Err(None)` when it has none.

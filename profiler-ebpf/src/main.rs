@@ -47,7 +47,8 @@ static PROFILER_CONFIG: Config = Config {
     tcb_dtv_offset: 0,
     filter_cgroups: 0,
     cgroup_ancestor_ids: 0,
-    _pad: [0; 2],
+    task_pt_regs: 0,
+    _pad: 0,
     task: TaskOffsets {
         group_leader: 0,
         start_boottime: 0,
@@ -181,7 +182,7 @@ fn current_generation(offsets: &TaskOffsets) -> Option<u64> {
     Some(process_generation(start, exec_id))
 }
 
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     // SAFETY: a read-only global; volatile so that the value set at load time is the one read.
     unsafe { core::ptr::read_volatile(&PROFILER_CONFIG) }
 }

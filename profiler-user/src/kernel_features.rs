@@ -51,6 +51,11 @@ pub struct KernelFeatures {
     pub cgroup_read: Option<CgroupRead>,
     /// Offset of the user thread pointer in `task_struct`, or why trace contexts are off.
     pub thread_pointer: Result<u32, Missing>,
+    /// `bpf_task_pt_regs` and `bpf_get_current_task_btf` (Linux 5.15): a Go sample taken in the
+    /// kernel finds the user stack pointer its labels are checked against; without them such a
+    /// sample has no labels (its goroutine cannot be told from the one the scheduler switches
+    /// to).
+    pub task_pt_regs: bool,
 }
 
 impl KernelFeatures {
@@ -58,6 +63,8 @@ impl KernelFeatures {
         Self {
             cgroup_read: cgroup_read(btf),
             thread_pointer: thread_pointer(btf),
+            task_pt_regs: btf.has_enum_value("bpf_func_id", "BPF_FUNC_task_pt_regs")
+                && btf.has_enum_value("bpf_func_id", "BPF_FUNC_get_current_task_btf"),
         }
     }
 

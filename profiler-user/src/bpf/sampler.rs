@@ -48,6 +48,8 @@ pub struct TraceOptions {
     pub tcb_dtv_offset: u32,
     /// Distinct traces kept per interval.
     pub max_traces: u32,
+    /// The kernel has `bpf_task_pt_regs` ([`crate::kernel_features::KernelFeatures`]).
+    pub task_pt_regs: bool,
 }
 
 /// Go label sets kept per interval and half at most (1,024: 1.6 MiB per half).
@@ -78,6 +80,7 @@ impl Sampler {
             task_tp_offset: 0,
             tcb_dtv_offset: 0,
             max_traces: 1,
+            task_pt_regs: false,
         });
         let cgroup_offsets = match options.cgroup_read {
             Some(CgroupRead::AncestorIds(offsets)) => Some(offsets),
@@ -92,7 +95,8 @@ impl Sampler {
             tcb_dtv_offset: trace.tcb_dtv_offset,
             filter_cgroups: u8::from(!options.target_cgroups.is_empty()),
             cgroup_ancestor_ids: u8::from(cgroup_offsets.is_some()),
-            _pad: [0; 2],
+            task_pt_regs: u8::from(trace.task_pt_regs),
+            _pad: 0,
             task: options.task,
             cgroup: cgroup_offsets.unwrap_or_default(),
         };

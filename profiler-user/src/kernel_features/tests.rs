@@ -167,3 +167,17 @@ fn this_kernel_calls_the_helper() {
         );
     }
 }
+
+/// `bpf_task_pt_regs` came in 5.15: the matrix's 5.10 gets a program without the call (its
+/// verifier would refuse the unknown helper), every later kernel one with it.
+#[test]
+fn kernels_from_5_15_find_the_user_registers_of_a_sample_in_the_kernel() {
+    for (release, bytes) in &fixtures() {
+        let features = KernelFeatures::detect(&KernelBtf::from_bytes(bytes).unwrap());
+        assert_eq!(
+            features.task_pt_regs,
+            version(release) >= (5, 15),
+            "{release}"
+        );
+    }
+}

@@ -372,6 +372,7 @@ fn trace_options(args: &RecordArgs, features: &KernelFeatures) -> Option<TraceOp
         task_tp_offset,
         tcb_dtv_offset: kernel_btf::tcb_dtv_offset(),
         max_traces: args.max_traces_per_interval,
+        task_pt_regs: features.task_pt_regs,
     })
 }
 

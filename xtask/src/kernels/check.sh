@@ -75,6 +75,9 @@ if [ "$loaded" = yes ]; then
     if echo "$a" | grep -q traced_fn_a && ! echo "$a" | grep -q traced_fn_b &&
         echo "$b" | grep -q traced_fn_b && ! echo "$b" | grep -q traced_fn_a; then
         trace=yes
+    else
+        wrong=$( (echo "$a" | grep traced_fn_b; echo "$b" | grep traced_fn_a) | head -1 | tail -c 400)
+        echo "CHECK-FAILED trace context: trace A has $(echo "$a" | grep -c traced_fn_a) stacks of traced_fn_a and $(echo "$a" | grep -c traced_fn_b) of traced_fn_b, trace B $(echo "$b" | grep -c traced_fn_b) of traced_fn_b and $(echo "$b" | grep -c traced_fn_a) of traced_fn_a${wrong:+; misfiled: ...$wrong}"
     fi
 fi
 
@@ -98,6 +101,7 @@ if [ "$loaded" = yes ] && mkdir "$group"; then
         sed -n 's/^[^;]*(\([0-9]*\));.*/\1/p' | sort -u | tr '\n' ' ')
     [ "$cgroup_code" = 0 ] && [ "$pids" = "$inside " ] && cgroup=yes
     echo "CGROUP inside=$inside outside=$outside sampled=$pids"
+    [ "$cgroup" = yes ] || echo "CHECK-FAILED cgroup filter: sampled PIDs [$pids] for the inside PID $inside (outside $outside), exit $cgroup_code"
 fi
 
 # 3. Go goroutine labels.
@@ -130,6 +134,9 @@ if [ "$loaded" = yes ] && [ -n "$go_fixtures" ]; then
             ok=yes
         else
             go=no
+            # What went wrong, with the end of one misfiled stack: the note of the table.
+            wrong=$( (echo "$a" | grep -F "$process"; echo "$b" | grep -F "$handle") | head -1 | tail -c 400)
+            echo "CHECK-FAILED go labels, $name: trace A has $(echo "$a" | grep -cF "$handle") stacks of $handle and $(echo "$a" | grep -cF "$process") of $process, trace B $(echo "$b" | grep -cF "$process") of $process and $(echo "$b" | grep -cF "$handle") of $handle${wrong:+; misfiled: ...$wrong}"
         fi
         echo "GO $name labels=$ok trace_a_stacks=$(echo "$a" | grep -c .) trace_b_stacks=$(echo "$b" | grep -c .)"
     done

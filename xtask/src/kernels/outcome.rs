@@ -104,16 +104,34 @@ pub fn degraded_notices(log: &str) -> Vec<String> {
     notices
 }
 
-/// Why a check that printed its result failed, in one line; `None` when it passed.
-fn failure(check: &Check, log: Option<&str>) -> Option<String> {
+/// Why a check that printed its result failed, in one line; `None` when it passed. When the
+/// profiler ran and wrote profiles, what the check found wrong in them (`check.sh` prints
+/// `CHECK-FAILED ...`), else the profiler's error line.
+fn failure(check: &Check, console: &str, log: Option<&str>) -> Option<String> {
     if check.passed() {
         return None;
     }
+    let found_wrong = (check.exit == 0 && check.loaded && check.sampled)
+        .then(|| check_failure(console))
+        .flatten();
     Some(
-        log.and_then(error_line)
+        found_wrong
+            .or_else(|| log.and_then(error_line))
             .unwrap_or("the profiler failed without a message")
             .to_owned(),
     )
+}
+
+/// The first `CHECK-FAILED` line's text: which check failed and what its profiles showed.
+pub fn check_failure(console: &str) -> Option<&str> {
+    console.lines().find_map(|line| {
+        Some(
+            line.trim_end_matches('\r')
+                .split_once("CHECK-FAILED ")?
+                .1
+                .trim(),
+        )
+    })
 }
 
 /// The line that says why the profiler failed: the first `error: ...` (what `main.rs` ends a
@@ -169,7 +187,7 @@ impl Row {
         let check = parse_result(console);
         let log = profiler_log(console);
         let note = match &check {
-            Some(check) => failure(check, log.as_deref()),
+            Some(check) => failure(check, console, log.as_deref()),
             None => Some(no_result()),
         };
         Self {
@@ -379,6 +397,43 @@ mod tests {
             ),
             Some("error: the kernel's verifier refused")
         );
+    }
+
+    /// The CI run whose note was the profiler's last log line ("recording stopped") while the
+    /// Go labels check had failed: the note now says what the profiles showed.
+    #[test]
+    fn a_check_that_found_wrong_profiles_says_what_it_found() {
+        let console = "GO golabels-1.19.8 labels=no trace_a_stacks=3 trace_b_stacks=2\r\n\
+            CHECK-FAILED go labels, golabels-1.19.8: trace A has 3 stacks of h and 1 of p\r\n\
+            PROFILER-LOG-BEGIN\r\nINFO profiler::recorder: recording stopped reason=Duration\r\n\
+            PROFILER-LOG-END\r\n\
+            RESULT kernel=6.1 btf=yes loaded=yes sampled=yes samples=629 files=4 trace=yes cgroup=yes go=no degraded=0 insns=33165 exit=0\r\n";
+        let row = Row::of_console(
+            "6.1".to_owned(),
+            "6.1".to_owned(),
+            "tcg",
+            console,
+            Duration::ZERO,
+            String::new,
+        );
+        assert_eq!(
+            row.note.as_deref(),
+            Some("go labels, golabels-1.19.8: trace A has 3 stacks of h and 1 of p")
+        );
+        // A profiler that failed is named by its error, whatever the checks printed after.
+        let failed = console.replace("loaded=yes", "loaded=no").replace(
+            "INFO profiler::recorder: recording stopped",
+            "error: refused",
+        );
+        let row = Row::of_console(
+            "6.1".to_owned(),
+            "6.1".to_owned(),
+            "tcg",
+            &failed,
+            Duration::ZERO,
+            String::new,
+        );
+        assert_eq!(row.note.as_deref(), Some("error: refused reason=Duration"));
     }
 
     #[test]
