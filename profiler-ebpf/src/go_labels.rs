@@ -318,24 +318,12 @@ fn current_g(ctx: &PerfEventContext, target: &GoTarget, config: &Config) -> Resu
 fn user_sp(ctx: &PerfEventContext) -> u64 {
     // SAFETY: the verifier allows (and rewrites) 8-byte reads of the context's registers.
     #[cfg(bpf_target_arch = "x86_64")]
-    {
-        let (cs, sp) = unsafe { ((*ctx.ctx).regs.cs, (*ctx.ctx).regs.rsp) };
-        // 1 when the privilege level (cs & 3) is 3, user code.
-        let user = ((cs & 3) + 1) >> 2;
-        sp & user.wrapping_neg()
-    }
+    let sp = unsafe { (*ctx.ctx).regs.rsp };
     #[cfg(bpf_target_arch = "aarch64")]
-    {
-        let (pstate, sp) = unsafe { ((*ctx.ctx).regs.pstate, (*ctx.ctx).regs.sp) };
-        // 1 when PSTATE.M[3:0] is 0 (EL0t), user code.
-        let user = 1 - (((pstate & 0xf) + 15) >> 4);
-        sp & user.wrapping_neg()
-    }
+    let sp = unsafe { (*ctx.ctx).regs.sp };
     #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
-    {
-        let _ = ctx;
-        0
-    }
+    let sp = 0;
+    sp & crate::user_mode(ctx).wrapping_neg()
 }
 
 /// The user stack pointer the current task entered the kernel with, 0 when this kernel cannot

@@ -367,23 +367,30 @@ pub(crate) fn record(interval: u32, key: &SampleKey, period: u64) -> Result<(), 
 /// On an architecture not listed here the answer is "no", and the kernel stack is always read.
 #[inline(always)]
 pub(crate) fn interrupted_user_code(ctx: &PerfEventContext) -> bool {
+    user_mode(ctx) != 0
+}
+
+/// 1 when the sample interrupted user code, else 0, computed without a branch: a branch in
+/// `sample` makes the verifier walk the paths after it once more.
+#[inline(always)]
+pub(crate) fn user_mode(ctx: &PerfEventContext) -> u64 {
     // SAFETY: the verifier allows (and rewrites) 8-byte reads of the context's registers.
     #[cfg(bpf_target_arch = "x86_64")]
     {
         // The code segment selector's low two bits are the privilege level: 3 is user.
         let cs = unsafe { (*ctx.ctx).regs.cs };
-        cs & 3 == 3
+        ((cs & 3) + 1) >> 2
     }
     #[cfg(bpf_target_arch = "aarch64")]
     {
         // PSTATE.M[3:0] is 0 (EL0t) in user code.
         let pstate = unsafe { (*ctx.ctx).regs.pstate };
-        pstate & 0xf == 0
+        1 - (((pstate & 0xf) + 15) >> 4)
     }
     #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
     {
         let _ = ctx;
-        false
+        0
     }
 }
 
