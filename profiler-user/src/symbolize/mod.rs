@@ -6,6 +6,7 @@
 
 mod frames;
 pub mod gopclntab;
+mod gopclntab_inline;
 mod sigbus;
 mod symbolizer;
 

@@ -89,7 +89,8 @@ impl FileCache {
     }
 }
 
-/// Names the unnamed of `found` (frames of `offsets`) from the file's `.gopclntab`, read once.
+/// Names the unnamed of `found` (frames of `offsets`) from the file's `.gopclntab`, read once:
+/// one frame per function, inlined ones first, as blazesym's frames.
 fn name_from_go_table(
     cache: &mut FileCache,
     offsets: &[u64],
@@ -100,7 +101,16 @@ fn name_from_go_table(
     let table = cache.go.get_or_insert_with(|| {
         let file = std::fs::File::open(path).ok()?;
         match GoPcln::load(&crate::elf_file::ElfFile::new(file)) {
-            Ok(table) => table.map(Arc::new),
+            Ok(table) => {
+                if let Some(err) = table.as_ref().and_then(GoPcln::inline_error) {
+                    tracing::debug!(
+                        file = %path.display(),
+                        "Go inlined calls are not expanded: {}",
+                        crate::error_chain(err)
+                    );
+                }
+                table.map(Arc::new)
+            }
             Err(err) => {
                 tracing::debug!(file = %path.display(), "no Go function table: {err}");
                 None
@@ -110,13 +120,16 @@ fn name_from_go_table(
     let Some(table) = table else { return };
     for (offset, frames) in offsets.iter().zip(found.iter_mut()) {
         if frames.is_empty()
-            && let Some(name) = table.function_at(*offset)
+            && let Some(names) = table.frames_at(*offset)
         {
-            *frames = Arc::from([Frame {
-                function: interner.intern(name),
-                file: None,
-                line: None,
-            }]);
+            *frames = names
+                .into_iter()
+                .map(|name| Frame {
+                    function: interner.intern(name),
+                    file: None,
+                    line: None,
+                })
+                .collect();
         }
     }
 }
