@@ -107,17 +107,23 @@ struct GoScratch {
 #[map]
 static GO_SCRATCH: PerCpuArray<GoScratch> = PerCpuArray::with_max_entries(1, 0);
 
-/// The label set this CPU stored last, and in which interval (as for thread contexts).
+/// The label sets this CPU stored last, and in which interval: a CPU that runs a few labelled
+/// goroutines in turn (requests interleaved on one thread) stores each set once per interval,
+/// not at every switch. With one set remembered, a fixture of three labelled goroutines on two
+/// CPUs stored at 19% of its samples, 785 ns each (bucket lock and lookups of two hash maps).
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct LastLabels {
+struct RecentLabels {
     interval: u32,
-    _pad: u32,
-    hash: u64,
+    /// Where the next set stored goes in `hashes` (modulo [`RECENT_SETS`]).
+    next: u32,
+    hashes: [u64; RECENT_SETS],
 }
 
+const RECENT_SETS: usize = 4;
+
 #[map]
-static GO_LAST: PerCpuArray<LastLabels> = PerCpuArray::with_max_entries(1, 0);
+static GO_RECENT: PerCpuArray<RecentLabels> = PerCpuArray::with_max_entries(1, 0);
 
 /// `trace_id` as a little-endian word, to find the key with one comparison.
 const TRACE_ID_KEY: u64 = u64::from_le_bytes(*b"trace_id");
@@ -471,11 +477,18 @@ fn store(scratch: &GoScratch) -> Result<u64, Failure> {
     }
     let hash = mix(hash, u64::from(out.present)) | GO_CONTEXT_BIT;
 
-    let last = GO_LAST.get_ptr_mut(0).ok_or(Some(Counter::Internal))?;
+    let recent = GO_RECENT.get_ptr_mut(0).ok_or(Some(Counter::Internal))?;
     // SAFETY: per-CPU map value, valid for the duration of the program.
-    let last = unsafe { &mut *last };
-    if last.interval == interval && last.hash == hash {
-        return Ok(hash);
+    let recent = unsafe { &mut *recent };
+    if recent.interval == interval {
+        for slot in 0..RECENT_SETS {
+            if recent.hashes[slot] == hash {
+                return Ok(hash);
+            }
+        }
+    } else {
+        recent.interval = interval;
+        recent.hashes = [0; RECENT_SETS];
     }
     let mut trace_id = [0u8; 16];
     trace_id[..8].copy_from_slice(&trace_key.to_le_bytes());
@@ -488,8 +501,8 @@ fn store(scratch: &GoScratch) -> Result<u64, Failure> {
         &GO_LABELS_1
     };
     trace_context::insert_once(stored, hash, out)?;
-    last.interval = interval;
-    last.hash = hash;
+    recent.hashes[recent.next as usize % RECENT_SETS] = hash;
+    recent.next = recent.next.wrapping_add(1);
     Ok(hash)
 }
 

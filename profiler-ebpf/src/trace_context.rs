@@ -114,8 +114,6 @@ fn try_read(
     Ok(hash)
 }
 
-/// Counts the trace in the interval's traces (`--max-traces-per-interval`); a trace that does
-/// not fit is refused with [`Counter::TraceLimit`]. Go label sets share the limit.
 /// Stores `value` under `hash` unless another CPU stored it first.
 #[inline(always)]
 pub(crate) fn insert_once<V>(
@@ -123,6 +121,11 @@ pub(crate) fn insert_once<V>(
     hash: u64,
     value: &V,
 ) -> Result<(), Option<Counter>> {
+    // Stored already, the common case: a lookup takes no lock, an insert locks its bucket even
+    // when BPF_NOEXIST then refuses.
+    if map.get_ptr(&hash).is_some() {
+        return Ok(());
+    }
     match map.insert(hash, value, BPF_NOEXIST as u64) {
         Ok(()) => Ok(()),
         Err(err) if err == -(EEXIST as i32) => Ok(()),
@@ -130,6 +133,8 @@ pub(crate) fn insert_once<V>(
     }
 }
 
+/// Counts the trace in the interval's traces (`--max-traces-per-interval`); a trace that does
+/// not fit is refused with [`Counter::TraceLimit`]. Go label sets share the limit.
 pub(crate) fn admit_trace(interval: u32, trace_id: &[u8; 16]) -> Result<(), Option<Counter>> {
     let traces = if interval & 1 == 0 {
         &TRACES_0
