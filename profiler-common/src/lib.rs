@@ -4,6 +4,8 @@
 //! layout of map keys and values. The `user` feature adds aya's `Pod` impls for userspace.
 #![no_std]
 
+pub mod unwind;
+
 /// Maximum frames read per stack; the kernel's default `perf_event_max_stack` is 127.
 pub const MAX_STACK_DEPTH: usize = 127;
 
@@ -492,4 +494,9 @@ mod pod {
     unsafe impl aya::Pod for TlsLocation {}
     unsafe impl aya::Pod for GoTarget {}
     unsafe impl aya::Pod for GoLabels {}
+    unsafe impl aya::Pod for unwind::KernelRow {}
+    unsafe impl aya::Pod for unwind::PageEntry {}
+    unsafe impl aya::Pod for unwind::UnwindTable {}
+    unsafe impl aya::Pod for unwind::KernelRule {}
+    unsafe impl aya::Pod for unwind::ProcessRanges {}
 }

@@ -13,29 +13,8 @@ use super::{
     table::{FileTable, Row},
 };
 
-const PAGE_BITS: u32 = 16;
-
-/// One row in the kernel: where in its page the rule starts, and the rule's global ID.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct KernelRow {
-    pub address_low: u16,
-    pub rule: u16,
-}
-
-/// One 64 KiB page of a file's addresses.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PageEntry {
-    /// Index of the page's first row in the file's rows.
-    pub first: u32,
-    pub count: u16,
-    /// The rule at the page's first address when no row of the page starts there.
-    pub carry: u16,
-}
-
-/// No rule covers the address (before the file's first row): the walk uses frame pointers.
-pub const NO_RULE: u16 = u16::MAX;
+use profiler_common::unwind::UNWIND_PAGE_BITS as PAGE_BITS;
+pub use profiler_common::unwind::{KernelRow, NO_RULE, PageEntry};
 
 /// A file's table in kernel form: `pages[0]` is the page of `first_page`.
 #[derive(Clone, Debug, PartialEq, Eq)]

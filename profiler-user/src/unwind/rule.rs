@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use profiler_common::unwind::KernelRule;
+
 /// How the canonical frame address (the stack pointer just before the call) is found.
 #[repr(u8)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +81,22 @@ impl Rule {
     }
 }
 
+impl From<Rule> for KernelRule {
+    /// The enums' discriminants are the kernel's `CFA_*` and `SAVED_*` bytes (tested below).
+    fn from(rule: Rule) -> Self {
+        Self {
+            cfa: rule.cfa as u8,
+            fp: rule.fp as u8,
+            ra: rule.ra as u8,
+            _pad: 0,
+            cfa_offset: rule.cfa_offset,
+            cfa_post: rule.cfa_post,
+            fp_offset: rule.fp_offset,
+            ra_offset: rule.ra_offset,
+        }
+    }
+}
+
 /// Rules numbered in the order they come, each once: a file's (`table.rs`), and those of all
 /// tables loaded (`layout.rs`).
 #[derive(Debug, Default)]
@@ -105,5 +123,55 @@ impl RuleIds {
 
     pub fn into_rules(self) -> Vec<Rule> {
         self.rules
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use profiler_common::unwind as kernel;
+
+    use super::*;
+
+    #[test]
+    fn the_kernel_reads_the_enums_by_the_shared_constants() {
+        let cfa = [
+            (Cfa::Unsupported, kernel::CFA_UNSUPPORTED),
+            (Cfa::Sp, kernel::CFA_SP),
+            (Cfa::Fp, kernel::CFA_FP),
+            (Cfa::Plt, kernel::CFA_PLT),
+            (Cfa::DerefSp, kernel::CFA_DEREF_SP),
+            (Cfa::Signal, kernel::CFA_SIGNAL),
+            (Cfa::End, kernel::CFA_END),
+            (Cfa::FramePointer, kernel::CFA_FRAME_POINTER),
+        ];
+        for (cfa, byte) in cfa {
+            assert_eq!(KernelRule::from(Rule::of(cfa)).cfa, byte, "{cfa:?}");
+        }
+        let saved = [
+            (Saved::Unchanged, kernel::SAVED_UNCHANGED),
+            (Saved::AtCfa, kernel::SAVED_AT_CFA),
+            (Saved::Unsupported, kernel::SAVED_UNSUPPORTED),
+        ];
+        for (how, byte) in saved {
+            let rule = KernelRule::from(Rule {
+                fp: how,
+                ra: how,
+                cfa_offset: 16,
+                cfa_post: -8,
+                fp_offset: -16,
+                ra_offset: -8,
+                ..Rule::of(Cfa::Sp)
+            });
+            assert_eq!((rule.fp, rule.ra), (byte, byte), "{how:?}");
+            assert_eq!(
+                (
+                    rule.cfa_offset,
+                    rule.cfa_post,
+                    rule.fp_offset,
+                    rule.ra_offset
+                ),
+                (16, -8, -16, -8)
+            );
+        }
     }
 }
