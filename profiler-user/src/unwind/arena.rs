@@ -73,11 +73,8 @@ impl Arena {
         self.used
     }
 
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
     /// The largest request that would succeed now.
+    #[cfg(test)]
     pub fn largest_hole(&self) -> u32 {
         self.free.values().copied().max().unwrap_or(0)
     }
