@@ -14,8 +14,7 @@ pub struct Plan {
     /// Depths (of `cost_frames`) at which the Go fixture is measured too, plain and labelled:
     /// reading labels does not depend on the depth, and the quick run has no time for them.
     pub go_cost_frames: Vec<u32>,
-    /// Rounds of the Go pair: more than `rounds`, as the labels' cost is a difference of two
-    /// differences, each about as noisy as a ratio of the other windows.
+    /// Pairs of adjacent Go windows (plain, labelled) under one profiler.
     pub go_rounds: usize,
     /// Length of the timed workload without a profiler.
     pub slowdown_work: Duration,
@@ -41,7 +40,7 @@ impl Plan {
             cost_rate: 99,
             cost_frames: vec![10, 60, 120],
             go_cost_frames: vec![10],
-            go_rounds: 15,
+            go_rounds: 60,
             slowdown_work: Duration::from_secs(5),
             slowdown_rates: vec![19, 99, 999],
             footprint_window: Duration::from_secs(60),
@@ -76,7 +75,7 @@ impl Plan {
         // round.
         let window = self.cost_window.as_secs_f64() + 2.0 * START_STOP_S + 2.3;
         let cost = (self.cost_frames.len() as f64 * 2.0 + 1.0) * rounds * window
-            + self.go_cost_frames.len() as f64 * 2.0 * self.go_rounds as f64 * window;
+            + self.go_cost_frames.len() as f64 * (2.0 * self.go_rounds as f64 + 12.0);
         // Variants: no profiler, then three tools at each rate.
         let variants = 1.0 + 3.0 * self.slowdown_rates.len() as f64;
         // Profilers get 2 s past their start-up before the workload starts.

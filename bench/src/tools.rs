@@ -15,9 +15,6 @@ use crate::fdinfo;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
     Ours,
-    /// Ours reading no trace context (`--no-trace-context`): no thread-local record, no Go
-    /// labels; beside `Ours`, the difference is what reading them costs.
-    OursNoContext,
     Perf,
     Bpftrace,
 }
@@ -26,7 +23,6 @@ impl Tool {
     pub fn label(self) -> &'static str {
         match self {
             Tool::Ours => "profiler",
-            Tool::OursNoContext => "profiler --no-trace-context",
             Tool::Perf => "perf record -g -a",
             Tool::Bpftrace => "bpftrace",
         }
@@ -34,7 +30,7 @@ impl Tool {
 
     /// Whether the tool samples through a BPF program (whose statistics we can read).
     fn uses_bpf(self) -> bool {
-        matches!(self, Tool::Ours | Tool::OursNoContext | Tool::Bpftrace)
+        matches!(self, Tool::Ours | Tool::Bpftrace)
     }
 }
 
@@ -45,6 +41,8 @@ pub struct Invocation {
     pub rate: u64,
     /// Our profiler's drain interval, in seconds.
     pub interval: u64,
+    /// Our profiler samples only this process (`--pid`) instead of the whole host.
+    pub pid: Option<u32>,
 }
 
 impl Invocation {
@@ -53,7 +51,13 @@ impl Invocation {
             tool,
             rate,
             interval: 10,
+            pid: None,
         }
+    }
+
+    pub fn pid(mut self, pid: u32) -> Self {
+        self.pid = Some(pid);
+        self
     }
 
     pub fn interval(mut self, seconds: u64) -> Self {
@@ -66,7 +70,7 @@ impl Invocation {
         let rate = self.rate.to_string();
         match self.tool {
             // A fixed rate: the adaptive controller would change it under the benchmark's load.
-            Tool::Ours | Tool::OursNoContext => {
+            Tool::Ours => {
                 let mut argv = vec![
                     profiler.display().to_string(),
                     "record".into(),
@@ -81,8 +85,8 @@ impl Invocation {
                     "--metrics-address".into(),
                     "127.0.0.1:0".into(),
                 ];
-                if self.tool == Tool::OursNoContext {
-                    argv.push("--no-trace-context".into());
+                if let Some(pid) = self.pid {
+                    argv.extend(["--pid".into(), pid.to_string()]);
                 }
                 argv
             }

@@ -2,8 +2,9 @@
 //! background of many small processes that come and go.
 
 use std::{
+    io::{BufRead, BufReader, Lines, Write as _},
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -36,6 +37,51 @@ pub fn spin(bin: &Path, args: &[String], count: usize) -> Result<Workers> {
         .map(|_| spawn(bin, args))
         .collect::<Result<_>>()?;
     Ok(Workers(children))
+}
+
+/// A fixture that announces each phase of its work on a line of its own once told to begin;
+/// killed when dropped.
+pub struct Phases {
+    lines: Lines<BufReader<ChildStdout>>,
+    stdin: Option<ChildStdin>,
+    pub pid: u32,
+    _child: Workers,
+}
+
+/// Starts `bin` with `args`, reading its phases.
+pub fn phases(bin: &Path, args: &[String]) -> Result<Phases> {
+    let mut child = Command::new(bin)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", bin.display()))?;
+    let stdout = child.stdout.take().context("no stdout pipe")?;
+    let stdin = child.stdin.take();
+    Ok(Phases {
+        lines: BufReader::new(stdout).lines(),
+        stdin,
+        pid: child.id(),
+        _child: Workers(vec![child]),
+    })
+}
+
+impl Phases {
+    /// Tells the fixture to begin its phases (it works in its first one until then).
+    pub fn begin(&mut self) -> Result<()> {
+        let mut stdin = self.stdin.take().context("begun already")?;
+        stdin
+            .write_all(b"begin\n")
+            .context("cannot tell the fixture to begin")
+    }
+
+    /// The next phase's name, once it begins.
+    pub fn next(&mut self) -> Result<String> {
+        self.lines
+            .next()
+            .context("the fixture ended")?
+            .context("cannot read the fixture's output")
+    }
 }
 
 /// Runs `count` workers of `rounds` each, in parallel; the wall time until the last one ends.

@@ -37,10 +37,9 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
     for &frames in &plan.cost_frames {
         // Nanoseconds per sample per round: [fixture][ours, bpftrace].
         let mut ns: [[Vec<f64>; 2]; 2] = Default::default();
-        // Nanoseconds per sample of ours beside the Go fixture: [plain, labels].
+        // Nanoseconds per sample of ours over adjacent windows of the Go fixture, pair by
+        // pair: [plain, labels].
         let mut go: [Vec<f64>; 2] = Default::default();
-        // What reading the trace context adds beside each, same window: [plain, labels].
-        let mut go_context: [Vec<f64>; 2] = Default::default();
         for round in 0..plan.rounds {
             for traced in rotated(&FIXTURES, round) {
                 let bin = if traced {
@@ -69,36 +68,12 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
         if let (Some((go_bin, go_version)), true) =
             (&fixtures.work_go, plan.go_cost_frames.contains(&frames))
         {
-            for round in 0..plan.go_rounds {
-                for labels in rotated(&FIXTURES, round) {
-                    bench.progress(&format!(
-                        "kernel cost: {frames} frames, Go {go_version}{}, round {}",
-                        if labels { " with labels" } else { "" },
-                        round + 1
-                    ));
-                    let mut args = vec![frames.to_string(), "0".into()];
-                    if labels {
-                        args.push("labels".into());
-                    }
-                    // Beside ours without trace contexts, in the same window: the difference
-                    // is what the context path costs beside this fixture, free of the
-                    // window's drift.
-                    let [ours, without] = side_by_side(
-                        bench,
-                        go_bin,
-                        &args,
-                        [Tool::Ours, Tool::OursNoContext],
-                        round,
-                    )?;
-                    bench.progress(&format!(
-                        "  profiler {:.2} µs, profiler --no-trace-context {:.2} µs per sample",
-                        ours / 1e3,
-                        without / 1e3
-                    ));
-                    go[usize::from(labels)].push(ours);
-                    go_context[usize::from(labels)].push(ours - without);
-                }
-            }
+            bench.progress(&format!(
+                "kernel cost: {frames} frames, Go {go_version}, plain and labelled in turn, {} \
+                 pairs of {} ms windows",
+                plan.go_rounds, GO_WINDOW_MS
+            ));
+            go = toggled(bench, go_bin, frames, plan.go_rounds)?;
         }
         let us = |values: &[f64]| {
             Summary::of(values).map_or("n/a".into(), |s| s.scaled(1e-3).show(2, "").to_string())
@@ -121,13 +96,8 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
                 });
             }
         }
-        // Labels' cost: what the context path adds beside the labelled fixture less what it
-        // adds beside the plain one (thread pointer, g, m, curg, no labels), round by round.
-        let added: Vec<f64> = go_context[1]
-            .iter()
-            .zip(&go_context[0])
-            .map(|(l, p)| l - p)
-            .collect();
+        // Labels' cost: each labelled window less the plain one next to it.
+        let added: Vec<f64> = go[1].iter().zip(&go[0]).map(|(l, p)| l - p).collect();
         let added = Summary::of(&added);
         row.extend([
             us(&go[0]),
@@ -208,23 +178,86 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
     Ok(PartResult { section, targets })
 }
 
-/// The note on the Go columns: which toolchain, what the fixture does.
-fn go_note(fixtures: &crate::fixtures::Fixtures, rounds: usize) -> String {
+/// The note on the Go columns: which toolchain, what the fixture does, how it is measured.
+fn go_note(fixtures: &crate::fixtures::Fixtures, pairs: usize) -> String {
     match &fixtures.work_go {
         Some((_, version)) => format!(
-            "Go columns: `bench/fixtures/work.go` built with {version} (the newest toolchain \
-             `cargo xtask setup` installs), one per CPU (GOMAXPROCS=1), spinning at the given \
-             depth, plain or under `pprof.Do` with `trace_id`, `span_id` and `http.route` \
-             labels, which our program then reads on every sample; each beside a second copy \
-             of our profiler run with `--no-trace-context` (it reads no labels), which started \
-             first in odd rounds. The plain Go sample already follows thread pointer, g, m, curg \
-             and finds no labels. \"labels − plain\" is, round by round, what the context \
-             path adds over `--no-trace-context` beside the labelled fixture less what it adds \
-             beside the plain one (each difference taken within one window), then the median \
-             over {rounds} rounds."
+            "Go columns: `bench/fixtures/work.go toggle` built with {version} (the newest \
+             toolchain `cargo xtask setup` installs): one goroutine per CPU spinning at the \
+             given depth, all of them under `pprof.Do` with `trace_id`, `span_id` and \
+             `http.route` labels (which our program then reads on every sample) or all \
+             without, switching every {GO_WINDOW_MS} ms and saying so on a line of output. One \
+             profiler, started once with `--pid` on the fixture (whole-host samples of the \
+             profiler's own drains, larger with labels, would weigh in otherwise), is read at \
+             each switch: {pairs} pairs of adjacent \
+             windows, the plain Go sample following thread pointer, g, m, curg and finding no \
+             labels. \"labels − plain\" is each labelled window less the plain one next to \
+             it, median over the pairs. No second profiler samples beside it (side-by-side \
+             pairs differ by up to 20% by start order alone, see the control) and no process \
+             starts between windows."
         ),
         None => "Go columns: n/a, no Go toolchain (run `cargo xtask setup`).".into(),
     }
+}
+
+/// Length of each Go window: the fixture switches phases this often.
+const GO_WINDOW_MS: u64 = 1000;
+
+/// Nanoseconds per sample of our program (one profiler, started once) over `pairs` pairs of
+/// adjacent windows in which the Go fixture's goroutines run plain, then labelled, or the
+/// other way round; [plain, labels], pair by pair.
+fn toggled(
+    bench: &Bench,
+    bin: &std::path::Path,
+    frames: u32,
+    pairs: usize,
+) -> Result<[Vec<f64>; 2]> {
+    let plan = &bench.plan;
+    let args = [
+        frames.to_string(),
+        "0".into(),
+        "toggle".into(),
+        bench.cpus.to_string(),
+        GO_WINDOW_MS.to_string(),
+    ];
+    let mut fixture = workload::phases(bin, &args)?;
+    let profiler = Running::start(
+        &Invocation::new(Tool::Ours, plan.cost_rate).pid(fixture.pid),
+        &bench.profiler,
+        &bench.scratch("cost"),
+    )?;
+    profiler.settle();
+    fixture.begin()?;
+    // A first pair of phases for the profiler to have the process's label offsets written.
+    for _ in 0..2 {
+        fixture.next()?;
+    }
+    let mut out: [Vec<f64>; 2] = Default::default();
+    let mut labels = fixture.next()? == "labels";
+    let mut before = profiler.bpf_totals()?;
+    while out[0].len() < pairs || out[1].len() < pairs {
+        let next = fixture.next()?;
+        let after = profiler.bpf_totals()?;
+        let ns = after
+            .ns_per_run_since(before)
+            .context("the profiler took no sample in a Go window")?;
+        out[usize::from(labels)].push(ns);
+        if out[0].len() == out[1].len() {
+            bench.progress(&format!(
+                "  pair {}: plain {:.2} µs, labels {:.2} µs per sample",
+                out[0].len(),
+                out[0][out[0].len() - 1] / 1e3,
+                out[1][out[1].len() - 1] / 1e3
+            ));
+        }
+        before = after;
+        labels = next == "labels";
+    }
+    drop(fixture);
+    profiler.stop()?;
+    out[0].truncate(pairs);
+    out[1].truncate(pairs);
+    Ok(out)
 }
 
 /// Nanoseconds per sample of the two tools' programs, both sampling over the same window while
