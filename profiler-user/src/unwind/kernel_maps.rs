@@ -14,7 +14,11 @@ use profiler_common::unwind::{
     ProcessRanges, TABLE_NONE, TABLE_PENDING, UNWIND_PAGE_BITS, UnwindTable,
 };
 
-use super::{arena::Arena, layout::KernelTable, rule::Rule};
+use super::{
+    arena::Arena,
+    layout::{KernelTable, page_rule},
+    rule::Rule,
+};
 
 /// Where [`KernelTables`] writes: the BPF maps, or vectors in tests.
 pub trait UnwindArrays {
@@ -263,25 +267,9 @@ pub fn rule_at(
     let Some(page) = pages.get(table.pages_at as usize + index as usize) else {
         return Found::Rule(NO_RULE);
     };
-    let low = (file_address & 0xffff) as u16;
-    let (mut lo, mut hi) = (0u32, u32::from(page.count));
-    for _ in 0..17 {
-        if lo >= hi {
-            break;
-        }
-        let mid = lo + (hi - lo) / 2;
-        match rows.get((page.first + mid) as usize) {
-            Some(row) if row.address_low <= low => lo = mid + 1,
-            Some(_) => hi = mid,
-            None => return Found::Rule(NO_RULE),
-        }
-    }
-    Found::Rule(match lo {
-        0 => page.carry,
-        n => rows
-            .get((page.first + n - 1) as usize)
-            .map_or(NO_RULE, |row| row.rule),
-    })
+    Found::Rule(page_rule(page, (file_address & 0xffff) as u16, |index| {
+        rows.get(index as usize).copied()
+    }))
 }
 
 /// The arrays in memory: the tests' kernel.

@@ -16,6 +16,28 @@ use super::{
 use profiler_common::unwind::UNWIND_PAGE_BITS as PAGE_BITS;
 pub use profiler_common::unwind::{KernelRow, NO_RULE, PageEntry};
 
+/// The rule at `low` within `page`: its last row at or below `low` (a fixed number of
+/// halvings, as the BPF walk does), else the page's carry; [`NO_RULE`] when a row is missing.
+/// `row` reads the row array at an index (a file's rows, or the kernel's shared array).
+pub fn page_rule(page: &PageEntry, low: u16, row: impl Fn(u32) -> Option<KernelRow>) -> u16 {
+    let (mut lo, mut hi) = (0u32, u32::from(page.count));
+    for _ in 0..17 {
+        if lo >= hi {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        match row(page.first + mid) {
+            Some(found) if found.address_low <= low => lo = mid + 1,
+            Some(_) => hi = mid,
+            None => return NO_RULE,
+        }
+    }
+    match lo {
+        0 => page.carry,
+        n => row(page.first + n - 1).map_or(NO_RULE, |found| found.rule),
+    }
+}
+
 /// A file's table in kernel form: `pages[0]` is the page of `first_page`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelTable {
@@ -95,24 +117,9 @@ impl KernelTable {
                 false => NO_RULE,
             };
         };
-        let low = (address & 0xffff) as u16;
-        // The last row of the page at or below `low`: a fixed number of halvings.
-        let (mut lo, mut hi) = (0u32, u32::from(page.count));
-        for _ in 0..17 {
-            if lo >= hi {
-                break;
-            }
-            let mid = lo + (hi - lo) / 2;
-            if self.rows[(page.first + mid) as usize].address_low <= low {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        match lo {
-            0 => page.carry,
-            n => self.rows[(page.first + n - 1) as usize].rule,
-        }
+        page_rule(page, (address & 0xffff) as u16, |index| {
+            self.rows.get(index as usize).copied()
+        })
     }
 
     /// Bytes in the kernel.
