@@ -132,6 +132,11 @@ pub const GO_CONTEXT_BIT: u64 = 1 << 63;
 /// Index in the BPF program array `TAIL_CALLS` of `go_label_slot`, which reads a goroutine's
 /// labels slot by slot and records the sample.
 pub const TAIL_GO_LABEL_SLOT: u32 = 0;
+/// Index in `TAIL_CALLS` of `unwind_user`, which walks a user stack by the files' unwind tables
+/// (issue 15) a few frames per call and then goes on with the sample.
+pub const TAIL_UNWIND_USER: u32 = 1;
+/// Entries of `TAIL_CALLS`.
+pub const TAIL_CALL_SLOTS: u32 = 2;
 
 /// A goroutine's pprof labels as read in the kernel: up to [`GO_MAX_LABELS`] slots (a map
 /// bucket's slots, or the slice's first pairs), each cut to [`GO_MAX_KEY`] / [`GO_MAX_VALUE`]
@@ -263,7 +268,9 @@ pub struct Config {
     /// checks its labels against the user stack pointer saved at kernel entry; 0: such a
     /// sample gets no labels.
     pub task_pt_regs: u8,
-    pub _pad: u8,
+    /// 1: the user stacks of processes with code ranges in `UNWIND_PROCS` are walked by the
+    /// files' unwind tables (`unwind_user`); 0 (`--no-dwarf-unwinding`): frame pointers only.
+    pub dwarf_unwinding: u8,
     /// Where the program finds a process's identity and end in kernel memory (from BTF).
     pub task: TaskOffsets,
     /// Where the program finds a task's cgroup ancestry when `cgroup_ancestor_ids` is 1.
@@ -394,10 +401,21 @@ pub enum Counter {
     /// The user stack filled all [`MAX_STACK_DEPTH`] frames: its outermost callers are cut
     /// (userspace marks such a stack's root `[truncated]`).
     UserStackTruncated = 18,
+    /// Walks by unwind tables that stopped at a rule they cannot follow (a CFA that is not
+    /// sp- or fp-relative, a return address not on the stack, a frame pointer not known): the
+    /// stack ends there, never with a guessed frame.
+    UnwindUnsupported = 19,
+    /// Walks by unwind tables that met code whose file's table was not loaded yet: those
+    /// frames were walked by frame pointer.
+    UnwindTablePending = 20,
+    /// Walks by unwind tables that stopped on a failed read of the stack.
+    UnwindReadFailed = 21,
+    /// Samples whose user stack was walked by unwind tables.
+    UnwindWalks = 22,
 }
 
 /// Number of [`Counter`] slots.
-pub const COUNTER_COUNT: u32 = 19;
+pub const COUNTER_COUNT: u32 = 23;
 
 impl Counter {
     /// All counters, in index order.
@@ -421,6 +439,10 @@ impl Counter {
         Counter::GoLabelsReadFailed,
         Counter::GoLabelsCut,
         Counter::UserStackTruncated,
+        Counter::UnwindUnsupported,
+        Counter::UnwindTablePending,
+        Counter::UnwindReadFailed,
+        Counter::UnwindWalks,
     ];
 
     /// A short snake_case name for logs and metrics.
@@ -445,6 +467,10 @@ impl Counter {
             Counter::GoLabelsReadFailed => "go_labels_read_failed",
             Counter::GoLabelsCut => "go_labels_cut",
             Counter::UserStackTruncated => "user_stack_truncated",
+            Counter::UnwindUnsupported => "unwind_unsupported",
+            Counter::UnwindTablePending => "unwind_table_pending",
+            Counter::UnwindReadFailed => "unwind_read_failed",
+            Counter::UnwindWalks => "unwind_walks",
         }
     }
 }
@@ -469,6 +495,12 @@ pub mod maps {
     pub const GO_TARGETS: &str = "GO_TARGETS";
     pub const GO_LABELS: [&str; 2] = ["GO_LABELS_0", "GO_LABELS_1"];
     pub const TAIL_CALLS: &str = "TAIL_CALLS";
+    pub const UNWIND_PROCS: &str = "UNWIND_PROCS";
+    pub const UNWIND_RANGES: &str = "UNWIND_RANGES";
+    pub const UNWIND_TABLES: &str = "UNWIND_TABLES";
+    pub const UNWIND_PAGES: &str = "UNWIND_PAGES";
+    pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
+    pub const UNWIND_RULES: &str = "UNWIND_RULES";
 }
 
 /// Program names in the BPF object.
@@ -478,6 +510,8 @@ pub mod programs {
     pub const EXIT: &str = "sched_process_exit";
     /// Tail-called by `sample` (index [`super::TAIL_GO_LABEL_SLOT`] of `TAIL_CALLS`).
     pub const GO_LABEL_SLOT: &str = "go_label_slot";
+    /// Tail-called by `sample` (index [`super::TAIL_UNWIND_USER`] of `TAIL_CALLS`).
+    pub const UNWIND_USER: &str = "unwind_user";
 }
 
 #[cfg(feature = "user")]
@@ -499,4 +533,6 @@ mod pod {
     unsafe impl aya::Pod for unwind::UnwindTable {}
     unsafe impl aya::Pod for unwind::KernelRule {}
     unsafe impl aya::Pod for unwind::ProcessRanges {}
+    unsafe impl aya::Pod for unwind::ProcessSlot {}
+    unsafe impl aya::Pod for unwind::CodeRange {}
 }

@@ -106,7 +106,20 @@ pub const MAX_CODE_RANGES: usize = 128;
 /// Halvings that find a range among [`MAX_CODE_RANGES`].
 pub const CODE_RANGE_STEPS: usize = 8;
 
-/// A process's executable mappings, sorted by start, without overlaps.
+/// Where a process's code ranges are in the kernel's shared range array: `count` ranges from
+/// index `first`, sorted by start. The BPF walk reads each range by an array lookup rather
+/// than by indexing one map value: an index into a value is tracked precisely by the
+/// verifier, and every halving's two outcomes then made new states (a million instructions
+/// for eight frames), where an array lookup's key is not tracked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ProcessSlot {
+    pub first: u32,
+    pub count: u32,
+}
+
+/// A process's executable mappings, sorted by start, without overlaps: userspace's form, whose
+/// first `count` ranges go to the shared array.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ProcessRanges {

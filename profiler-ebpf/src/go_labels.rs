@@ -32,7 +32,7 @@ use aya_ebpf::{
 };
 use profiler_common::{
     Config, Counter, GO_CONTEXT_BIT, GO_LABELS_MAP, GO_LABELS_SLICE, GO_MAX_KEY, GO_MAX_LABELS,
-    GO_MAX_VALUE, GoLabels, GoTarget, NO_CONTEXT, SampleKey, TAIL_GO_LABEL_SLOT,
+    GO_MAX_VALUE, GoLabels, GoTarget, NO_CONTEXT, SampleKey, TAIL_CALL_SLOTS, TAIL_GO_LABEL_SLOT,
 };
 
 use crate::{count, record, trace_context};
@@ -41,9 +41,10 @@ use crate::{count, record, trace_context};
 #[map]
 static GO_TARGETS: HashMap<u32, GoTarget> = HashMap::with_max_entries(16384, 0);
 
-/// Programs the sampling program continues in: [`TAIL_GO_LABEL_SLOT`], set by userspace.
+/// Programs the sampling program continues in: [`TAIL_GO_LABEL_SLOT`] and
+/// `TAIL_UNWIND_USER`, set by userspace.
 #[map]
-static TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+pub(crate) static TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(TAIL_CALL_SLOTS, 0);
 
 /// Distinct label sets of the interval, by hash. Sized by userspace.
 #[map]

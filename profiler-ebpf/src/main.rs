@@ -14,6 +14,7 @@
 
 mod go_labels;
 mod trace_context;
+mod unwind;
 
 use aya_ebpf::{
     EbpfContext,
@@ -48,7 +49,7 @@ static PROFILER_CONFIG: Config = Config {
     filter_cgroups: 0,
     cgroup_ancestor_ids: 0,
     task_pt_regs: 0,
-    _pad: 0,
+    dwarf_unwinding: 0,
     task: TaskOffsets {
         group_leader: 0,
         start_boottime: 0,
@@ -107,7 +108,7 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
 #[map]
-static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
 #[perf_event]
 pub fn sample(ctx: PerfEventContext) -> u32 {
@@ -307,30 +308,34 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
     } else {
         NO_STACK
     };
-    let user_stack = read_stack(
-        ctx,
-        &mut scratch.user,
-        BPF_F_USER_STACK as u64,
-        half,
-        Counter::UserStackFailed,
-    );
-
     let context = if config.trace_context != 0 {
         trace_context::read(pid, interval, &config)
     } else {
         NO_CONTEXT
     };
-    let key = SampleKey {
+    let mut key = SampleKey {
         pid,
         tid,
         pid_gen,
-        user_stack,
+        user_stack: NO_STACK,
         kernel_stack,
         context,
         comm: current_comm(),
     };
     // SAFETY: reading a field of the perf event context is allowed and converted by the verifier.
     let period = unsafe { (*ctx.ctx).sample_period };
+    if config.dwarf_unwinding != 0 {
+        // A process with unwind tables: its user stack is walked by them, in tail calls that
+        // go on with the sample themselves; back here only for a process without.
+        unwind::start(ctx, &key, period, interval);
+    }
+    key.user_stack = read_stack(
+        ctx,
+        &mut scratch.user,
+        BPF_F_USER_STACK as u64,
+        half,
+        Counter::UserStackFailed,
+    );
     if config.trace_context != 0 && context == NO_CONTEXT {
         // A Go program publishes no thread-local record: its goroutines carry labels. Read by
         // tail calls that record the sample themselves; back here only when there are none.
@@ -470,6 +475,13 @@ fn read_stack(
     if frames >= MAX_STACK_DEPTH && flags & BPF_F_USER_STACK as u64 != 0 {
         count(Counter::UserStackTruncated);
     }
+    keep_stack(buf, frames, flags, half)
+}
+
+/// Stores the first `frames` frames of `buf` (followed by a zero unless they fill it) under
+/// their hash in the active stacks map; returns the hash, or [`NO_STACK`] when the map is full.
+#[inline(always)]
+pub(crate) fn keep_stack(buf: &StackTrace, frames: usize, flags: u64, half: u32) -> u64 {
     let hash = stack_hash(&buf.ips, frames, flags);
     let stored = if frames <= SHORT_STACK_DEPTH {
         store(

@@ -25,6 +25,8 @@ fn main() -> anyhow::Result<()> {
         include_idle: false,
         kernel_stacks: false,
         trace: None,
+        task_pt_regs: false,
+        unwind: None,
         task: profiler::tracectx::kernel_btf::KernelBtf::read("/sys/kernel/btf/vmlinux")?
             .task_offsets()?,
         sizes: MapSizes::derive(

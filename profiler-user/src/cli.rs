@@ -108,6 +108,16 @@ pub struct RecordArgs {
     #[arg(long, env = "PROFILER_NO_TRACE_CONTEXT",
           value_parser = boolean("PROFILER_NO_TRACE_CONTEXT"))]
     pub no_trace_context: bool,
+    /// Walk user stacks by frame pointers only, not by the files' unwind tables (.eh_frame):
+    /// code built without frame pointers then shows its leaf frames alone.
+    #[arg(long, env = "PROFILER_NO_DWARF_UNWINDING",
+          value_parser = boolean("PROFILER_NO_DWARF_UNWINDING"))]
+    pub no_dwarf_unwinding: bool,
+    /// Memory for unwind tables, in MiB: the BPF maps and the tables built in userspace; the
+    /// least recently used tables go first when it is reached.
+    #[arg(long, value_name = "MB", env = "PROFILER_UNWIND_MEMORY_MB", default_value_t = 64,
+          value_parser = clap::value_parser!(u64).range(8..=4096))]
+    pub unwind_memory_mb: u64,
     /// Distinct traces kept per interval; samples of further traces keep their stacks only.
     #[arg(long, value_name = "N", env = "PROFILER_MAX_TRACES_PER_INTERVAL", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

@@ -30,7 +30,11 @@ impl CounterSnapshot {
             .filter(|c| {
                 !matches!(
                     c,
-                    Counter::Samples | Counter::Filtered | Counter::Idle | Counter::Traced
+                    Counter::Samples
+                        | Counter::Filtered
+                        | Counter::Idle
+                        | Counter::Traced
+                        | Counter::UnwindWalks
                 )
             })
             .map(|c| (c.name(), self.get(*c)))

@@ -13,6 +13,7 @@ mod perf_events;
 mod sampler;
 pub mod sizing;
 mod syscall;
+pub mod unwind_maps;
 pub mod verifier;
 
 pub use cost::ProgramCost;
@@ -22,6 +23,7 @@ pub use error::BpfError;
 pub use events::{Event, EventReader};
 pub use perf_events::{PerfEvents, period_ns};
 pub use sampler::{Sampler, SamplerOptions, TraceOptions};
+pub use unwind_maps::{UnwindMaps, UnwindSizes};
 
 /// The BPF object built by `build.rs` from the `profiler-ebpf` crate.
 pub(crate) static OBJECT: &[u8] =

@@ -7,7 +7,8 @@ use aya::{
     programs::{PerfEvent, RawTracePoint},
 };
 use profiler_common::{
-    CONFIG_SYMBOL, Config, GoTarget, TAIL_GO_LABEL_SLOT, TaskOffsets, TlsLocation, maps, programs,
+    CONFIG_SYMBOL, Config, GoTarget, TAIL_GO_LABEL_SLOT, TAIL_UNWIND_USER, TaskOffsets,
+    TlsLocation, maps, programs,
 };
 
 use super::{
@@ -15,6 +16,7 @@ use super::{
     cost::{self, CostMeter, ProgramCost},
     counters,
     drain::{Drainer, HalfMaps, StackMaps},
+    unwind_maps::{UnwindMaps, UnwindSizes},
 };
 
 /// What to sample, fixed at load time.
@@ -37,6 +39,11 @@ pub struct SamplerOptions {
     pub task: TaskOffsets,
     /// Entries of the maps.
     pub sizes: super::sizing::MapSizes,
+    /// The kernel has `bpf_task_pt_regs` ([`crate::kernel_features::KernelFeatures`]): a sample
+    /// taken in the kernel finds the user registers (Go labels' stack check, unwinding).
+    pub task_pt_regs: bool,
+    /// Walk user stacks by unwind tables, in maps of these sizes; `None`: frame pointers only.
+    pub unwind: Option<UnwindSizes>,
 }
 
 /// Trace-context reading, fixed at load time.
@@ -48,8 +55,6 @@ pub struct TraceOptions {
     pub tcb_dtv_offset: u32,
     /// Distinct traces kept per interval.
     pub max_traces: u32,
-    /// The kernel has `bpf_task_pt_regs` ([`crate::kernel_features::KernelFeatures`]).
-    pub task_pt_regs: bool,
 }
 
 /// Go label sets kept per interval and half at most (1,024: 1.6 MiB per half).
@@ -66,6 +71,7 @@ pub struct Sampler {
     /// Held while sampling: the kernel empties a program array when its last user reference
     /// goes.
     _tail_calls: ProgramArray<MapData>,
+    unwind_maps: Option<UnwindMaps>,
     events: Option<EventReader>,
     /// The kernel-side cost, measured in short windows of run-time statistics.
     cost: CostMeter,
@@ -80,7 +86,6 @@ impl Sampler {
             task_tp_offset: 0,
             tcb_dtv_offset: 0,
             max_traces: 1,
-            task_pt_regs: false,
         });
         let cgroup_offsets = match options.cgroup_read {
             Some(CgroupRead::AncestorIds(offsets)) => Some(offsets),
@@ -95,8 +100,8 @@ impl Sampler {
             tcb_dtv_offset: trace.tcb_dtv_offset,
             filter_cgroups: u8::from(!options.target_cgroups.is_empty()),
             cgroup_ancestor_ids: u8::from(cgroup_offsets.is_some()),
-            task_pt_regs: u8::from(trace.task_pt_regs),
-            _pad: 0,
+            task_pt_regs: u8::from(options.task_pt_regs),
+            dwarf_unwinding: u8::from(options.unwind.is_some()),
             task: options.task,
             cgroup: cgroup_offsets.unwrap_or_default(),
         };
@@ -116,6 +121,22 @@ impl Sampler {
             loader.map_max_entries(maps::CONTEXTS[half], contexts);
             // A Go label set takes 1.5 KiB of kernel memory, preallocated: fewer of them.
             loader.map_max_entries(maps::GO_LABELS[half], contexts.min(MAX_GO_LABEL_SETS));
+        }
+        // Without unwinding, the smallest maps the program can refer to.
+        let unwind = options.unwind.unwrap_or(UnwindSizes {
+            rows: 1,
+            pages: 1,
+            tables: 1,
+            processes: 1,
+            ranges: 1,
+        });
+        loader.map_max_entries(maps::UNWIND_ROWS, unwind.rows.max(1));
+        loader.map_max_entries(maps::UNWIND_PAGES, unwind.pages.max(1));
+        loader.map_max_entries(maps::UNWIND_TABLES, unwind.tables.max(1));
+        loader.map_max_entries(maps::UNWIND_PROCS, unwind.processes.max(1));
+        loader.map_max_entries(maps::UNWIND_RANGES, unwind.ranges.max(1));
+        if options.unwind.is_none() {
+            loader.map_max_entries(maps::UNWIND_RULES, 1);
         }
         let mut ebpf = loader.load(super::OBJECT).map_err(BpfError::Load)?;
 
@@ -176,22 +197,23 @@ impl Sampler {
         let cpus = aya::util::online_cpus()
             .map_err(|(what, source)| BpfError::OnlineCpus { what, source })?;
         // The program `sample` continues in for a Go process's labels: loaded, never attached.
-        let slot: &mut PerfEvent = program(&mut ebpf, programs::GO_LABEL_SLOT)?;
-        slot.load()
-            .map_err(program_error(programs::GO_LABEL_SLOT))?;
-        let slot_fd = slot
-            .fd()
-            .map_err(program_error(programs::GO_LABEL_SLOT))?
-            .try_clone()
-            .map_err(|source| BpfError::Syscall {
-                call: "dup of the go_label_slot program",
-                source,
-            })?;
+        let slot_fd = tail_program(&mut ebpf, programs::GO_LABEL_SLOT)?;
         let mut tail_calls = ProgramArray::try_from(take_map(&mut ebpf, maps::TAIL_CALLS)?)
             .map_err(map_error(maps::TAIL_CALLS))?;
         tail_calls
             .set(TAIL_GO_LABEL_SLOT, &slot_fd, 0)
             .map_err(map_error(maps::TAIL_CALLS))?;
+
+        let unwind_maps = match options.unwind {
+            Some(_) => {
+                let walk = tail_program(&mut ebpf, programs::UNWIND_USER)?;
+                tail_calls
+                    .set(TAIL_UNWIND_USER, &walk, 0)
+                    .map_err(map_error(maps::TAIL_CALLS))?;
+                Some(UnwindMaps::take(&mut ebpf)?)
+            }
+            None => None,
+        };
 
         let sample: &mut PerfEvent = program(&mut ebpf, programs::SAMPLE)?;
         sample.load().map_err(program_error(programs::SAMPLE))?;
@@ -205,6 +227,7 @@ impl Sampler {
             tls_targets,
             go_targets,
             _tail_calls: tail_calls,
+            unwind_maps,
             events: Some(events),
             cost: CostMeter::default(),
             ebpf,
@@ -242,6 +265,11 @@ impl Sampler {
     /// Current totals of the program's counters.
     pub fn counters(&self) -> Result<CounterSnapshot, BpfError> {
         counters::read(&self.counters)
+    }
+
+    /// The unwind maps (with unwinding on); they can be taken once, by the table loader.
+    pub fn take_unwind_maps(&mut self) -> Option<UnwindMaps> {
+        self.unwind_maps.take()
     }
 
     /// The process-event reader; it can be taken once, to be polled elsewhere.
@@ -320,6 +348,20 @@ where
         name,
     })?;
     program.try_into().map_err(program_error(name))
+}
+
+/// Loads program `name`, which runs only by tail call, and returns its descriptor for the
+/// program array.
+fn tail_program(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::programs::ProgramFd, BpfError> {
+    let tail: &mut PerfEvent = program(ebpf, name)?;
+    tail.load().map_err(program_error(name))?;
+    tail.fd()
+        .map_err(program_error(name))?
+        .try_clone()
+        .map_err(|source| BpfError::Syscall {
+            call: "dup of a tail-called program",
+            source,
+        })
 }
 
 fn program_error(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> BpfError {

@@ -17,7 +17,7 @@ use crate::{
     symbolize::CacheStats,
 };
 
-type Labelled = Family<[(&'static str, &'static str); 1], Counter>;
+type Labelled<M = Counter> = Family<[(&'static str, &'static str); 1], M>;
 
 /// What a written file was.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -98,6 +98,8 @@ enum Effect {
     Dropped,
     /// The sample was kept with less than asked (a stack, a process, a trace context missing).
     Degraded,
+    /// A sample's user stack was walked by unwind tables.
+    Unwound,
 }
 
 fn effect(counter: BpfCounter) -> Effect {
@@ -118,7 +120,11 @@ fn effect(counter: BpfCounter) -> Effect {
         | BpfCounter::TaskReadFailed
         | BpfCounter::GoLabelsReadFailed
         | BpfCounter::GoLabelsCut
-        | BpfCounter::UserStackTruncated => Effect::Degraded,
+        | BpfCounter::UserStackTruncated
+        | BpfCounter::UnwindUnsupported
+        | BpfCounter::UnwindTablePending
+        | BpfCounter::UnwindReadFailed => Effect::Degraded,
+        BpfCounter::UnwindWalks => Effect::Unwound,
     }
 }
 
@@ -144,6 +150,8 @@ pub struct Metrics {
     index_rotations: Counter,
     processes: Gauge,
     bpf_map_bytes: Gauge,
+    unwound: Counter,
+    unwind: Labelled<Gauge>,
     connections_refused: Labelled,
     /// Liveness and readiness, for `/healthz` and `/readyz`.
     pub health: Health,
@@ -175,6 +183,8 @@ impl Metrics {
             index_rotations: Counter::default(),
             processes: Gauge::default(),
             bpf_map_bytes: Gauge::default(),
+            unwound: Counter::default(),
+            unwind: Labelled::default(),
             connections_refused: Labelled::default(),
             health,
         };
@@ -291,6 +301,16 @@ impl Metrics {
             metrics.bpf_map_bytes.clone(),
         );
         r.register(
+            "profiler_samples_unwound",
+            "Samples whose user stack was walked by the files' unwind tables (not frame pointers)",
+            metrics.unwound.clone(),
+        );
+        r.register(
+            "profiler_unwind",
+            "Unwind tables: processes walked by tables, tables and bytes in the kernel, and totals since start of processes refused (map full), tables that found no room, files without usable unwind information",
+            metrics.unwind.clone(),
+        );
+        r.register(
             "profiler_connections_refused",
             "Connections closed at once because the listener (metrics, web) had as many open as it keeps",
             metrics.connections_refused.clone(),
@@ -331,6 +351,7 @@ impl Metrics {
                 Effect::Skipped => self.skipped.get_or_create(&label).inc_by(value),
                 Effect::Dropped => self.dropped.get_or_create(&label).inc_by(value),
                 Effect::Degraded => self.degraded.get_or_create(&label).inc_by(value),
+                Effect::Unwound => self.unwound.inc_by(value),
             };
         }
     }
@@ -352,6 +373,24 @@ impl Metrics {
 
     pub fn set_bpf_map_bytes(&self, bytes: u64) {
         self.bpf_map_bytes.set(bytes.try_into().unwrap_or(i64::MAX));
+    }
+
+    /// The unwind tables' state (`unwind::loader`).
+    pub fn set_unwind(&self, stats: &crate::unwind::loader::LoaderStats) {
+        let values = [
+            ("processes", stats.processes as u64),
+            ("processes_refused", stats.processes_refused),
+            ("tables", stats.tables as u64),
+            ("table_bytes", stats.table_bytes),
+            ("load_failures", stats.load_failures),
+            ("files_without_table", stats.files_without_table),
+            ("mappings_dropped", stats.mappings_dropped),
+        ];
+        for (what, value) in values {
+            self.unwind
+                .get_or_create(&[("what", what)])
+                .set(value.try_into().unwrap_or(i64::MAX));
+        }
     }
 
     pub fn set_processes(&self, processes: usize) {

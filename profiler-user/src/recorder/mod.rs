@@ -27,7 +27,8 @@ use crate::stop_signals::StopSignals;
 use crate::{
     bpf::{
         BpfError, CounterSnapshot, Drained, Event, EventReader, ProgramCost, Sampler,
-        SamplerOptions, TraceOptions, period_ns,
+        SamplerOptions, TraceOptions, UnwindMaps, UnwindSizes, period_ns,
+        unwind_maps::{ProcessRangesMap, UnwindArrayMaps},
     },
     cli::RecordArgs,
     golabels::GoTracker,
@@ -42,6 +43,11 @@ use crate::{
     tracectx::{
         TlsTracker,
         kernel_btf::{self, KernelBtf},
+    },
+    unwind::{
+        kernel_maps::{Capacity, KernelTables},
+        loader::Loader,
+        store::TableStore,
     },
 };
 use pipeline::{Interval, Job, Pipeline};
@@ -163,6 +169,8 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     };
     let trace = trace_options(args, &features);
     let task = btf.task_offsets()?;
+    let unwind_budget =
+        (!args.no_dwarf_unwinding).then(|| UnwindBudget::of_mib(args.unwind_memory_mb));
     drop(btf);
     let sizes = map_sizes(args, highest);
     let options = SamplerOptions {
@@ -175,8 +183,14 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         trace,
         task,
         sizes,
+        task_pt_regs: features.task_pt_regs,
+        unwind: unwind_budget.map(|budget| budget.sizes),
     };
     let mut sampler = Sampler::start(&options).map_err(|err| refused(err, &args.output_dir))?;
+    let unwind = match (unwind_budget, sampler.take_unwind_maps()) {
+        (Some(budget), Some(maps)) => Some(budget.loader(maps).map_err(RecordError::Signals)?),
+        _ => None,
+    };
     metrics.health.set_attached();
     metrics.set_frequency(args.frequency);
     let map_bytes = crate::bpf::map_memory::held_bytes();
@@ -226,6 +240,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         cost: ProgramCost::default(),
         tls: trace.map(|_| TlsState::default()),
         control: (!args.adaptive.no_adaptive).then(|| Control::new(args, cpus)),
+        unwind,
         rate_changes: Vec::new(),
         node,
         metrics,
@@ -263,6 +278,8 @@ struct Recording {
     tls: Option<TlsState>,
     /// Adaptive sampling, unless `--no-adaptive`.
     control: Option<Control>,
+    /// Unwind tables for the processes sampled, unless `--no-dwarf-unwinding`.
+    unwind: Option<UnwindLoader>,
     /// Rate changes since the last drain, for the interval's comments.
     rate_changes: Vec<String>,
     /// The node name written into each profile.
@@ -302,6 +319,56 @@ impl Control {
             started: Instant::now(),
             warm_up: Duration::from_secs(args.interval) + Duration::from_secs(1),
         }
+    }
+}
+
+type UnwindLoader = Loader<UnwindArrayMaps, ProcessRangesMap>;
+
+/// How often a sampled process's mappings are compared with those its ranges came from.
+const UNWIND_REFRESH: Duration = Duration::from_secs(5);
+/// How often tables built are taken into the kernel: a new process's frames in a file whose
+/// table is being built fall back to frame pointers until then.
+const UNWIND_POLL: Duration = Duration::from_millis(250);
+
+/// How `--unwind-memory-mb` is shared: three eighths to the kernel's rows and page entries,
+/// as much to the tables built in userspace (the store holds what the kernel holds), one
+/// sixteenth to the processes' code ranges (32 bytes each), and the rules' 1 MiB.
+#[derive(Clone, Copy, Debug)]
+struct UnwindBudget {
+    sizes: UnwindSizes,
+    capacity: Capacity,
+    store_bytes: usize,
+}
+
+impl UnwindBudget {
+    /// Table entries: far more than the distinct files a host maps.
+    const TABLES: u32 = 8192;
+    /// Processes walked by tables at once (8 bytes of map value each).
+    const PROCESSES: u32 = 16_384;
+
+    fn of_mib(mib: u64) -> Self {
+        let bytes = mib << 20;
+        let kernel = bytes * 3 / 8;
+        let capacity = Capacity::of_bytes(kernel, Self::TABLES);
+        let range_bytes = std::mem::size_of::<profiler_common::unwind::CodeRange>() as u64;
+        let ranges = u32::try_from(bytes / 16 / range_bytes).unwrap_or(u32::MAX);
+        Self {
+            sizes: UnwindSizes {
+                rows: capacity.rows,
+                pages: capacity.pages,
+                tables: capacity.tables,
+                processes: Self::PROCESSES,
+                ranges,
+            },
+            capacity,
+            store_bytes: kernel as usize,
+        }
+    }
+
+    fn loader(self, maps: UnwindMaps) -> std::io::Result<UnwindLoader> {
+        let store = TableStore::new(self.store_bytes)?;
+        let kernel = KernelTables::new(maps.arrays, self.capacity);
+        Ok(Loader::new(store, kernel, maps.ranges, self.sizes))
     }
 }
 
@@ -372,7 +439,6 @@ fn trace_options(args: &RecordArgs, features: &KernelFeatures) -> Option<TraceOp
         task_tp_offset,
         tcb_dtv_offset: kernel_btf::tcb_dtv_offset(),
         max_traces: args.max_traces_per_interval,
-        task_pt_regs: features.task_pt_regs,
     })
 }
 
@@ -403,6 +469,11 @@ async fn run(
         .as_ref()
         .is_some_and(|recording| recording.control.is_some());
     let mut control = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
+    let unwinding = slot
+        .as_ref()
+        .is_some_and(|recording| recording.unwind.is_some());
+    let mut unwind_poll = tokio::time::interval(UNWIND_POLL);
+    unwind_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     control.set_missed_tick_behavior(MissedTickBehavior::Delay);
 
     loop {
@@ -415,6 +486,9 @@ async fn run(
                 off_thread(slot, move |recording| recording.handle_events(read)).await?;
             }
             _ = control.tick(), if adaptive => off_thread(slot, Recording::control).await??,
+            _ = unwind_poll.tick(), if unwinding => {
+                off_thread(slot, Recording::poll_unwind).await?;
+            }
             _ = watch.tick() => {
                 slot.as_mut().ok_or(RecordError::WorkerGone)?.sampler.tick_cost();
                 if !targets.is_empty() && targets.all_exited() {
@@ -455,14 +529,29 @@ impl Recording {
                     let key = ProcessKey { pid, pid_gen };
                     let snapshot = self.lock_table().get_or_capture(key);
                     self.locate_tls(key, &snapshot);
+                    if let Some(unwind) = &mut self.unwind {
+                        unwind.add_process(pid, pid_gen);
+                    }
                 }
                 Event::Ended { pid, pid_gen } => {
                     let key = ProcessKey { pid, pid_gen };
                     self.lock_table().on_ended(key);
                     self.forget_tls(key);
+                    if let Some(unwind) = &mut self.unwind {
+                        unwind.remove_process(pid, pid_gen);
+                    }
                 }
             }
         }
+    }
+
+    /// Takes in the unwind tables built since the last call.
+    fn poll_unwind(&mut self) {
+        let Some(unwind) = &mut self.unwind else {
+            return;
+        };
+        unwind.poll();
+        self.metrics.set_unwind(&unwind.stats());
     }
 
     fn lock_table(&self) -> std::sync::MutexGuard<'_, ProcessTable> {
@@ -534,6 +623,18 @@ impl Recording {
         }
     }
 
+    /// Rereads the mappings of the processes sampled (at most every [`UNWIND_REFRESH`]): a
+    /// library opened since their first sample has no code range, and its frames no table.
+    fn refresh_unwind(&mut self, drained: &Drained) {
+        let Some(unwind) = &mut self.unwind else {
+            return;
+        };
+        let pids: HashSet<u32> = drained.samples.iter().map(|(key, _)| key.pid).collect();
+        for pid in pids {
+            unwind.refresh(pid, UNWIND_REFRESH);
+        }
+    }
+
     /// Looks again at sampled processes without a location: a library with the variable may
     /// have been opened since their snapshot.
     fn retry_tls(&mut self, drained: &Drained) {
@@ -566,6 +667,7 @@ impl Recording {
         let epoch = self.lock_table().begin_drain();
         self.retry_tls(&drained);
         self.sweep_tls();
+        self.refresh_unwind(&drained);
         let counters = self.sampler.counters().map_err(RecordError::Drain)?;
         let cost = self.sampler.program_cost().unwrap_or_default();
         let frequency = self.sampler.frequency();

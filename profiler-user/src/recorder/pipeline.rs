@@ -368,6 +368,7 @@ impl Output {
                 processes = stats.processes,
                 traced = counters.get(profiler_common::Counter::Traced),
                 filtered = counters.get(profiler_common::Counter::Filtered),
+                unwound = counters.get(profiler_common::Counter::UnwindWalks),
                 bytes,
                 bpf_ns_per_sample,
                 elapsed_ms = drain_started.elapsed().as_millis() as u64,

@@ -63,6 +63,21 @@ pub fn code_mappings(pid: i32) -> Result<Vec<CodeMapping>, MappingsError> {
     Ok(mappings)
 }
 
+/// What identifies process `pid`'s executable file mappings, cheaply (no file is opened): their
+/// ranges, offsets and inodes. A change means a library was opened or closed.
+pub fn fingerprint(pid: i32) -> Result<Vec<(u64, u64, u64, u64)>, MappingsError> {
+    let maps = Process::new(pid)
+        .and_then(|process| process.maps())
+        .map_err(|source| MappingsError::Maps { pid, source })?;
+    Ok(maps
+        .into_iter()
+        .filter(|map| {
+            matches!(map.pathname, MMapPath::Path(_)) && map.perms.contains(MMPermissions::EXECUTE)
+        })
+        .map(|map| (map.address.0, map.address.1, map.offset, map.inode))
+        .collect())
+}
+
 /// The bias of an executable mapping at `start` of the file's bytes from `offset`. Its load
 /// segment is the executable one whose pages hold `offset` (mappings start on a page, segments
 /// need not: the page before an executable segment's start may be a read-only segment's too;

@@ -143,6 +143,11 @@ impl TableStore {
         Lookup::Building
     }
 
+    /// Whether the file `key` names was found to have no table.
+    pub fn is_unavailable(&self, key: &FileKey) -> bool {
+        self.unavailable.contains(key)
+    }
+
     /// Takes in the tables built since the last call, evicting the least recently used ones
     /// past the budget.
     pub fn poll(&mut self) -> Changes {
@@ -186,6 +191,11 @@ impl TableStore {
                 changes.unavailable.push((key, why));
             }
         }
+    }
+
+    /// Every rule of the tables built so far, by global ID.
+    pub fn rules(&self) -> &[super::rule::Rule] {
+        self.rule_ids.rules()
     }
 
     /// Bytes of kernel tables held.

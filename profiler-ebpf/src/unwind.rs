@@ -1,0 +1,453 @@
+//! The user stack walked by the files' unwind tables (issue 15), for processes whose code
+//! ranges userspace put in `UNWIND_PROCS`. `sample` hands over the sample it built and
+//! tail-calls [`unwind_user`], which walks [`FRAMES_PER_CALL`] frames per run into
+//! `SCRATCH.user`, tail-calls itself until the stack ends, keeps the stack as `read_stack`
+//! does and goes on with the sample (Go labels, or record).
+//!
+//! Each frame: the code range (8 halvings over the process's ranges), its table's entry, the
+//! page entry, at most 17 halvings over the page's rows, the rule, then one to three reads of
+//! the stack. Code with no range, no table, or before its table's first row takes a
+//! frame-pointer step, so frame-pointer code (Go, JIT code, code built with frame pointers)
+//! mixes freely with code that has none. The steps are `unwind/walk.rs`'s (the userspace
+//! oracle) and the lookup is `unwind/kernel_maps.rs`'s `rule_at`, kept in step with them.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::{BPF_F_USER_STACK, pt_regs},
+    helpers::{
+        bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_task_pt_regs},
+    },
+    macros::{map, perf_event},
+    maps::{Array, HashMap, PerCpuArray},
+    programs::PerfEventContext,
+};
+use profiler_common::{
+    Counter, MAX_STACK_DEPTH, NO_CONTEXT, NO_STACK, SampleKey, StackTrace, TAIL_UNWIND_USER,
+    unwind::{
+        CFA_DEREF_SP, CFA_END, CFA_FP, CFA_FRAME_POINTER, CFA_PLT, CFA_SIGNAL, CFA_SP,
+        CODE_RANGE_STEPS, CodeRange, KernelRule, MAX_UNWIND_RULES, NO_RULE, PageEntry, ProcessSlot,
+        SAVED_AT_CFA, SAVED_UNCHANGED, TABLE_PENDING, UNWIND_PAGE_BITS, UnwindTable,
+    },
+};
+
+use crate::{SCRATCH, config, count, go_labels, keep_stack, record};
+
+/// Processes walked by tables: tgid -> where its code ranges are in `UNWIND_RANGES`. Sized
+/// by userspace.
+#[map]
+static UNWIND_PROCS: HashMap<u32, ProcessSlot> = HashMap::with_max_entries(1, 0);
+/// The processes' code ranges, [`MAX_CODE_RANGES`] slots per process.
+#[map]
+static UNWIND_RANGES: Array<CodeRange> = Array::with_max_entries(1, 0);
+/// Tables, rows, page entries and rules shared by every process (`profiler_common::unwind`).
+/// Sized by userspace from `--unwind-memory-mb`.
+#[map]
+static UNWIND_TABLES: Array<UnwindTable> = Array::with_max_entries(1, 0);
+#[map]
+static UNWIND_PAGES: Array<PageEntry> = Array::with_max_entries(1, 0);
+#[map]
+static UNWIND_ROWS: Array<profiler_common::unwind::KernelRow> = Array::with_max_entries(1, 0);
+#[map]
+static UNWIND_RULES: Array<KernelRule> = Array::with_max_entries(MAX_UNWIND_RULES, 0);
+
+/// Frames one run of [`unwind_user`] walks: 127 frames take 16 runs, within the kernel's 33
+/// tail calls with the Go labels' 9 after them.
+const FRAMES_PER_CALL: usize = 8;
+
+/// What this CPU's walk has reached, between runs.
+#[repr(C)]
+struct Walk {
+    pc: u64,
+    sp: u64,
+    fp: u64,
+    /// aarch64's link register, for the first frame.
+    lr: u64,
+    frames: u32,
+    /// 1: `pc` is where the thread was (the first frame, or one a signal interrupted), else a
+    /// return address, looked up one byte back (the call).
+    exact: u32,
+    /// 1: `fp` holds the caller's frame pointer.
+    fp_known: u32,
+    /// Counters met on the way, each counted once per sample at the end.
+    pending: u32,
+    /// The sample waiting for its user stack.
+    key: SampleKey,
+    period: u64,
+    interval: u32,
+    _pad: u32,
+}
+
+#[map]
+static UNWIND_WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+
+/// Hands the sample `key` (without its user stack) to [`unwind_user`] when its process is
+/// walked by tables; returns only when it is not (or the tail call failed), and the caller
+/// reads the user stack by frame pointer.
+#[inline(always)]
+pub(crate) fn start(ctx: &PerfEventContext, key: &SampleKey, period: u64, interval: u32) {
+    if UNWIND_PROCS.get_ptr(key.pid).is_none() {
+        return;
+    }
+    let Some(walk) = UNWIND_WALK.get_ptr_mut(0) else {
+        return;
+    };
+    // SAFETY: per-CPU map value; perf_event programs do not nest on one CPU.
+    let walk = unsafe { &mut *walk };
+    walk.key = *key;
+    walk.period = period;
+    walk.interval = interval;
+    walk.frames = 0;
+    // SAFETY: a tail call with this program's own context; returns only on failure.
+    unsafe { crate::go_labels::TAIL_CALLS.tail_call(ctx, TAIL_UNWIND_USER) };
+}
+
+#[perf_event]
+pub fn unwind_user(ctx: PerfEventContext) -> u32 {
+    let Some(walk) = UNWIND_WALK.get_ptr_mut(0) else {
+        count(Counter::Internal);
+        return 0;
+    };
+    // SAFETY: per-CPU map value filled by `start` on this CPU for this sample.
+    let walk = unsafe { &mut *walk };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        count(Counter::Internal);
+        return 0;
+    };
+    // SAFETY: per-CPU map value.
+    let stack = unsafe { &mut (*scratch).user };
+    let frames = match continue_walk(&ctx, walk, stack) {
+        Some(frames) => frames,
+        None => {
+            // SAFETY: a tail call with this program's own context; returns only on failure.
+            unsafe { crate::go_labels::TAIL_CALLS.tail_call(&ctx, TAIL_UNWIND_USER) };
+            count(Counter::Internal);
+            walk.frames as usize
+        }
+    };
+    finish(&ctx, walk, stack, frames);
+    0
+}
+
+/// Walks up to [`FRAMES_PER_CALL`] frames; `Some(frames)` once the stack is complete, `None`
+/// when there is more.
+#[inline(always)]
+fn continue_walk(ctx: &PerfEventContext, walk: &mut Walk, stack: &mut StackTrace) -> Option<usize> {
+    let ranges = UNWIND_PROCS.get_ptr(walk.key.pid)?;
+    // SAFETY: map value pointer returned by the kernel; copied at once.
+    let ranges = unsafe { *ranges };
+    if walk.frames == 0 {
+        walk.pending = 0;
+        walk.exact = 1;
+        if !user_registers(ctx, walk) {
+            // Linux before 5.15 cannot tell a sample in the kernel its user registers: frame
+            // pointers, as the helper walks them.
+            return Some(frame_pointer_stack(ctx, stack));
+        }
+    }
+    for _ in 0..FRAMES_PER_CALL {
+        let at = walk.frames as usize;
+        if at >= MAX_STACK_DEPTH {
+            count(Counter::UserStackTruncated);
+            return Some(MAX_STACK_DEPTH);
+        }
+        stack.ips[at] = walk.pc;
+        walk.frames += 1;
+        let lookup = walk.pc.wrapping_sub(u64::from(walk.exact ^ 1));
+        let rule = rule_for(ranges, lookup, &mut walk.pending);
+        match step(walk, rule) {
+            Ok(true) => {}
+            Ok(false) => return Some(walk.frames as usize),
+            Err(counter) => {
+                walk.pending |= 1 << (counter as u32 - Counter::UnwindUnsupported as u32);
+                return Some(walk.frames as usize);
+            }
+        }
+    }
+    None
+}
+
+/// The interrupted user code's registers, from the sample's or (a sample in the kernel) those
+/// saved at kernel entry; false when this kernel cannot give them.
+#[inline(always)]
+fn user_registers(ctx: &PerfEventContext, walk: &mut Walk) -> bool {
+    walk.fp_known = 1;
+    walk.lr = 0;
+    if crate::interrupted_user_code(ctx) {
+        // SAFETY: the verifier allows (and rewrites) 8-byte reads of the context's registers;
+        // the context is not a `pt_regs` in memory, so it cannot be read with a helper.
+        unsafe {
+            let regs = &(*ctx.ctx).regs;
+            #[cfg(bpf_target_arch = "x86_64")]
+            {
+                walk.pc = regs.rip;
+                walk.sp = regs.rsp;
+                walk.fp = regs.rbp;
+            }
+            #[cfg(bpf_target_arch = "aarch64")]
+            {
+                walk.pc = regs.pc;
+                walk.sp = regs.sp;
+                walk.fp = regs.regs[29];
+                walk.lr = regs.regs[30];
+            }
+        }
+        return walk.pc != 0;
+    }
+    if config().task_pt_regs == 0 {
+        return false;
+    }
+    // SAFETY: helpers without preconditions; read below with checked kernel reads.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    // SAFETY: checked kernel reads of the task's saved user registers.
+    unsafe {
+        #[cfg(bpf_target_arch = "x86_64")]
+        {
+            walk.pc = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rip)).unwrap_or(0);
+            walk.sp = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rsp)).unwrap_or(0);
+            walk.fp = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rbp)).unwrap_or(0);
+        }
+        #[cfg(bpf_target_arch = "aarch64")]
+        {
+            walk.pc = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).pc)).unwrap_or(0);
+            walk.sp = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).sp)).unwrap_or(0);
+            walk.fp = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).regs[29])).unwrap_or(0);
+            walk.lr = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).regs[30])).unwrap_or(0);
+        }
+    }
+    walk.pc != 0
+}
+
+/// The user stack by the helper's frame-pointer walk, into `stack`; its frame count.
+#[inline(always)]
+fn frame_pointer_stack(ctx: &PerfEventContext, stack: &mut StackTrace) -> usize {
+    let size = core::mem::size_of::<StackTrace>() as u32;
+    // SAFETY: `stack` is a per-CPU map value of `size` bytes.
+    let read = unsafe {
+        bpf_get_stack(
+            ctx.as_ptr(),
+            stack.ips.as_mut_ptr().cast(),
+            size,
+            BPF_F_USER_STACK as u64,
+        )
+    };
+    if read < 0 {
+        count(Counter::UserStackFailed);
+        return 0;
+    }
+    read as usize / 8
+}
+
+/// Keeps the walked stack and goes on with the sample as `sample` would have.
+#[inline(always)]
+fn finish(ctx: &PerfEventContext, walk: &mut Walk, stack: &mut StackTrace, frames: usize) {
+    count(Counter::UnwindWalks);
+    let pending = walk.pending;
+    if pending & 1 != 0 {
+        count(Counter::UnwindUnsupported);
+    }
+    if pending & 2 != 0 {
+        count(Counter::UnwindTablePending);
+    }
+    if pending & 4 != 0 {
+        count(Counter::UnwindReadFailed);
+    }
+    // `keep_stack` reads frames up to the first zero.
+    if frames < MAX_STACK_DEPTH {
+        stack.ips[frames] = 0;
+    }
+    let mut key = walk.key;
+    key.user_stack = if frames == 0 {
+        NO_STACK
+    } else {
+        keep_stack(stack, frames, BPF_F_USER_STACK as u64, walk.interval & 1)
+    };
+    let config = config();
+    if config.trace_context != 0 && key.context == NO_CONTEXT {
+        go_labels::start(ctx, key.pid, walk.interval, &config, &key, walk.period);
+    }
+    if let Err(counter) = record(walk.interval, &key, walk.period) {
+        count(counter);
+    }
+}
+
+/// The rule for the code at `pc`, or `None` for a frame-pointer step (no range, no table, no
+/// row); notes a table not loaded yet in `pending`.
+#[inline(always)]
+fn rule_for(ranges: ProcessSlot, pc: u64, pending: &mut u32) -> Option<KernelRule> {
+    let (mut low, mut high) = (0u32, ranges.count);
+    for _ in 0..CODE_RANGE_STEPS {
+        if low >= high {
+            break;
+        }
+        let middle = low + (high - low) / 2;
+        if UNWIND_RANGES.get(ranges.first.wrapping_add(middle))?.start <= pc {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    if low == 0 {
+        return None;
+    }
+    let range = UNWIND_RANGES.get(ranges.first.wrapping_add(low - 1))?;
+    if pc >= range.end {
+        return None;
+    }
+    if range.table >= TABLE_PENDING {
+        if range.table == TABLE_PENDING {
+            *pending |= 2;
+        }
+        return None;
+    }
+    let table = UNWIND_TABLES.get(range.table)?;
+    let address = pc.wrapping_sub(range.bias);
+    let page = (address >> UNWIND_PAGE_BITS).checked_sub(table.first_page)?;
+    let rule = if page >= u64::from(table.page_count) {
+        // Past the last page: the last row's rule (an FDE's end); an unloaded table has none.
+        if table.page_count == 0 {
+            return None;
+        }
+        table.last_rule
+    } else {
+        let entry = UNWIND_PAGES.get(table.pages_at.wrapping_add(page as u32))?;
+        page_rule(entry, address as u16)
+    };
+    if rule == NO_RULE {
+        return None;
+    }
+    UNWIND_RULES.get(u32::from(rule)).copied()
+}
+
+/// `layout::page_rule`: the page's last row at or below `low`, else its carry.
+#[inline(always)]
+fn page_rule(page: &PageEntry, low: u16) -> u16 {
+    let (mut lo, mut hi) = (0u32, u32::from(page.count));
+    for _ in 0..17 {
+        if lo >= hi {
+            break;
+        }
+        let middle = lo + (hi - lo) / 2;
+        let Some(row) = UNWIND_ROWS.get(page.first.wrapping_add(middle)) else {
+            return NO_RULE;
+        };
+        if row.address_low <= low {
+            lo = middle + 1;
+        } else {
+            hi = middle;
+        }
+    }
+    if lo == 0 {
+        return page.carry;
+    }
+    UNWIND_ROWS
+        .get(page.first.wrapping_add(lo - 1))
+        .map_or(NO_RULE, |row| row.rule)
+}
+
+/// One step to the caller: `Ok(true)` when there is one, `Ok(false)` at the outermost frame,
+/// `Err` with why the walk stops.
+#[inline(always)]
+fn step(walk: &mut Walk, rule: Option<KernelRule>) -> Result<bool, Counter> {
+    let rule = rule.unwrap_or(KernelRule {
+        cfa: CFA_FRAME_POINTER,
+        ..KernelRule::default()
+    });
+    let cfa = match rule.cfa {
+        CFA_SP => walk.sp.wrapping_add(rule.cfa_offset as i64 as u64),
+        CFA_FP => {
+            if walk.fp_known == 0 {
+                return Err(Counter::UnwindUnsupported);
+            }
+            walk.fp.wrapping_add(rule.cfa_offset as i64 as u64)
+        }
+        CFA_PLT => {
+            let pushed = if (walk.pc & 15) as i64 >= i64::from(rule.cfa_offset) {
+                8
+            } else {
+                0
+            };
+            walk.sp.wrapping_add(8 + pushed)
+        }
+        CFA_DEREF_SP => read(walk.sp.wrapping_add(rule.cfa_offset as i64 as u64))?
+            .wrapping_add(rule.cfa_post as i64 as u64),
+        CFA_SIGNAL => return signal_step(walk),
+        CFA_FRAME_POINTER => return frame_pointer_step(walk),
+        CFA_END => return Ok(false),
+        _ => return Err(Counter::UnwindUnsupported),
+    };
+    let pc = match rule.ra {
+        SAVED_AT_CFA => read(cfa.wrapping_add(rule.ra_offset as i64 as u64))?,
+        // aarch64: the return address is still in the link register, in the first frame only.
+        SAVED_UNCHANGED if walk.frames == 1 && cfg!(bpf_target_arch = "aarch64") => walk.lr,
+        _ => return Err(Counter::UnwindUnsupported),
+    };
+    match rule.fp {
+        SAVED_UNCHANGED => {}
+        SAVED_AT_CFA => match read(cfa.wrapping_add(rule.fp_offset as i64 as u64)) {
+            Ok(fp) => walk.fp = fp,
+            // As walk.rs: an unreadable saved frame pointer is unknown, not a stop.
+            Err(_) => walk.fp_known = 0,
+        },
+        _ => walk.fp_known = 0,
+    }
+    walk.sp = cfa;
+    walk.exact = 0;
+    set_pc(walk, pc)
+}
+
+/// A frame built with a frame pointer: `[fp]` is the caller's, `[fp + 8]` the return address.
+#[inline(always)]
+fn frame_pointer_step(walk: &mut Walk) -> Result<bool, Counter> {
+    let fp = walk.fp;
+    // A chain must go up the stack; a zero frame pointer ends it.
+    if walk.fp_known == 0 || fp == 0 || fp < walk.sp {
+        return Ok(false);
+    }
+    let pc = read(fp.wrapping_add(8))?;
+    walk.fp = read(fp)?;
+    walk.sp = fp.wrapping_add(16);
+    walk.exact = 0;
+    set_pc(walk, pc)
+}
+
+/// The registers a signal interrupted, from the `ucontext` on the stack (`walk.rs`'s
+/// `signal_step` says where).
+#[inline(always)]
+fn signal_step(walk: &mut Walk) -> Result<bool, Counter> {
+    #[cfg(not(bpf_target_arch = "aarch64"))]
+    let (fp_at, sp_at, pc_at) = (120u64, 160u64, 168u64);
+    #[cfg(bpf_target_arch = "aarch64")]
+    let (fp_at, sp_at, pc_at) = {
+        let gregs = 128 + 176 + 8;
+        (gregs + 29 * 8, gregs + 31 * 8, gregs + 32 * 8)
+    };
+    let base = walk.sp;
+    #[cfg(bpf_target_arch = "aarch64")]
+    {
+        walk.lr = read(base.wrapping_add(128 + 176 + 8 + 30 * 8))?;
+    }
+    let pc = read(base.wrapping_add(pc_at))?;
+    walk.sp = read(base.wrapping_add(sp_at))?;
+    walk.fp = read(base.wrapping_add(fp_at))?;
+    walk.fp_known = 1;
+    // The interrupted pc is where the thread was, not a return address.
+    walk.exact = 1;
+    set_pc(walk, pc)
+}
+
+/// Moves to the caller at `pc`: none at a zero return address (the outermost frame).
+#[inline(always)]
+fn set_pc(walk: &mut Walk, pc: u64) -> Result<bool, Counter> {
+    // aarch64 return addresses may carry a pointer-authentication code above bit 48.
+    #[cfg(bpf_target_arch = "aarch64")]
+    let pc = pc & ((1 << 48) - 1);
+    walk.pc = pc;
+    Ok(pc != 0)
+}
+
+#[inline(always)]
+fn read(address: u64) -> Result<u64, Counter> {
+    // SAFETY: a checked user-memory read.
+    unsafe { bpf_probe_read_user(address as *const u64) }.map_err(|_| Counter::UnwindReadFailed)
+}

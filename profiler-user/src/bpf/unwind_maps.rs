@@ -1,0 +1,161 @@
+//! The unwind maps of the BPF program (`profiler_common::unwind`): the shared arrays that
+//! `unwind::kernel_maps` fills, written a batch at a time (a large file's table is millions of
+//! rows: one `bpf(2)` call per element would take seconds), and each process's code ranges.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
+use aya::maps::{HashMap, Map, MapData};
+use profiler_common::{
+    maps,
+    unwind::{CodeRange, KernelRow, KernelRule, PageEntry, ProcessSlot, UnwindTable},
+};
+
+use super::{
+    BpfError,
+    syscall::{BPF_MAP_UPDATE_BATCH, MapBatch, bpf},
+};
+use crate::unwind::{kernel_maps::UnwindArrays, loader::RangesMap};
+
+/// How large the unwind maps are, fixed at load time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnwindSizes {
+    pub rows: u32,
+    pub pages: u32,
+    pub tables: u32,
+    /// Processes walked by tables at once.
+    pub processes: u32,
+    /// Code ranges of all those processes together.
+    pub ranges: u32,
+}
+
+/// The unwind maps: the shared arrays and the processes' ranges, written by different owners.
+pub struct UnwindMaps {
+    pub arrays: UnwindArrayMaps,
+    pub ranges: ProcessRangesMap,
+}
+
+/// The shared arrays, by descriptor (batch updates).
+pub struct UnwindArrayMaps {
+    rows: OwnedFd,
+    pages: OwnedFd,
+    tables: OwnedFd,
+    rules: OwnedFd,
+}
+
+/// Each process's code ranges: where they are, and the shared range array.
+pub struct ProcessRangesMap {
+    processes: HashMap<MapData, u32, ProcessSlot>,
+    ranges: OwnedFd,
+}
+
+/// Elements written per `bpf(2)` call: bounds the kernel's time in one call.
+const BATCH: usize = 16_384;
+
+impl UnwindMaps {
+    pub(super) fn take(ebpf: &mut aya::Ebpf) -> Result<Self, BpfError> {
+        let fd = |ebpf: &mut aya::Ebpf, name: &'static str| -> Result<OwnedFd, BpfError> {
+            let map = ebpf
+                .take_map(name)
+                .ok_or(BpfError::Missing { kind: "map", name })?;
+            let Map::Array(data) = map else {
+                return Err(BpfError::Missing {
+                    kind: "array map",
+                    name,
+                });
+            };
+            data.fd()
+                .as_fd()
+                .try_clone_to_owned()
+                .map_err(|source| BpfError::Syscall {
+                    call: "dup of an unwind map",
+                    source,
+                })
+        };
+        let processes = ebpf.take_map(maps::UNWIND_PROCS).ok_or(BpfError::Missing {
+            kind: "map",
+            name: maps::UNWIND_PROCS,
+        })?;
+        Ok(Self {
+            arrays: UnwindArrayMaps {
+                rows: fd(ebpf, maps::UNWIND_ROWS)?,
+                pages: fd(ebpf, maps::UNWIND_PAGES)?,
+                tables: fd(ebpf, maps::UNWIND_TABLES)?,
+                rules: fd(ebpf, maps::UNWIND_RULES)?,
+            },
+            ranges: ProcessRangesMap {
+                processes: HashMap::try_from(processes).map_err(|source| BpfError::Map {
+                    name: maps::UNWIND_PROCS,
+                    source,
+                })?,
+                ranges: fd(ebpf, maps::UNWIND_RANGES)?,
+            },
+        })
+    }
+}
+
+impl RangesMap for ProcessRangesMap {
+    type Error = std::io::Error;
+
+    fn write_ranges(&mut self, at: u32, ranges: &[CodeRange]) -> std::io::Result<()> {
+        write_array(&self.ranges, at, ranges)
+    }
+
+    fn set_process(&mut self, pid: u32, slot: ProcessSlot) -> std::io::Result<()> {
+        self.processes
+            .insert(pid, slot, 0)
+            .map_err(std::io::Error::other)
+    }
+
+    /// Its user stacks go back to frame pointers.
+    fn remove_process(&mut self, pid: u32) {
+        let _ = self.processes.remove(&pid);
+    }
+}
+
+/// Writes `values` at indices `at..` of the array `map`, a batch per call.
+fn write_array<T>(map: &OwnedFd, at: u32, values: &[T]) -> std::io::Result<()> {
+    for (chunk_index, chunk) in values.chunks(BATCH).enumerate() {
+        let first = at as usize + chunk_index * BATCH;
+        let keys: Vec<u32> = (0..chunk.len())
+            .map(|i| u32::try_from(first + i).unwrap_or(u32::MAX))
+            .collect();
+        let mut attr = MapBatch {
+            keys: keys.as_ptr() as u64,
+            values: chunk.as_ptr() as u64,
+            count: chunk.len() as u32,
+            map_fd: map.as_raw_fd() as u32,
+            ..MapBatch::default()
+        };
+        bpf(BPF_MAP_UPDATE_BATCH, &mut attr)?;
+        if attr.count as usize != chunk.len() {
+            return Err(std::io::Error::other(format!(
+                "the kernel wrote {} of {} unwind entries",
+                attr.count,
+                chunk.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl UnwindArrays for UnwindArrayMaps {
+    type Error = std::io::Error;
+
+    fn set_rows(&mut self, at: u32, rows: &[KernelRow]) -> std::io::Result<()> {
+        write_array(&self.rows, at, rows)
+    }
+
+    fn set_pages(&mut self, at: u32, pages: &[PageEntry]) -> std::io::Result<()> {
+        write_array(&self.pages, at, pages)
+    }
+
+    fn set_table(&mut self, id: u32, table: &UnwindTable) -> std::io::Result<()> {
+        // One element, written last by the loader: the update is a full barrier, so the walk
+        // that finds this entry finds its rows too.
+        write_array(&self.tables, id, std::slice::from_ref(table))
+    }
+
+    fn set_rule(&mut self, id: u16, rule: &KernelRule) -> std::io::Result<()> {
+        write_array(&self.rules, u32::from(id), std::slice::from_ref(rule))
+    }
+}
