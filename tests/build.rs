@@ -62,6 +62,11 @@ fn main() {
         &out_dir.join("fixture-unwind-spin-no-fp"),
         NO_FP_CFLAGS,
     );
+    let unwind_spin_fp = build_c_with(
+        &fixtures.join("unwind_spin.c"),
+        &out_dir.join("fixture-unwind-spin-fp"),
+        CFLAGS,
+    );
     let unwind_plugin = out_dir.join("libfixture_unwind_plugin.so");
     let source = fixtures.join("unwind_plugin.c");
     println!("cargo:rerun-if-changed={}", source.display());
@@ -97,6 +102,7 @@ fn main() {
     export("FIXTURE_STACKS", &stacks);
     export("FIXTURE_UNWIND_CHAIN", &unwind_chain);
     export("FIXTURE_UNWIND_SPIN", &unwind_spin);
+    export("FIXTURE_UNWIND_SPIN_FP", &unwind_spin_fp);
     export("FIXTURE_DEEP_SPIN", &deep_spin);
     export("FIXTURE_UNWIND_PLUGIN", &unwind_plugin);
     export("FIXTURE_UNWIND_RUST", &unwind_rust);

@@ -22,6 +22,8 @@ const GO_TOOLCHAINS: &str = include_str!("../../tests/fixtures/go/toolchains.txt
 pub struct Fixtures {
     pub work: PathBuf,
     pub work_traced: PathBuf,
+    /// `work` built without frame pointers, as distributions and release builds ship code.
+    pub work_no_fp: PathBuf,
     /// The Go fixture (`work.go`) and the toolchain that built it; `None` without Go.
     pub work_go: Option<(PathBuf, String)>,
 }
@@ -44,10 +46,13 @@ impl Fixtures {
                 "-Wl,--export-dynamic-symbol=otel_thread_ctx_v1",
             ],
         )?;
+        let work_no_fp = dir.join("work_no_fp");
+        gcc(&source, &work_no_fp, &["-fomit-frame-pointer"])?;
         let work_go = go_build(dir)?;
         Ok(Self {
             work,
             work_traced,
+            work_no_fp,
             work_go,
         })
     }
@@ -119,7 +124,7 @@ mod tests {
     fn fixture_builds_and_runs_a_fixed_amount_of_work() {
         let dir = tempfile::tempdir().unwrap();
         let fixtures = Fixtures::build(dir.path()).unwrap();
-        for bin in [&fixtures.work, &fixtures.work_traced] {
+        for bin in [&fixtures.work, &fixtures.work_traced, &fixtures.work_no_fp] {
             let status = Command::new(bin).args(["10", "1000"]).status().unwrap();
             assert!(status.success(), "{}", bin.display());
         }

@@ -16,6 +16,9 @@ pub struct Plan {
     pub go_cost_frames: Vec<u32>,
     /// Pairs of adjacent Go windows (plain, labelled) under one profiler.
     pub go_rounds: usize,
+    /// Depths of the unwinding comparison: the fixture without frame pointers walked by
+    /// tables, beside the frame-pointer build walked by frame pointers.
+    pub unwind_cost_frames: Vec<u32>,
     /// Length of the timed workload without a profiler.
     pub slowdown_work: Duration,
     pub slowdown_rates: Vec<u64>,
@@ -41,6 +44,7 @@ impl Plan {
             cost_frames: vec![10, 60, 120],
             go_cost_frames: vec![10],
             go_rounds: 60,
+            unwind_cost_frames: vec![60],
             slowdown_work: Duration::from_secs(5),
             slowdown_rates: vec![19, 99, 999],
             footprint_window: Duration::from_secs(60),
@@ -62,6 +66,7 @@ impl Plan {
             footprint_rounds: 1,
             symbol_addresses: 4_000,
             go_cost_frames: Vec::new(),
+            unwind_cost_frames: Vec::new(),
             ..Self::full()
         }
     }
@@ -74,7 +79,9 @@ impl Plan {
         // ours and bpftrace side by side in each, and one control window (ours beside ours) per
         // round.
         let window = self.cost_window.as_secs_f64() + 2.0 * START_STOP_S + 2.3;
-        let cost = (self.cost_frames.len() as f64 * 2.0 + 1.0) * rounds * window
+        let cost = ((self.cost_frames.len() + self.unwind_cost_frames.len()) as f64 * 2.0 + 1.0)
+            * rounds
+            * window
             + self.go_cost_frames.len() as f64 * (2.0 * self.go_rounds as f64 + 12.0);
         // Variants: no profiler, then three tools at each rate.
         let variants = 1.0 + 3.0 * self.slowdown_rates.len() as f64;

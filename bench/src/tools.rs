@@ -15,6 +15,8 @@ use crate::fdinfo;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tool {
     Ours,
+    /// Ours walking user stacks by frame pointers only (`--no-dwarf-unwinding`).
+    OursFramePointers,
     Perf,
     Bpftrace,
 }
@@ -23,6 +25,7 @@ impl Tool {
     pub fn label(self) -> &'static str {
         match self {
             Tool::Ours => "profiler",
+            Tool::OursFramePointers => "profiler --no-dwarf-unwinding",
             Tool::Perf => "perf record -g -a",
             Tool::Bpftrace => "bpftrace",
         }
@@ -30,7 +33,7 @@ impl Tool {
 
     /// Whether the tool samples through a BPF program (whose statistics we can read).
     fn uses_bpf(self) -> bool {
-        matches!(self, Tool::Ours | Tool::Bpftrace)
+        matches!(self, Tool::Ours | Tool::OursFramePointers | Tool::Bpftrace)
     }
 }
 
@@ -70,7 +73,7 @@ impl Invocation {
         let rate = self.rate.to_string();
         match self.tool {
             // A fixed rate: the adaptive controller would change it under the benchmark's load.
-            Tool::Ours => {
+            Tool::Ours | Tool::OursFramePointers => {
                 let mut argv = vec![
                     profiler.display().to_string(),
                     "record".into(),
@@ -87,6 +90,9 @@ impl Invocation {
                 ];
                 if let Some(pid) = self.pid {
                     argv.extend(["--pid".into(), pid.to_string()]);
+                }
+                if self.tool == Tool::OursFramePointers {
+                    argv.push("--no-dwarf-unwinding".into());
                 }
                 argv
             }

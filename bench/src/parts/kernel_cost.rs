@@ -115,6 +115,7 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
         }
         table.row(row);
     }
+    let unwinding = unwinding(bench, fixtures, &mut targets)?;
     // The method's own noise: our program beside itself, on the first depth's plain fixture.
     let control_frames = plan.cost_frames[0];
     let mut control = Vec::new();
@@ -157,6 +158,7 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
         ],
         table,
         notes: vec![
+            unwinding,
             go_note(fixtures, plan.go_rounds),
             format!(
                 "{} rounds; in each round the plain and the traced fixture took turns, in \
@@ -198,6 +200,91 @@ fn go_note(fixtures: &crate::fixtures::Fixtures, pairs: usize) -> String {
         ),
         None => "Go columns: n/a, no Go toolchain (run `cargo xtask setup`).".into(),
     }
+}
+
+/// The fixture built without frame pointers, its stacks walked by the files' unwind tables,
+/// beside the frame-pointer build walked by our frame-pointer path and by bpftrace: per round,
+/// one window of ours (tables) and bpftrace on the no-frame-pointer build, then the next of
+/// ours with `--no-dwarf-unwinding` and bpftrace on the frame-pointer build. The ratios divide
+/// adjacent windows, round by round. Returns the note the report shows.
+fn unwinding(
+    bench: &Bench,
+    fixtures: &crate::fixtures::Fixtures,
+    targets: &mut Vec<Target>,
+) -> Result<String> {
+    let plan = &bench.plan;
+    let mut lines = Vec::new();
+    for &frames in &plan.unwind_cost_frames {
+        // Per round: [tables, ours by frame pointers, bpftrace on the frame-pointer build].
+        let mut ns: [Vec<f64>; 3] = Default::default();
+        for round in 0..plan.rounds {
+            bench.progress(&format!(
+                "kernel cost: {frames} frames without frame pointers, round {}",
+                round + 1
+            ));
+            let args = [frames.to_string(), "0".into()];
+            let [tables, _] = side_by_side(
+                bench,
+                &fixtures.work_no_fp,
+                &args,
+                [Tool::Ours, Tool::Bpftrace],
+                round,
+            )?;
+            let [frame_pointers, bpftrace] = side_by_side(
+                bench,
+                &fixtures.work,
+                &args,
+                [Tool::OursFramePointers, Tool::Bpftrace],
+                round,
+            )?;
+            bench.progress(&format!(
+                "  tables {:.2} µs, frame pointers {:.2} µs, bpftrace {:.2} µs per sample",
+                tables / 1e3,
+                frame_pointers / 1e3,
+                bpftrace / 1e3
+            ));
+            for (i, value) in [tables, frame_pointers, bpftrace].into_iter().enumerate() {
+                ns[i].push(value);
+            }
+        }
+        let us = |values: &[f64]| {
+            Summary::of(values).map_or("n/a".into(), |s| s.scaled(1e-3).show(2, "").to_string())
+        };
+        let over_fp = Summary::of(&ratios(&ns[0], &ns[1]));
+        let over_bpftrace = Summary::of(&ratios(&ns[0], &ns[2]));
+        let show = |r: Option<Summary>| r.map_or("n/a".into(), |s| s.show(2, "×").to_string());
+        lines.push(format!(
+            "{frames} frames: the build without frame pointers walked by unwind tables {} µs,              the frame-pointer build by our frame-pointer path {} µs and by bpftrace {} µs per              sample; tables / frame pointers {}, tables / bpftrace {}",
+            us(&ns[0]),
+            us(&ns[1]),
+            us(&ns[2]),
+            show(over_fp),
+            show(over_bpftrace)
+        ));
+        if let Some(r) = over_fp {
+            targets.push(Target {
+                goal: format!(
+                    "Unwinding without frame pointers ≤ 2× our frame-pointer cost ({frames} frames)"
+                ),
+                measured: format!("{:.2}×", r.median),
+                met: r.median <= 2.0,
+            });
+        }
+        if let Some(r) = over_bpftrace {
+            targets.push(Target {
+                goal: format!(
+                    "Unwinding without frame pointers ≤ bpftrace's frame-pointer walk ({frames} frames)"
+                ),
+                measured: format!("{:.2}× bpftrace's", r.median),
+                met: r.median <= 1.0,
+            });
+        }
+    }
+    Ok(format!(
+        "Unwinding: `bench/fixtures/work.c` built with `-fomit-frame-pointer` (libc has none          either) and walked by the files' unwind tables, beside the same source built with frame          pointers and walked by ours with `--no-dwarf-unwinding` and by bpftrace; per round one          window on each build, each beside bpftrace, ratios of adjacent windows over {} rounds.          {}",
+        plan.rounds,
+        lines.join(" ")
+    ))
 }
 
 /// Length of each Go window: the fixture switches phases this often.

@@ -11,6 +11,7 @@ use std::{
     path::PathBuf,
     sync::{Arc, mpsc},
     thread,
+    time::Instant,
 };
 
 use super::{
@@ -100,16 +101,30 @@ pub struct TableStore {
 impl TableStore {
     /// A store of at most `budget` bytes of kernel tables, with its builder thread.
     pub fn new(budget: usize) -> std::io::Result<Self> {
+        Self::with_cpu_share(budget, BUILDER_CPU_SHARE)
+    }
+
+    /// [`Self::new`] whose builder takes at most `share` of one core (1.0: no pause; tests).
+    pub fn with_cpu_share(budget: usize, share: f64) -> std::io::Result<Self> {
         let (requests, jobs) = mpsc::channel::<(FileKey, PathBuf)>();
         let (done, built) = mpsc::channel();
+        let pause_per_busy = (1.0 / share.clamp(0.01, 1.0)) - 1.0;
         thread::Builder::new()
             .name("unwind-tables".to_owned())
             .spawn(move || {
+                lower_priority();
                 // Ends when the store (the only sender) is dropped.
                 for (key, path) in jobs {
-                    if done.send((key, build(&path))).is_err() {
+                    let started = Instant::now();
+                    let table = build(&path);
+                    let busy = started.elapsed();
+                    if done.send((key, table)).is_err() {
                         break;
                     }
+                    // A whole host's files at start-up (or a 95 MB library) would otherwise
+                    // take a core for seconds: the adaptive controller would see the profiler's
+                    // own load, and the overhead budget would pay for it.
+                    thread::sleep(busy.mul_f64(pause_per_busy));
                 }
             })?;
         Ok(Self {
@@ -230,6 +245,20 @@ impl TableStore {
             }
             changes.evicted.push(oldest);
         }
+    }
+}
+
+/// The most of one core the builder thread takes: it pauses after each table for three times
+/// as long as the table took.
+const BUILDER_CPU_SHARE: f64 = 0.25;
+
+/// The builder yields to everything else on the host (nice 19; a thread's own priority on
+/// Linux). Failure leaves it at the process's priority.
+fn lower_priority() {
+    // SAFETY: plain system calls on the calling thread's own ID.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
     }
 }
 
