@@ -501,6 +501,8 @@ pub mod maps {
     pub const UNWIND_PAGES: &str = "UNWIND_PAGES";
     pub const UNWIND_ROWS: &str = "UNWIND_ROWS";
     pub const UNWIND_RULES: &str = "UNWIND_RULES";
+    pub const UNWIND_GENERATION: &str = "UNWIND_GENERATION";
+    pub const UNWIND_STALE: &str = "UNWIND_STALE";
 }
 
 /// Program names in the BPF object.

@@ -46,6 +46,11 @@ pub struct UnwindArrayMaps {
 pub struct ProcessRangesMap {
     processes: HashMap<MapData, u32, ProcessSlot>,
     ranges: OwnedFd,
+    /// `UNWIND_GENERATION`: the per-CPU caches of rules hold for one generation.
+    generation: OwnedFd,
+    current: u32,
+    /// `UNWIND_STALE`: processes whose walks met code outside their ranges.
+    stale: HashMap<MapData, u32, u32>,
 }
 
 /// Elements written per `bpf(2)` call: bounds the kernel's time in one call.
@@ -88,6 +93,18 @@ impl UnwindMaps {
                     source,
                 })?,
                 ranges: fd(ebpf, maps::UNWIND_RANGES)?,
+                generation: fd(ebpf, maps::UNWIND_GENERATION)?,
+                current: 0,
+                stale: {
+                    let map = ebpf.take_map(maps::UNWIND_STALE).ok_or(BpfError::Missing {
+                        kind: "map",
+                        name: maps::UNWIND_STALE,
+                    })?;
+                    HashMap::try_from(map).map_err(|source| BpfError::Map {
+                        name: maps::UNWIND_STALE,
+                        source,
+                    })?
+                },
             },
         })
     }
@@ -109,6 +126,20 @@ impl RangesMap for ProcessRangesMap {
     /// Its user stacks go back to frame pointers.
     fn remove_process(&mut self, pid: u32) {
         let _ = self.processes.remove(&pid);
+    }
+
+    fn take_stale(&mut self) -> Vec<u32> {
+        // Bounded by the map's 4,096 entries.
+        let pids: Vec<u32> = self.stale.keys().filter_map(Result::ok).collect();
+        for pid in &pids {
+            let _ = self.stale.remove(pid);
+        }
+        pids
+    }
+
+    fn next_generation(&mut self) -> std::io::Result<()> {
+        self.current = self.current.wrapping_add(1);
+        write_array(&self.generation, 0, &[self.current])
     }
 }
 

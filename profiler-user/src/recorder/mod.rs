@@ -545,11 +545,14 @@ impl Recording {
         }
     }
 
-    /// Takes in the unwind tables built since the last call.
+    /// Takes in the unwind tables built since the last call, and rereads the mappings of the
+    /// processes whose walks met code outside their ranges (at most every [`UNWIND_REFRESH`]
+    /// each): a library opened since their first sample has no range, its frames no table.
     fn poll_unwind(&mut self) {
         let Some(unwind) = &mut self.unwind else {
             return;
         };
+        unwind.refresh_stale(UNWIND_REFRESH);
         unwind.poll();
         self.metrics.set_unwind(&unwind.stats());
     }
@@ -623,18 +626,6 @@ impl Recording {
         }
     }
 
-    /// Rereads the mappings of the processes sampled (at most every [`UNWIND_REFRESH`]): a
-    /// library opened since their first sample has no code range, and its frames no table.
-    fn refresh_unwind(&mut self, drained: &Drained) {
-        let Some(unwind) = &mut self.unwind else {
-            return;
-        };
-        let pids: HashSet<u32> = drained.samples.iter().map(|(key, _)| key.pid).collect();
-        for pid in pids {
-            unwind.refresh(pid, UNWIND_REFRESH);
-        }
-    }
-
     /// Looks again at sampled processes without a location: a library with the variable may
     /// have been opened since their snapshot.
     fn retry_tls(&mut self, drained: &Drained) {
@@ -667,7 +658,6 @@ impl Recording {
         let epoch = self.lock_table().begin_drain();
         self.retry_tls(&drained);
         self.sweep_tls();
-        self.refresh_unwind(&drained);
         let counters = self.sampler.counters().map_err(RecordError::Drain)?;
         let cost = self.sampler.program_cost().unwrap_or_default();
         let frequency = self.sampler.frequency();

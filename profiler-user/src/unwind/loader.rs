@@ -27,6 +27,11 @@ pub trait RangesMap {
     /// Points process `pid` at its ranges.
     fn set_process(&mut self, pid: u32, slot: ProcessSlot) -> Result<(), Self::Error>;
     fn remove_process(&mut self, pid: u32);
+    /// Ends the generation of the ranges and tables the BPF walk's caches of rules were filled
+    /// from: called after every change, so that no cached rule outlives what it was read in.
+    fn next_generation(&mut self) -> Result<(), Self::Error>;
+    /// The processes whose walks met code outside their ranges since the last call.
+    fn take_stale(&mut self) -> Vec<u32>;
 }
 
 /// What the loader did, for the log and metrics.
@@ -124,6 +129,14 @@ impl<A: UnwindArrays, R: RangesMap> Loader<A, R> {
         self.write_ranges(pid, true);
     }
 
+    /// Rereads the mappings of the processes whose walks met code outside their ranges (a
+    /// library opened since, or JIT code), each at most every `every`.
+    pub fn refresh_stale(&mut self, every: Duration) {
+        for pid in self.ranges.take_stale() {
+            self.refresh(pid, every);
+        }
+    }
+
     /// Reads process `pid`'s mappings again when they were last read more than `every` ago,
     /// and rewrites its ranges when they changed (a library opened or closed since). Call it
     /// for the processes sampled: their code is the code walked.
@@ -211,6 +224,7 @@ impl<A: UnwindArrays, R: RangesMap> Loader<A, R> {
         if touched.is_empty() {
             return;
         }
+        self.next_generation();
         let pids: Vec<u32> = self
             .processes
             .iter()
@@ -280,6 +294,18 @@ impl<A: UnwindArrays, R: RangesMap> Loader<A, R> {
         self.stats.mappings_dropped += built.dropped as u64;
         let count = built.ranges.count;
         let ranges = &built.ranges.ranges[..count as usize];
+        // Nothing to walk by tables (Go, or code without unwind information): the kernel's own
+        // frame-pointer walk costs less than the same walk step by step here.
+        if ranges.iter().all(|range| range.table == TABLE_NONE) {
+            if let Some(process) = self.processes.get_mut(&pid)
+                && let Some(old) = process.slot.take()
+            {
+                self.ranges.remove_process(pid);
+                self.retired.push(old);
+                self.next_generation();
+            }
+            return;
+        }
         // A new slot each time, switched to at once: a walk never reads half-written ranges.
         let Some(first) = self.range_slots.alloc(count.max(1)) else {
             self.stats.processes_refused += 1;
@@ -303,13 +329,22 @@ impl<A: UnwindArrays, R: RangesMap> Loader<A, R> {
         {
             self.retired.push(old);
         }
+        self.next_generation();
+    }
+
+    /// Moves the walk's generation on (see [`RangesMap::next_generation`]).
+    fn next_generation(&mut self) {
+        if let Err(err) = self.ranges.next_generation() {
+            tracing::warn!("moving the unwind generation on: {err}");
+        }
     }
 
     /// Stops walking `pid` by tables: frame pointers from now on.
     fn forget(&mut self, pid: u32) {
-        self.ranges.remove_process(pid);
         if let Some(old) = self.processes.remove(&pid) {
+            self.ranges.remove_process(pid);
             self.retired.extend(old.slot);
+            self.next_generation();
         }
     }
 }

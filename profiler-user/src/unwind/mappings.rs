@@ -38,6 +38,17 @@ pub fn code_mappings(pid: i32) -> Result<Vec<CodeMapping>, MappingsError> {
         .map_err(|source| MappingsError::Maps { pid, source })?;
     let mut mappings = Vec::new();
     for map in maps {
+        // The vDSO is code of no file: a range without a table, so that its frames are not
+        // taken for code mapped since (frame pointers walk them).
+        if map.pathname == MMapPath::Vdso && map.perms.contains(MMPermissions::EXECUTE) {
+            mappings.push(CodeMapping {
+                start: map.address.0,
+                end: map.address.1,
+                bias: 0,
+                path: PathBuf::from("[vdso]"),
+            });
+            continue;
+        }
         let MMapPath::Path(path) = &map.pathname else {
             continue;
         };

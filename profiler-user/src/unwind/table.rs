@@ -22,6 +22,8 @@ pub enum TableError {
     Architecture(Architecture),
     #[error("the file has neither .eh_frame nor .debug_frame")]
     NoCfi,
+    #[error("Go code keeps frame pointers: walked by them, which costs less than a table")]
+    GoFramePointers,
     #[error("cannot read {section} within the read budget")]
     Read { section: &'static str },
     #[error("malformed {section}: {source}")]
@@ -97,6 +99,13 @@ pub fn build(file: &ElfFile) -> Result<FileTable, TableError> {
         Architecture::Aarch64 => Arch::Aarch64,
         other => return Err(TableError::Architecture(other)),
     };
+    // Go has kept frame pointers on amd64 and arm64 for years, and its runtime's assembly has
+    // no CFI the walk could use anyway; its .debug_frame would only make each frame dearer.
+    if object.section_by_name(".gopclntab").is_some()
+        || object.section_by_name(".go.buildinfo").is_some()
+    {
+        return Err(TableError::GoFramePointers);
+    }
     let address_of = |name: &str| object.section_by_name(name).map(|s| s.address());
     let data_of = |section: &'static str| -> Result<Option<(u64, &[u8])>, TableError> {
         let Some(found) = object.section_by_name(section) else {

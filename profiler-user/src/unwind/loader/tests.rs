@@ -16,6 +16,7 @@ use crate::{
 struct VecRanges {
     ranges: Vec<CodeRange>,
     processes: HashMap<u32, ProcessSlot>,
+    generation: u32,
 }
 
 impl RangesMap for VecRanges {
@@ -33,6 +34,13 @@ impl RangesMap for VecRanges {
     }
     fn remove_process(&mut self, pid: u32) {
         self.processes.remove(&pid);
+    }
+    fn take_stale(&mut self) -> Vec<u32> {
+        Vec::new()
+    }
+    fn next_generation(&mut self) -> Result<(), String> {
+        self.generation += 1;
+        Ok(())
     }
 }
 
@@ -129,14 +137,22 @@ fn a_process_is_pending_until_its_tables_are_built_then_walks_by_them() {
     let before = tables_of(&loader, pid);
     assert!(before.len() >= 2, "the executable and libc: {before:?}");
     assert!(
-        before.iter().all(|&table| table == TABLE_PENDING),
-        "nothing is built before the first poll: {before:?}"
+        before
+            .iter()
+            .all(|&table| table == TABLE_PENDING || table == TABLE_NONE)
+            && before
+                .iter()
+                .filter(|&&table| table == TABLE_PENDING)
+                .count()
+                >= 2,
+        "nothing is built before the first poll (the vDSO, no file, has no table): {before:?}"
     );
     loader.wait_idle();
     let after = tables_of(&loader, pid);
     assert!(
-        after.iter().all(|&table| table < TABLE_PENDING),
-        "every file of `sleep` has .eh_frame: {after:?}"
+        !after.contains(&TABLE_PENDING)
+            && after.iter().filter(|&&t| t < TABLE_PENDING).count() >= 2,
+        "every file of `sleep` has .eh_frame (the vDSO, no file, has no table): {after:?}"
     );
     // A libc address finds, through the kernel's arrays, the rule libc's own table gives.
     let ranges = loader.ranges.of(pid).unwrap();
@@ -191,8 +207,13 @@ fn processes_share_tables_and_their_slots_come_back_after_they_end() {
     // An image that ended is forgotten: no ranges, and its slots are free after a poll.
     loader.remove_process(one.pid(), 2);
     assert!(loader.ranges.of(one.pid()).is_some(), "another generation");
+    let generation = loader.ranges.generation;
     loader.remove_process(one.pid(), 1);
     assert!(loader.ranges.of(one.pid()).is_none());
+    assert!(
+        loader.ranges.generation > generation,
+        "the walk's cached rules end with the ranges they were read in"
+    );
     assert_eq!(loader.range_slots.used(), used, "retired, not reused yet");
     loader.poll();
     assert!(loader.range_slots.used() < used);
