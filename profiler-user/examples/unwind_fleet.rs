@@ -10,7 +10,6 @@
 //! `cargo run --release -p profiler-user --example unwind_fleet [PROCESSES]` (default 300).
 
 use std::{
-    collections::HashMap,
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -19,40 +18,10 @@ use profiler::{
     bpf::UnwindSizes,
     unwind::{
         kernel_maps::{Capacity, KernelTables, VecArrays},
-        loader::{Loader, RangesMap},
+        loader::{Loader, VecRanges},
         store::TableStore,
     },
 };
-use profiler_common::unwind::{CodeRange, ProcessSlot};
-
-/// The ranges map, in memory: the cost measured is the loader's own, not the map's syscalls
-/// (one batch update and one hash-map update per process).
-#[derive(Default)]
-struct Ranges {
-    processes: HashMap<u32, ProcessSlot>,
-    writes: usize,
-}
-
-impl RangesMap for Ranges {
-    type Error = String;
-    fn write_ranges(&mut self, _at: u32, ranges: &[CodeRange]) -> Result<(), String> {
-        self.writes += ranges.len();
-        Ok(())
-    }
-    fn set_process(&mut self, pid: u32, slot: ProcessSlot) -> Result<(), String> {
-        self.processes.insert(pid, slot);
-        Ok(())
-    }
-    fn remove_process(&mut self, pid: u32) {
-        self.processes.remove(&pid);
-    }
-    fn take_stale(&mut self) -> Vec<u32> {
-        Vec::new()
-    }
-    fn next_generation(&mut self) -> Result<(), String> {
-        Ok(())
-    }
-}
 
 struct Children(Vec<Child>);
 
@@ -108,7 +77,7 @@ fn main() {
     };
     let store = TableStore::with_cpu_share(kernel_bytes as usize, 1.0).expect("the builder");
     let kernel = KernelTables::new(VecArrays::new(capacity), capacity);
-    let mut loader = Loader::new(store, kernel, Ranges::default(), sizes);
+    let mut loader = Loader::new(store, kernel, VecRanges::new(sizes.ranges), sizes);
 
     let started = Instant::now();
     for &pid in &pids {

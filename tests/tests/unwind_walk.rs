@@ -123,8 +123,10 @@ fn walk_child(program: &str, child: &mut std::process::Child) -> Result<Walked> 
     let mut ids = RuleIds::default();
     let mut mapped: Vec<(CodeMapping, Option<KernelTable>)> = Vec::new();
     for mapping in code_mappings(pid as i32)? {
-        let table = table::build(&ElfFile::new(File::open(&mapping.path)?))
+        // The vDSO is a range of no file: no table, frame pointers.
+        let table = File::open(&mapping.path)
             .ok()
+            .and_then(|file| table::build(&ElfFile::new(file)).ok())
             .map(|table| KernelTable::new(&table, &mut ids))
             .transpose()?;
         mapped.push((mapping, table));

@@ -349,6 +349,66 @@ impl<A: UnwindArrays, R: RangesMap> Loader<A, R> {
     }
 }
 
+/// The ranges maps in memory: tests, and the simulation in `examples/unwind_fleet.rs`.
+#[derive(Debug, Default)]
+pub struct VecRanges {
+    pub ranges: Vec<CodeRange>,
+    pub processes: HashMap<u32, ProcessSlot>,
+    pub generation: u32,
+}
+
+impl VecRanges {
+    /// Room for `ranges` code ranges in all.
+    pub fn new(ranges: u32) -> Self {
+        Self {
+            ranges: vec![CodeRange::default(); ranges as usize],
+            ..Self::default()
+        }
+    }
+
+    /// `pid`'s ranges as the BPF walk reads them.
+    pub fn of(&self, pid: u32) -> Option<profiler_common::unwind::ProcessRanges> {
+        let slot = self.processes.get(&pid)?;
+        let list = self
+            .ranges
+            .get(slot.first as usize..(slot.first + slot.count) as usize)?;
+        let mut out = profiler_common::unwind::ProcessRanges::default();
+        out.ranges[..list.len()].copy_from_slice(list);
+        out.count = slot.count;
+        Some(out)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("index {0} past the range array")]
+pub struct PastTheRanges(pub usize);
+
+impl RangesMap for VecRanges {
+    type Error = PastTheRanges;
+    fn write_ranges(&mut self, at: u32, ranges: &[CodeRange]) -> Result<(), PastTheRanges> {
+        let end = at as usize + ranges.len();
+        self.ranges
+            .get_mut(at as usize..end)
+            .ok_or(PastTheRanges(end))?
+            .copy_from_slice(ranges);
+        Ok(())
+    }
+    fn set_process(&mut self, pid: u32, slot: ProcessSlot) -> Result<(), PastTheRanges> {
+        self.processes.insert(pid, slot);
+        Ok(())
+    }
+    fn remove_process(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+    }
+    fn take_stale(&mut self) -> Vec<u32> {
+        Vec::new()
+    }
+    fn next_generation(&mut self) -> Result<(), PastTheRanges> {
+        self.generation += 1;
+        Ok(())
+    }
+}
+
 /// Process `pid`'s executable mappings, each with its file's key (`None`: not readable), and
 /// their fingerprint; `None` when the process is gone or its maps cannot be read.
 fn read_mappings(pid: u32) -> Option<(Fingerprint, Keyed)> {

@@ -30,8 +30,9 @@ pub enum MappingsError {
     },
 }
 
-/// The executable file mappings of process `pid`; mappings of files that cannot be opened or
-/// read as ELF are left out (their frames fall back to frame pointers).
+/// The executable file mappings of process `pid`, and its vDSO (path `[vdso]`, bias 0, no
+/// file); mappings of files that cannot be opened or read as ELF are left out (their frames
+/// fall back to frame pointers).
 pub fn code_mappings(pid: i32) -> Result<Vec<CodeMapping>, MappingsError> {
     let maps = Process::new(pid)
         .and_then(|process| process.maps())

@@ -1,8 +1,9 @@
 use std::process::{Child, Command, Stdio};
 
-use profiler_common::unwind::{MAX_CODE_RANGES, ProcessRanges};
+use profiler_common::unwind::MAX_CODE_RANGES;
 
 use super::*;
+use crate::unwind::loader::VecRanges;
 use crate::{
     bpf::UnwindSizes,
     unwind::{
@@ -10,51 +11,6 @@ use crate::{
         mappings::code_mappings,
     },
 };
-
-/// The BPF maps of the ranges, in memory.
-#[derive(Default)]
-struct VecRanges {
-    ranges: Vec<CodeRange>,
-    processes: HashMap<u32, ProcessSlot>,
-    generation: u32,
-}
-
-impl RangesMap for VecRanges {
-    type Error = String;
-    fn write_ranges(&mut self, at: u32, ranges: &[CodeRange]) -> Result<(), String> {
-        self.ranges
-            .get_mut(at as usize..at as usize + ranges.len())
-            .ok_or("past the range array")?
-            .copy_from_slice(ranges);
-        Ok(())
-    }
-    fn set_process(&mut self, pid: u32, slot: ProcessSlot) -> Result<(), String> {
-        self.processes.insert(pid, slot);
-        Ok(())
-    }
-    fn remove_process(&mut self, pid: u32) {
-        self.processes.remove(&pid);
-    }
-    fn take_stale(&mut self) -> Vec<u32> {
-        Vec::new()
-    }
-    fn next_generation(&mut self) -> Result<(), String> {
-        self.generation += 1;
-        Ok(())
-    }
-}
-
-impl VecRanges {
-    /// `pid`'s ranges as the BPF walk reads them.
-    fn of(&self, pid: u32) -> Option<ProcessRanges> {
-        let slot = self.processes.get(&pid)?;
-        let mut out = ProcessRanges::default();
-        let list = &self.ranges[slot.first as usize..(slot.first + slot.count) as usize];
-        out.ranges[..list.len()].copy_from_slice(list);
-        out.count = slot.count;
-        Some(out)
-    }
-}
 
 const SIZES: UnwindSizes = UnwindSizes {
     rows: 4 << 20,
@@ -70,10 +26,7 @@ fn loader(store_bytes: usize, sizes: UnwindSizes) -> Loader<VecArrays, VecRanges
         pages: sizes.pages,
         tables: sizes.tables,
     };
-    let ranges = VecRanges {
-        ranges: vec![CodeRange::default(); sizes.ranges as usize],
-        ..VecRanges::default()
-    };
+    let ranges = VecRanges::new(sizes.ranges);
     Loader::new(
         TableStore::new(store_bytes).unwrap(),
         KernelTables::new(VecArrays::new(capacity), capacity),
