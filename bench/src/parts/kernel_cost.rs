@@ -254,7 +254,9 @@ fn unwinding(
         let over_bpftrace = Summary::of(&ratios(&ns[0], &ns[2]));
         let show = |r: Option<Summary>| r.map_or("n/a".into(), |s| s.show(2, "×").to_string());
         lines.push(format!(
-            "{frames} frames: the build without frame pointers walked by unwind tables {} µs,              the frame-pointer build by our frame-pointer path {} µs and by bpftrace {} µs per              sample; tables / frame pointers {}, tables / bpftrace {}",
+            "{frames} frames: the build without frame pointers walked by unwind tables {} µs, \
+             the frame-pointer build by our frame-pointer path {} µs and by bpftrace {} µs per \
+             sample; tables / frame pointers {}, tables / bpftrace {}",
             us(&ns[0]),
             us(&ns[1]),
             us(&ns[2]),
@@ -281,7 +283,11 @@ fn unwinding(
         }
     }
     Ok(format!(
-        "Unwinding: `bench/fixtures/work.c` built with `-fomit-frame-pointer` (libc has none          either) and walked by the files' unwind tables, beside the same source built with frame          pointers and walked by ours with `--no-dwarf-unwinding` and by bpftrace; per round one          window on each build, each beside bpftrace, ratios of adjacent windows over {} rounds.          {}",
+        "Unwinding: `bench/fixtures/work.c` built with `-fomit-frame-pointer` (libc has none \
+         either) and walked by the files' unwind tables, beside the same source built with frame \
+         pointers and walked by ours with `--no-dwarf-unwinding` and by bpftrace; per round one \
+         window on each build, each beside bpftrace, ratios of adjacent windows over {} rounds. \
+         {}",
         plan.rounds,
         lines.join(" ")
     ))
