@@ -101,10 +101,84 @@ pub fn setup_kernels(arm64: bool) -> Result<()> {
     if arm64 {
         missing.extend(missing_packages(&ARM64_PACKAGES));
     }
-    if missing.is_empty() {
+    let (qemu, others): (Vec<_>, Vec<_>) = missing
+        .into_iter()
+        .partition(|name| name.starts_with("qemu-"));
+    if !others.is_empty() {
+        install_apt_packages(&others)?;
+    }
+    if qemu.is_empty() {
         return Ok(());
     }
-    install_apt_packages(&missing)
+    match backports_suite_of("qemu-utils") {
+        Some(suite) => install_from_backports(&qemu, &suite),
+        None => install_apt_packages(&qemu),
+    }
+}
+
+/// The backports suite (`bookworm-backports`) that the installed `package` came from, if it
+/// did: these machines ship QEMU's tools from backports, whose `qemu-utils` breaks the
+/// release's own `qemu-system-common`, so the emulators must come from there too.
+fn backports_suite_of(package: &str) -> Option<String> {
+    let version = process::output_if_ok(Command::new("dpkg-query").args([
+        "--show",
+        "--showformat=${Version}",
+        package,
+    ]))?;
+    if !version.contains("~bpo") {
+        return None;
+    }
+    let release = std::fs::read_to_string("/etc/os-release").ok()?;
+    let codename = release
+        .lines()
+        .find_map(|line| line.strip_prefix("VERSION_CODENAME="))?
+        .trim_matches('"');
+    Some(format!("{codename}-backports"))
+}
+
+/// Installs `packages` from Debian's `suite` (a backports suite), named for these two apt
+/// commands only: the machine's own sources stay as they are.
+fn install_from_backports(packages: &[&str], suite: &str) -> Result<()> {
+    println!(
+        "setup: installing Debian packages from {suite}: {}",
+        packages.join(" ")
+    );
+    let what = "installing Debian packages";
+    // Apt reads this one file in place of /etc/apt/sources.list (absent on these machines;
+    // copied in when present) and the parts in sources.list.d as ever.
+    let list = std::env::temp_dir().join(format!("xtask-{suite}-{}.list", std::process::id()));
+    let mut text = std::fs::read_to_string("/etc/apt/sources.list").unwrap_or_default();
+    text.push_str(&format!(
+        "\ndeb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] \
+         http://deb.debian.org/debian {suite} main\n"
+    ));
+    let _ = std::fs::remove_file(&list);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&list)
+        .and_then(|mut file| std::io::Write::write_all(&mut file, text.as_bytes()))
+        .with_context(|| format!("cannot write {}", list.display()))?;
+    let source = format!("Dir::Etc::SourceList={}", list.display());
+    let installed =
+        process::run(privilege::as_root("apt-get", &[], what)?.args(["-o", &source, "update"]))
+            .and_then(|()| {
+                let mut install = privilege::as_root("env", &[], what)?;
+                install.args([
+                    "DEBIAN_FRONTEND=noninteractive",
+                    "apt-get",
+                    "-o",
+                    &source,
+                    "install",
+                    "-y",
+                    "--no-install-recommends",
+                    "-t",
+                    suite,
+                ]);
+                process::run(install.args(packages))
+            });
+    let _ = std::fs::remove_file(&list);
+    installed.with_context(|| format!("apt-get could not install the packages from {suite}"))
 }
 
 /// The reference tools of the benchmarks; `setup` must have run.
