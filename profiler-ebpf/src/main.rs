@@ -461,21 +461,34 @@ fn read_stack(
     half: u32,
     on_error: Counter,
 ) -> u64 {
+    match get_stack(ctx, buf, flags, on_error) {
+        0 => NO_STACK,
+        frames => keep_stack(buf, frames, flags, half),
+    }
+}
+
+/// Reads one stack into `buf` by the helper (frame pointers, for a user stack); its frame count,
+/// 0 when it failed (counted as `on_error`). A user stack that fills `buf` is counted as
+/// truncated.
+#[inline(always)]
+pub(crate) fn get_stack(
+    ctx: &PerfEventContext,
+    buf: &mut StackTrace,
+    flags: u64,
+    on_error: Counter,
+) -> usize {
     let size = core::mem::size_of::<StackTrace>() as u32;
     // SAFETY: `buf` is a per-CPU map value of `size` bytes; the helper zeroes what it does not fill.
     let read = unsafe { bpf_get_stack(ctx.as_ptr(), buf.ips.as_mut_ptr().cast(), size, flags) };
     if read < 0 {
         count(on_error);
-        return NO_STACK;
+        return 0;
     }
     let frames = read as usize / 8;
-    if frames == 0 {
-        return NO_STACK;
-    }
     if frames >= MAX_STACK_DEPTH && flags & BPF_F_USER_STACK as u64 != 0 {
         count(Counter::UserStackTruncated);
     }
-    keep_stack(buf, frames, flags, half)
+    frames
 }
 
 /// Stores the first `frames` frames of `buf` (followed by a zero unless they fill it) under

@@ -5,18 +5,20 @@
 //! does and goes on with the sample (Go labels, or record).
 //!
 //! Each frame: the code range (8 halvings over the process's ranges), its table's entry, the
-//! page entry, at most 17 halvings over the page's rows, the rule, then one to three reads of
-//! the stack. Code with no range, no table, or before its table's first row takes a
+//! page entry, at most 17 halvings over the page's rows, the rule (a per-CPU cache of rules
+//! skips all that for code seen before), then the saved words, from the stack window each run
+//! reads at once. Code with no range, no table, or before its table's first row takes a
 //! frame-pointer step, so frame-pointer code (Go, JIT code, code built with frame pointers)
 //! mixes freely with code that has none. The steps are `unwind/walk.rs`'s (the userspace
 //! oracle) and the lookup is `unwind/kernel_maps.rs`'s `rule_at`, kept in step with them.
 
 use aya_ebpf::{
-    EbpfContext,
     bindings::{BPF_F_USER_STACK, pt_regs},
     helpers::{
         bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_get_current_task_btf, bpf_get_stack, bpf_task_pt_regs},
+        generated::{
+            bpf_get_current_task_btf, bpf_probe_read_user as read_user_into, bpf_task_pt_regs,
+        },
     },
     macros::{map, perf_event},
     maps::{Array, HashMap, PerCpuArray},
@@ -31,7 +33,7 @@ use profiler_common::{
     },
 };
 
-use crate::{SCRATCH, config, count, go_labels, keep_stack, record};
+use crate::{SCRATCH, config, count, get_stack, go_labels, keep_stack, record};
 
 /// Processes walked by tables: tgid -> where its code ranges are in `UNWIND_RANGES`. Sized
 /// by userspace.
@@ -84,6 +86,85 @@ struct Walk {
 #[map]
 static UNWIND_WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
 
+/// Bytes of the stack each run reads at once, from the stack pointer up: the saved words of
+/// the run's frames then come from one helper call instead of one or two each (a helper call
+/// costs some 30 ns, near what the whole frame's lookup costs with the rule cache).
+const WINDOW_BYTES: usize = 1024;
+const WINDOW_WORDS: usize = WINDOW_BYTES / 8;
+
+#[repr(C)]
+struct StackWindow {
+    words: [u64; WINDOW_WORDS],
+}
+
+#[map]
+static UNWIND_WINDOW: PerCpuArray<StackWindow> = PerCpuArray::with_max_entries(1, 0);
+
+/// The stack from `base` as one run read it; not `read` when that read failed (the window
+/// passed the stack's end), and every word is then read on its own.
+struct Window<'a> {
+    base: u64,
+    read: bool,
+    words: &'a [u64; WINDOW_WORDS],
+}
+
+impl<'a> Window<'a> {
+    /// Reads the window at `sp`, rounded down to a word.
+    #[inline(always)]
+    fn read(buffer: &'a mut StackWindow, sp: u64) -> Self {
+        let base = sp & !7;
+        // SAFETY: a checked user-memory read into a per-CPU map value of that size.
+        let failed = unsafe {
+            read_user_into(
+                buffer.words.as_mut_ptr().cast(),
+                WINDOW_BYTES as u32,
+                base as *const core::ffi::c_void,
+            )
+        } != 0;
+        Self {
+            base,
+            read: !failed,
+            words: &buffer.words,
+        }
+    }
+
+    /// The word at `address` when the window holds it.
+    #[inline(always)]
+    fn word(&self, address: u64) -> Option<u64> {
+        let offset = address.wrapping_sub(self.base);
+        // Against a constant: the verifier then knows the word's bounds whatever LLVM makes of
+        // the index (it folds `>> 3` and the alignment test into a byte offset).
+        if !self.read || offset & 7 != 0 || offset > (WINDOW_BYTES - 8) as u64 {
+            return None;
+        }
+        Some(self.words[(offset >> 3) as usize & (WINDOW_WORDS - 1)])
+    }
+
+    /// The word at `address`, from the window or read on its own.
+    #[inline(always)]
+    fn read_word(&self, address: u64) -> Result<u64, Counter> {
+        match self.word(address) {
+            Some(word) => Ok(word),
+            // SAFETY: a checked user-memory read.
+            None => unsafe { bpf_probe_read_user(address as *const u64) }
+                .map_err(|_| Counter::UnwindReadFailed),
+        }
+    }
+
+    /// Two words at `address`: from the window, or in one read.
+    #[inline(always)]
+    fn read_pair(&self, address: u64) -> Result<[u64; 2], Counter> {
+        if let (Some(first), Some(second)) =
+            (self.word(address), self.word(address.wrapping_add(8)))
+        {
+            return Ok([first, second]);
+        }
+        // SAFETY: a checked user-memory read.
+        unsafe { bpf_probe_read_user(address as *const [u64; 2]) }
+            .map_err(|_| Counter::UnwindReadFailed)
+    }
+}
+
 /// What a code address was found to need, remembered per CPU: a hot stack's frames come back
 /// sample after sample, and a hit replaces the range, page and row searches (some 25 array
 /// lookups and their branches) with one comparison. An entry holds for the generation of the
@@ -95,7 +176,8 @@ struct CachedRule {
     pc: u64,
     pid: u32,
     generation: u32,
-    /// [`CACHED_RULE`], [`CACHED_FRAME_POINTER`], [`CACHED_PENDING`]; 0: empty.
+    /// [`CACHED_RULE`], [`CACHED_FRAME_POINTER`], [`CACHED_PENDING`], [`CACHED_UNMAPPED`];
+    /// 0: empty.
     kind: u32,
     _pad: u32,
     rule: KernelRule,
@@ -110,9 +192,15 @@ const CACHED_PENDING: u32 = 3;
 /// read the process's mappings (it rereads them, see `UNWIND_STALE`).
 const CACHED_UNMAPPED: u32 = 4;
 
-/// `Walk::pending` bits.
-const PENDING_TABLE: u32 = 2;
-const PENDING_UNMAPPED: u32 = 8;
+/// `Walk::pending` bits: one per counter a walk may meet (counted once per sample by
+/// `finish`), and code outside every range.
+const fn pending_bit(counter: Counter) -> u32 {
+    1 << (counter as u32 - Counter::UnwindUnsupported as u32)
+}
+const PENDING_UNSUPPORTED: u32 = pending_bit(Counter::UnwindUnsupported);
+const PENDING_TABLE: u32 = pending_bit(Counter::UnwindTablePending);
+const PENDING_READ_FAILED: u32 = pending_bit(Counter::UnwindReadFailed);
+const PENDING_UNMAPPED: u32 = 1 << 8;
 
 /// Processes whose walks met code in none of their ranges since userspace last looked:
 /// tgid -> 1. Userspace rereads their mappings (at most every few seconds each), and only
@@ -204,6 +292,9 @@ fn continue_walk(ctx: &PerfEventContext, walk: &mut Walk, stack: &mut StackTrace
     // SAFETY: per-CPU map value; perf_event programs do not nest on one CPU.
     let cache = unsafe { &mut *cache };
     let generation = UNWIND_GENERATION.get(0).copied().unwrap_or(0);
+    let buffer = UNWIND_WINDOW.get_ptr_mut(0)?;
+    // SAFETY: per-CPU map value; perf_event programs do not nest on one CPU.
+    let window = Window::read(unsafe { &mut *buffer }, walk.sp);
     let pid = walk.key.pid;
     let ranges = walk.ranges;
     for _ in 0..FRAMES_PER_CALL {
@@ -245,11 +336,11 @@ fn continue_walk(ctx: &PerfEventContext, walk: &mut Walk, stack: &mut StackTrace
             entry.rule = found.unwrap_or_default();
             found
         };
-        match step(walk, rule) {
+        match step(walk, &window, rule) {
             Ok(true) => {}
             Ok(false) => return Some(walk.frames as usize),
             Err(counter) => {
-                walk.pending |= 1 << (counter as u32 - Counter::UnwindUnsupported as u32);
+                walk.pending |= pending_bit(counter);
                 return Some(walk.frames as usize);
             }
         }
@@ -311,21 +402,12 @@ fn user_registers(ctx: &PerfEventContext, walk: &mut Walk) -> bool {
 /// The user stack by the helper's frame-pointer walk, into `stack`; its frame count.
 #[inline(always)]
 fn frame_pointer_stack(ctx: &PerfEventContext, stack: &mut StackTrace) -> usize {
-    let size = core::mem::size_of::<StackTrace>() as u32;
-    // SAFETY: `stack` is a per-CPU map value of `size` bytes.
-    let read = unsafe {
-        bpf_get_stack(
-            ctx.as_ptr(),
-            stack.ips.as_mut_ptr().cast(),
-            size,
-            BPF_F_USER_STACK as u64,
-        )
-    };
-    if read < 0 {
-        count(Counter::UserStackFailed);
-        return 0;
-    }
-    read as usize / 8
+    get_stack(
+        ctx,
+        stack,
+        BPF_F_USER_STACK as u64,
+        Counter::UserStackFailed,
+    )
 }
 
 /// Keeps the walked stack and goes on with the sample as `sample` would have.
@@ -333,7 +415,7 @@ fn frame_pointer_stack(ctx: &PerfEventContext, stack: &mut StackTrace) -> usize 
 fn finish(ctx: &PerfEventContext, walk: &mut Walk, stack: &mut StackTrace, frames: usize) {
     count(Counter::UnwindWalks);
     let pending = walk.pending;
-    if pending & 1 != 0 {
+    if pending & PENDING_UNSUPPORTED != 0 {
         count(Counter::UnwindUnsupported);
     }
     if pending & PENDING_TABLE != 0 {
@@ -343,7 +425,7 @@ fn finish(ctx: &PerfEventContext, walk: &mut Walk, stack: &mut StackTrace, frame
         // A full map only delays the reread to when there is room.
         let _ = UNWIND_STALE.insert(walk.key.pid, 1, 0);
     }
-    if pending & 4 != 0 {
+    if pending & PENDING_READ_FAILED != 0 {
         count(Counter::UnwindReadFailed);
     }
     // `keep_stack` reads frames up to the first zero.
@@ -444,7 +526,7 @@ fn page_rule(page: &PageEntry, low: u16) -> u16 {
 /// One step to the caller: `Ok(true)` when there is one, `Ok(false)` at the outermost frame,
 /// `Err` with why the walk stops.
 #[inline(always)]
-fn step(walk: &mut Walk, rule: Option<KernelRule>) -> Result<bool, Counter> {
+fn step(walk: &mut Walk, window: &Window, rule: Option<KernelRule>) -> Result<bool, Counter> {
     let rule = rule.unwrap_or(KernelRule {
         cfa: CFA_FRAME_POINTER,
         ..KernelRule::default()
@@ -465,10 +547,11 @@ fn step(walk: &mut Walk, rule: Option<KernelRule>) -> Result<bool, Counter> {
             };
             walk.sp.wrapping_add(8 + pushed)
         }
-        CFA_DEREF_SP => read(walk.sp.wrapping_add(rule.cfa_offset as i64 as u64))?
+        CFA_DEREF_SP => window
+            .read_word(walk.sp.wrapping_add(rule.cfa_offset as i64 as u64))?
             .wrapping_add(rule.cfa_post as i64 as u64),
-        CFA_SIGNAL => return signal_step(walk),
-        CFA_FRAME_POINTER => return frame_pointer_step(walk),
+        CFA_SIGNAL => return signal_step(walk, window),
+        CFA_FRAME_POINTER => return frame_pointer_step(walk, window),
         CFA_END => return Ok(false),
         _ => return Err(Counter::UnwindUnsupported),
     };
@@ -478,21 +561,21 @@ fn step(walk: &mut Walk, rule: Option<KernelRule>) -> Result<bool, Counter> {
         && rule.fp == SAVED_AT_CFA
         && i32::from(rule.fp_offset) + 8 == i32::from(rule.ra_offset)
     {
-        let [fp, pc] = read_pair(cfa.wrapping_add(rule.fp_offset as i64 as u64))?;
+        let [fp, pc] = window.read_pair(cfa.wrapping_add(rule.fp_offset as i64 as u64))?;
         walk.fp = fp;
         walk.sp = cfa;
         walk.exact = 0;
         return set_pc(walk, pc);
     }
     let pc = match rule.ra {
-        SAVED_AT_CFA => read(cfa.wrapping_add(rule.ra_offset as i64 as u64))?,
+        SAVED_AT_CFA => window.read_word(cfa.wrapping_add(rule.ra_offset as i64 as u64))?,
         // aarch64: the return address is still in the link register, in the first frame only.
         SAVED_UNCHANGED if walk.frames == 1 && cfg!(bpf_target_arch = "aarch64") => walk.lr,
         _ => return Err(Counter::UnwindUnsupported),
     };
     match rule.fp {
         SAVED_UNCHANGED => {}
-        SAVED_AT_CFA => match read(cfa.wrapping_add(rule.fp_offset as i64 as u64)) {
+        SAVED_AT_CFA => match window.read_word(cfa.wrapping_add(rule.fp_offset as i64 as u64)) {
             Ok(fp) => walk.fp = fp,
             // As walk.rs: an unreadable saved frame pointer is unknown, not a stop.
             Err(_) => walk.fp_known = 0,
@@ -506,13 +589,13 @@ fn step(walk: &mut Walk, rule: Option<KernelRule>) -> Result<bool, Counter> {
 
 /// A frame built with a frame pointer: `[fp]` is the caller's, `[fp + 8]` the return address.
 #[inline(always)]
-fn frame_pointer_step(walk: &mut Walk) -> Result<bool, Counter> {
+fn frame_pointer_step(walk: &mut Walk, window: &Window) -> Result<bool, Counter> {
     let fp = walk.fp;
     // A chain must go up the stack; a zero frame pointer ends it.
     if walk.fp_known == 0 || fp == 0 || fp < walk.sp {
         return Ok(false);
     }
-    let [next, pc] = read_pair(fp)?;
+    let [next, pc] = window.read_pair(fp)?;
     walk.fp = next;
     walk.sp = fp.wrapping_add(16);
     walk.exact = 0;
@@ -522,7 +605,7 @@ fn frame_pointer_step(walk: &mut Walk) -> Result<bool, Counter> {
 /// The registers a signal interrupted, from the `ucontext` on the stack (`walk.rs`'s
 /// `signal_step` says where).
 #[inline(always)]
-fn signal_step(walk: &mut Walk) -> Result<bool, Counter> {
+fn signal_step(walk: &mut Walk, window: &Window) -> Result<bool, Counter> {
     #[cfg(not(bpf_target_arch = "aarch64"))]
     let (fp_at, sp_at, pc_at) = (120u64, 160u64, 168u64);
     #[cfg(bpf_target_arch = "aarch64")]
@@ -533,11 +616,11 @@ fn signal_step(walk: &mut Walk) -> Result<bool, Counter> {
     let base = walk.sp;
     #[cfg(bpf_target_arch = "aarch64")]
     {
-        walk.lr = read(base.wrapping_add(128 + 176 + 8 + 30 * 8))?;
+        walk.lr = window.read_word(base.wrapping_add(128 + 176 + 8 + 30 * 8))?;
     }
-    let pc = read(base.wrapping_add(pc_at))?;
-    walk.sp = read(base.wrapping_add(sp_at))?;
-    walk.fp = read(base.wrapping_add(fp_at))?;
+    let pc = window.read_word(base.wrapping_add(pc_at))?;
+    walk.sp = window.read_word(base.wrapping_add(sp_at))?;
+    walk.fp = window.read_word(base.wrapping_add(fp_at))?;
     walk.fp_known = 1;
     // The interrupted pc is where the thread was, not a return address.
     walk.exact = 1;
@@ -552,18 +635,4 @@ fn set_pc(walk: &mut Walk, pc: u64) -> Result<bool, Counter> {
     let pc = pc & ((1 << 48) - 1);
     walk.pc = pc;
     Ok(pc != 0)
-}
-
-/// Two words at `address` in one read.
-#[inline(always)]
-fn read_pair(address: u64) -> Result<[u64; 2], Counter> {
-    // SAFETY: a checked user-memory read.
-    unsafe { bpf_probe_read_user(address as *const [u64; 2]) }
-        .map_err(|_| Counter::UnwindReadFailed)
-}
-
-#[inline(always)]
-fn read(address: u64) -> Result<u64, Counter> {
-    // SAFETY: a checked user-memory read.
-    unsafe { bpf_probe_read_user(address as *const u64) }.map_err(|_| Counter::UnwindReadFailed)
 }
