@@ -54,7 +54,7 @@ pub struct LoaderStats {
 
 struct Process {
     pid_gen: u64,
-    mappings: Keyed,
+    mappings: Vec<CodeMapping>,
     /// The executable mappings as last read ([`fingerprint`]), and when.
     fingerprint: Fingerprint,
     checked: Instant,
@@ -229,10 +229,12 @@ impl<A: UnwindArrays, R: RangesMap> Loader<A, R> {
             .processes
             .iter()
             .filter(|(_, process)| {
-                process
-                    .mappings
-                    .iter()
-                    .any(|(_, key)| key.as_ref().is_some_and(|key| touched.contains(key)))
+                process.mappings.iter().any(|mapping| {
+                    mapping
+                        .key
+                        .as_ref()
+                        .is_some_and(|key| touched.contains(key))
+                })
             })
             .map(|(&pid, _)| pid)
             .collect();
@@ -259,38 +261,26 @@ impl<A: UnwindArrays, R: RangesMap> Loader<A, R> {
             return;
         };
         let (store, loaded) = (&mut self.store, &self.loaded);
-        let built = process_ranges(
-            &process
-                .mappings
-                .iter()
-                .map(|(mapping, _)| mapping.clone())
-                .collect::<Vec<_>>(),
-            |mapping| {
-                let key = process
-                    .mappings
-                    .iter()
-                    .find(|(m, _)| m == mapping)
-                    .and_then(|(_, key)| key.as_ref());
-                let Some(key) = key else {
-                    return TABLE_NONE;
+        let built = process_ranges(&process.mappings, |mapping| {
+            let Some(key) = &mapping.key else {
+                return TABLE_NONE;
+            };
+            if let Some(&id) = loaded.get(key) {
+                // Marks it used: the store evicts the least recently used.
+                let _ = store.lookup(key, || mapping.path.clone());
+                return id;
+            }
+            if !request {
+                return match store.is_unavailable(key) {
+                    true => TABLE_NONE,
+                    false => TABLE_PENDING,
                 };
-                if let Some(&id) = loaded.get(key) {
-                    // Marks it used: the store evicts the least recently used.
-                    let _ = store.lookup(key, || mapping.path.clone());
-                    return id;
-                }
-                if !request {
-                    return match store.is_unavailable(key) {
-                        true => TABLE_NONE,
-                        false => TABLE_PENDING,
-                    };
-                }
-                match store.lookup(key, || mapping.path.clone()) {
-                    Lookup::Unavailable => TABLE_NONE,
-                    Lookup::Building | Lookup::Ready(_) => TABLE_PENDING,
-                }
-            },
-        );
+            }
+            match store.lookup(key, || mapping.path.clone()) {
+                Lookup::Unavailable => TABLE_NONE,
+                Lookup::Building | Lookup::Ready(_) => TABLE_PENDING,
+            }
+        });
         self.stats.mappings_dropped += built.dropped as u64;
         let count = built.ranges.count;
         let ranges = &built.ranges.ranges[..count as usize];
@@ -409,26 +399,15 @@ impl RangesMap for VecRanges {
     }
 }
 
-/// Process `pid`'s executable mappings, each with its file's key (`None`: not readable), and
-/// their fingerprint; `None` when the process is gone or its maps cannot be read.
-fn read_mappings(pid: u32) -> Option<(Fingerprint, Keyed)> {
+/// Process `pid`'s executable mappings and their fingerprint; `None` when the process is gone
+/// or its maps cannot be read.
+fn read_mappings(pid: u32) -> Option<(Fingerprint, Vec<CodeMapping>)> {
     let fingerprint = fingerprint(pid as i32).ok()?;
     let mappings = code_mappings(pid as i32).ok()?;
-    let keyed = mappings
-        .into_iter()
-        .map(|mapping| {
-            let key = std::fs::File::open(&mapping.path)
-                .ok()
-                .and_then(|file| FileKey::of(file).ok());
-            (mapping, key)
-        })
-        .collect();
-    Some((fingerprint, keyed))
+    Some((fingerprint, mappings))
 }
 
 type Fingerprint = Vec<(u64, u64, u64, u64)>;
-/// Mappings, each with its file's key (`None`: the file could not be read).
-type Keyed = Vec<(CodeMapping, Option<FileKey>)>;
 
 #[cfg(test)]
 mod tests;

@@ -8,6 +8,7 @@ use std::{fs::File, path::PathBuf};
 use object::{Object, ObjectSegment};
 use procfs::process::{MMPermissions, MMapPath, Process};
 
+use super::store::FileKey;
 use crate::elf_file::ElfFile;
 
 /// One executable mapping of a file.
@@ -18,6 +19,8 @@ pub struct CodeMapping {
     pub bias: u64,
     /// The file as this process sees it (through `/proc/PID/root`, so in its container too).
     pub path: PathBuf,
+    /// What the file's table is known by; `None` for the vDSO.
+    pub key: Option<FileKey>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -32,7 +35,7 @@ pub enum MappingsError {
 
 /// The executable file mappings of process `pid`, and its vDSO (path `[vdso]`, bias 0, no
 /// file); mappings of files that cannot be opened or read as ELF are left out (their frames
-/// fall back to frame pointers).
+/// fall back to frame pointers). Each file is opened once, for its bias and its key.
 pub fn code_mappings(pid: i32) -> Result<Vec<CodeMapping>, MappingsError> {
     let maps = Process::new(pid)
         .and_then(|process| process.maps())
@@ -47,6 +50,7 @@ pub fn code_mappings(pid: i32) -> Result<Vec<CodeMapping>, MappingsError> {
                 end: map.address.1,
                 bias: 0,
                 path: PathBuf::from("[vdso]"),
+                key: None,
             });
             continue;
         }
@@ -59,10 +63,12 @@ pub fn code_mappings(pid: i32) -> Result<Vec<CodeMapping>, MappingsError> {
         // The file as the process sees it: its root may be a container's.
         let path =
             PathBuf::from(format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path));
-        let Some(bias) = File::open(&path)
-            .ok()
-            .and_then(|file| bias(&ElfFile::new(file), map.address.0, map.offset))
-        else {
+        let Some((bias, key)) = File::open(&path).ok().and_then(|file| {
+            let metadata = file.metadata().ok()?;
+            let elf = ElfFile::new(file);
+            let bias = bias(&elf, map.address.0, map.offset)?;
+            Some((bias, FileKey::of_elf(&elf, &metadata)))
+        }) else {
             continue;
         };
         mappings.push(CodeMapping {
@@ -70,6 +76,7 @@ pub fn code_mappings(pid: i32) -> Result<Vec<CodeMapping>, MappingsError> {
             end: map.address.1,
             bias,
             path,
+            key: Some(key),
         });
     }
     Ok(mappings)

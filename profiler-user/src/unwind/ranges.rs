@@ -60,6 +60,7 @@ mod tests {
             end,
             bias: start - 0x1000,
             path: PathBuf::from(format!("/lib/{start:x}.so")),
+            key: None,
         }
     }
 

@@ -36,18 +36,23 @@ pub enum FileKey {
 impl FileKey {
     /// The key of an open file: its GNU build ID, else its identity on disk.
     pub fn of(file: File) -> std::io::Result<Self> {
-        use std::os::unix::fs::MetadataExt;
         let metadata = file.metadata()?;
-        if let Ok(Some(id)) = crate::elf_file::build_id(&ElfFile::new(file)) {
-            return Ok(Self::BuildId(id));
+        Ok(Self::of_elf(&ElfFile::new(file), &metadata))
+    }
+
+    /// [`Self::of`] for a file already open as `elf`, whose metadata is `metadata`.
+    pub fn of_elf(elf: &ElfFile, metadata: &std::fs::Metadata) -> Self {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(Some(id)) = crate::elf_file::build_id(elf) {
+            return Self::BuildId(id);
         }
-        Ok(Self::Inode {
+        Self::Inode {
             device: metadata.dev(),
             inode: metadata.ino(),
             size: metadata.size(),
             changed_ns: i128::from(metadata.ctime()) * 1_000_000_000
                 + i128::from(metadata.ctime_nsec()),
-        })
+        }
     }
 }
 
