@@ -2,7 +2,7 @@
 //! [`Metrics`]; every update is an atomic add or store, so a scrape never waits for a drain and
 //! a drain never waits for a scrape.
 
-use std::sync::atomic::AtomicU64;
+use std::sync::{Mutex, atomic::AtomicU64};
 
 use profiler_common::Counter as BpfCounter;
 use prometheus_client::{
@@ -152,6 +152,9 @@ pub struct Metrics {
     bpf_map_bytes: Gauge,
     unwound: Counter,
     unwind: Labelled<Gauge>,
+    unwind_events: Labelled,
+    /// The loader's totals at the last [`Self::set_unwind`], to count what came since.
+    unwind_seen: Mutex<crate::unwind::loader::LoaderStats>,
     connections_refused: Labelled,
     /// Liveness and readiness, for `/healthz` and `/readyz`.
     pub health: Health,
@@ -185,6 +188,8 @@ impl Metrics {
             bpf_map_bytes: Gauge::default(),
             unwound: Counter::default(),
             unwind: Labelled::default(),
+            unwind_events: Labelled::default(),
+            unwind_seen: Mutex::default(),
             connections_refused: Labelled::default(),
             health,
         };
@@ -307,8 +312,13 @@ impl Metrics {
         );
         r.register(
             "profiler_unwind",
-            "Unwind tables: processes walked by tables, tables and bytes in the kernel, and totals since start of processes refused (map full), tables that found no room, files without usable unwind information",
+            "Unwind tables now: processes walked by tables, tables in the kernel and their bytes",
             metrics.unwind.clone(),
+        );
+        r.register(
+            "profiler_unwind_events",
+            "Unwind-table setbacks: processes left to frame pointers (map full), tables that found no room in the kernel, files without usable unwind information, executable mappings past a process's 128 ranges",
+            metrics.unwind_events.clone(),
         );
         r.register(
             "profiler_connections_refused",
@@ -377,20 +387,31 @@ impl Metrics {
 
     /// The unwind tables' state (`unwind::loader`).
     pub fn set_unwind(&self, stats: &crate::unwind::loader::LoaderStats) {
-        let values = [
+        let now = [
             ("processes", stats.processes as u64),
-            ("processes_refused", stats.processes_refused),
             ("tables", stats.tables as u64),
             ("table_bytes", stats.table_bytes),
-            ("load_failures", stats.load_failures),
-            ("files_without_table", stats.files_without_table),
-            ("mappings_dropped", stats.mappings_dropped),
         ];
-        for (what, value) in values {
+        for (what, value) in now {
             self.unwind
                 .get_or_create(&[("what", what)])
                 .set(value.try_into().unwrap_or(i64::MAX));
         }
+        let mut seen = self.unwind_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let totals = |s: &crate::unwind::loader::LoaderStats| {
+            [
+                ("processes_refused", s.processes_refused),
+                ("load_failures", s.load_failures),
+                ("files_without_table", s.files_without_table),
+                ("mappings_dropped", s.mappings_dropped),
+            ]
+        };
+        for ((what, value), (_, before)) in totals(stats).into_iter().zip(totals(&seen)) {
+            self.unwind_events
+                .get_or_create(&[("what", what)])
+                .inc_by(value.saturating_sub(before));
+        }
+        *seen = *stats;
     }
 
     pub fn set_processes(&self, processes: usize) {
@@ -492,6 +513,43 @@ mod tests {
         );
         // A reason that never happened has no series.
         assert!(!text.contains("stacks_map_full"), "{text}");
+    }
+
+    #[test]
+    fn the_unwind_loaders_state_is_gauges_and_its_setbacks_counters() {
+        use crate::unwind::loader::LoaderStats;
+        let m = metrics();
+        let mut stats = LoaderStats {
+            processes: 12,
+            tables: 30,
+            table_bytes: 4096,
+            files_without_table: 3,
+            ..LoaderStats::default()
+        };
+        m.set_unwind(&stats);
+        stats.processes = 5;
+        stats.files_without_table = 4;
+        m.set_unwind(&stats);
+        m.set_unwind(&stats);
+        let text = m.encode();
+        assert_eq!(
+            value(&text, r#"profiler_unwind{what="processes"}"#),
+            Some(5.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"profiler_unwind_events_total{what="files_without_table"}"#
+            ),
+            Some(4.0)
+        );
+        assert_eq!(
+            value(
+                &text,
+                r#"profiler_unwind_events_total{what="processes_refused"}"#
+            ),
+            Some(0.0)
+        );
     }
 
     #[test]

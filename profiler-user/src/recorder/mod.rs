@@ -256,6 +256,17 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
             .drain()
             .and_then(|()| recording.end_capture_early());
         let finished = recording.pipeline.finish();
+        if let Some(unwind) = &recording.unwind {
+            let stats = unwind.stats();
+            tracing::info!(
+                processes = stats.processes,
+                tables = stats.tables,
+                table_bytes = stats.table_bytes,
+                files_without_table = stats.files_without_table,
+                load_failures = stats.load_failures,
+                "unwind tables at the end"
+            );
+        }
         flushed.and(finished)
     })
     .await;
