@@ -14,6 +14,7 @@ mod go_offline;
 const WORK_C: &str = include_str!("../fixtures/work.c");
 const OTEL_HEADER: &str = include_str!("../../profiler-marker/include/otel_thread_ctx.h");
 const WORK_GO: &str = include_str!("../fixtures/work.go");
+const MAP_CODE_C: &str = include_str!("../fixtures/map_code.c");
 /// The pinned Go toolchains (`cargo xtask setup`); the newest builds the Go fixture.
 const GO_TOOLCHAINS: &str = include_str!("../../tests/fixtures/go/toolchains.txt");
 
@@ -26,6 +27,8 @@ pub struct Fixtures {
     pub work_no_fp: PathBuf,
     /// The Go fixture (`work.go`) and the toolchain that built it; `None` without Go.
     pub work_go: Option<(PathBuf, String)>,
+    /// Maps the code of the ELF files it is given and idles (`map_code.c`).
+    pub map_code: PathBuf,
 }
 
 impl Fixtures {
@@ -49,11 +52,16 @@ impl Fixtures {
         let work_no_fp = dir.join("work_no_fp");
         gcc(&source, &work_no_fp, &["-fomit-frame-pointer"])?;
         let work_go = go_build(dir)?;
+        let map_code_source = dir.join("map_code.c");
+        fs::write(&map_code_source, MAP_CODE_C)?;
+        let map_code = dir.join("map_code");
+        gcc(&map_code_source, &map_code, &[])?;
         Ok(Self {
             work,
             work_traced,
             work_no_fp,
             work_go,
+            map_code,
         })
     }
 }

@@ -25,6 +25,9 @@ pub struct Plan {
     pub footprint_window: Duration,
     pub footprint_rounds: usize,
     pub footprint_rates: Vec<u64>,
+    /// How long ours runs with every ELF file under /usr/bin and /usr/lib mapped, to measure
+    /// what unwinding holds once its tables are built (none in the quick run).
+    pub unwind_memory_window: Option<Duration>,
     /// Long-lived processes of the footprint's background.
     pub background_processes: usize,
     /// Addresses per batch of the symbolization benchmark (two batches).
@@ -50,6 +53,7 @@ impl Plan {
             footprint_window: Duration::from_secs(60),
             footprint_rounds: 2,
             footprint_rates: vec![19, 99],
+            unwind_memory_window: Some(Duration::from_secs(90)),
             background_processes: 32,
             symbol_addresses: 20_000,
             output_stacks: vec![1_000, 10_000, 100_000],
@@ -67,6 +71,7 @@ impl Plan {
             symbol_addresses: 4_000,
             go_cost_frames: Vec::new(),
             unwind_cost_frames: Vec::new(),
+            unwind_memory_window: None,
             ..Self::full()
         }
     }
@@ -91,7 +96,10 @@ impl Plan {
         let footprint = 3.0
             + self.footprint_rounds as f64
                 * self.footprint_rates.len() as f64
-                * (self.footprint_window.as_secs_f64() + START_STOP_S);
+                * (self.footprint_window.as_secs_f64() + START_STOP_S)
+            + self
+                .unwind_memory_window
+                .map_or(0.0, |w| w.as_secs_f64() + 2.0 * START_STOP_S + 10.0);
         // Measured: addr2line reads a large binary's DWARF at about 1.5k addresses a second.
         let symbolization = rounds * 4.0 * self.symbol_addresses as f64 / 1_500.0;
         let output = rounds * self.output_stacks.iter().sum::<usize>() as f64 * 20e-6;

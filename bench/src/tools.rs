@@ -191,6 +191,11 @@ impl Running {
         self.child.id()
     }
 
+    /// Where its standard error goes (our profiler's log).
+    pub fn log_path(&self) -> PathBuf {
+        self.log.clone()
+    }
+
     /// Sampling means: a perf event per online CPU, and for BPF tools a sampling program.
     fn wait_until_sampling(&mut self, tool: Tool) -> Result<()> {
         let pid = self.pid();

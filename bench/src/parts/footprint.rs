@@ -117,6 +117,16 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
         measured: format!("{worst_rss:.1} MiB peak (and {worst_maps:.1} MiB of BPF maps)"),
         met: worst_rss < RSS_GOAL_MIB,
     });
+    let mut notes = vec![format!(
+        "{} round(s) per rate; the background starts {} processes per second.",
+        plan.footprint_rounds,
+        Background::churn_rate()
+    )];
+    if let Some(window) = plan.unwind_memory_window {
+        let (note, target) = super::unwind_memory::measure(bench, &fixtures.map_code, window)?;
+        notes.push(note);
+        targets.push(target);
+    }
 
     let section = Section {
         title: "The profiler's own CPU and memory".into(),
@@ -139,11 +149,7 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
             Invocation::new(Tool::Perf, 19).shown() + "   # and at 99 Hz",
         ],
         table,
-        notes: vec![format!(
-            "{} round(s) per rate; the background starts {} processes per second.",
-            plan.footprint_rounds,
-            Background::churn_rate()
-        )],
+        notes,
     };
     Ok(PartResult { section, targets })
 }

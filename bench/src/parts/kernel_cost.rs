@@ -263,23 +263,22 @@ fn unwinding(
             show(over_fp),
             show(over_bpftrace)
         ));
-        if let Some(r) = over_fp {
-            targets.push(Target {
-                goal: format!(
-                    "Unwinding without frame pointers ≤ 2× our frame-pointer cost ({frames} frames)"
-                ),
-                measured: format!("{:.2}×", r.median),
-                met: r.median <= 2.0,
-            });
-        }
-        if let Some(r) = over_bpftrace {
-            targets.push(Target {
-                goal: format!(
-                    "Unwinding without frame pointers ≤ bpftrace's frame-pointer walk ({frames} frames)"
-                ),
-                measured: format!("{:.2}× bpftrace's", r.median),
-                met: r.median <= 1.0,
-            });
+        for (ratio, limit, goal, unit) in [
+            (over_fp, 2.0, "≤ 2× our frame-pointer cost", "×"),
+            (
+                over_bpftrace,
+                1.0,
+                "≤ bpftrace's frame-pointer walk",
+                "× bpftrace's",
+            ),
+        ] {
+            if let Some(r) = ratio {
+                targets.push(Target {
+                    goal: format!("Unwinding without frame pointers {goal} ({frames} frames)"),
+                    measured: format!("{:.2}{unit}", r.median),
+                    met: r.median <= limit,
+                });
+            }
         }
     }
     Ok(format!(

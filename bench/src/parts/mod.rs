@@ -7,6 +7,7 @@ pub mod kernel_cost;
 pub mod output;
 pub mod slowdown;
 pub mod symbolization;
+mod unwind_memory;
 
 use std::{
     cell::OnceCell,
