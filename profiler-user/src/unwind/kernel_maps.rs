@@ -37,15 +37,20 @@ pub struct Capacity {
     pub tables: u32,
 }
 
+/// What one row takes in the kernel: its 4 bytes rounded up to an array element's 8.
+// Two rows to an element would halve it; the budget counts what is spent meanwhile.
+const ROW_SLOT_BYTES: u64 = 8;
+
 impl Capacity {
-    /// Row and page slots for `bytes` of kernel memory (rows 4 bytes, page entries 8; files
-    /// average one page entry per 40 rows or more, so one in 16 slots of the budget's bytes go
-    /// to pages), and `tables` table entries.
+    /// Row and page slots for `bytes` of kernel memory (rows and page entries 8 bytes each in
+    /// the kernel: an array map rounds its elements up to 8 bytes, so a 4-byte row takes 8;
+    /// files average one page entry per 40 rows or more, so one in 16 slots of the budget's
+    /// bytes go to pages), and `tables` table entries.
     pub fn of_bytes(bytes: u64, tables: u32) -> Self {
         let page_bytes = bytes / 16;
         let row_bytes = bytes - page_bytes;
         Self {
-            rows: u32::try_from(row_bytes / 4).unwrap_or(u32::MAX),
+            rows: u32::try_from(row_bytes / ROW_SLOT_BYTES).unwrap_or(u32::MAX),
             pages: u32::try_from(page_bytes / 8).unwrap_or(u32::MAX),
             tables,
         }

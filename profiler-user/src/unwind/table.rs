@@ -146,9 +146,16 @@ fn from_section<'a, S: UnwindSection<Slice<'a>>>(
         source,
     };
     let mut stats = BuildStats::default();
-    // (address, 0 for an FDE's end, 1 for a row, rule): at one address a row wins over the end
-    // of the function before it.
-    let mut entries: Vec<(u64, u8, Rule)> = Vec::new();
+    let mut rules = RuleIds::default();
+    // (address << 1 | 0 for an FDE's end, 1 for a row; the rule's ID): at one address a row
+    // wins over the end of the function before it. 16 bytes an entry, the rule interned at
+    // once: the largest library here has 2 M entries, and with the rule in each entry building
+    // its table took 100 MiB.
+    let mut entries: Vec<(u64, u16)> = Vec::new();
+    let mut keyed = |address: u64, order: u64, rule: Rule| -> Result<(u64, u16), TableError> {
+        let id = rules.id(rule).ok_or(TableError::TooManyRules)?;
+        Ok((address << 1 | order, id))
+    };
     let mut context = UnwindContext::new();
     let mut iter = section.entries(bases);
     while let Some(entry) = iter.next().map_err(cfi)? {
@@ -178,7 +185,7 @@ fn from_section<'a, S: UnwindSection<Slice<'a>>>(
                     } else {
                         rule_of(arch, section, encoding, row)
                     };
-                    entries.push((row.start_address(), 1, rule));
+                    entries.push(keyed(row.start_address(), 1, rule)?);
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -190,32 +197,43 @@ fn from_section<'a, S: UnwindSection<Slice<'a>>>(
             }
         }
         if entries.len() > start {
-            entries.push((fde.end_address(), 0, Rule::FRAME_POINTER));
+            entries.push(keyed(fde.end_address(), 0, Rule::FRAME_POINTER)?);
         }
     }
-    entries.sort_by_key(|&(address, order, _)| (address, order));
-
-    let mut rules = RuleIds::default();
-    let mut rows: Vec<Row> = Vec::with_capacity(entries.len());
-    let mut last: Option<Rule> = None;
-    for (i, &(address, _, rule)) in entries.iter().enumerate() {
+    // Unstable (no buffer of half the entries), and the rule ID makes the order total.
+    entries.sort_unstable();
+    let rules = rules.into_rules();
+    // The rows are written over the entries (`kept` never passes `i`), then become `Row`s in
+    // the same allocation: no second list of 30 MiB for the largest library.
+    let mut kept = 0;
+    for i in 0..entries.len() {
+        let (key, id) = entries[i];
+        let address = key >> 1;
         // Of several entries at one address the last (a row over an end) holds.
-        if entries.get(i + 1).is_some_and(|next| next.0 == address) {
+        if entries
+            .get(i + 1)
+            .is_some_and(|next| next.0 >> 1 == address)
+        {
             continue;
         }
-        if last == Some(rule) {
+        if kept > 0 && entries[kept - 1].1 == id {
             continue;
         }
-        last = Some(rule);
-        if rule.cfa == Cfa::Unsupported {
+        if rules[usize::from(id)].cfa == Cfa::Unsupported {
             stats.unsupported_rows += 1;
         }
-        let id = rules.id(rule).ok_or(TableError::TooManyRules)?;
-        rows.push(Row { address, rule: id });
+        entries[kept] = (address, id);
+        kept += 1;
     }
+    entries.truncate(kept);
+    entries.shrink_to_fit();
+    let rows: Vec<Row> = entries
+        .into_iter()
+        .map(|(address, rule)| Row { address, rule })
+        .collect();
     Ok(FileTable {
         arch,
-        rules: rules.into_rules(),
+        rules,
         rows,
         stats,
     })

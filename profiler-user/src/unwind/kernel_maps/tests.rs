@@ -215,3 +215,19 @@ fn ranges_are_found_by_halving_even_when_full() {
     broken.count = u32::MAX;
     assert_eq!(range_at(&broken, 0x1000).map(|r| r.table), Some(0));
 }
+
+#[test]
+fn a_capacity_spends_in_the_kernel_no_more_than_its_bytes() {
+    let bytes: u64 = 24 << 20;
+    let capacity = Capacity::of_bytes(bytes, 8192);
+    // An array map's element is its value rounded up to 8 bytes.
+    let element = |size: usize| size.div_ceil(8) as u64 * 8;
+    let spent = u64::from(capacity.rows)
+        * element(std::mem::size_of::<profiler_common::unwind::KernelRow>())
+        + u64::from(capacity.pages)
+            * element(std::mem::size_of::<profiler_common::unwind::PageEntry>());
+    assert!(
+        spent <= bytes && spent > bytes * 9 / 10,
+        "{spent} bytes for a budget of {bytes}"
+    );
+}
