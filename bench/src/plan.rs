@@ -145,6 +145,8 @@ mod tests {
         assert_eq!(full.slowdown_rates, [19, 99, 999]);
         assert_eq!(full.footprint_rates, [19, 99]);
         assert_eq!(full.footprint_window, Duration::from_secs(60));
+        // Unwinding's memory with every binary of /usr/bin and /usr/lib mapped (issue 15).
+        assert!(full.unwind_memory_window.is_some());
         assert_eq!(full.output_stacks, [1_000, 10_000, 100_000]);
     }
 }
