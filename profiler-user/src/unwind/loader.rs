@@ -14,7 +14,7 @@ use profiler_common::unwind::{CodeRange, ProcessSlot, TABLE_NONE, TABLE_PENDING}
 use super::{
     arena::Arena,
     kernel_maps::{KernelTables, LoadError, UnwindArrays},
-    mappings::{CodeMapping, code_mappings, fingerprint},
+    mappings::{CodeMapping, Fingerprint, code_mappings_and_fingerprint, fingerprint},
     ranges::process_ranges,
     store::{Changes, FileKey, Lookup, TableStore},
 };
@@ -402,12 +402,9 @@ impl RangesMap for VecRanges {
 /// Process `pid`'s executable mappings and their fingerprint; `None` when the process is gone
 /// or its maps cannot be read.
 fn read_mappings(pid: u32) -> Option<(Fingerprint, Vec<CodeMapping>)> {
-    let fingerprint = fingerprint(pid as i32).ok()?;
-    let mappings = code_mappings(pid as i32).ok()?;
+    let (mappings, fingerprint) = code_mappings_and_fingerprint(pid as i32).ok()?;
     Some((fingerprint, mappings))
 }
-
-type Fingerprint = Vec<(u64, u64, u64, u64)>;
 
 #[cfg(test)]
 mod tests;

@@ -6,7 +6,7 @@
 use std::{fs::File, path::PathBuf};
 
 use object::{Object, ObjectSegment};
-use procfs::process::{MMPermissions, MMapPath, Process};
+use procfs::process::{MMPermissions, MMapPath, MemoryMaps, Process};
 
 use super::store::FileKey;
 use crate::elf_file::ElfFile;
@@ -37,9 +37,33 @@ pub enum MappingsError {
 /// file); mappings of files that cannot be opened or read as ELF are left out (their frames
 /// fall back to frame pointers). Each file is opened once, for its bias and its key.
 pub fn code_mappings(pid: i32) -> Result<Vec<CodeMapping>, MappingsError> {
-    let maps = Process::new(pid)
+    Ok(code_mappings_in(pid, &maps(pid)?))
+}
+
+/// What identifies process `pid`'s executable file mappings, cheaply (no file is opened): their
+/// ranges, offsets and inodes. A change means a library was opened or closed.
+pub fn fingerprint(pid: i32) -> Result<Fingerprint, MappingsError> {
+    Ok(fingerprint_of(&maps(pid)?))
+}
+
+/// [`code_mappings`] and [`fingerprint`] from one read of `/proc/PID/maps`.
+pub fn code_mappings_and_fingerprint(
+    pid: i32,
+) -> Result<(Vec<CodeMapping>, Fingerprint), MappingsError> {
+    let maps = maps(pid)?;
+    Ok((code_mappings_in(pid, &maps), fingerprint_of(&maps)))
+}
+
+/// Each executable file mapping's range, offset and inode.
+pub type Fingerprint = Vec<(u64, u64, u64, u64)>;
+
+fn maps(pid: i32) -> Result<MemoryMaps, MappingsError> {
+    Process::new(pid)
         .and_then(|process| process.maps())
-        .map_err(|source| MappingsError::Maps { pid, source })?;
+        .map_err(|source| MappingsError::Maps { pid, source })
+}
+
+fn code_mappings_in(pid: i32, maps: &MemoryMaps) -> Vec<CodeMapping> {
     let mut mappings = Vec::new();
     for map in maps {
         // The vDSO is code of no file: a range without a table, so that its frames are not
@@ -79,22 +103,16 @@ pub fn code_mappings(pid: i32) -> Result<Vec<CodeMapping>, MappingsError> {
             key: Some(key),
         });
     }
-    Ok(mappings)
+    mappings
 }
 
-/// What identifies process `pid`'s executable file mappings, cheaply (no file is opened): their
-/// ranges, offsets and inodes. A change means a library was opened or closed.
-pub fn fingerprint(pid: i32) -> Result<Vec<(u64, u64, u64, u64)>, MappingsError> {
-    let maps = Process::new(pid)
-        .and_then(|process| process.maps())
-        .map_err(|source| MappingsError::Maps { pid, source })?;
-    Ok(maps
-        .into_iter()
+fn fingerprint_of(maps: &MemoryMaps) -> Fingerprint {
+    maps.iter()
         .filter(|map| {
             matches!(map.pathname, MMapPath::Path(_)) && map.perms.contains(MMPermissions::EXECUTE)
         })
         .map(|map| (map.address.0, map.address.1, map.offset, map.inode))
-        .collect())
+        .collect()
 }
 
 /// The bias of an executable mapping at `start` of the file's bytes from `offset`. Its load
