@@ -11,7 +11,15 @@ use std::{
 use anyhow::{Context, Result, ensure};
 
 /// Children killed when dropped.
+#[derive(Default)]
 pub struct Workers(Vec<Child>);
+
+impl Workers {
+    /// Takes `child` in, to be killed with the rest.
+    pub fn push(&mut self, child: Child) {
+        self.0.push(child);
+    }
+}
 
 impl Drop for Workers {
     fn drop(&mut self) {

@@ -9,7 +9,7 @@ use std::{
     io::{BufRead, BufReader, Read},
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     thread,
     time::Duration,
 };
@@ -20,6 +20,7 @@ use super::Bench;
 use crate::{
     report::Target,
     tools::{Invocation, Running, Tool},
+    workload::Workers,
 };
 
 /// The limit for unwinding's memory, MiB.
@@ -38,7 +39,7 @@ pub fn measure(bench: &Bench, map_code: &Path, window: Duration) -> Result<(Stri
         files.len(),
         files.len().div_ceil(FILES_PER_PROCESS)
     ));
-    let mappers = Mappers::start(map_code, &files)?;
+    let mappers = start_mappers(map_code, &files)?;
     let rate = 19;
     let tables = Running::start(
         &Invocation::new(Tool::Ours, rate),
@@ -144,36 +145,23 @@ fn is_elf64(path: &Path) -> bool {
         && magic == *b"\x7fELF\x02"
 }
 
-/// The processes that map the files, killed when dropped.
-struct Mappers(Vec<Child>);
-
-impl Mappers {
-    fn start(map_code: &Path, files: &[PathBuf]) -> Result<Self> {
-        let mut mappers = Self(Vec::new());
-        for chunk in files.chunks(FILES_PER_PROCESS) {
-            let mut child = Command::new(map_code)
-                .args(chunk)
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .spawn()
-                .with_context(|| format!("cannot start {}", map_code.display()))?;
-            let stdout = child.stdout.take().context("the mapper's stdout")?;
-            mappers.0.push(child);
-            let mut line = String::new();
-            BufReader::new(stdout).read_line(&mut line)?;
-            ensure!(line.starts_with("ready"), "the mapper said {line:?}");
-        }
-        Ok(mappers)
+/// Starts the processes that map the files, 120 each; they are killed when dropped.
+fn start_mappers(map_code: &Path, files: &[PathBuf]) -> Result<Workers> {
+    let mut mappers = Workers::default();
+    for chunk in files.chunks(FILES_PER_PROCESS) {
+        let mut child = Command::new(map_code)
+            .args(chunk)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot start {}", map_code.display()))?;
+        let stdout = child.stdout.take().context("the mapper's stdout")?;
+        mappers.push(child);
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        ensure!(line.starts_with("ready"), "the mapper said {line:?}");
     }
-}
-
-impl Drop for Mappers {
-    fn drop(&mut self) {
-        for child in &mut self.0 {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+    Ok(mappers)
 }
 
 #[cfg(test)]
