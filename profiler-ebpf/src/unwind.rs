@@ -285,7 +285,8 @@ fn continue_walk(ctx: &PerfEventContext, walk: &mut Walk, stack: &mut StackTrace
         if !user_registers(ctx, walk) {
             // Linux before 5.15 cannot tell a sample in the kernel its user registers: frame
             // pointers, as the helper walks them.
-            return Some(frame_pointer_stack(ctx, stack));
+            let flags = BPF_F_USER_STACK as u64;
+            return Some(get_stack(ctx, stack, flags, Counter::UserStackFailed));
         }
     }
     let cache = UNWIND_RULE_CACHE.get_ptr_mut(0)?;
@@ -397,17 +398,6 @@ fn user_registers(ctx: &PerfEventContext, walk: &mut Walk) -> bool {
         }
     }
     walk.pc != 0
-}
-
-/// The user stack by the helper's frame-pointer walk, into `stack`; its frame count.
-#[inline(always)]
-fn frame_pointer_stack(ctx: &PerfEventContext, stack: &mut StackTrace) -> usize {
-    get_stack(
-        ctx,
-        stack,
-        BPF_F_USER_STACK as u64,
-        Counter::UserStackFailed,
-    )
 }
 
 /// Keeps the walked stack and goes on with the sample as `sample` would have.
