@@ -109,6 +109,11 @@ pub struct GoTarget {
     /// program may reuse the key it read last in the same slot of the same process.
     pub readonly_start: u64,
     pub readonly_end: u64,
+    /// Where the process's garbage-collection generation is (`runtime.mheap_.sweepgen`, a
+    /// `u32`; 0 when unknown): while it stays the same, no label set reachable when it was read
+    /// can have been freed and its address reused, so a label set is known by its address
+    /// alone and the program may reuse what it read there.
+    pub gc_generation: u64,
 }
 
 /// [`GoTarget::labels_kind`], Go 1.19 to 1.23: `g.labels` points to a `labelMap`, a

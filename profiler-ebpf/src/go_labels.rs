@@ -17,6 +17,11 @@
 //! verifier walk hundreds of thousands of instructions. A string is read as a window of its
 //! buffer's size from its start or, where that window runs into an unmapped page, the window
 //! ending at its end (`GoLabels::keys_at_end`); the hash covers only the string's own bytes.
+//!
+//! Label sets are immutable, so each CPU remembers what the last few it read came to, by the
+//! set's address and the process's garbage-collection generation (`GoMemo`): a goroutine
+//! sampled again under the same set is recorded without reading it (the reads of the set, its
+//! pairs and its strings are what labels cost: cold pages, not instructions).
 
 use aya_ebpf::{
     bindings::pt_regs,
@@ -63,6 +68,20 @@ const PAIR_WORDS: usize = 4;
 #[repr(C)]
 struct GoScratch {
     labels: GoLabels,
+    /// Label sets read before on this CPU, and where the next goes (modulo [`MEMO_SETS`]).
+    memo: [GoMemo; MEMO_SETS],
+    memo_next: u64,
+    /// The generation read for this sample, when the set may be remembered under it;
+    /// [`NO_GENERATION`] otherwise.
+    memo_generation: u64,
+    /// Where the process's generation is (`GoTarget::gc_generation`; 0: unknown, no memo).
+    generation_at: u64,
+    /// The label set's address, read by `start`, and `g.labels`'s offset to read it again.
+    labels_at: u64,
+    g_labels: u64,
+    /// `GoTarget::labels_kind`.
+    labels_kind: u32,
+    _pad3: u32,
     /// A bucket, or the slice's first pairs.
     raw: [u64; BUCKET_WORDS],
     /// One pair of a slice read alone (the slice ends near an unmapped page).
@@ -123,6 +142,30 @@ struct RecentLabels {
 
 const RECENT_SETS: usize = 4;
 
+/// What one label set came to: [`GoScratch::memo`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct GoMemo {
+    /// The set's address (0: an empty entry), in the process `pid` of generation `pid_gen`.
+    labels: u64,
+    pid_gen: u64,
+    pid: u32,
+    /// The process's garbage-collection generation when the set was read.
+    generation: u32,
+    /// The interval the set was stored in (once per interval, like `GO_RECENT`).
+    interval: u32,
+    /// Whether labels were cut (counted again at each sample, as a read would).
+    cut: u32,
+    /// The sample's context: the set's hash, or `NO_CONTEXT` (no `trace_id`).
+    context: u64,
+}
+
+/// Label sets remembered per CPU: as many as `GO_RECENT` stores once per interval.
+const MEMO_SETS: usize = RECENT_SETS;
+
+/// [`GoScratch::memo_generation`] when the set just read must not be remembered.
+const NO_GENERATION: u64 = u64::MAX;
+
 #[map]
 static GO_RECENT: PerCpuArray<RecentLabels> = PerCpuArray::with_max_entries(1, 0);
 
@@ -131,9 +174,9 @@ const TRACE_ID_KEY: u64 = u64::from_le_bytes(*b"trace_id");
 
 type Failure = Option<Counter>;
 
-/// Starts reading the current goroutine's labels for the sample `key`: the label set's header
-/// into the scratch map, then a tail call into [`go_label_slot`], which reads one slot per call
-/// and records the sample with its labels. Returns only when there is nothing to read (not a
+/// Starts reading the current goroutine's labels for the sample `key`: finds the label set,
+/// then a tail call into [`go_label_slot`], which reads its header and one slot per call and
+/// records the sample with its labels. Returns only when there is nothing to read (not a
 /// Go target, no labels) or on a failure (counted): the caller records the sample without.
 ///
 /// One slot per program keeps each program small for every verifier: read in one program,
@@ -159,14 +202,19 @@ pub(crate) fn start(
     // SAFETY: per-CPU map value, valid for the duration of the program and its tail calls
     // (perf_event programs do not nest on one CPU).
     let scratch = unsafe { &mut *scratch };
-    match read_header(ctx, &target, config, scratch) {
-        Ok(()) => {}
+    let (labels, owner) = match label_set(ctx, &target, config) {
+        Ok(found) => found,
         Err(Some(counter)) => {
             count(counter);
             return;
         }
         Err(None) => return,
-    }
+    };
+    scratch.labels_at = labels;
+    scratch.owner = owner;
+    scratch.g_labels = u64::from(target.g_labels);
+    scratch.labels_kind = target.labels_kind;
+    scratch.generation_at = target.gc_generation;
     scratch.readonly = [target.readonly_start, target.readonly_end];
     scratch.user_sp = user_sp(ctx);
     scratch.stack_checked = 0;
@@ -175,14 +223,15 @@ pub(crate) fn start(
     scratch.interval = interval;
     scratch.hash = 0x1319_8a2e_0370_7344;
     scratch.trace_key = 0;
-    scratch.next_slot = next_present(&scratch.labels, 0);
     // SAFETY: a tail call with this program's own context; it returns only on failure.
     unsafe { TAIL_CALLS.tail_call(ctx, TAIL_GO_LABEL_SLOT) };
     count(Counter::Internal);
 }
 
-/// Reads one slot of the label set `start` found, then the next slot by a tail call into
-/// itself; after the last, stores the label set and records the sample under it.
+/// At the first call, checks the set is the sampled goroutine's and records the sample at once
+/// when this CPU read the same set before; else reads its header. Then reads one slot of the
+/// set, and the next slot by a tail call into itself; after the last, stores the label set and
+/// records the sample under it.
 #[perf_event]
 pub fn go_label_slot(ctx: PerfEventContext) -> u32 {
     let Some(scratch) = GO_SCRATCH.get_ptr_mut(0) else {
@@ -227,6 +276,33 @@ pub fn go_label_slot(ctx: PerfEventContext) -> u32 {
             finish(scratch, NO_CONTEXT);
             return 0;
         }
+        if let Some((context, cut)) = remembered(scratch) {
+            if cut != 0 {
+                count(Counter::GoLabelsCut);
+            }
+            finish(scratch, context);
+            return 0;
+        }
+        match read_header(scratch) {
+            Ok(()) => {}
+            Err(failure) => {
+                if let Some(counter) = failure {
+                    count(counter);
+                }
+                finish(scratch, NO_CONTEXT);
+                return 0;
+            }
+        }
+        scratch.next_slot = next_present(&scratch.labels, 0);
+        // The slots in calls of their own: read in this one too, they would make the verifier
+        // walk the header's paths once per slot's (43,670 instructions instead of 6,308).
+        if (scratch.next_slot as usize) < GO_MAX_LABELS {
+            // SAFETY: a tail call with this program's own context; returns only on failure.
+            unsafe { TAIL_CALLS.tail_call(&ctx, TAIL_GO_LABEL_SLOT) };
+            count(Counter::Internal);
+            finish(scratch, NO_CONTEXT);
+            return 0;
+        }
     }
     let slot = scratch.next_slot as usize;
     if slot < GO_MAX_LABELS {
@@ -248,12 +324,72 @@ pub fn go_label_slot(ctx: PerfEventContext) -> u32 {
         Ok(hash) => hash,
         Err(Some(counter)) => {
             count(counter);
-            NO_CONTEXT
+            finish(scratch, NO_CONTEXT);
+            return 0;
         }
         Err(None) => NO_CONTEXT,
     };
+    remember(scratch, context);
     finish(scratch, context);
     0
+}
+
+/// The context and cut flag of the label set at `scratch.labels_at` when this CPU read it
+/// before, in this process and interval and with no garbage collection since. Else sets
+/// `memo_generation` for [`remember`] when the set may be remembered.
+///
+/// The set was reachable when the generation was read: a collection that frees it, after
+/// which the runtime may put another set at its address, changes the generation first
+/// (`mheap_.sweepgen` goes up by two before the sweep that frees it). The address was read in
+/// `start`, before this reading of the generation, so a hit is the same set; for a miss the
+/// address is read again after the generation, and the set is remembered only when the
+/// goroutine still holds it.
+#[inline(always)]
+fn remembered(scratch: &mut GoScratch) -> Option<(u64, u32)> {
+    scratch.memo_generation = NO_GENERATION;
+    if scratch.generation_at == 0 {
+        return None;
+    }
+    let mut generation = 0u32;
+    if !read_into(&mut generation, scratch.generation_at) {
+        return None;
+    }
+    let (pid, pid_gen) = (scratch.key.pid, scratch.key.pid_gen);
+    for at in 0..MEMO_SETS {
+        let entry = &scratch.memo[at];
+        if entry.labels == scratch.labels_at
+            && entry.pid == pid
+            && entry.pid_gen == pid_gen
+            && entry.generation == generation
+            && entry.interval == scratch.interval
+        {
+            return Some((entry.context, entry.cut));
+        }
+    }
+    if user_word(scratch.owner.wrapping_add(scratch.g_labels)) == Ok(scratch.labels_at) {
+        scratch.memo_generation = u64::from(generation);
+    }
+    None
+}
+
+/// Remembers what the label set just read came to (see [`remembered`]).
+#[inline(always)]
+fn remember(scratch: &mut GoScratch, context: u64) {
+    let generation = scratch.memo_generation;
+    if generation == NO_GENERATION || scratch.key.pid_gen == 0 {
+        return;
+    }
+    let at = (scratch.memo_next as usize) % MEMO_SETS;
+    scratch.memo_next = scratch.memo_next.wrapping_add(1);
+    scratch.memo[at] = GoMemo {
+        labels: scratch.labels_at,
+        pid_gen: scratch.key.pid_gen,
+        pid: scratch.key.pid,
+        generation: generation as u32,
+        interval: scratch.interval,
+        cut: u32::from(scratch.labels.cut),
+        context,
+    };
 }
 
 /// Records the waiting sample under `context`.
@@ -386,23 +522,17 @@ fn label_set(
     Ok((labels, curg))
 }
 
-/// Reads the label set's header (the map's first bucket, or the slice's first pairs) into
-/// `scratch`; `Err(None)` when the goroutine has no labels, which is not a failure.
+/// Reads the header of the label set `start` found (the map's first bucket, or the slice's
+/// first pairs) into `scratch`; `Err(None)` for an empty set, which is not a failure.
 #[inline(always)]
-fn read_header(
-    ctx: &PerfEventContext,
-    target: &GoTarget,
-    config: &Config,
-    scratch: &mut GoScratch,
-) -> Result<(), Failure> {
-    let (labels, owner) = label_set(ctx, target, config)?;
-    scratch.owner = owner;
+fn read_header(scratch: &mut GoScratch) -> Result<(), Failure> {
+    let labels = scratch.labels_at;
     let out = &mut scratch.labels;
     out.cut = 0;
     out.keys_at_end = 0;
     out.values_at_end = 0;
     // Where each slot's string headers are in `raw`, as (key, value) offsets by slot.
-    let (keys_at, values_at, step) = match target.labels_kind {
+    let (keys_at, values_at, step) = match scratch.labels_kind {
         GO_LABELS_MAP => {
             // labels -> *labelMap -> hmap { count int; flags, B uint8; ...; buckets @16 }
             let hmap = user_word(labels)?;

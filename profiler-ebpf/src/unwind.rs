@@ -54,7 +54,7 @@ static UNWIND_ROWS: Array<profiler_common::unwind::KernelRow> = Array::with_max_
 static UNWIND_RULES: Array<KernelRule> = Array::with_max_entries(MAX_UNWIND_RULES, 0);
 
 /// Frames one run of [`unwind_user`] walks: 127 frames take 16 runs, within the kernel's 33
-/// tail calls with the Go labels' 9 after them. The verifier's work grows faster than the
+/// tail calls with the Go labels' 10 after them. The verifier's work grows faster than the
 /// frames: 8 frames verify in 184,887 instructions on 6.18, 16 in 643,497.
 const FRAMES_PER_CALL: usize = 8;
 

@@ -62,9 +62,15 @@ pub const GO_TRACED: [TracedFn<'static>; 2] = [
 
 /// The goroutine without labels.
 pub const GO_UNLABELLED: Want<'static> = Want::Exact("main.unlabelled");
-/// The goroutine that switches between [`GO_CHURN_TRACES`] every 2 ms.
-pub const GO_CHURN: Want<'static> = Want::Exact("main.(*server).churn");
-pub const GO_CHURN_TRACES: [&str; 2] = [
-    "c1a2b3c4d5e6f708192a3b4c5d6e7f80",
-    "00c2b3c4d5e6f708192a3b4c5d6e7f81",
+/// The goroutine that switches every 2 ms between two traces, each with its own hot function,
+/// and collects garbage between them (a label set's address may be reused by the next).
+pub const GO_CHURN: [(Want<'static>, &str); 2] = [
+    (
+        Want::Exact("main.(*server).churn"),
+        "c1a2b3c4d5e6f708192a3b4c5d6e7f80",
+    ),
+    (
+        Want::Exact("main.(*server).rechurn"),
+        "00c2b3c4d5e6f708192a3b4c5d6e7f81",
+    ),
 ];

@@ -7,11 +7,11 @@ use std::{fs, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
-    Fixture, GO_CHURN, GO_CHURN_TRACES, GO_TRACED, GO_UNLABELLED, GoFixture, MIN_FUNCTION_SAMPLES,
-    Pprof, TEST_FREQUENCY, assert_root, check_no_trace_labels, check_trace_label_format,
-    check_traced_fn, check_untraced_fn, count_where, describe_trace_labels, go_fixture,
-    leaf_samples, read_checked_profiles, record_fixture, record_fixture_run, samples_of_pid,
-    skip_or_fail, total_count, trace_file_ids, trace_id_of,
+    Fixture, GO_CHURN, GO_TRACED, GO_UNLABELLED, GoFixture, MIN_FUNCTION_SAMPLES, Pprof,
+    TEST_FREQUENCY, assert_root, check_no_trace_labels, check_trace_label_format, check_traced_fn,
+    check_untraced_fn, count_where, describe_trace_labels, go_fixture, leaf_samples,
+    read_checked_profiles, record_fixture, record_fixture_run, samples_of_pid, skip_or_fail,
+    total_count, trace_file_ids, trace_id_of,
 };
 
 /// Long enough for a few hundred samples per goroutine at 99 Hz on 2 busy cores.
@@ -48,31 +48,36 @@ fn check_version(version: &str, stripped: bool) -> Result<()> {
     }
     check_untraced_fn(&samples, GO_UNLABELLED).with_context(|| format!("Go {version}"))?;
 
-    // The goroutine that changes labels every 2 ms: its samples carry one of its two traces
-    // (never another goroutine's), and nearly all carry one.
-    let churn = leaf_samples(&samples, GO_CHURN);
-    let total = total_count(&churn);
-    ensure!(
-        total >= MIN_FUNCTION_SAMPLES,
-        "Go {version}: {total} churn samples"
-    );
-    let foreign = count_where(&churn, |p, s| {
-        trace_id_of(p, s).is_some_and(|t| !GO_CHURN_TRACES.contains(&t))
-    });
-    ensure!(
-        foreign == 0,
-        "Go {version}: {foreign} churn samples carry another trace:\n{}",
-        describe_trace_labels(&churn, 8)
-    );
-    let labelled = count_where(&churn, |p, s| trace_id_of(p, s).is_some());
-    ensure!(
-        labelled * 10 >= total * 9,
-        "Go {version}: {labelled} of {total} churn samples carry a trace:\n{}",
-        describe_trace_labels(&churn, 8)
-    );
+    // The goroutine that changes labels every 2 ms, collecting garbage in between: each of its
+    // functions' samples carry that function's trace (never the other's, whose label set may
+    // have been at the same address a moment before), and nearly all carry one.
+    for (function, trace) in GO_CHURN {
+        let churn = leaf_samples(&samples, function);
+        let total = total_count(&churn);
+        ensure!(
+            total >= MIN_FUNCTION_SAMPLES,
+            "Go {version}: {total} samples of {function:?}"
+        );
+        let foreign = count_where(&churn, |p, s| trace_id_of(p, s).is_some_and(|t| t != trace));
+        ensure!(
+            foreign == 0,
+            "Go {version}: {foreign} samples of {function:?} carry another trace than {trace}:\n{}",
+            describe_trace_labels(&churn, 8)
+        );
+        let labelled = count_where(&churn, |p, s| trace_id_of(p, s).is_some());
+        ensure!(
+            labelled * 10 >= total * 9,
+            "Go {version}: {labelled} of {total} samples of {function:?} carry a trace:\n{}",
+            describe_trace_labels(&churn, 8)
+        );
+    }
 
     let files = trace_file_ids(out.path())?;
-    for trace in GO_TRACED.iter().map(|t| t.trace_id).chain(GO_CHURN_TRACES) {
+    for trace in GO_TRACED
+        .iter()
+        .map(|t| t.trace_id)
+        .chain(GO_CHURN.map(|(_, t)| t))
+    {
         ensure!(
             files.contains(trace),
             "Go {version}: no traces/{trace}.pb.gz; files: {files:?}"

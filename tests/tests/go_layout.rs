@@ -56,7 +56,7 @@ fn dwarf_and_table_agree_for_every_toolchain() -> Result<()> {
 
         let from_dwarf = dwarf_offsets(&full)?.with_context(|| format!("{version}: no DWARF"))?;
         ensure!(
-            table_offsets(want) == Some(from_dwarf),
+            table_offsets(want) == Some(from_dwarf.offsets),
             "{version}: table {:?} != DWARF {from_dwarf:?}",
             table_offsets(want)
         );
@@ -68,15 +68,21 @@ fn dwarf_and_table_agree_for_every_toolchain() -> Result<()> {
         ensure!(tls_offset(&full) == Ok(-8), "{version}: tls offset");
 
         let target = go_target(&full, want)?;
-        // The same but for the read-only segment, whose size the symbols change.
+        // The same but for the read-only segment, whose size the symbols change, and the
+        // garbage collector's generation, which needs the symbols.
         let stripped_target = go_target(&stripped, want)?;
         ensure!(
             GoTarget {
                 readonly_start: target.readonly_start,
                 readonly_end: target.readonly_end,
+                gc_generation: target.gc_generation,
                 ..stripped_target
             } == target,
             "{version}: stripped target differs"
+        );
+        ensure!(
+            stripped_target.gc_generation == 0,
+            "{version}: a stripped build has no runtime.mheap_ to find the generation in"
         );
         ensure!(
             readonly_data(&stripped)
@@ -104,6 +110,27 @@ fn dwarf_and_table_agree_for_every_toolchain() -> Result<()> {
         ensure!(
             holds_key,
             "{version}: \"trace_id\" is not in {start:#x}..{end:#x}"
+        );
+
+        // The generation: `sweepgen` (DWARF) bytes into `runtime.mheap_` (symbol table), in the
+        // writable data the runtime keeps it in.
+        let sweepgen = from_dwarf
+            .sweepgen
+            .with_context(|| format!("{version}: no runtime.mheap.sweepgen in the DWARF"))?;
+        let heap = file
+            .symbols()
+            .find(|s| s.name() == Ok("runtime.mheap_"))
+            .with_context(|| format!("{version}: no runtime.mheap_"))?;
+        ensure!(
+            sweepgen > 0 && u64::from(sweepgen) < heap.size(),
+            "{version}: sweepgen at {sweepgen} of a {}-byte mheap_",
+            heap.size()
+        );
+        ensure!(
+            target.gc_generation == heap.address() + u64::from(sweepgen),
+            "{version}: generation at {:#x}, mheap_ at {:#x} + {sweepgen}",
+            target.gc_generation,
+            heap.address()
         );
     }
     Ok(())

@@ -3,11 +3,13 @@
 //! `g.labels`, and how the label set is laid out in that release. Offsets come from the
 //! binary's DWARF when it has it (`runtime.g`, `runtime.m`), else from [`RELEASES`], a table
 //! derived from each release's DWARF (the unit tests check it against every fixture toolchain).
-//! A release in neither is unknown: its processes are sampled without labels.
+//! A release in neither is unknown: its processes are sampled without labels. Where the
+//! garbage collector's generation is (`runtime.mheap_.sweepgen`) needs the symbol table and
+//! DWARF both; a binary without either has labels all the same, read in full at every sample.
 
 use std::borrow::Cow;
 
-use object::{Object as _, ObjectSection as _, ReadRef, elf};
+use object::{Object as _, ObjectSection as _, ObjectSymbol as _, ReadRef, elf};
 use profiler_common::{GO_LABELS_MAP, GO_LABELS_SLICE, GoTarget};
 
 use super::buildinfo::GoVersion;
@@ -23,6 +25,22 @@ pub struct RuntimeOffsets {
     /// `runtime.g.labels`
     pub g_labels: u32,
 }
+
+/// What the binary's DWARF says: the runtime's offsets, and `runtime.mheap.sweepgen`'s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DwarfLayout {
+    pub offsets: RuntimeOffsets,
+    /// `runtime.mheap.sweepgen`, when the DWARF describes it.
+    pub sweepgen: Option<u32>,
+}
+
+/// The structure members the DWARF is searched for, as (structure, member).
+const MEMBERS: [(&str, &str); 4] = [
+    ("runtime.g", "m"),
+    ("runtime.m", "curg"),
+    ("runtime.g", "labels"),
+    ("runtime.mheap", "sweepgen"),
+];
 
 /// Per release (minor version of Go 1), read from the DWARF of the fixture built with it
 /// (tests/fixtures/go/toolchains.txt). Go 1.20 is missing: no toolchain of it is at hand to
@@ -76,10 +94,15 @@ pub fn go_target<'data>(
     let labels_kind = labels_kind(version).ok_or(LayoutError::UnknownRelease(version))?;
     let g_place = g_place(elf)?;
     // Unreadable DWARF falls back on the table, like none.
-    let offsets = match dwarf_offsets(elf) {
-        Ok(Some(offsets)) => offsets,
-        _ => table_offsets(version).ok_or(LayoutError::UnknownRelease(version))?,
+    let dwarf = dwarf_offsets(elf).ok().flatten();
+    let offsets = match dwarf {
+        Some(dwarf) => dwarf.offsets,
+        None => table_offsets(version).ok_or(LayoutError::UnknownRelease(version))?,
     };
+    let gc_generation = dwarf
+        .and_then(|dwarf| dwarf.sweepgen)
+        .and_then(|sweepgen| gc_generation(elf, sweepgen))
+        .unwrap_or(0);
     let (tls_offset, g_register) = match g_place {
         GPlace::Tls(offset) => (offset, 0),
         GPlace::Register => (0, 1),
@@ -95,7 +118,24 @@ pub fn go_target<'data>(
         _pad: 0,
         readonly_start,
         readonly_end,
+        gc_generation,
     })
+}
+
+/// The address of `runtime.mheap_.sweepgen`, `sweepgen` bytes into the symbol, in a
+/// position-dependent executable (the same address in every process of the file); `None` for
+/// a position-independent one or without the symbol (stripped).
+pub fn gc_generation<'data>(elf: impl ReadRef<'data>, sweepgen: u32) -> Option<u64> {
+    let object::File::Elf64(file) = object::File::parse(elf).ok()? else {
+        return None;
+    };
+    if file.elf_header().e_type.get(file.endian()) != elf::ET_EXEC {
+        return None;
+    }
+    let heap = file
+        .symbols()
+        .find(|symbol| symbol.name_bytes() == Ok(b"runtime.mheap_"))?;
+    heap.address().checked_add(u64::from(sweepgen))
 }
 
 /// The read-only, not executable load segment of a position-dependent executable (Go's
@@ -190,11 +230,9 @@ pub fn tls_offset<'data>(elf: impl ReadRef<'data>) -> Result<i64, LayoutError> {
     }
 }
 
-/// `runtime.g.m`, `runtime.m.curg` and `runtime.g.labels` from the binary's DWARF; `Ok(None)`
-/// without DWARF (stripped) or without those members.
-pub fn dwarf_offsets<'data>(
-    elf: impl ReadRef<'data>,
-) -> Result<Option<RuntimeOffsets>, gimli::Error> {
+/// The [`MEMBERS`]' offsets from the binary's DWARF; `Ok(None)` without DWARF (stripped) or
+/// without one of the three the labels need.
+pub fn dwarf_offsets<'data>(elf: impl ReadRef<'data>) -> Result<Option<DwarfLayout>, gimli::Error> {
     let Ok(file) = object::File::parse(elf) else {
         return Ok(None);
     };
@@ -209,16 +247,16 @@ pub fn dwarf_offsets<'data>(
     };
     let sections = gimli::DwarfSections::load(load)?;
     let dwarf = sections.borrow(|section| gimli::EndianSlice::new(section, gimli::LittleEndian));
-    let (mut g_m, mut g_labels, mut m_curg) = (None, None, None);
+    let mut found: [Option<u32>; MEMBERS.len()] = [None; MEMBERS.len()];
     let mut units = dwarf.units();
-    while let Some(header) = units.next()? {
+    'units: while let Some(header) = units.next()? {
         let unit = dwarf.unit(header)?;
         let mut entries = unit.entries();
-        // The structure being read (`g` or `m`) and its depth.
-        let mut inside: Option<(&str, isize)> = None;
+        // The structure being read (its name) and its depth.
+        let mut inside: Option<(String, isize)> = None;
         while let Some(entry) = entries.next_dfs()? {
             let depth = entry.depth();
-            if inside.is_some_and(|(_, at)| depth <= at) {
+            if inside.as_ref().is_some_and(|(_, at)| depth <= *at) {
                 inside = None;
             }
             let name = || -> Option<String> {
@@ -226,40 +264,46 @@ pub fn dwarf_offsets<'data>(
                 let text = dwarf.attr_string(&unit, value).ok()?;
                 Some(String::from_utf8_lossy(&text).into_owned())
             };
-            match (entry.tag(), inside) {
-                (gimli::DW_TAG_structure_type, None) => match name().as_deref() {
-                    Some("runtime.g") => inside = Some(("g", depth)),
-                    Some("runtime.m") => inside = Some(("m", depth)),
-                    _ => {}
-                },
+            match (entry.tag(), &inside) {
+                (gimli::DW_TAG_structure_type, None) => {
+                    if let Some(name) = name().filter(|n| MEMBERS.iter().any(|(s, _)| s == n)) {
+                        inside = Some((name, depth));
+                    }
+                }
                 (gimli::DW_TAG_member, Some((owner, at))) if depth == at + 1 => {
                     let Some(gimli::AttributeValue::Udata(offset)) =
                         entry.attr_value(gimli::DW_AT_data_member_location)
                     else {
                         continue;
                     };
-                    let Ok(offset) = u32::try_from(offset) else {
+                    let (Ok(offset), Some(member)) = (u32::try_from(offset), name()) else {
                         continue;
                     };
-                    match (owner, name().as_deref()) {
-                        ("g", Some("m")) => g_m = Some(offset),
-                        ("g", Some("labels")) => g_labels = Some(offset),
-                        ("m", Some("curg")) => m_curg = Some(offset),
-                        _ => {}
+                    if let Some(at) = MEMBERS
+                        .iter()
+                        .position(|w| *w == (owner.as_str(), &*member))
+                    {
+                        found[at] = Some(offset);
                     }
                 }
                 _ => {}
             }
-            if let (Some(g_m), Some(m_curg), Some(g_labels)) = (g_m, m_curg, g_labels) {
-                return Ok(Some(RuntimeOffsets {
-                    g_m,
-                    m_curg,
-                    g_labels,
-                }));
+            if found.iter().all(Option::is_some) {
+                break 'units;
             }
         }
     }
-    Ok(None)
+    let [Some(g_m), Some(m_curg), Some(g_labels), sweepgen] = found else {
+        return Ok(None);
+    };
+    Ok(Some(DwarfLayout {
+        offsets: RuntimeOffsets {
+            g_m,
+            m_curg,
+            g_labels,
+        },
+        sweepgen,
+    }))
 }
 
 /// A section's bytes, decompressed when the linker compressed it (`SHF_COMPRESSED` zlib, as Go
