@@ -75,7 +75,7 @@ fn main() {
         processes: 16_384,
         ranges: ((64u64 << 20) / 16 / 32) as u32,
     };
-    let store = TableStore::with_cpu_share(kernel_bytes as usize, 1.0).expect("the builder");
+    let store = TableStore::with_cpu_share(capacity, 1.0).expect("the builder");
     let kernel = KernelTables::new(VecArrays::new(capacity), capacity);
     let mut loader = Loader::new(store, kernel, VecRanges::new(sizes.ranges), sizes);
 

@@ -3,6 +3,7 @@
 //! symbolizes them on the host, and writes pprof files. See ARCHITECTURE.md for the map.
 
 pub mod adaptive;
+mod allocator;
 pub mod bpf;
 pub mod cli;
 pub mod elf_file;

@@ -341,14 +341,14 @@ const UNWIND_REFRESH: Duration = Duration::from_secs(5);
 /// table is being built fall back to frame pointers until then.
 const UNWIND_POLL: Duration = Duration::from_millis(250);
 
-/// How `--unwind-memory-mb` is shared: three eighths to the kernel's rows and page entries,
-/// as much to the tables built in userspace (the store holds what the kernel holds), one
-/// sixteenth to the processes' code ranges (32 bytes each), and the rules' 1 MiB.
+/// How `--unwind-memory-mb` is shared: three eighths to the kernel's rows and page entries
+/// (the store admits what those hold), one sixteenth to the processes' code ranges (32 bytes
+/// each), the rules' 1 MiB, and the rest to the tables being built in userspace (the store
+/// keeps no table once the kernel has it).
 #[derive(Clone, Copy, Debug)]
 struct UnwindBudget {
     sizes: UnwindSizes,
     capacity: Capacity,
-    store_bytes: usize,
 }
 
 impl UnwindBudget {
@@ -372,12 +372,11 @@ impl UnwindBudget {
                 ranges,
             },
             capacity,
-            store_bytes: kernel as usize,
         }
     }
 
     fn loader(self, maps: UnwindMaps) -> std::io::Result<UnwindLoader> {
-        let store = TableStore::new(self.store_bytes)?;
+        let store = TableStore::new(self.capacity)?;
         let kernel = KernelTables::new(maps.arrays, self.capacity);
         Ok(Loader::new(store, kernel, maps.ranges, self.sizes))
     }

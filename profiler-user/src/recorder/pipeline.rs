@@ -117,7 +117,7 @@ impl Pipeline {
                         Job::Interval(interval) => {
                             output.write_interval(*interval, &table);
                             output.prune();
-                            release_free_memory();
+                            crate::allocator::release_free_memory();
                         }
                         Job::CaptureStart { start, comments } => {
                             output.capture = Some(Capture::new(start, comments));
@@ -210,17 +210,6 @@ impl Pipeline {
             Some(Err(_)) => Err(RecordError::PipelineGone),
             _ => Ok(()),
         }
-    }
-}
-
-/// Gives the memory freed after an interval back to the system. glibc's allocator keeps freed
-/// pages of its arenas; after a burst (an interval of a churning host) the resident size would
-/// otherwise stay at the burst's peak for the life of the agent.
-fn release_free_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim has no preconditions; it only returns free memory to the system.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -37,9 +37,10 @@ pub struct Capacity {
     pub tables: u32,
 }
 
-/// What one row takes in the kernel: its 4 bytes rounded up to an array element's 8.
-// Two rows to an element would halve it; the budget counts what is spent meanwhile.
-const ROW_SLOT_BYTES: u64 = 8;
+/// What one row or page entry takes in the kernel: an array element of 8 bytes (a row's 4
+/// bytes round up to 8).
+// Two rows to an element would halve a row's; the budget counts what is spent meanwhile.
+pub const SLOT_BYTES: u64 = 8;
 
 impl Capacity {
     /// Row and page slots for `bytes` of kernel memory (rows and page entries 8 bytes each in
@@ -50,8 +51,8 @@ impl Capacity {
         let page_bytes = bytes / 16;
         let row_bytes = bytes - page_bytes;
         Self {
-            rows: u32::try_from(row_bytes / ROW_SLOT_BYTES).unwrap_or(u32::MAX),
-            pages: u32::try_from(page_bytes / 8).unwrap_or(u32::MAX),
+            rows: u32::try_from(row_bytes / SLOT_BYTES).unwrap_or(u32::MAX),
+            pages: u32::try_from(page_bytes / SLOT_BYTES).unwrap_or(u32::MAX),
             tables,
         }
     }
@@ -199,8 +200,17 @@ impl<A: UnwindArrays> KernelTables<A> {
 
     /// Bytes of rows and page entries in use (taken out and not reclaimed included).
     pub fn bytes(&self) -> u64 {
-        u64::from(self.rows.used()) * size_of::<KernelRow>() as u64
-            + u64::from(self.pages.used()) * size_of::<PageEntry>() as u64
+        let used = self.used();
+        (u64::from(used.rows) + u64::from(used.pages)) * SLOT_BYTES
+    }
+
+    /// Row, page and table slots in use (taken out and not reclaimed included).
+    pub fn used(&self) -> Capacity {
+        Capacity {
+            rows: self.rows.used(),
+            pages: self.pages.used(),
+            tables: self.ids.used(),
+        }
     }
 
     pub fn arrays(&self) -> &A {

@@ -70,9 +70,9 @@ impl KernelTable {
             .iter()
             .map(|&rule| ids.id(rule).ok_or(LayoutError::TooManyRules))
             .collect::<Result<_, _>>()?;
-        let id_of = |row: &Row| global[usize::from(row.rule)];
-        let first_page = first.address >> PAGE_BITS;
-        let last_page = last.address >> PAGE_BITS;
+        let id_of = |row: &Row| global[usize::from(row.rule())];
+        let first_page = first.address() >> PAGE_BITS;
+        let last_page = last.address() >> PAGE_BITS;
         let mut pages = Vec::with_capacity((last_page - first_page + 1) as usize);
         let mut rows = Vec::with_capacity(table.rows.len());
         let mut next = 0usize;
@@ -82,10 +82,10 @@ impl KernelTable {
             let first = u32::try_from(start).map_err(|_| LayoutError::TooManyRows)?;
             let page_carry = carry;
             while let Some(row) = table.rows.get(next)
-                && row.address >> PAGE_BITS == page
+                && row.address() >> PAGE_BITS == page
             {
                 rows.push(KernelRow {
-                    address_low: (row.address & 0xffff) as u16,
+                    address_low: (row.address() & 0xffff) as u16,
                     rule: id_of(row),
                 });
                 carry = id_of(row);
@@ -122,9 +122,9 @@ impl KernelTable {
         })
     }
 
-    /// Bytes in the kernel.
+    /// Bytes in the kernel: 8 a row or page entry (an array element's size).
     pub fn bytes(&self) -> usize {
-        self.pages.len() * size_of::<PageEntry>() + self.rows.len() * size_of::<KernelRow>()
+        (self.pages.len() + self.rows.len()) * super::kernel_maps::SLOT_BYTES as usize
     }
 }
 
@@ -145,13 +145,16 @@ mod tests {
         let table = libc();
         let mut ids = RuleIds::default();
         let kernel = KernelTable::new(&table, &mut ids).unwrap();
-        let first = table.rows[0].address;
-        let last = table.rows.last().unwrap().address;
+        let first = table.rows[0].address();
+        let last = table.rows.last().unwrap().address();
         // Every row's start, the byte before it, and a spread of addresses across the file.
         let probes = table
             .rows
             .iter()
-            .flat_map(|row| [row.address, row.address.saturating_sub(1), row.address + 1])
+            .flat_map(|row| {
+                let address = row.address();
+                [address, address.saturating_sub(1), address + 1]
+            })
             .chain(
                 (0..20_000u64).map(|i| first.saturating_sub(4096) + i * (last - first) / 19_000),
             );
@@ -167,11 +170,8 @@ mod tests {
                 ),
             }
         }
-        // 4-byte rows and 8-byte page entries.
-        assert_eq!(
-            kernel.bytes(),
-            kernel.rows.len() * 4 + kernel.pages.len() * 8
-        );
+        // Rows and page entries take an 8-byte array element each.
+        assert_eq!(kernel.bytes(), (kernel.rows.len() + kernel.pages.len()) * 8);
     }
 
     #[test]

@@ -14,6 +14,7 @@ use profiler_common::unwind::{CodeRange, ProcessSlot, TABLE_NONE, TABLE_PENDING}
 use super::{
     arena::Arena,
     kernel_maps::{KernelTables, LoadError, UnwindArrays},
+    layout::KernelTable,
     mappings::{CodeMapping, Fingerprint, code_mappings_and_fingerprint, fingerprint},
     ranges::process_ranges,
     store::{Changes, FileKey, Lookup, TableStore},
@@ -72,6 +73,9 @@ pub struct Loader<A, R> {
     retired: Vec<ProcessSlot>,
     max_processes: usize,
     loaded: HashMap<FileKey, u32>,
+    /// Tables the kernel had no room for at the last poll, tried once more after the slots of
+    /// the tables evicted for them are reclaimed.
+    deferred: Vec<(FileKey, KernelTable)>,
     processes: HashMap<u32, Process>,
     stats: LoaderStats,
 }
@@ -91,6 +95,7 @@ impl<A: UnwindArrays, R: RangesMap> Loader<A, R> {
             retired: Vec::new(),
             max_processes: sizes.processes as usize,
             loaded: HashMap::new(),
+            deferred: Vec::new(),
             processes: HashMap::new(),
             stats: LoaderStats::default(),
         }
@@ -180,16 +185,21 @@ impl<A: UnwindArrays, R: RangesMap> Loader<A, R> {
             self.range_slots.free(slot.first, slot.count.max(1));
         }
         let changes = self.store.poll();
-        self.take(changes);
+        // First in line: the room made for them is free now.
+        let deferred = std::mem::take(&mut self.deferred);
+        self.take(changes, deferred);
     }
 
     /// Waits for the tables being built and takes them in: tests.
     pub fn wait_idle(&mut self) {
         let changes = self.store.wait_idle();
-        self.take(changes);
+        self.take(changes, Vec::new());
+        while !self.deferred.is_empty() {
+            self.poll();
+        }
     }
 
-    fn take(&mut self, changes: Changes) {
+    fn take(&mut self, changes: Changes, deferred: Vec<(FileKey, KernelTable)>) {
         let mut touched: HashSet<FileKey> = HashSet::new();
         for key in changes.evicted {
             if let Some(id) = self.loaded.remove(&key)
@@ -199,18 +209,29 @@ impl<A: UnwindArrays, R: RangesMap> Loader<A, R> {
             }
             touched.insert(key);
         }
-        for key in changes.loaded {
-            // Just built, so in the store (the path is not needed).
-            if let Lookup::Ready(table) = self.store.lookup(&key, Default::default) {
-                match self.kernel.load(&table, self.store.rules()) {
-                    Ok(id) => {
-                        self.loaded.insert(key.clone(), id);
-                    }
-                    Err(err) => {
-                        self.stats.load_failures += 1;
-                        if !matches!(err, LoadError::NoRoom { .. }) {
-                            tracing::warn!("loading an unwind table into the kernel: {err}");
-                        }
+        let loads = deferred
+            .into_iter()
+            .map(|table| (table, true))
+            .chain(changes.loaded.into_iter().map(|table| (table, false)));
+        for ((key, table), retry) in loads {
+            if !self.store.holds(&key) {
+                // Evicted while it waited.
+                continue;
+            }
+            match self.kernel.load(&table, self.store.rules()) {
+                Ok(id) => {
+                    self.loaded.insert(key.clone(), id);
+                }
+                // The slots of the tables evicted to make room come back at the next poll.
+                Err(LoadError::NoRoom { .. } | LoadError::NoTableSlot) if !retry => {
+                    self.deferred.push((key, table));
+                    continue;
+                }
+                Err(err) => {
+                    self.stats.load_failures += 1;
+                    self.store.refused(&key);
+                    if !matches!(err, LoadError::NoRoom { .. }) {
+                        tracing::warn!("loading an unwind table into the kernel: {err}");
                     }
                 }
             }
@@ -278,7 +299,7 @@ impl<A: UnwindArrays, R: RangesMap> Loader<A, R> {
             }
             match store.lookup(key, || mapping.path.clone()) {
                 Lookup::Unavailable => TABLE_NONE,
-                Lookup::Building | Lookup::Ready(_) => TABLE_PENDING,
+                Lookup::Building | Lookup::Ready => TABLE_PENDING,
             }
         });
         self.stats.mappings_dropped += built.dropped as u64;

@@ -1,20 +1,24 @@
-//! The unwind tables held for the kernel, within `--unwind-memory-mb`: one per file, keyed by
+//! The unwind tables held for the kernel, within its arrays' capacity (a share of
+//! `--unwind-memory-mb`, counted in row and page slots as the arrays hold them): one per file, keyed by
 //! what the file holds (its build ID, else its device, inode, size and change time), so every
 //! process that maps a file, in any container, shares its table. A table is built the first
 //! time a sample needs it, on a thread of its own (sampling never waits: until it is ready
 //! that file's frames fall back to frame pointers, counted), and the least recently used tables
-//! go first when the budget is reached.
+//! go first when the budget is reached. A built table goes to the kernel and is not kept here:
+//! the store remembers only its size (the rows would double the memory tables take), and a
+//! table evicted is built again when a process asks for it.
 
 use std::{
     collections::{HashMap, HashSet},
     fs::File,
     path::PathBuf,
-    sync::{Arc, mpsc},
+    sync::mpsc,
     thread,
     time::Instant,
 };
 
 use super::{
+    kernel_maps::{Capacity, SLOT_BYTES},
     layout::{KernelTable, LayoutError},
     rule::RuleIds,
     table::{self, FileTable, TableError},
@@ -70,9 +74,10 @@ pub enum Unavailable {
 }
 
 /// A file's table, as far as the store knows.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Lookup {
-    Ready(Arc<KernelTable>),
+    /// Built and handed over (in [`Changes::loaded`]).
+    Ready,
     /// Asked for, not built yet.
     Building,
     Unavailable,
@@ -81,19 +86,40 @@ pub enum Lookup {
 /// What [`TableStore::poll`] changed, for the loader of the kernel maps.
 #[derive(Debug, Default)]
 pub struct Changes {
-    pub loaded: Vec<FileKey>,
+    /// Tables built, to load into the kernel: the store keeps only their size.
+    pub loaded: Vec<(FileKey, KernelTable)>,
     pub evicted: Vec<FileKey>,
     pub unavailable: Vec<(FileKey, Unavailable)>,
 }
 
 struct Entry {
-    table: Arc<KernelTable>,
+    slots: Slots,
     last_used: u64,
 }
 
+/// Row and page-entry slots of the kernel arrays.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Slots {
+    rows: u64,
+    pages: u64,
+}
+
+impl Slots {
+    fn of(table: &KernelTable) -> Self {
+        Self {
+            rows: table.rows.len() as u64,
+            pages: table.pages.len() as u64,
+        }
+    }
+
+    fn within(self, capacity: Self) -> bool {
+        self.rows <= capacity.rows && self.pages <= capacity.pages
+    }
+}
+
 pub struct TableStore {
-    budget: usize,
-    used: usize,
+    capacity: Slots,
+    used: Slots,
     clock: u64,
     tables: HashMap<FileKey, Entry>,
     building: HashSet<FileKey>,
@@ -104,13 +130,13 @@ pub struct TableStore {
 }
 
 impl TableStore {
-    /// A store of at most `budget` bytes of kernel tables, with its builder thread.
-    pub fn new(budget: usize) -> std::io::Result<Self> {
-        Self::with_cpu_share(budget, BUILDER_CPU_SHARE)
+    /// A store of the tables the kernel arrays of `capacity` hold, with its builder thread.
+    pub fn new(capacity: Capacity) -> std::io::Result<Self> {
+        Self::with_cpu_share(capacity, BUILDER_CPU_SHARE)
     }
 
     /// [`Self::new`] whose builder takes at most `share` of one core (1.0: no pause; tests).
-    pub fn with_cpu_share(budget: usize, share: f64) -> std::io::Result<Self> {
+    pub fn with_cpu_share(capacity: Capacity, share: f64) -> std::io::Result<Self> {
         let (requests, jobs) = mpsc::channel::<(FileKey, PathBuf)>();
         let (done, built) = mpsc::channel();
         let pause_per_busy = (1.0 / share.clamp(0.01, 1.0)) - 1.0;
@@ -122,10 +148,17 @@ impl TableStore {
                 for (key, path) in jobs {
                     let started = Instant::now();
                     let table = build(&path);
-                    let busy = started.elapsed();
+                    let large = table
+                        .as_ref()
+                        .is_ok_and(|table| table.rows.len() >= LARGE_TABLE_ROWS);
                     if done.send((key, table)).is_err() {
                         break;
                     }
+                    // Its entries, rows and file data are freed by now.
+                    if large {
+                        crate::allocator::release_free_memory();
+                    }
+                    let busy = started.elapsed();
                     // A whole host's files at start-up (or a 95 MB library) would otherwise
                     // take a core for seconds: the adaptive controller would see the profiler's
                     // own load, and the overhead budget would pay for it.
@@ -133,8 +166,11 @@ impl TableStore {
                 }
             })?;
         Ok(Self {
-            budget,
-            used: 0,
+            capacity: Slots {
+                rows: u64::from(capacity.rows),
+                pages: u64::from(capacity.pages),
+            },
+            used: Slots::default(),
             clock: 0,
             tables: HashMap::new(),
             building: HashSet::new(),
@@ -150,7 +186,7 @@ impl TableStore {
         self.clock += 1;
         if let Some(entry) = self.tables.get_mut(key) {
             entry.last_used = self.clock;
-            return Lookup::Ready(entry.table.clone());
+            return Lookup::Ready;
         }
         if self.unavailable.contains(key) {
             return Lookup::Unavailable;
@@ -163,9 +199,23 @@ impl TableStore {
         Lookup::Building
     }
 
+    /// Whether the table of `key` is held (built, and not evicted since).
+    pub fn holds(&self, key: &FileKey) -> bool {
+        self.tables.contains_key(key)
+    }
+
     /// Whether the file `key` names was found to have no table.
     pub fn is_unavailable(&self, key: &FileKey) -> bool {
         self.unavailable.contains(key)
+    }
+
+    /// The table of `key` could not be put into the kernel: its bytes are free again, and the
+    /// file is not asked for again (like a file without a table).
+    pub fn refused(&mut self, key: &FileKey) {
+        if let Some(entry) = self.tables.remove(key) {
+            self.release(entry.slots);
+        }
+        self.unavailable.insert(key.clone());
     }
 
     /// Takes in the tables built since the last call, evicting the least recently used ones
@@ -195,16 +245,18 @@ impl TableStore {
         match built.and_then(|table| self.admit(&table)) {
             Ok(table) => {
                 self.clock += 1;
-                self.used += table.bytes();
+                let slots = Slots::of(&table);
+                self.used.rows += slots.rows;
+                self.used.pages += slots.pages;
                 self.tables.insert(
                     key.clone(),
                     Entry {
-                        table: Arc::new(table),
+                        slots,
                         last_used: self.clock,
                     },
                 );
-                changes.loaded.push(key.clone());
                 self.evict_for(&key, changes);
+                changes.loaded.push((key, table));
             }
             Err(why) => {
                 self.unavailable.insert(key.clone());
@@ -218,14 +270,19 @@ impl TableStore {
         self.rule_ids.rules()
     }
 
-    /// Bytes of kernel tables held.
-    pub fn used(&self) -> usize {
-        self.used
+    /// Bytes the tables held take in the kernel arrays.
+    pub fn used(&self) -> u64 {
+        (self.used.rows + self.used.pages) * SLOT_BYTES
+    }
+
+    fn release(&mut self, slots: Slots) {
+        self.used.rows -= slots.rows;
+        self.used.pages -= slots.pages;
     }
 
     fn admit(&mut self, table: &FileTable) -> Result<KernelTable, Unavailable> {
         let kernel = KernelTable::new(table, &mut self.rule_ids)?;
-        if kernel.bytes() > self.budget {
+        if !Slots::of(&kernel).within(self.capacity) {
             return Err(Unavailable::TooLarge {
                 bytes: kernel.bytes(),
             });
@@ -233,9 +290,9 @@ impl TableStore {
         Ok(kernel)
     }
 
-    /// Evicts least recently used tables other than `keep` until the budget holds.
+    /// Evicts least recently used tables other than `keep` until the capacity holds.
     fn evict_for(&mut self, keep: &FileKey, changes: &mut Changes) {
-        while self.used > self.budget {
+        while !self.used.within(self.capacity) {
             let Some(oldest) = self
                 .tables
                 .iter()
@@ -246,12 +303,18 @@ impl TableStore {
                 break;
             };
             if let Some(entry) = self.tables.remove(&oldest) {
-                self.used -= entry.table.bytes();
+                self.release(entry.slots);
             }
+            // Built in this same poll: not handed over after all.
+            changes.loaded.retain(|(key, _)| *key != oldest);
             changes.evicted.push(oldest);
         }
     }
 }
+
+/// Rows from which a table's build gives its memory back at once (1.5 MiB of build entries
+/// and more; a trim costs about 2 ms, and a host has a few dozen such files).
+const LARGE_TABLE_ROWS: usize = 1 << 16;
 
 /// The most of one core the builder thread takes: it pauses after each table for three times
 /// as long as the table took.

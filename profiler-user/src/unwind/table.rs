@@ -55,12 +55,31 @@ impl Arch {
     }
 }
 
-/// The start of a range of addresses and the index of its rule.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Row {
-    pub address: u64,
-    pub rule: u16,
+/// The start of a range of addresses and the index of its rule, in one word (the address
+/// above the rule's 16 bits): 8 bytes a row, not 16, in tables of up to 2 M rows.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Row(u64);
+
+impl Row {
+    pub fn address(self) -> u64 {
+        self.0 >> 16
+    }
+
+    pub fn rule(self) -> u16 {
+        self.0 as u16
+    }
 }
+
+impl std::fmt::Debug for Row {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Row({:#x}, rule {})", self.address(), self.rule())
+    }
+}
+
+/// Addresses in a table have at most this many bits (a file's own virtual addresses are far
+/// below; an FDE beyond is counted as bad): a row's address and rule, and a build entry's
+/// address, order bit and rule, fit in one `u64`.
+pub const MAX_ADDRESS_BITS: u32 = 47;
 
 /// What building a table met, for the log and the metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -85,9 +104,9 @@ pub struct FileTable {
 impl FileTable {
     /// The rule for `address`; `None` before the first row.
     pub fn rule_at(&self, address: u64) -> Option<&Rule> {
-        let after = self.rows.partition_point(|row| row.address <= address);
+        let after = self.rows.partition_point(|row| row.address() <= address);
         let row = self.rows.get(after.checked_sub(1)?)?;
-        self.rules.get(usize::from(row.rule))
+        self.rules.get(usize::from(row.rule()))
     }
 }
 
@@ -147,14 +166,14 @@ fn from_section<'a, S: UnwindSection<Slice<'a>>>(
     };
     let mut stats = BuildStats::default();
     let mut rules = RuleIds::default();
-    // (address << 1 | 0 for an FDE's end, 1 for a row; the rule's ID): at one address a row
-    // wins over the end of the function before it. 16 bytes an entry, the rule interned at
-    // once: the largest library here has 2 M entries, and with the rule in each entry building
-    // its table took 100 MiB.
-    let mut entries: Vec<(u64, u16)> = Vec::new();
-    let mut keyed = |address: u64, order: u64, rule: Rule| -> Result<(u64, u16), TableError> {
+    // address << 17 | (0 for an FDE's end, 1 for a row) << 16 | the rule's ID: at one
+    // address a row wins over the end of the function before it. 8 bytes an entry, the rule
+    // interned at once: the largest library here has 2 M entries, and with the rule in each
+    // entry building its table took 100 MiB (49 with 16-byte entries).
+    let mut entries: Vec<u64> = Vec::new();
+    let mut keyed = |address: u64, order: u64, rule: Rule| -> Result<u64, TableError> {
         let id = rules.id(rule).ok_or(TableError::TooManyRules)?;
-        Ok((address << 1 | order, id))
+        Ok(address << 17 | order << 16 | u64::from(id))
     };
     let mut context = UnwindContext::new();
     let mut iter = section.entries(bases);
@@ -168,6 +187,10 @@ fn from_section<'a, S: UnwindSection<Slice<'a>>>(
             continue;
         };
         if fde.len() == 0 {
+            continue;
+        }
+        if fde.end_address() >> MAX_ADDRESS_BITS != 0 {
+            stats.bad_fdes += 1;
             continue;
         }
         let signal = fde.is_signal_trampoline();
@@ -204,33 +227,28 @@ fn from_section<'a, S: UnwindSection<Slice<'a>>>(
     entries.sort_unstable();
     let rules = rules.into_rules();
     // The rows are written over the entries (`kept` never passes `i`), then become `Row`s in
-    // the same allocation: no second list of 30 MiB for the largest library.
+    // the same allocation: no second list of 15 MiB for the largest library.
     let mut kept = 0;
     for i in 0..entries.len() {
-        let (key, id) = entries[i];
-        let address = key >> 1;
+        let entry = entries[i];
+        let (address, id) = (entry >> 17, entry as u16);
         // Of several entries at one address the last (a row over an end) holds.
-        if entries
-            .get(i + 1)
-            .is_some_and(|next| next.0 >> 1 == address)
-        {
+        if entries.get(i + 1).is_some_and(|next| next >> 17 == address) {
             continue;
         }
-        if kept > 0 && entries[kept - 1].1 == id {
+        if kept > 0 && entries[kept - 1] as u16 == id {
             continue;
         }
         if rules[usize::from(id)].cfa == Cfa::Unsupported {
             stats.unsupported_rows += 1;
         }
-        entries[kept] = (address, id);
+        entries[kept] = address << 16 | u64::from(id);
         kept += 1;
     }
     entries.truncate(kept);
     entries.shrink_to_fit();
-    let rows: Vec<Row> = entries
-        .into_iter()
-        .map(|(address, rule)| Row { address, rule })
-        .collect();
+    // Same layout: collected in place.
+    let rows: Vec<Row> = entries.into_iter().map(Row).collect();
     Ok(FileTable {
         arch,
         rules,

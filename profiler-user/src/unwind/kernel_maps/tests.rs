@@ -46,12 +46,15 @@ fn check_file(
     file: &FileTable,
     bias: u64,
 ) {
-    let first = file.rows[0].address;
-    let last = file.rows.last().unwrap().address;
+    let first = file.rows[0].address();
+    let last = file.rows.last().unwrap().address();
     let probes = file
         .rows
         .iter()
-        .flat_map(|row| [row.address, row.address.saturating_sub(1), row.address + 1])
+        .flat_map(|row| {
+            let address = row.address();
+            [address, address.saturating_sub(1), address + 1]
+        })
         .chain((0..5_000u64).map(|i| first + i * (last - first) / 5_000));
     let mut checked = 0;
     for address in probes {
@@ -102,8 +105,8 @@ fn two_files_in_one_process_walk_as_their_own_tables_say() {
     let ld_bias = 0x7f10_0000_0000;
     let span = |file: &FileTable, bias: u64| {
         (
-            file.rows[0].address + bias,
-            file.rows.last().unwrap().address + bias + 1,
+            file.rows[0].address() + bias,
+            file.rows.last().unwrap().address() + bias + 1,
         )
     };
     let (libc_start, libc_end) = span(&libc, libc_bias);
@@ -147,7 +150,7 @@ fn a_table_taken_out_is_not_found_and_its_room_is_reused_only_after_reclaim() {
         Err(LoadError::NoRoom { .. })
     ));
     let bias = 0x7f00_0000_0000;
-    let address = libc.rows[libc.rows.len() / 2].address;
+    let address = libc.rows[libc.rows.len() / 2].address();
     let process = ranges(&[(bias, bias + (1 << 32), bias, id)]);
     assert!(matches!(found(&tables, &process, address + bias), Found::Rule(r) if r != NO_RULE));
 

@@ -28,7 +28,7 @@ fn loader(store_bytes: usize, sizes: UnwindSizes) -> Loader<VecArrays, VecRanges
     };
     let ranges = VecRanges::new(sizes.ranges);
     Loader::new(
-        TableStore::new(store_bytes).unwrap(),
+        TableStore::new(Capacity::of_bytes(store_bytes as u64, sizes.tables)).unwrap(),
         KernelTables::new(VecArrays::new(capacity), capacity),
         ranges,
         sizes,
@@ -214,4 +214,105 @@ fn a_table_evicted_for_the_budget_sends_its_ranges_back_to_pending() {
         "something did: {tables:?}"
     );
     assert!(loader.stats().table_bytes <= 120_000);
+    // What was evicted made room for what came after it, once its slots were reclaimed.
+    assert_eq!(loader.stats().load_failures, 0, "{:?}", loader.stats());
+}
+
+#[test]
+fn what_the_store_admits_the_kernel_holds() {
+    let sleeper = Sleeper::start();
+    let pid = sleeper.pid();
+    mapped(pid);
+    // Room for every table of `sleep` as the store counts, barely: the kernel arrays made of
+    // the same bytes (as the recorder makes them) must hold them all, or the loader fails to
+    // load tables the store keeps room for and never evicts anything to make room.
+    let mut probe = loader(64 << 20, SIZES);
+    probe.add_process(pid, 1);
+    probe.wait_idle();
+    let needed = probe.store.used() + probe.store.used() / 10;
+    let mut loader = budget_loader(needed);
+    loader.add_process(pid, 1);
+    loader.wait_idle();
+    let stats = loader.stats();
+    assert_eq!(stats.load_failures, 0, "{stats:?}");
+    assert!(stats.tables >= 2, "{stats:?}");
+    assert!(
+        !tables_of(&loader, pid).contains(&TABLE_PENDING),
+        "{:?}",
+        tables_of(&loader, pid)
+    );
+}
+
+/// A loader whose store and kernel arrays share `bytes`, as the recorder's are made.
+fn budget_loader(bytes: u64) -> Loader<VecArrays, VecRanges> {
+    let capacity = Capacity::of_bytes(bytes, 64);
+    Loader::new(
+        TableStore::new(capacity).unwrap(),
+        KernelTables::new(VecArrays::new(capacity), capacity),
+        VecRanges::new(SIZES.ranges),
+        SIZES,
+    )
+}
+
+#[test]
+fn a_table_evicted_for_another_makes_room_for_it_at_the_next_poll() {
+    // `sleep` again, without its build ID: another file to the store (known by its inode),
+    // with a table of the very size of `sleep`'s.
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("sleep-copy");
+    let status = Command::new("objcopy")
+        .args(["--remove-section", ".note.gnu.build-id"])
+        .arg(which_sleep())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(status.success(), "objcopy failed");
+    let first = Sleeper::start();
+    mapped(first.pid());
+    // Room for the three tables of `sleep` (itself, libc, ld.so) and not one more.
+    let mut probe = loader(64 << 20, SIZES);
+    probe.add_process(first.pid(), 1);
+    probe.wait_idle();
+    let full = probe.kernel.used();
+    let mut loader = Loader::new(
+        TableStore::new(full).unwrap(),
+        KernelTables::new(VecArrays::new(full), full),
+        VecRanges::new(SIZES.ranges),
+        SIZES,
+    );
+    loader.add_process(first.pid(), 1);
+    loader.wait_idle();
+    loader.poll();
+    assert_eq!(loader.stats().tables, 3, "{:?}", loader.stats());
+    // The copy's table takes the place of `sleep`'s, the least recently used, whose slots are
+    // free only once reclaimed: loaded at the poll after the one that evicted it, not lost.
+    let second = Sleeper(
+        Command::new(&copy)
+            .arg("60")
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    mapped(second.pid());
+    loader.add_process(second.pid(), 1);
+    loader.wait_idle();
+    let stats = loader.stats();
+    assert_eq!((stats.tables, stats.load_failures), (3, 0), "{stats:?}");
+    assert!(
+        tables_of(&loader, second.pid())
+            .iter()
+            .filter(|&&table| table < TABLE_PENDING)
+            .count()
+            == 3,
+        "{:?}",
+        tables_of(&loader, second.pid())
+    );
+}
+
+fn which_sleep() -> std::path::PathBuf {
+    ["/usr/bin/sleep", "/bin/sleep"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|path| path.exists())
+        .expect("sleep")
 }

@@ -9,24 +9,37 @@ fn key(n: u8) -> FileKey {
     FileKey::BuildId(vec![n; 20])
 }
 
-/// The kernel bytes of a file's table.
-fn bytes_of(path: &str) -> usize {
+/// A file's table as the kernel holds it.
+fn kernel_of(path: &str) -> KernelTable {
     let table = build(&PathBuf::from(path)).unwrap();
-    KernelTable::new(&table, &mut RuleIds::default())
-        .unwrap()
-        .bytes()
+    KernelTable::new(&table, &mut RuleIds::default()).unwrap()
 }
+
+/// Room for `tables` in the kernel arrays.
+fn room(tables: &[&KernelTable]) -> Capacity {
+    Capacity {
+        rows: tables.iter().map(|t| t.rows.len() as u32).sum(),
+        pages: tables.iter().map(|t| t.pages.len() as u32).sum(),
+        tables: 64,
+    }
+}
+
+const LARGE: Capacity = Capacity {
+    rows: 8 << 20,
+    pages: 1 << 20,
+    tables: 64,
+};
 
 fn ready(store: &mut TableStore, key: &FileKey) -> bool {
     matches!(
         store.lookup(key, || unreachable!("asked again")),
-        Lookup::Ready(_)
+        Lookup::Ready
     )
 }
 
 #[test]
 fn a_table_is_built_once_off_the_caller_and_shared() {
-    let mut store = TableStore::new(64 << 20).unwrap();
+    let mut store = TableStore::new(LARGE).unwrap();
     let libc = key(1);
     assert!(matches!(
         store.lookup(&libc, || PathBuf::from(LIBC)),
@@ -38,16 +51,19 @@ fn a_table_is_built_once_off_the_caller_and_shared() {
         Lookup::Building
     ));
     let changes = store.wait_idle();
-    assert_eq!(changes.loaded, std::slice::from_ref(&libc));
+    let loaded: Vec<_> = changes.loaded.iter().map(|(key, _)| key).collect();
+    assert_eq!(loaded, [&libc]);
+    // The table is handed over whole; the store keeps its size only.
+    assert_eq!(changes.loaded[0].1, kernel_of(LIBC));
     assert!(ready(&mut store, &libc));
-    assert_eq!(store.used(), bytes_of(LIBC));
+    assert_eq!(store.used(), kernel_of(LIBC).bytes() as u64);
 }
 
 #[test]
 fn the_least_recently_used_table_goes_first() {
-    let (small, large) = (bytes_of(LD_SO), bytes_of(LIBC));
+    let (small, large) = (kernel_of(LD_SO), kernel_of(LIBC));
     // Room for libc and one loader table, not two.
-    let mut store = TableStore::new(large + small + small / 2).unwrap();
+    let mut store = TableStore::new(room(&[&large, &small])).unwrap();
     let (a, b, c) = (key(1), key(2), key(3));
     store.lookup(&a, || PathBuf::from(LD_SO));
     store.lookup(&b, || PathBuf::from(LIBC));
@@ -58,7 +74,7 @@ fn the_least_recently_used_table_goes_first() {
     let changes = store.wait_idle();
     assert_eq!(changes.evicted, std::slice::from_ref(&b));
     assert!(ready(&mut store, &a) && ready(&mut store, &c));
-    assert_eq!(store.used(), 2 * small);
+    assert_eq!(store.used(), 2 * small.bytes() as u64);
     // An evicted table is built again when asked for.
     assert!(matches!(
         store.lookup(&b, || PathBuf::from(LIBC)),
@@ -71,7 +87,7 @@ fn files_without_a_table_are_not_asked_for_again() {
     let dir = tempfile::tempdir().unwrap();
     let text = dir.path().join("script.sh");
     std::fs::write(&text, "#!/bin/sh\n").unwrap();
-    let mut store = TableStore::new(64 << 20).unwrap();
+    let mut store = TableStore::new(LARGE).unwrap();
     let (script, missing, huge) = (key(1), key(2), key(3));
     store.lookup(&script, || text.clone());
     store.lookup(&missing, || Path::new("/nonexistent/lib.so").to_path_buf());
@@ -84,7 +100,7 @@ fn files_without_a_table_are_not_asked_for_again() {
         ));
     }
     // A table larger than the whole budget is refused, not evicting everything else.
-    let mut small = TableStore::new(1024).unwrap();
+    let mut small = TableStore::new(Capacity::of_bytes(1024, 64)).unwrap();
     small.lookup(&huge, || PathBuf::from(LIBC));
     let changes = small.wait_idle();
     assert!(

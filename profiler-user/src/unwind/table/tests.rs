@@ -222,9 +222,9 @@ fn between_functions_the_walk_falls_back_to_frame_pointers() {
     let gap = table
         .rows
         .iter()
-        .find(|row| table.rules[usize::from(row.rule)] == Rule::FRAME_POINTER)
+        .find(|row| table.rules[usize::from(row.rule())] == Rule::FRAME_POINTER)
         .expect("libc has gaps between its FDEs");
-    assert_eq!(table.rule_at(gap.address), Some(&Rule::FRAME_POINTER));
+    assert_eq!(table.rule_at(gap.address()), Some(&Rule::FRAME_POINTER));
     assert_eq!(table.rule_at(0), None);
 }
 
@@ -232,8 +232,8 @@ fn between_functions_the_walk_falls_back_to_frame_pointers() {
 fn rows_are_sorted_and_merged() {
     let table = table_of(LIBC);
     for pair in table.rows.windows(2) {
-        assert!(pair[0].address < pair[1].address, "{pair:?}");
-        assert_ne!(pair[0].rule, pair[1].rule, "{pair:?}");
+        assert!(pair[0].address() < pair[1].address(), "{pair:?}");
+        assert_ne!(pair[0].rule(), pair[1].rule(), "{pair:?}");
     }
 }
 
