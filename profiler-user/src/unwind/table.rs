@@ -61,6 +61,11 @@ impl Arch {
 pub struct Row(u64);
 
 impl Row {
+    /// `address` must have at most [`MAX_ADDRESS_BITS`] bits.
+    fn new(address: u64, rule: u16) -> Self {
+        Self(address << 16 | u64::from(rule))
+    }
+
     pub fn address(self) -> u64 {
         self.0 >> 16
     }
@@ -242,7 +247,7 @@ fn from_section<'a, S: UnwindSection<Slice<'a>>>(
         if rules[usize::from(id)].cfa == Cfa::Unsupported {
             stats.unsupported_rows += 1;
         }
-        entries[kept] = address << 16 | u64::from(id);
+        entries[kept] = Row::new(address, id).0;
         kept += 1;
     }
     entries.truncate(kept);
