@@ -153,6 +153,12 @@ pub const TAIL_CALL_SLOTS: u32 = 2;
 /// string is the first `len` bytes of its buffer, or the last `len` when its bit in
 /// `keys_at_end` / `values_at_end` is set ([`GoLabels::key`], [`GoLabels::value`]); the other
 /// bytes are the target's memory around the string.
+///
+/// A string in the executable's read-only data that the kernel cannot read (its page is not in
+/// the process's page tables: a literal the program never touched, and a BPF program cannot
+/// fault it in) is kept as its address instead, in the buffer's first word, with its bit in
+/// `keys_literal` / `values_literal` set: userspace reads it from the file
+/// ([`GoLabels::literal`]).
 #[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GoLabels {
@@ -166,7 +172,11 @@ pub struct GoLabels {
     pub keys_at_end: u8,
     /// Bit `i` set: slot `i`'s value is at the end of its buffer.
     pub values_at_end: u8,
-    pub _pad: [u8; 3],
+    /// Bit `i` set: slot `i`'s key is an address in the executable's read-only data.
+    pub keys_literal: u8,
+    /// Bit `i` set: slot `i`'s value is an address in the executable's read-only data.
+    pub values_literal: u8,
+    pub _pad: u8,
     pub key_lens: [u8; GO_MAX_LABELS],
     pub value_lens: [u8; GO_MAX_LABELS],
     pub keys: [[u8; GO_MAX_KEY]; GO_MAX_LABELS],
@@ -196,6 +206,21 @@ impl GoLabels {
             ),
             None => &[],
         }
+    }
+
+    /// Where slot `slot`'s key (`value` false) or value is in the executable's read-only data,
+    /// when the kernel kept its address instead of its bytes; `None` for bytes.
+    pub fn literal(&self, slot: usize, value: bool) -> Option<u64> {
+        let (mask, buf): (u8, &[u8]) = if value {
+            (self.values_literal, self.values.get(slot)?)
+        } else {
+            (self.keys_literal, self.keys.get(slot)?)
+        };
+        if mask & (1 << slot) == 0 {
+            return None;
+        }
+        let word: [u8; 8] = buf.get(..8)?.try_into().ok()?;
+        Some(u64::from_le_bytes(word))
     }
 }
 

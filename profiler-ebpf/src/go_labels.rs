@@ -16,7 +16,10 @@
 //! from below, and reads sized by the strings' lengths, checked slot by slot, made the
 //! verifier walk hundreds of thousands of instructions. A string is read as a window of its
 //! buffer's size from its start or, where that window runs into an unmapped page, the window
-//! ending at its end (`GoLabels::keys_at_end`); the hash covers only the string's own bytes.
+//! ending at its end (`GoLabels::keys_at_end`); the hash covers only the string's own bytes. A
+//! string of the executable's read-only data that neither window reaches (a literal whose page
+//! the process never touched) is kept as its address, for userspace to read from the file
+//! (`GoLabels::literal`).
 //!
 //! Label sets are immutable, so each CPU remembers what the last few it read came to, by the
 //! set's address and the process's garbage-collection generation (`GoMemo`): a goroutine
@@ -168,6 +171,9 @@ const NO_GENERATION: u64 = u64::MAX;
 
 #[map]
 static GO_RECENT: PerCpuArray<RecentLabels> = PerCpuArray::with_max_entries(1, 0);
+
+/// The seed of a string's hash when it is kept by address (see `read_string`).
+const LITERAL_HASH: u64 = 0x6c69_7465_7261_6c21;
 
 /// `trace_id` as a little-endian word, to find the key with one comparison.
 const TRACE_ID_KEY: u64 = u64::from_le_bytes(*b"trace_id");
@@ -531,6 +537,8 @@ fn read_header(scratch: &mut GoScratch) -> Result<(), Failure> {
     out.cut = 0;
     out.keys_at_end = 0;
     out.values_at_end = 0;
+    out.keys_literal = 0;
+    out.values_literal = 0;
     // Where each slot's string headers are in `raw`, as (key, value) offsets by slot.
     let (keys_at, values_at, step) = match scratch.labels_kind {
         GO_LABELS_MAP => {
@@ -602,11 +610,22 @@ fn store(scratch: &GoScratch) -> Result<u64, Failure> {
     if out.cut != 0 {
         count(Counter::GoLabelsCut);
     }
+    let mut hash = mix(hash, u64::from(out.present));
+    let mut trace_key = trace_key;
+    if out.keys_literal | out.values_literal != 0 {
+        // Strings kept by address name this process's executable: not another's set.
+        hash = mix(mix(hash, u64::from(scratch.key.pid)), scratch.key.pid_gen);
+        // A key kept by address may be `trace_id`: userspace reads it and decides; the set
+        // counts against the trace limit as a trace of its own.
+        if trace_key == 0 && out.keys_literal != 0 {
+            trace_key = hash | 1;
+        }
+    }
     // Without a trace ID the labels name no trace: userspace would drop them.
     if trace_key == 0 {
         return Err(None);
     }
-    let hash = mix(hash, u64::from(out.present)) | GO_CONTEXT_BIT;
+    let hash = hash | GO_CONTEXT_BIT;
 
     let recent = GO_RECENT.get_ptr_mut(0).ok_or(Some(Counter::Internal))?;
     // SAFETY: per-CPU map value, valid for the duration of the program.
@@ -658,19 +677,27 @@ fn read_slot(scratch: &mut GoScratch, slot: usize) -> u32 {
     let Ok((key_len, key_hash)) = read_key(scratch, slot, key) else {
         return 1;
     };
+    let readonly = scratch.readonly;
     let out = &mut scratch.labels;
     let Ok((value_len, value_hash)) = read_string(
         &mut out.values[slot],
-        value,
-        slot,
-        &mut out.values_at_end,
-        &mut out.cut,
+        StringRead {
+            pointer: value.0,
+            len: value.1,
+            slot,
+            readonly,
+            at_end: &mut out.values_at_end,
+            literal: &mut out.values_literal,
+            cut: &mut out.cut,
+        },
     ) else {
         return 1;
     };
     out.key_lens[slot] = key_len as u8;
     out.value_lens[slot] = value_len as u8;
-    if key_len == 8 && key_word(&out.keys[slot], out.keys_at_end & (1 << slot) != 0) == TRACE_ID_KEY
+    if key_len == 8
+        && out.keys_literal & (1 << slot) == 0
+        && key_word(&out.keys[slot], out.keys_at_end & (1 << slot) != 0) == TRACE_ID_KEY
     {
         scratch.trace_key = value_hash | 1;
     }
@@ -702,16 +729,22 @@ fn read_key(
         return Ok((len as usize, scratch.key_hash[slot]));
     }
     scratch.key_ptr[slot] = 0;
+    let readonly = scratch.readonly;
     let out = &mut scratch.labels;
     let (kept, hash) = read_string(
         &mut out.keys[slot],
-        key,
-        slot,
-        &mut out.keys_at_end,
-        &mut out.cut,
+        StringRead {
+            pointer,
+            len,
+            slot,
+            readonly,
+            at_end: &mut out.keys_at_end,
+            literal: &mut out.keys_literal,
+            cut: &mut out.cut,
+        },
     )?;
     // Only a key read from its start: a cached one is then where `GoLabels::key` looks.
-    if literal && out.keys_at_end & (1 << slot) == 0 {
+    if literal && (out.keys_at_end | out.keys_literal) & (1 << slot) == 0 {
         scratch.key_ptr[slot] = pointer;
         scratch.key_len[slot] = len;
         scratch.key_hash[slot] = hash;
@@ -762,39 +795,61 @@ fn string_header(raw: &[u64; BUCKET_WORDS], at: usize) -> Option<(u64, u64)> {
     Some((raw[at], raw[at + 1]))
 }
 
-/// Reads the string (pointer, length) as `buf`'s window (see the module's comment); returns
-/// the bytes kept and their hash. Sets `slot`'s bit in `at_end` for a window read backwards,
-/// and `cut` when the string is longer than `buf`.
+/// Where a string is and what [`read_string`] marks in the label set: `slot`'s bit in
+/// `at_end` for a window read backwards or in `literal` for an address kept, and `cut` when
+/// the string is longer than the buffer.
+struct StringRead<'a> {
+    pointer: u64,
+    len: u64,
+    slot: usize,
+    /// The executable's read-only data, `[start, end)`.
+    readonly: [u64; 2],
+    at_end: &'a mut u8,
+    literal: &'a mut u8,
+    cut: &'a mut u8,
+}
+
+/// Reads the string as `buf`'s window (see the module's comment); returns the bytes kept and
+/// their hash. A string in the read-only data that cannot be read (its page not in the
+/// process's page tables, which a BPF program cannot fault in) is kept as its address, for
+/// userspace to read from the file; anything else unreadable is a failure.
 #[inline(always)]
 fn read_string<const N: usize>(
     buf: &mut [u8; N],
-    (pointer, len): (u64, u64),
-    slot: usize,
-    at_end: &mut u8,
-    cut: &mut u8,
+    string: StringRead<'_>,
 ) -> Result<(usize, u64), Failure> {
+    let StringRead {
+        pointer, len, slot, ..
+    } = string;
     if len == 0 {
         return Ok((0, 0));
     }
-    if len > N as u64 {
-        *cut = 1;
-        // The window lies inside the string: no other to try.
-        if !read_into(buf, pointer) {
-            return Err(Some(Counter::GoLabelsReadFailed));
-        }
-        return Ok((N, words_hash(buf, N)));
-    }
-    let kept = len as usize;
+    let kept = if len > N as u64 {
+        *string.cut = 1;
+        N
+    } else {
+        len as usize
+    };
     if read_into(buf, pointer) {
         return Ok((kept, words_hash(buf, kept)));
     }
-    if !read_into(buf, pointer.wrapping_add(len).wrapping_sub(N as u64)) {
+    // A window inside a string longer than the buffer has no other to try.
+    if len <= N as u64 && read_into(buf, pointer.wrapping_add(len).wrapping_sub(N as u64)) {
+        *string.at_end |= 1 << slot;
+        // A rare path: its hash differs from the forward one, and userspace merges equal
+        // label sets by content anyway.
+        return Ok((kept, words_hash(buf, N) ^ len));
+    }
+    let [start, end] = string.readonly;
+    if pointer < start || pointer >= end || len > end - pointer {
         return Err(Some(Counter::GoLabelsReadFailed));
     }
-    *at_end |= 1 << slot;
-    // A rare path: its hash differs from the forward one, and userspace merges equal label
-    // sets by content anyway.
-    Ok((kept, words_hash(buf, N) ^ len))
+    // SAFETY: the label buffers are 8-byte aligned and at least 8 bytes (assertions below).
+    unsafe { buf.as_mut_ptr().cast::<u64>().write(pointer) };
+    *string.literal |= 1 << slot;
+    // By address: the same in every process of the executable, and `store` adds the process
+    // to the set's hash, as another executable may hold another string there.
+    Ok((kept, mix(mix(LITERAL_HASH, pointer), len)))
 }
 
 /// Word `index` of `buf` (the label buffers are 8-byte aligned: see the assertions below).

@@ -2,7 +2,7 @@
 //! `trace_id` and `span_id` exactly as the thread-context path writes them (lowercase hex), the
 //! other labels as attributes, sorted by key (a Go map has no order).
 
-use profiler_common::{GO_MAX_LABELS, GoLabels};
+use profiler_common::{GO_MAX_KEY, GO_MAX_LABELS, GO_MAX_VALUE, GoLabels};
 
 use crate::tracectx::TraceLabels;
 
@@ -12,17 +12,32 @@ const SPAN_ID: &str = "span_id";
 
 /// The labels of a sample taken under `labels`; `None` without a `trace_id` label of 32 hex
 /// digits (not all zero): the per-trace files are named by it, so nothing else may take its
-/// place. A missing or malformed `span_id` is written as zeros.
-pub fn go_trace_labels(labels: &GoLabels) -> Option<TraceLabels> {
+/// place. A missing or malformed `span_id` is written as zeros. A string the kernel kept by
+/// address is read by `literal` (address, length); a pair whose string cannot be read is left
+/// out.
+pub fn go_trace_labels(
+    labels: &GoLabels,
+    mut literal: impl FnMut(u64, usize) -> Option<Vec<u8>>,
+) -> Option<TraceLabels> {
     let count = usize::from(labels.count).min(GO_MAX_LABELS);
+    let mut string = |slot: usize, value: bool| {
+        let bytes = match labels.literal(slot, value) {
+            Some(address) => {
+                let (len, max) = if value {
+                    (labels.value_lens[slot], GO_MAX_VALUE)
+                } else {
+                    (labels.key_lens[slot], GO_MAX_KEY)
+                };
+                literal(address, usize::from(len).min(max))?
+            }
+            None if value => labels.value(slot).to_vec(),
+            None => labels.key(slot).to_vec(),
+        };
+        Some(String::from_utf8_lossy(&bytes).into_owned())
+    };
     let pairs: Vec<(String, String)> = (0..count)
         .filter(|i| labels.present & (1 << i) != 0)
-        .map(|i| {
-            (
-                String::from_utf8_lossy(labels.key(i)).into_owned(),
-                String::from_utf8_lossy(labels.value(i)).into_owned(),
-            )
-        })
+        .filter_map(|i| Some((string(i, false)?, string(i, true)?)))
         .collect();
     let find = |name: &str| pairs.iter().find(|(key, _)| key == name).map(|(_, v)| v);
     let trace_id = find(TRACE_ID).and_then(|id| hex_id(id, 32))?;
@@ -53,7 +68,6 @@ fn hex_id(text: &str, len: usize) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use profiler_common::{GO_MAX_KEY, GO_MAX_VALUE};
 
     fn labels(pairs: &[(&str, &str)]) -> GoLabels {
         let mut labels = GoLabels {
@@ -62,7 +76,9 @@ mod tests {
             present: (1u16 << pairs.len()).wrapping_sub(1) as u8,
             keys_at_end: 0,
             values_at_end: 0,
-            _pad: [0; 3],
+            keys_literal: 0,
+            values_literal: 0,
+            _pad: 0,
             key_lens: [0; GO_MAX_LABELS],
             value_lens: [0; GO_MAX_LABELS],
             keys: [[0xee; GO_MAX_KEY]; GO_MAX_LABELS],
@@ -77,14 +93,21 @@ mod tests {
         labels
     }
 
+    fn no_literals(_: u64, _: usize) -> Option<Vec<u8>> {
+        panic!("no string was kept by address")
+    }
+
     #[test]
     fn ids_as_the_thread_context_path_writes_them_and_the_rest_sorted() {
-        let got = go_trace_labels(&labels(&[
-            ("http.route", "/checkout"),
-            ("trace_id", "4BF92F3577B34DA6A3CE929D0E0E4736"),
-            ("span_id", "00f067aa0ba902b7"),
-            ("a", "1"),
-        ]))
+        let got = go_trace_labels(
+            &labels(&[
+                ("http.route", "/checkout"),
+                ("trace_id", "4BF92F3577B34DA6A3CE929D0E0E4736"),
+                ("span_id", "00f067aa0ba902b7"),
+                ("a", "1"),
+            ]),
+            no_literals,
+        )
         .unwrap();
         assert_eq!(got.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
         assert_eq!(got.span_id, "00f067aa0ba902b7");
@@ -100,19 +123,23 @@ mod tests {
     #[test]
     fn no_trace_without_a_valid_trace_id() {
         assert_eq!(
-            go_trace_labels(&labels(&[("span_id", "00f067aa0ba902b7")])),
-            None
-        );
-        assert_eq!(go_trace_labels(&labels(&[("trace_id", "abc")])), None);
-        assert_eq!(
-            go_trace_labels(&labels(&[("trace_id", &"0".repeat(32))])),
+            go_trace_labels(&labels(&[("span_id", "00f067aa0ba902b7")]), no_literals),
             None
         );
         assert_eq!(
-            go_trace_labels(&labels(&[("trace_id", &"g".repeat(32))])),
+            go_trace_labels(&labels(&[("trace_id", "abc")]), no_literals),
             None
         );
-        let no_span = go_trace_labels(&labels(&[("trace_id", &"a".repeat(32))])).unwrap();
+        assert_eq!(
+            go_trace_labels(&labels(&[("trace_id", &"0".repeat(32))]), no_literals),
+            None
+        );
+        assert_eq!(
+            go_trace_labels(&labels(&[("trace_id", &"g".repeat(32))]), no_literals),
+            None
+        );
+        let no_span =
+            go_trace_labels(&labels(&[("trace_id", &"a".repeat(32))]), no_literals).unwrap();
         assert_eq!(no_span.span_id, "0".repeat(16));
     }
 
@@ -120,7 +147,7 @@ mod tests {
     fn empty_slots_of_a_map_bucket_are_skipped() {
         let mut bucket = labels(&[("x", "stale"), ("trace_id", &"b".repeat(32))]);
         bucket.present = 0b10;
-        let got = go_trace_labels(&bucket).unwrap();
+        let got = go_trace_labels(&bucket, no_literals).unwrap();
         assert_eq!(got.trace_id, "b".repeat(32));
         assert!(got.attributes.is_empty(), "{:?}", got.attributes);
     }
@@ -140,9 +167,41 @@ mod tests {
         labels.values[1] = [0xee; GO_MAX_VALUE];
         labels.values[1][GO_MAX_VALUE - span.len()..].copy_from_slice(span);
         labels.values_at_end = 0b10;
-        let got = go_trace_labels(&labels).unwrap();
+        let got = go_trace_labels(&labels, no_literals).unwrap();
         assert_eq!(got.trace_id, "c".repeat(32));
         assert_eq!(got.span_id, "11f067aa0ba902b7");
+    }
+
+    /// The kernel kept slot 0's value and slot 1's key by address: read through `literal`,
+    /// and a pair whose string cannot be read is left out.
+    #[test]
+    fn strings_kept_by_address_are_read_from_the_executable() {
+        let mut labels = labels(&[
+            ("trace_id", "unread"),
+            ("span", "00f067aa0ba902b7"),
+            ("http.route", "unread"),
+        ]);
+        labels.values[0][..8].copy_from_slice(&0x4a_0010u64.to_le_bytes());
+        labels.value_lens[0] = 32;
+        labels.keys[1][..8].copy_from_slice(&0x4a_0100u64.to_le_bytes());
+        labels.key_lens[1] = 7;
+        labels.values[2][..8].copy_from_slice(&0x4a_0200u64.to_le_bytes());
+        labels.values_literal = 0b101;
+        labels.keys_literal = 0b010;
+        let mut asked = Vec::new();
+        let got = go_trace_labels(&labels, |address, len| {
+            asked.push((address, len));
+            match address {
+                0x4a_0010 => Some(b"4bf92f3577b34da6a3ce929d0e0e4736".to_vec()),
+                0x4a_0100 => Some(b"span_id".to_vec()),
+                _ => None,
+            }
+        })
+        .unwrap();
+        assert_eq!(asked, [(0x4a_0010, 32), (0x4a_0100, 7), (0x4a_0200, 6)]);
+        assert_eq!(got.trace_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(got.span_id, "00f067aa0ba902b7");
+        assert!(got.attributes.is_empty(), "{:?}", got.attributes);
     }
 
     #[test]
@@ -153,6 +212,6 @@ mod tests {
         bad.key_lens = [255; GO_MAX_LABELS];
         bad.value_lens = [255; GO_MAX_LABELS];
         // Keys are garbage now: no trace, and no panic.
-        assert_eq!(go_trace_labels(&bad), None);
+        assert_eq!(go_trace_labels(&bad, no_literals), None);
     }
 }

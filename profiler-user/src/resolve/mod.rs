@@ -74,7 +74,7 @@ pub fn resolve_interval(
                 go if go & GO_CONTEXT_BIT != 0 => drained
                     .go_labels
                     .get(&go)
-                    .and_then(|labels| labeler.go_labels(go, labels)),
+                    .and_then(|labels| labeler.go_labels(go, labels, snapshot)),
                 context => drained
                     .contexts
                     .get(&context)

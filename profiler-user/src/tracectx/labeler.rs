@@ -9,7 +9,10 @@ use super::{
     process_context::{ProcessContext, read_process_context},
     record::{attribute_bytes, attributes, hex},
 };
-use crate::process::ProcessKey;
+use crate::{
+    golabels::{Literals, go_trace_labels},
+    process::{ProcessKey, ProcessSnapshot},
+};
 
 /// Labels of a sample taken under a trace context.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -41,6 +44,8 @@ pub struct TraceLabeler {
     labels: HashMap<(ProcessKey, TraceContextKey), Arc<TraceLabels>>,
     /// Go label sets of this interval by their hash (`None`: no trace in them).
     go: HashMap<u64, Option<Arc<TraceLabels>>>,
+    /// Label strings the kernel kept by address, read from the executables.
+    literals: Literals,
     interval: u64,
 }
 
@@ -89,12 +94,22 @@ impl TraceLabeler {
         labels
     }
 
-    /// Labels for a sample taken under the Go label set `labels` (stored under `hash` this
-    /// interval); `None` when it names no trace.
-    pub fn go_labels(&mut self, hash: u64, labels: &GoLabels) -> Option<Arc<TraceLabels>> {
+    /// Labels for a sample of the process `snapshot` taken under the Go label set `labels`
+    /// (stored under `hash` this interval); `None` when it names no trace. A set with strings
+    /// kept by address has a hash of its own per process (the kernel mixes the process in).
+    pub fn go_labels(
+        &mut self,
+        hash: u64,
+        labels: &GoLabels,
+        snapshot: &ProcessSnapshot,
+    ) -> Option<Arc<TraceLabels>> {
+        let literals = &mut self.literals;
         self.go
             .entry(hash)
-            .or_insert_with(|| crate::golabels::go_trace_labels(labels).map(Arc::new))
+            .or_insert_with(|| {
+                go_trace_labels(labels, |address, len| literals.read(snapshot, address, len))
+                    .map(Arc::new)
+            })
             .clone()
     }
 
