@@ -533,7 +533,14 @@ pub mod maps {
     pub const UNWIND_RULES: &str = "UNWIND_RULES";
     pub const UNWIND_GENERATION: &str = "UNWIND_GENERATION";
     pub const UNWIND_STALE: &str = "UNWIND_STALE";
+    pub const EPOCH: &str = "EPOCH";
 }
+
+/// Low bits of an `EPOCH` value: whose write it is. The kernel writes its clock above the CPU
+/// number, userspace a counter above [`EPOCH_USERSPACE`]: no two writes leave the same value.
+pub const EPOCH_WRITER_BITS: u32 = 16;
+/// The writer bits of userspace's `EPOCH` writes (the kernel's are the CPU, below it).
+pub const EPOCH_USERSPACE: u64 = 1 << (EPOCH_WRITER_BITS - 1);
 
 /// Program names in the BPF object.
 pub mod programs {

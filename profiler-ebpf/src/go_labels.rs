@@ -180,6 +180,12 @@ const TRACE_ID_KEY: u64 = u64::from_le_bytes(*b"trace_id");
 
 type Failure = Option<Counter>;
 
+/// Whether `pid` is a Go process whose labels userspace located.
+#[inline(always)]
+pub(crate) fn is_target(pid: u32) -> bool {
+    GO_TARGETS.get_ptr(pid).is_some()
+}
+
 /// Starts reading the current goroutine's labels for the sample `key`: finds the label set,
 /// then a tail call into [`go_label_slot`], which reads its header and one slot per call and
 /// records the sample with its labels. Returns only when there is nothing to read (not a

@@ -20,7 +20,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_ANY, BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_ktime_get_ns,
+        bpf_probe_read_kernel,
         generated::{
             bpf_get_current_ancestor_cgroup_id, bpf_get_current_comm as bpf_get_current_comm_raw,
             bpf_get_current_task, bpf_get_stack,
@@ -31,10 +32,10 @@ use aya_ebpf::{
     programs::{PerfEventContext, RawTracePointContext},
 };
 use profiler_common::{
-    COUNTER_COUNT, CgroupOffsets, Config, Counter, EVENT_EXIT, EVENT_NEW_PROCESS, Frames,
-    MAX_CGROUP_LEVELS, MAX_STACK_DEPTH, MEDIUM_STACK_DEPTH, MediumStack, NO_CONTEXT, NO_STACK,
-    ProcessEvent, SHORT_STACK_DEPTH, SampleKey, SampleValue, Scratch, ShortStack, StackTrace,
-    TaskOffsets, process_generation,
+    COUNTER_COUNT, CgroupOffsets, Config, Counter, EPOCH_USERSPACE, EPOCH_WRITER_BITS, EVENT_EXIT,
+    EVENT_NEW_PROCESS, Frames, MAX_CGROUP_LEVELS, MAX_STACK_DEPTH, MEDIUM_STACK_DEPTH, MediumStack,
+    NO_CONTEXT, NO_STACK, ProcessEvent, SHORT_STACK_DEPTH, SampleKey, SampleValue, Scratch,
+    ShortStack, StackTrace, TaskOffsets, process_generation,
 };
 
 /// Set by userspace at load time (`EbpfLoader::set_global`).
@@ -107,6 +108,34 @@ static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 #[map]
 static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT, 0);
 
+/// Changes whenever what [`ProcessMemo`] remembers may have: a process execs or ends (written
+/// here), or userspace adds or removes a process's trace-context location, Go target or unwind
+/// ranges (written after the change). Never the same value twice (see `EPOCH_WRITER_BITS`).
+#[map]
+static EPOCH: Array<u64> = Array::with_max_entries(1, 0);
+
+/// The process this CPU sampled last, under the `EPOCH` value read before it was looked up:
+/// its generation and which per-process maps hold it. A CPU mostly samples the same process
+/// again, and the lookups it saves (`PROCESSES`, `TLS_TARGETS`, `GO_TARGETS`, `UNWIND_PROCS`,
+/// the task's start time and exec count) cost most of a sample beside the stack walk.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct ProcessMemo {
+    pid: u32,
+    /// `MEMO_*` bits.
+    flags: u32,
+    pid_gen: u64,
+    epoch: u64,
+}
+
+/// `TLS_TARGETS`, `GO_TARGETS`, `UNWIND_PROCS` hold the process.
+const MEMO_TLS: u32 = 1;
+const MEMO_GO: u32 = 2;
+const MEMO_UNWIND: u32 = 4;
+
+#[map]
+static PROCESS_MEMO: PerCpuArray<ProcessMemo> = PerCpuArray::with_max_entries(1, 0);
+
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
 
@@ -121,6 +150,7 @@ pub fn sample(ctx: PerfEventContext) -> u32 {
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
 pub fn sched_process_exec(_ctx: RawTracePointContext) -> i32 {
     forget_current_process();
+    new_epoch();
     0
 }
 
@@ -130,8 +160,67 @@ pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     // main thread that calls pthread_exit leaves the workers running.
     if thread_group_dead(&config().task) {
         forget_current_process();
+        new_epoch();
     }
     0
+}
+
+/// Moves `EPOCH` on: the kernel's clock above this CPU's number, a value no other write
+/// leaves (two CPUs at the same nanosecond differ in the low bits).
+fn new_epoch() {
+    if let Some(epoch) = EPOCH.get_ptr_mut(0) {
+        // SAFETY: helpers without preconditions.
+        let (now, cpu) = unsafe { (bpf_ktime_get_ns(), bpf_get_smp_processor_id()) };
+        let writer = u64::from(cpu) & (EPOCH_USERSPACE - 1);
+        // SAFETY: array map value; a plain store (word-sized, not torn).
+        unsafe { core::ptr::write_volatile(epoch, now << EPOCH_WRITER_BITS | writer) };
+    }
+}
+
+/// The sampled process's generation and `MEMO_*` flags: remembered from this CPU's last
+/// sample of it while `EPOCH` stays put, else read and looked up (and remembered; a generation
+/// that could not be read, 0, is looked for again at the next sample).
+#[inline(always)]
+fn process_of(pid: u32, config: &Config) -> Result<(u64, u32), Counter> {
+    // Read before the lookups: a change after them moves it, and the next sample looks again.
+    // SAFETY: array map value, copied at once.
+    let epoch = EPOCH
+        .get_ptr(0)
+        .map_or(0, |e| unsafe { core::ptr::read_volatile(e) });
+    let memo = PROCESS_MEMO.get_ptr_mut(0).ok_or(Counter::Internal)?;
+    // SAFETY: per-CPU map value; perf_event programs do not nest on one CPU.
+    let memo = unsafe { &mut *memo };
+    if memo.pid != pid || memo.epoch != epoch || memo.pid_gen == 0 {
+        let pid_gen = generation_of(pid, &config.task);
+        let mut flags = 0;
+        if config.trace_context != 0 {
+            if trace_context::has_location(pid) {
+                flags |= MEMO_TLS;
+            }
+            if go_labels::is_target(pid) {
+                flags |= MEMO_GO;
+            }
+        }
+        if config.dwarf_unwinding != 0 && unwind::has_ranges(pid) {
+            flags |= MEMO_UNWIND;
+        }
+        *memo = ProcessMemo {
+            pid,
+            flags,
+            pid_gen,
+            epoch,
+        };
+    }
+    // Read back from the map on both paths: the verifier then knows nothing of the flags, and
+    // checks what follows once, not once per combination the lookups above could yield
+    // (`sample` went from 33,411 to 192,819 instructions on 6.18).
+    // SAFETY: the per-CPU map value above.
+    Ok(unsafe {
+        (
+            core::ptr::read_volatile(&memo.pid_gen),
+            core::ptr::read_volatile(&memo.flags),
+        )
+    })
 }
 
 /// Whether the current (exiting) task was the last live thread of its group: `do_exit` has
@@ -295,7 +384,7 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
     // SAFETY: per-CPU map value, valid for the duration of the program.
     let scratch = unsafe { &mut *scratch };
 
-    let pid_gen = generation_of(pid, &config.task);
+    let (pid_gen, flags) = process_of(pid, &config)?;
     // A sample of user code has no kernel stack: skip the helper call that would say so.
     let kernel_stack = if config.kernel_stacks != 0 && !interrupted_user_code(ctx) {
         read_stack(
@@ -308,7 +397,7 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
     } else {
         NO_STACK
     };
-    let context = if config.trace_context != 0 {
+    let context = if config.trace_context != 0 && flags & MEMO_TLS != 0 {
         trace_context::read(pid, interval, &config)
     } else {
         NO_CONTEXT
@@ -324,7 +413,7 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
     };
     // SAFETY: reading a field of the perf event context is allowed and converted by the verifier.
     let period = unsafe { (*ctx.ctx).sample_period };
-    if config.dwarf_unwinding != 0 {
+    if config.dwarf_unwinding != 0 && flags & MEMO_UNWIND != 0 {
         // A process with unwind tables: its user stack is walked by them, in tail calls that
         // go on with the sample themselves; back here only for a process without.
         unwind::start(ctx, &key, period, interval);
@@ -336,7 +425,7 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
         half,
         Counter::UserStackFailed,
     );
-    if config.trace_context != 0 && context == NO_CONTEXT {
+    if config.trace_context != 0 && context == NO_CONTEXT && flags & MEMO_GO != 0 {
         // A Go program publishes no thread-local record: its goroutines carry labels. Read by
         // tail calls that record the sample themselves; back here only when there are none.
         go_labels::start(ctx, pid, interval, &config, &key, period);

@@ -223,6 +223,12 @@ static UNWIND_RULE_CACHE: PerCpuArray<RuleCache> = PerCpuArray::with_max_entries
 #[map]
 static UNWIND_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
+/// Whether userspace gave `pid`'s code ranges (it has unwind tables).
+#[inline(always)]
+pub(crate) fn has_ranges(pid: u32) -> bool {
+    UNWIND_PROCS.get_ptr(pid).is_some()
+}
+
 /// Hands the sample `key` (without its user stack) to [`unwind_user`] when its process is
 /// walked by tables; returns only when it is not (or the tail call failed), and the caller
 /// reads the user stack by frame pointer.

@@ -1,5 +1,7 @@
 //! Loads the BPF object, attaches it, and hands out the handles the recorder needs.
 
+use std::sync::Arc;
+
 use crate::kernel_features::CgroupRead;
 use aya::{
     Ebpf, EbpfLoader,
@@ -12,7 +14,7 @@ use profiler_common::{
 };
 
 use super::{
-    BpfError, CounterSnapshot, Drained, EventReader, PerfEvents,
+    BpfError, CounterSnapshot, Drained, Epoch, EventReader, PerfEvents,
     cost::{self, CostMeter, ProgramCost},
     counters,
     drain::{Drainer, HalfMaps, StackMaps},
@@ -68,6 +70,8 @@ pub struct Sampler {
     counters: PerCpuArray<MapData, u64>,
     tls_targets: HashMap<MapData, u32, TlsLocation>,
     go_targets: HashMap<MapData, u32, GoTarget>,
+    /// Moved on after each change to `tls_targets` and `go_targets`.
+    epoch: Arc<Epoch>,
     /// Held while sampling: the kernel empties a program array when its last user reference
     /// goes.
     _tail_calls: ProgramArray<MapData>,
@@ -204,13 +208,14 @@ impl Sampler {
             .set(TAIL_GO_LABEL_SLOT, &slot_fd, 0)
             .map_err(map_error(maps::TAIL_CALLS))?;
 
+        let epoch = Arc::new(Epoch::take(&mut ebpf)?);
         let unwind_maps = match options.unwind {
             Some(_) => {
                 let walk = tail_program(&mut ebpf, programs::UNWIND_USER)?;
                 tail_calls
                     .set(TAIL_UNWIND_USER, &walk, 0)
                     .map_err(map_error(maps::TAIL_CALLS))?;
-                Some(UnwindMaps::take(&mut ebpf)?)
+                Some(UnwindMaps::take(&mut ebpf, epoch.clone())?)
             }
             None => None,
         };
@@ -226,6 +231,7 @@ impl Sampler {
             counters,
             tls_targets,
             go_targets,
+            epoch,
             _tail_calls: tail_calls,
             unwind_maps,
             events: Some(events),
@@ -246,20 +252,37 @@ impl Sampler {
     pub fn set_tls_location(&mut self, pid: u32, location: TlsLocation) -> Result<(), BpfError> {
         self.tls_targets
             .insert(pid, location, 0)
-            .map_err(map_error(maps::TLS_TARGETS))
+            .map_err(map_error(maps::TLS_TARGETS))?;
+        self.advance_epoch()
     }
 
     /// Tells the program where `pid`'s goroutine labels are.
     pub fn set_go_target(&mut self, pid: u32, target: GoTarget) -> Result<(), BpfError> {
         self.go_targets
             .insert(pid, target, 0)
-            .map_err(map_error(maps::GO_TARGETS))
+            .map_err(map_error(maps::GO_TARGETS))?;
+        self.advance_epoch()
     }
 
     /// Forgets `pid`'s trace-context location and Go target (the process image ended).
     pub fn forget_tls_location(&mut self, pid: u32) {
-        let _ = self.tls_targets.remove(&pid);
-        let _ = self.go_targets.remove(&pid);
+        let tls = self.tls_targets.remove(&pid).is_ok();
+        let go = self.go_targets.remove(&pid).is_ok();
+        if (tls || go)
+            && let Err(err) = self.advance_epoch()
+        {
+            // Only a later sample of the same PID could see the old entry, and the exit that
+            // ended the image moved the epoch already.
+            tracing::debug!(pid, "{err}");
+        }
+    }
+
+    /// Moves the program's epoch on after a change to a per-process map.
+    fn advance_epoch(&self) -> Result<(), BpfError> {
+        self.epoch.advance().map_err(|source| BpfError::Syscall {
+            call: "update of the epoch map",
+            source,
+        })
     }
 
     /// Current totals of the program's counters.

@@ -2,7 +2,10 @@
 //! `unwind::kernel_maps` fills, written a batch at a time (a large file's table is millions of
 //! rows: one `bpf(2)` call per element would take seconds), and each process's code ranges.
 
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::{
+    os::fd::{AsFd, AsRawFd, OwnedFd},
+    sync::Arc,
+};
 
 use aya::maps::{HashMap, Map, MapData};
 use profiler_common::{
@@ -11,7 +14,7 @@ use profiler_common::{
 };
 
 use super::{
-    BpfError,
+    BpfError, Epoch,
     syscall::{BPF_MAP_UPDATE_BATCH, MapBatch, bpf},
 };
 use crate::unwind::{kernel_maps::UnwindArrays, loader::RangesMap};
@@ -51,13 +54,15 @@ pub struct ProcessRangesMap {
     current: u32,
     /// `UNWIND_STALE`: processes whose walks met code outside their ranges.
     stale: HashMap<MapData, u32, u32>,
+    /// Moved on after a process's ranges come or go (the program remembers who has some).
+    epoch: Arc<Epoch>,
 }
 
 /// Elements written per `bpf(2)` call: bounds the kernel's time in one call.
 const BATCH: usize = 16_384;
 
 impl UnwindMaps {
-    pub(super) fn take(ebpf: &mut aya::Ebpf) -> Result<Self, BpfError> {
+    pub(super) fn take(ebpf: &mut aya::Ebpf, epoch: Arc<Epoch>) -> Result<Self, BpfError> {
         let fd = |ebpf: &mut aya::Ebpf, name: &'static str| -> Result<OwnedFd, BpfError> {
             let map = ebpf
                 .take_map(name)
@@ -95,6 +100,7 @@ impl UnwindMaps {
                 ranges: fd(ebpf, maps::UNWIND_RANGES)?,
                 generation: fd(ebpf, maps::UNWIND_GENERATION)?,
                 current: 0,
+                epoch,
                 stale: {
                     let map = ebpf.take_map(maps::UNWIND_STALE).ok_or(BpfError::Missing {
                         kind: "map",
@@ -120,12 +126,19 @@ impl RangesMap for ProcessRangesMap {
     fn set_process(&mut self, pid: u32, slot: ProcessSlot) -> std::io::Result<()> {
         self.processes
             .insert(pid, slot, 0)
-            .map_err(std::io::Error::other)
+            .map_err(std::io::Error::other)?;
+        self.epoch.advance()
     }
 
     /// Its user stacks go back to frame pointers.
     fn remove_process(&mut self, pid: u32) {
-        let _ = self.processes.remove(&pid);
+        if self.processes.remove(&pid).is_ok()
+            && let Err(err) = self.epoch.advance()
+        {
+            // The program walks the process's stacks by frame pointers only once the epoch
+            // moves; until then it finds no ranges and does so anyway.
+            tracing::debug!(pid, "moving the epoch on: {err}");
+        }
     }
 
     fn take_stale(&mut self) -> Vec<u32> {
@@ -144,7 +157,7 @@ impl RangesMap for ProcessRangesMap {
 }
 
 /// Writes `values` at indices `at..` of the array `map`, a batch per call.
-fn write_array<T>(map: &OwnedFd, at: u32, values: &[T]) -> std::io::Result<()> {
+pub(super) fn write_array<T>(map: impl AsFd, at: u32, values: &[T]) -> std::io::Result<()> {
     for (chunk_index, chunk) in values.chunks(BATCH).enumerate() {
         let first = at as usize + chunk_index * BATCH;
         let keys: Vec<u32> = (0..chunk.len())
@@ -154,7 +167,7 @@ fn write_array<T>(map: &OwnedFd, at: u32, values: &[T]) -> std::io::Result<()> {
             keys: keys.as_ptr() as u64,
             values: chunk.as_ptr() as u64,
             count: chunk.len() as u32,
-            map_fd: map.as_raw_fd() as u32,
+            map_fd: map.as_fd().as_raw_fd() as u32,
             ..MapBatch::default()
         };
         bpf(BPF_MAP_UPDATE_BATCH, &mut attr)?;
