@@ -60,14 +60,14 @@ const DTV_ENTRY_SIZE: u64 = 16;
 /// glibc's marker for a DTV slot whose block is not allocated yet.
 const TLS_DTV_UNALLOCATED: u64 = u64::MAX;
 
-/// The hash of the current thread's context, stored in the active contexts map, or
-/// [`NO_CONTEXT`]. Every failure is counted and leaves the sample without a trace.
 /// Whether userspace located `pid`'s trace-context record.
 #[inline(always)]
 pub(crate) fn has_location(pid: u32) -> bool {
     TLS_TARGETS.get_ptr(pid).is_some()
 }
 
+/// The hash of the current thread's context, stored in the active contexts map, or
+/// [`NO_CONTEXT`]. Every failure is counted and leaves the sample without a trace.
 pub(crate) fn read(pid: u32, interval: u32, config: &Config) -> u64 {
     let Some(location) = TLS_TARGETS.get_ptr(pid) else {
         return NO_CONTEXT;
