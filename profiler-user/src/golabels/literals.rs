@@ -7,13 +7,13 @@
 //!
 //! [`GoLabels::literal`]: profiler_common::GoLabels::literal
 
-use std::{collections::HashMap, fs::File, os::unix::fs::FileExt as _, sync::Arc};
+use std::{collections::HashMap, fs::File, sync::Arc};
 
 use object::elf;
 
 use crate::{
     elf_file::ElfFile,
-    process::{FileId, MappingObject, ProcessSnapshot},
+    process::{FileId, MappedFile, MappingObject, ProcessSnapshot},
 };
 
 /// Executables remembered before the cache starts afresh.
@@ -27,9 +27,10 @@ struct Segment {
     size: u64,
 }
 
-/// A position-dependent executable, open, with its loaded segments.
+/// A position-dependent executable, read through the descriptor its snapshots hold, with its
+/// loaded segments.
 struct Executable {
-    file: File,
+    file: Arc<MappedFile>,
     segments: Vec<Segment>,
 }
 
@@ -65,8 +66,11 @@ impl Literals {
                 .entry(mapped.id)
                 .or_insert_with(|| {
                     let file = File::open(mapped.symbolization_path()?).ok()?;
-                    let segments = segments(&ElfFile::new(file.try_clone().ok()?))?;
-                    Some(Arc::new(Executable { file, segments }))
+                    let segments = segments(&ElfFile::new(file))?;
+                    Some(Arc::new(Executable {
+                        file: mapped.clone(),
+                        segments,
+                    }))
                 })
                 .clone();
             let Some(executable) = executable else {

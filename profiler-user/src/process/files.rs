@@ -50,6 +50,15 @@ impl MappedFile {
         build_id(&ElfFile::new(handle)).ok().flatten()
     }
 
+    /// `buf.len()` bytes at `offset`, through the descriptor held (an error without one).
+    pub fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let handle = self
+            .handle
+            .as_ref()
+            .ok_or_else(|| std::io::Error::other("the file could not be opened"))?;
+        std::os::unix::fs::FileExt::read_exact_at(handle, buf, offset)
+    }
+
     /// A path that reaches this very file for as long as it is held: `/proc/self/fd/<n>`.
     pub fn symbolization_path(&self) -> Option<PathBuf> {
         self.handle
