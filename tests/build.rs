@@ -92,6 +92,17 @@ fn main() {
         .arg(&source);
     run(cmd);
     let traced = build_traced(&fixtures, &out_dir);
+    let off_cpu = out_dir.join("fixture-off-cpu-waits");
+    let source = fixtures.join("off_cpu.c");
+    println!("cargo:rerun-if-changed={}", source.display());
+    let mut cmd = Command::new("gcc");
+    cmd.args(CFLAGS)
+        .arg("-pthread")
+        .arg("-Wl,--export-dynamic-symbol=otel_thread_ctx_v1")
+        .arg("-o")
+        .arg(&off_cpu)
+        .arg(&source);
+    run(cmd);
     let (go_labels, go_checkout) = build_go_labels(&manifest_dir, &fixtures, &out_dir);
     let (lifetimes, plugin) = build_lifetimes(&fixtures, &out_dir);
 
@@ -113,6 +124,7 @@ fn main() {
     export("FIXTURE_LIBOTELCTX_GNU2", &traced.lib_gnu2);
     export("FIXTURE_LIBOTELCTX_GNU", &traced.lib_gnu);
     export("FIXTURE_TRACED_DLOPEN", &traced.dlopen);
+    export("FIXTURE_OFF_CPU", &off_cpu);
     export("FIXTURE_LIFETIMES", &lifetimes);
     export("FIXTURE_PLUGIN", &plugin);
     println!("cargo:rustc-env=FIXTURE_GO_LABELS={go_labels}");

@@ -37,7 +37,7 @@ pub fn pprof(data: &[u8]) {
     };
     let stacks = Stacks::from_profile(&profile);
     let _ = stacks.meta.end().map(profiler::report::utc);
-    for value in [ValueKind::Cpu, ValueKind::Samples] {
+    for value in ValueKind::ALL {
         let top = Top::new(&stacks.samples, value, Order::Flat);
         let _ = top.render(20, &[]);
         let folded = Folded::new(&stacks.samples, value);

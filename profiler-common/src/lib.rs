@@ -140,8 +140,16 @@ pub const TAIL_GO_LABEL_SLOT: u32 = 0;
 /// Index in `TAIL_CALLS` of `unwind_user`, which walks a user stack by the files' unwind tables
 /// (issue 15) a few frames per call and then goes on with the sample.
 pub const TAIL_UNWIND_USER: u32 = 1;
-/// Entries of `TAIL_CALLS`.
+/// Entries of `TAIL_CALLS` (and of `OFF_CPU_TAIL_CALLS`, the same programs for off-CPU
+/// records: `go_label_slot_off_cpu`, `unwind_user_off_cpu`).
 pub const TAIL_CALL_SLOTS: u32 = 2;
+
+/// The slot of the per-CPU scratch maps ([`maps::PER_CPU_SCRATCH`]) the sampling program and
+/// its tail calls use.
+pub const SLOT_SAMPLE: u32 = 0;
+/// The slot the off-CPU programs use: a sample (a timer interrupt) may come while the
+/// system-call exit program runs on the same CPU, and must not write over its state.
+pub const SLOT_OFF_CPU: u32 = 1;
 
 /// A goroutine's pprof labels as read in the kernel: up to [`GO_MAX_LABELS`] slots (a map
 /// bucket's slots, or the slice's first pairs), each cut to [`GO_MAX_KEY`] / [`GO_MAX_VALUE`]
@@ -305,6 +313,12 @@ pub struct Config {
     pub task: TaskOffsets,
     /// Where the program finds a task's cgroup ancestry when `cgroup_ancestor_ids` is 1.
     pub cgroup: CgroupOffsets,
+    /// 1: off-CPU time is recorded (`--off-cpu`; the switch and system-call exit programs are
+    /// loaded).
+    pub off_cpu: u8,
+    pub _pad: [u8; 7],
+    /// The shortest time off the CPU that is recorded (`--off-cpu-min-us`), in nanoseconds.
+    pub off_cpu_min_ns: u64,
 }
 
 /// Byte offsets of the path from a task to the IDs of its cgroup v2 ancestors in kernels that
@@ -339,6 +353,14 @@ pub struct TaskOffsets {
     pub signal: u32,
     /// `signal_struct.live.counter` (int): threads of the group not yet exiting.
     pub signal_live: u32,
+    /// `task_struct.pid` (int): the thread ID, read for the task a switch puts on the CPU.
+    pub pid: u32,
+    /// `task_struct.flags` (unsigned int): `PF_KTHREAD` marks a kernel thread, which never
+    /// returns to user code and has no off-CPU records.
+    pub flags: u32,
+    /// `task_struct.__state` (unsigned int; `state`, a long, before Linux 5.14: its low half
+    /// is read): 0 (`TASK_RUNNING`) for a task that leaves the CPU still runnable.
+    pub state: u32,
 }
 
 /// Bits of [`process_generation`] that hold the start time in microseconds (142 years).
@@ -442,10 +464,26 @@ pub enum Counter {
     UnwindReadFailed = 21,
     /// Samples whose user stack was walked by unwind tables.
     UnwindWalks = 22,
+    /// Waits off the CPU of at least `--off-cpu-min-us`, counted when the thread ran again.
+    OffCpuWaits = 23,
+    /// Waits off the CPU shorter than `--off-cpu-min-us`: timed, not recorded.
+    OffCpuShort = 24,
+    /// Off-CPU records written (one or more waits, when the thread returned from the system
+    /// call it waited in).
+    OffCpuRecords = 25,
+    /// Threads whose waits could not be timed: the map of waiting threads was full.
+    OffCpuThreadsFull = 26,
+    /// Waits dropped because the thread did not return through the system call it waited in
+    /// (a wait outside a system call, or a return on another CPU).
+    OffCpuUnmatched = 27,
+    /// Threads that began to be timed, and that were forgotten when they exited: the
+    /// difference is the threads the kernel times now.
+    OffCpuThreadsAdded = 28,
+    OffCpuThreadsRemoved = 29,
 }
 
 /// Number of [`Counter`] slots.
-pub const COUNTER_COUNT: u32 = 23;
+pub const COUNTER_COUNT: u32 = 30;
 
 impl Counter {
     /// All counters, in index order.
@@ -473,6 +511,13 @@ impl Counter {
         Counter::UnwindTablePending,
         Counter::UnwindReadFailed,
         Counter::UnwindWalks,
+        Counter::OffCpuWaits,
+        Counter::OffCpuShort,
+        Counter::OffCpuRecords,
+        Counter::OffCpuThreadsFull,
+        Counter::OffCpuUnmatched,
+        Counter::OffCpuThreadsAdded,
+        Counter::OffCpuThreadsRemoved,
     ];
 
     /// A short snake_case name for logs and metrics.
@@ -501,6 +546,13 @@ impl Counter {
             Counter::UnwindTablePending => "unwind_table_pending",
             Counter::UnwindReadFailed => "unwind_read_failed",
             Counter::UnwindWalks => "unwind_walks",
+            Counter::OffCpuWaits => "off_cpu_waits",
+            Counter::OffCpuShort => "off_cpu_short",
+            Counter::OffCpuRecords => "off_cpu_records",
+            Counter::OffCpuThreadsFull => "off_cpu_threads_full",
+            Counter::OffCpuUnmatched => "off_cpu_unmatched",
+            Counter::OffCpuThreadsAdded => "off_cpu_threads_added",
+            Counter::OffCpuThreadsRemoved => "off_cpu_threads_removed",
         }
     }
 }
@@ -534,6 +586,22 @@ pub mod maps {
     pub const UNWIND_GENERATION: &str = "UNWIND_GENERATION";
     pub const UNWIND_STALE: &str = "UNWIND_STALE";
     pub const EPOCH: &str = "EPOCH";
+    pub const OFF_CPU_COUNTS: [&str; 2] = ["OFF_CPU_COUNTS_0", "OFF_CPU_COUNTS_1"];
+    pub const OFF_CPU_THREADS: &str = "OFF_CPU_THREADS";
+    pub const OFF_CPU_TAIL_CALLS: &str = "OFF_CPU_TAIL_CALLS";
+    /// Per-CPU scratch maps with one slot per kind of program that may interrupt another
+    /// ([`SLOT_SAMPLE`](super::SLOT_SAMPLE), [`SLOT_OFF_CPU`](super::SLOT_OFF_CPU)).
+    pub const PER_CPU_SCRATCH: [&str; 9] = [
+        "SCRATCH",
+        "PROCESS_MEMO",
+        "CONTEXT_SCRATCH",
+        "LAST_CONTEXT",
+        "GO_SCRATCH",
+        "GO_RECENT",
+        "UNWIND_WALK",
+        "UNWIND_WINDOW",
+        "UNWIND_RULE_CACHE",
+    ];
 }
 
 /// Low bits of an `EPOCH` value: whose write it is. The kernel writes its clock above the CPU
@@ -551,6 +619,10 @@ pub mod programs {
     pub const GO_LABEL_SLOT: &str = "go_label_slot";
     /// Tail-called by `sample` (index [`super::TAIL_UNWIND_USER`] of `TAIL_CALLS`).
     pub const UNWIND_USER: &str = "unwind_user";
+    pub const OFF_CPU_SWITCH: &str = "off_cpu_switch";
+    pub const OFF_CPU_RETURN: &str = "off_cpu_return";
+    pub const GO_LABEL_SLOT_OFF_CPU: &str = "go_label_slot_off_cpu";
+    pub const UNWIND_USER_OFF_CPU: &str = "unwind_user_off_cpu";
 }
 
 #[cfg(feature = "user")]

@@ -34,25 +34,24 @@ use aya_ebpf::{
             bpf_get_current_task_btf, bpf_probe_read_user as probe_read_user_raw, bpf_task_pt_regs,
         },
     },
-    macros::{map, perf_event},
-    maps::{HashMap, PerCpuArray, ProgramArray},
-    programs::PerfEventContext,
+    macros::{map, perf_event, raw_tracepoint},
+    maps::{HashMap, PerCpuArray},
+    programs::{PerfEventContext, RawTracePointContext},
 };
 use profiler_common::{
     Config, Counter, GO_CONTEXT_BIT, GO_LABELS_MAP, GO_LABELS_SLICE, GO_MAX_KEY, GO_MAX_LABELS,
-    GO_MAX_VALUE, GoLabels, GoTarget, NO_CONTEXT, SampleKey, TAIL_CALL_SLOTS, TAIL_GO_LABEL_SLOT,
+    GO_MAX_VALUE, GoLabels, GoTarget, NO_CONTEXT, SampleKey, SampleValue, TAIL_GO_LABEL_SLOT,
 };
 
-use crate::{count, record, trace_context};
+use crate::{
+    count,
+    origin::{Origin, record},
+    trace_context,
+};
 
 /// Go processes whose labels are read: tgid -> where.
 #[map]
 static GO_TARGETS: HashMap<u32, GoTarget> = HashMap::with_max_entries(16384, 0);
-
-/// Programs the sampling program continues in: [`TAIL_GO_LABEL_SLOT`] and
-/// `TAIL_UNWIND_USER`, set by userspace.
-#[map]
-pub(crate) static TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(TAIL_CALL_SLOTS, 0);
 
 /// Distinct label sets of the interval, by hash. Sized by userspace.
 #[map]
@@ -119,16 +118,16 @@ struct GoScratch {
     owner: u64,
     user_sp: u64,
     stack_checked: u64,
-    /// The sample waiting for its labels: its key, period and interval.
+    /// The sample waiting for its labels: its key, value and interval.
     key: SampleKey,
-    period: u64,
+    value: SampleValue,
     interval: u32,
     /// The slot the next `go_label_slot` call reads.
     next_slot: u32,
 }
 
 #[map]
-static GO_SCRATCH: PerCpuArray<GoScratch> = PerCpuArray::with_max_entries(1, 0);
+static GO_SCRATCH: PerCpuArray<GoScratch> = PerCpuArray::with_max_entries(2, 0);
 
 /// The label sets this CPU stored last, and in which interval: a CPU that runs a few labelled
 /// goroutines in turn (requests interleaved on one thread) stores each set once per interval,
@@ -170,7 +169,7 @@ const MEMO_SETS: usize = RECENT_SETS;
 const NO_GENERATION: u64 = u64::MAX;
 
 #[map]
-static GO_RECENT: PerCpuArray<RecentLabels> = PerCpuArray::with_max_entries(1, 0);
+static GO_RECENT: PerCpuArray<RecentLabels> = PerCpuArray::with_max_entries(2, 0);
 
 /// The seed of a string's hash when it is kept by address (see `read_string`).
 const LITERAL_HASH: u64 = 0x6c69_7465_7261_6c21;
@@ -194,20 +193,20 @@ pub(crate) fn is_target(pid: u32) -> bool {
 /// One slot per program keeps each program small for every verifier: read in one program,
 /// eight slots of string reads made Linux 6.1 walk several hundred thousand instructions.
 #[inline(always)]
-pub(crate) fn start(
-    ctx: &PerfEventContext,
+pub(crate) fn start<O: Origin>(
+    ctx: &O,
     pid: u32,
     interval: u32,
     config: &Config,
     key: &SampleKey,
-    period: u64,
+    value: SampleValue,
 ) {
     let Some(target) = GO_TARGETS.get_ptr(pid) else {
         return;
     };
     // SAFETY: map value pointer returned by the kernel.
     let target = unsafe { *target };
-    let Some(scratch) = GO_SCRATCH.get_ptr_mut(0) else {
+    let Some(scratch) = GO_SCRATCH.get_ptr_mut(O::SLOT) else {
         count(Counter::Internal);
         return;
     };
@@ -228,15 +227,15 @@ pub(crate) fn start(
     scratch.labels_kind = target.labels_kind;
     scratch.generation_at = target.gc_generation;
     scratch.readonly = [target.readonly_start, target.readonly_end];
-    scratch.user_sp = user_sp(ctx);
+    scratch.user_sp = ctx.user_sp();
     scratch.stack_checked = 0;
     scratch.key = *key;
-    scratch.period = period;
+    scratch.value = value;
     scratch.interval = interval;
     scratch.hash = 0x1319_8a2e_0370_7344;
     scratch.trace_key = 0;
     // SAFETY: a tail call with this program's own context; it returns only on failure.
-    unsafe { TAIL_CALLS.tail_call(ctx, TAIL_GO_LABEL_SLOT) };
+    unsafe { O::tail_calls().tail_call(ctx, TAIL_GO_LABEL_SLOT) };
     count(Counter::Internal);
 }
 
@@ -246,9 +245,22 @@ pub(crate) fn start(
 /// records the sample under it.
 #[perf_event]
 pub fn go_label_slot(ctx: PerfEventContext) -> u32 {
-    let Some(scratch) = GO_SCRATCH.get_ptr_mut(0) else {
+    label_slot(&ctx);
+    0
+}
+
+/// [`go_label_slot`] for an off-CPU record.
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn go_label_slot_off_cpu(ctx: RawTracePointContext) -> i32 {
+    label_slot(&ctx);
+    0
+}
+
+#[inline(always)]
+fn label_slot<O: Origin>(ctx: &O) {
+    let Some(scratch) = GO_SCRATCH.get_ptr_mut(O::SLOT) else {
         count(Counter::Internal);
-        return 0;
+        return;
     };
     // SAFETY: per-CPU map value that `start` filled on this CPU for this sample.
     let scratch = unsafe { &mut *scratch };
@@ -275,25 +287,25 @@ pub fn go_label_slot(ctx: PerfEventContext) -> u32 {
             sp => sp,
         };
         if sp == 0 {
-            finish(scratch, NO_CONTEXT);
-            return 0;
+            finish::<O>(scratch, NO_CONTEXT);
+            return;
         }
         if !read_into(&mut scratch.words, scratch.owner) {
             count(Counter::GoLabelsReadFailed);
-            finish(scratch, NO_CONTEXT);
-            return 0;
+            finish::<O>(scratch, NO_CONTEXT);
+            return;
         }
         let [low, high] = scratch.words;
         if sp < low || sp >= high {
-            finish(scratch, NO_CONTEXT);
-            return 0;
+            finish::<O>(scratch, NO_CONTEXT);
+            return;
         }
         if let Some((context, cut)) = remembered(scratch) {
             if cut != 0 {
                 count(Counter::GoLabelsCut);
             }
-            finish(scratch, context);
-            return 0;
+            finish::<O>(scratch, context);
+            return;
         }
         match read_header(scratch) {
             Ok(()) => {}
@@ -301,8 +313,8 @@ pub fn go_label_slot(ctx: PerfEventContext) -> u32 {
                 if let Some(counter) = failure {
                     count(counter);
                 }
-                finish(scratch, NO_CONTEXT);
-                return 0;
+                finish::<O>(scratch, NO_CONTEXT);
+                return;
             }
         }
         scratch.next_slot = next_present(&scratch.labels, 0);
@@ -310,40 +322,39 @@ pub fn go_label_slot(ctx: PerfEventContext) -> u32 {
         // walk the header's paths once per slot's (43,670 instructions instead of 6,308).
         if (scratch.next_slot as usize) < GO_MAX_LABELS {
             // SAFETY: a tail call with this program's own context; returns only on failure.
-            unsafe { TAIL_CALLS.tail_call(&ctx, TAIL_GO_LABEL_SLOT) };
+            unsafe { O::tail_calls().tail_call(ctx, TAIL_GO_LABEL_SLOT) };
             count(Counter::Internal);
-            finish(scratch, NO_CONTEXT);
-            return 0;
+            finish::<O>(scratch, NO_CONTEXT);
+            return;
         }
     }
     let slot = scratch.next_slot as usize;
     if slot < GO_MAX_LABELS {
         if read_slot(scratch, slot) != 0 {
             count(Counter::GoLabelsReadFailed);
-            finish(scratch, NO_CONTEXT);
-            return 0;
+            finish::<O>(scratch, NO_CONTEXT);
+            return;
         }
         scratch.next_slot = next_present(&scratch.labels, slot + 1);
         if (scratch.next_slot as usize) < GO_MAX_LABELS {
             // SAFETY: a tail call with this program's own context; returns only on failure.
-            unsafe { TAIL_CALLS.tail_call(&ctx, TAIL_GO_LABEL_SLOT) };
+            unsafe { O::tail_calls().tail_call(ctx, TAIL_GO_LABEL_SLOT) };
             count(Counter::Internal);
-            finish(scratch, NO_CONTEXT);
-            return 0;
+            finish::<O>(scratch, NO_CONTEXT);
+            return;
         }
     }
-    let context = match store(scratch) {
+    let context = match store(scratch, O::SLOT) {
         Ok(hash) => hash,
         Err(Some(counter)) => {
             count(counter);
-            finish(scratch, NO_CONTEXT);
-            return 0;
+            finish::<O>(scratch, NO_CONTEXT);
+            return;
         }
         Err(None) => NO_CONTEXT,
     };
     remember(scratch, context);
-    finish(scratch, context);
-    0
+    finish::<O>(scratch, context);
 }
 
 /// The context and cut flag of the label set at `scratch.labels_at` when this CPU read it
@@ -406,10 +417,10 @@ fn remember(scratch: &mut GoScratch, context: u64) {
 
 /// Records the waiting sample under `context`.
 #[inline(always)]
-fn finish(scratch: &GoScratch, context: u64) {
+fn finish<O: Origin>(scratch: &GoScratch, context: u64) {
     let mut key = scratch.key;
     key.context = context;
-    if let Err(counter) = record(scratch.interval, &key, scratch.period) {
+    if let Err(counter) = record::<O>(scratch.interval, &key, scratch.value) {
         count(counter);
     }
 }
@@ -445,40 +456,14 @@ fn read_into<T>(buf: &mut T, address: u64) -> bool {
 }
 
 /// The running goroutine (maybe `g0`): from the thread's TLS, or (aarch64) from `x28` of the
-/// interrupted user code; `Err(None)` for a sample taken in the kernel there.
+/// user code; `Err(None)` where the context does not hold it (a tick in the kernel).
 #[inline(always)]
-fn current_g(ctx: &PerfEventContext, target: &GoTarget, config: &Config) -> Result<u64, Failure> {
+fn current_g<O: Origin>(ctx: &O, target: &GoTarget, config: &Config) -> Result<u64, Failure> {
     if target.g_register != 0 {
-        #[cfg(bpf_target_arch = "aarch64")]
-        {
-            if !crate::interrupted_user_code(ctx) {
-                return Err(None);
-            }
-            // SAFETY: the verifier allows (and rewrites) 8-byte reads of the context's registers.
-            return Ok(unsafe { (*ctx.ctx).regs.regs[28] });
-        }
-        #[cfg(not(bpf_target_arch = "aarch64"))]
-        {
-            let _ = ctx;
-            return Err(Some(Counter::Internal));
-        }
+        return ctx.go_register().ok_or(None);
     }
     let thread_pointer = trace_context::thread_pointer(config)?;
     user_word(thread_pointer.wrapping_add(target.tls_offset as u64))
-}
-
-/// The interrupted user code's stack pointer, 0 for a sample taken in the kernel; without a
-/// branch (`sample` verifies each branch's paths again).
-#[inline(always)]
-fn user_sp(ctx: &PerfEventContext) -> u64 {
-    // SAFETY: the verifier allows (and rewrites) 8-byte reads of the context's registers.
-    #[cfg(bpf_target_arch = "x86_64")]
-    let sp = unsafe { (*ctx.ctx).regs.rsp };
-    #[cfg(bpf_target_arch = "aarch64")]
-    let sp = unsafe { (*ctx.ctx).regs.sp };
-    #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
-    let sp = 0;
-    sp & crate::user_mode(ctx).wrapping_neg()
 }
 
 /// The user stack pointer the current task entered the kernel with, 0 when this kernel cannot
@@ -506,8 +491,8 @@ fn kernel_entry_sp(config: &Config) -> u64 {
 /// are saved on every labelled sample. Unset, `g` may be `g0` running for the user goroutine
 /// (a system stack): that is `g.m.curg`.
 #[inline(always)]
-fn label_set(
-    ctx: &PerfEventContext,
+fn label_set<O: Origin>(
+    ctx: &O,
     target: &GoTarget,
     config: &Config,
 ) -> Result<(u64, u64), Failure> {
@@ -608,7 +593,7 @@ fn read_header(scratch: &mut GoScratch) -> Result<(), Failure> {
 /// Stores the label set read into `scratch` in the interval's map (once per CPU and label set)
 /// and returns its hash; `Err(None)` without a `trace_id`, which is not a failure.
 #[inline(always)]
-fn store(scratch: &GoScratch) -> Result<u64, Failure> {
+fn store(scratch: &GoScratch, slot: u32) -> Result<u64, Failure> {
     let interval = scratch.interval;
     let trace_key = scratch.trace_key;
     let hash = scratch.hash;
@@ -633,7 +618,7 @@ fn store(scratch: &GoScratch) -> Result<u64, Failure> {
     }
     let hash = hash | GO_CONTEXT_BIT;
 
-    let recent = GO_RECENT.get_ptr_mut(0).ok_or(Some(Counter::Internal))?;
+    let recent = GO_RECENT.get_ptr_mut(slot).ok_or(Some(Counter::Internal))?;
     // SAFETY: per-CPU map value, valid for the duration of the program.
     let recent = unsafe { &mut *recent };
     if recent.interval == interval {

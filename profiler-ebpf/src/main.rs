@@ -13,6 +13,8 @@
 #![no_main]
 
 mod go_labels;
+mod off_cpu;
+mod origin;
 mod trace_context;
 mod unwind;
 
@@ -31,11 +33,12 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{PerfEventContext, RawTracePointContext},
 };
+use origin::record;
 use profiler_common::{
     COUNTER_COUNT, CgroupOffsets, Config, Counter, EPOCH_USERSPACE, EPOCH_WRITER_BITS, EVENT_EXIT,
     EVENT_NEW_PROCESS, Frames, MAX_CGROUP_LEVELS, MAX_STACK_DEPTH, MEDIUM_STACK_DEPTH, MediumStack,
-    NO_CONTEXT, NO_STACK, ProcessEvent, SHORT_STACK_DEPTH, SampleKey, SampleValue, Scratch,
-    ShortStack, StackTrace, TaskOffsets, process_generation,
+    NO_CONTEXT, NO_STACK, ProcessEvent, SHORT_STACK_DEPTH, SLOT_SAMPLE, SampleKey, SampleValue,
+    Scratch, ShortStack, StackTrace, TaskOffsets, process_generation,
 };
 
 /// Set by userspace at load time (`EbpfLoader::set_global`).
@@ -57,6 +60,9 @@ static PROFILER_CONFIG: Config = Config {
         self_exec_id: 0,
         signal: 0,
         signal_live: 0,
+        pid: 0,
+        flags: 0,
+        state: 0,
     },
     cgroup: CgroupOffsets {
         task_cgroups: 0,
@@ -64,13 +70,16 @@ static PROFILER_CONFIG: Config = Config {
         cgroup_level: 0,
         cgroup_ancestor_ids: 0,
     },
+    off_cpu: 0,
+    _pad: [0; 7],
+    off_cpu_min_ns: 0,
 };
 
 // Sizes are defaults; userspace may resize the maps before load.
 #[map]
-static COUNTS_0: HashMap<SampleKey, SampleValue> = HashMap::with_max_entries(16384, 0);
+pub(crate) static COUNTS_0: HashMap<SampleKey, SampleValue> = HashMap::with_max_entries(16384, 0);
 #[map]
-static COUNTS_1: HashMap<SampleKey, SampleValue> = HashMap::with_max_entries(16384, 0);
+pub(crate) static COUNTS_1: HashMap<SampleKey, SampleValue> = HashMap::with_max_entries(16384, 0);
 #[map]
 static STACKS_SHORT_0: HashMap<u64, ShortStack> = HashMap::with_max_entries(8192, 0);
 #[map]
@@ -87,11 +96,11 @@ static STACKS_LONG_1: HashMap<u64, StackTrace> = HashMap::with_max_entries(1024,
 /// The interval being recorded; its low bit is the half the program writes to. Userspace moves
 /// it on before each drain.
 #[map]
-static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+pub(crate) static ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
 
 /// Target processes (tgid -> 1), consulted only when `filter_pids` is set.
 #[map]
-static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
+pub(crate) static TARGETS: HashMap<u32, u8> = HashMap::with_max_entries(4096, 0);
 
 /// Target cgroups (cgroup v2 ID -> 1), consulted only when `filter_cgroups` is set.
 #[map]
@@ -129,15 +138,17 @@ struct ProcessMemo {
 }
 
 /// `TLS_TARGETS`, `GO_TARGETS`, `UNWIND_PROCS` hold the process.
-const MEMO_TLS: u32 = 1;
-const MEMO_GO: u32 = 2;
-const MEMO_UNWIND: u32 = 4;
+pub(crate) const MEMO_TLS: u32 = 1;
+pub(crate) const MEMO_GO: u32 = 2;
+pub(crate) const MEMO_UNWIND: u32 = 4;
+
+/// One slot per kind of program (`SLOT_SAMPLE`, `SLOT_OFF_CPU`), as every per-CPU scratch map
+/// (`maps::PER_CPU_SCRATCH`); userspace leaves one when off-CPU recording is off.
+#[map]
+static PROCESS_MEMO: PerCpuArray<ProcessMemo> = PerCpuArray::with_max_entries(2, 0);
 
 #[map]
-static PROCESS_MEMO: PerCpuArray<ProcessMemo> = PerCpuArray::with_max_entries(1, 0);
-
-#[map]
-pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(2, 0);
 
 #[perf_event]
 pub fn sample(ctx: PerfEventContext) -> u32 {
@@ -158,7 +169,11 @@ pub fn sched_process_exec(_ctx: RawTracePointContext) -> i32 {
 pub fn sched_process_exit(_ctx: RawTracePointContext) -> i32 {
     // Fires for every exiting thread. The process ends with its last thread, whichever it is: a
     // main thread that calls pthread_exit leaves the workers running.
-    if thread_group_dead(&config().task) {
+    let config = config();
+    if config.off_cpu != 0 {
+        off_cpu::forget_current_thread();
+    }
+    if thread_group_dead(&config.task) {
         forget_current_process();
         new_epoch();
     }
@@ -181,13 +196,13 @@ fn new_epoch() {
 /// sample of it while `EPOCH` stays put, else read and looked up (and remembered; a generation
 /// that could not be read, 0, is looked for again at the next sample).
 #[inline(always)]
-fn process_of(pid: u32, config: &Config) -> Result<(u64, u32), Counter> {
+pub(crate) fn process_of(pid: u32, config: &Config, slot: u32) -> Result<(u64, u32), Counter> {
     // Read before the lookups: a change after them moves it, and the next sample looks again.
     // SAFETY: array map value, copied at once.
     let epoch = EPOCH
         .get_ptr(0)
         .map_or(0, |e| unsafe { core::ptr::read_volatile(e) });
-    let memo = PROCESS_MEMO.get_ptr_mut(0).ok_or(Counter::Internal)?;
+    let memo = PROCESS_MEMO.get_ptr_mut(slot).ok_or(Counter::Internal)?;
     // SAFETY: per-CPU map value; perf_event programs do not nest on one CPU.
     let memo = unsafe { &mut *memo };
     if memo.pid != pid || memo.epoch != epoch || memo.pid_gen == 0 {
@@ -280,7 +295,7 @@ pub(crate) fn config() -> Config {
 /// Whether the current task is a target: its process is listed, or its cgroup or one of the
 /// cgroup's ancestors is.
 #[inline(always)]
-fn targeted(pid: u32, config: &Config) -> bool {
+pub(crate) fn targeted(pid: u32, config: &Config) -> bool {
     if config.filter_pids != 0 && TARGETS.get_ptr(pid).is_some() {
         return true;
     }
@@ -380,11 +395,11 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
 
     let interval = ACTIVE.get(0).copied().ok_or(Counter::Internal)?;
     let half = interval & 1;
-    let scratch = SCRATCH.get_ptr_mut(0).ok_or(Counter::Internal)?;
+    let scratch = SCRATCH.get_ptr_mut(SLOT_SAMPLE).ok_or(Counter::Internal)?;
     // SAFETY: per-CPU map value, valid for the duration of the program.
     let scratch = unsafe { &mut *scratch };
 
-    let (pid_gen, flags) = process_of(pid, &config)?;
+    let (pid_gen, flags) = process_of(pid, &config, SLOT_SAMPLE)?;
     // A sample of user code has no kernel stack: skip the helper call that would say so.
     let kernel_stack = if config.kernel_stacks != 0 && !interrupted_user_code(ctx) {
         read_stack(
@@ -398,7 +413,7 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
         NO_STACK
     };
     let context = if config.trace_context != 0 && flags & MEMO_TLS != 0 {
-        trace_context::read(pid, interval, &config)
+        trace_context::read(pid, interval, &config, SLOT_SAMPLE)
     } else {
         NO_CONTEXT
     };
@@ -413,10 +428,14 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
     };
     // SAFETY: reading a field of the perf event context is allowed and converted by the verifier.
     let period = unsafe { (*ctx.ctx).sample_period };
+    let value = SampleValue {
+        count: 1,
+        period_ns: period,
+    };
     if config.dwarf_unwinding != 0 && flags & MEMO_UNWIND != 0 {
         // A process with unwind tables: its user stack is walked by them, in tail calls that
         // go on with the sample themselves; back here only for a process without.
-        unwind::start(ctx, &key, period, interval);
+        unwind::start(ctx, &key, value, interval);
     }
     key.user_stack = read_stack(
         ctx,
@@ -428,33 +447,22 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
     if config.trace_context != 0 && context == NO_CONTEXT && flags & MEMO_GO != 0 {
         // A Go program publishes no thread-local record: its goroutines carry labels. Read by
         // tail calls that record the sample themselves; back here only when there are none.
-        go_labels::start(ctx, pid, interval, &config, &key, period);
+        go_labels::start(ctx, pid, interval, &config, &key, value);
     }
-    record(interval, &key, period)
+    record::<PerfEventContext>(interval, &key, value)
 }
 
 /// The current thread's name. Not aya's `bpf_get_current_comm`, whose zeroed buffer becomes a
 /// call of `memset` (see `read_stack` on such calls): the helper fills all 16 bytes itself,
 /// NUL-padded, or zeroes them when it fails.
 #[inline(always)]
-fn current_comm() -> [u8; 16] {
+pub(crate) fn current_comm() -> [u8; 16] {
     let mut comm = core::mem::MaybeUninit::<[u8; 16]>::uninit();
     // SAFETY: the helper takes uninitialized memory and writes every byte of it.
     unsafe {
         bpf_get_current_comm_raw(comm.as_mut_ptr().cast(), 16);
         comm.assume_init()
     }
-}
-
-/// Counts a sample under `key` in the interval's half of the maps.
-#[inline(always)]
-pub(crate) fn record(interval: u32, key: &SampleKey, period: u64) -> Result<(), Counter> {
-    add_sample(interval & 1, key, period)?;
-    count(Counter::Samples);
-    if key.context != NO_CONTEXT {
-        count(Counter::Traced);
-    }
-    Ok(())
 }
 
 /// Whether the sample interrupted user code, from the privilege level in the saved registers.
@@ -543,8 +551,8 @@ fn forget_current_process() {
 /// BPF-to-BPF call and then walks many times more states (6.1 verified 88,167 instructions
 /// with this and two `memset`s as functions, 32,717 without, the Go labels' start included).
 #[inline(always)]
-fn read_stack(
-    ctx: &PerfEventContext,
+pub(crate) fn read_stack(
+    ctx: &impl EbpfContext,
     buf: &mut StackTrace,
     flags: u64,
     half: u32,
@@ -561,7 +569,7 @@ fn read_stack(
 /// truncated.
 #[inline(always)]
 pub(crate) fn get_stack(
-    ctx: &PerfEventContext,
+    ctx: &impl EbpfContext,
     buf: &mut StackTrace,
     flags: u64,
     on_error: Counter,
@@ -652,23 +660,24 @@ fn stack_hash(ips: &[u64; MAX_STACK_DEPTH], frames: usize, seed: u64) -> u64 {
     if hash == NO_STACK { 1 } else { hash }
 }
 
-fn add_sample(half: u32, key: &SampleKey, period: u64) -> Result<(), Counter> {
-    let counts = if half == 0 { &COUNTS_0 } else { &COUNTS_1 };
+/// Adds `value` to `key`'s entry in `counts`.
+#[inline(always)]
+pub(crate) fn add_sample(
+    counts: &HashMap<SampleKey, SampleValue>,
+    key: &SampleKey,
+    value: SampleValue,
+) -> Result<(), Counter> {
     for _ in 0..2 {
-        if let Some(value) = counts.get_ptr_mut(key) {
+        if let Some(entry) = counts.get_ptr_mut(key) {
             // SAFETY: map value pointer. Plain adds are enough: a key names one thread (each idle
             // task is its own `swapper/N`), and a thread is sampled on one CPU at a time. The BPF
             // target has no atomic read-modify-write in stable `core` anyway.
             unsafe {
-                (*value).count += 1;
-                (*value).period_ns += period;
+                (*entry).count += value.count;
+                (*entry).period_ns += value.period_ns;
             }
             return Ok(());
         }
-        let value = SampleValue {
-            count: 1,
-            period_ns: period,
-        };
         match counts.insert(key, value, BPF_NOEXIST as u64) {
             Ok(()) => return Ok(()),
             // Another CPU inserted the same key meanwhile: add to its entry.

@@ -40,7 +40,7 @@ static TRACES_0: HashMap<[u8; 16], u8> = HashMap::with_max_entries(10000, 0);
 static TRACES_1: HashMap<[u8; 16], u8> = HashMap::with_max_entries(10000, 0);
 
 #[map]
-static CONTEXT_SCRATCH: PerCpuArray<TraceContext> = PerCpuArray::with_max_entries(1, 0);
+static CONTEXT_SCRATCH: PerCpuArray<TraceContext> = PerCpuArray::with_max_entries(2, 0);
 
 /// The context this CPU stored last, and in which interval: a thread sampled again under the
 /// same context skips the trace-limit and store map operations.
@@ -53,7 +53,7 @@ struct LastContext {
 }
 
 #[map]
-static LAST_CONTEXT: PerCpuArray<LastContext> = PerCpuArray::with_max_entries(1, 0);
+static LAST_CONTEXT: PerCpuArray<LastContext> = PerCpuArray::with_max_entries(2, 0);
 
 /// Size of one glibc `dtv_t` entry (a pointer and a flag, padded).
 const DTV_ENTRY_SIZE: u64 = 16;
@@ -68,13 +68,13 @@ pub(crate) fn has_location(pid: u32) -> bool {
 
 /// The hash of the current thread's context, stored in the active contexts map, or
 /// [`NO_CONTEXT`]. Every failure is counted and leaves the sample without a trace.
-pub(crate) fn read(pid: u32, interval: u32, config: &Config) -> u64 {
+pub(crate) fn read(pid: u32, interval: u32, config: &Config, slot: u32) -> u64 {
     let Some(location) = TLS_TARGETS.get_ptr(pid) else {
         return NO_CONTEXT;
     };
     // SAFETY: map value pointer returned by the kernel.
     let location = unsafe { *location };
-    match try_read(&location, interval, config) {
+    match try_read(&location, interval, config, slot) {
         Ok(hash) => hash,
         Err(Some(counter)) => {
             count(counter);
@@ -89,6 +89,7 @@ fn try_read(
     location: &TlsLocation,
     interval: u32,
     config: &Config,
+    slot: u32,
 ) -> Result<u64, Option<Counter>> {
     let variable = variable_address(location, config)?;
     // SAFETY: a user-memory read through the checked helper; failures are returned.
@@ -98,13 +99,15 @@ fn try_read(
         return Err(None);
     }
     let scratch = CONTEXT_SCRATCH
-        .get_ptr_mut(0)
+        .get_ptr_mut(slot)
         .ok_or(Some(Counter::Internal))?;
     // SAFETY: per-CPU map value, valid for the duration of the program.
     let context = unsafe { &mut *scratch };
     read_record(record, context)?;
     let hash = context_hash(context);
-    let last = LAST_CONTEXT.get_ptr_mut(0).ok_or(Some(Counter::Internal))?;
+    let last = LAST_CONTEXT
+        .get_ptr_mut(slot)
+        .ok_or(Some(Counter::Internal))?;
     // SAFETY: per-CPU map value, valid for the duration of the program.
     let last = unsafe { &mut *last };
     if last.interval == interval && last.hash == hash {
@@ -236,7 +239,12 @@ fn context_hash(context: &TraceContext) -> u64 {
     };
     let mut hash: u64 = 0x243f_6a88_85a3_08d3;
     for word in words {
-        hash = (hash ^ *word).wrapping_mul(0xff51_afd7_ed55_8ccd);
+        // Read in turn from the map value: otherwise LLVM keeps the words it knows (the zeroed
+        // attributes) in 13 stack slots, and `read`'s frame (144 bytes) and its callers' passed
+        // Linux 5.10's 512-byte limit for the off-CPU program.
+        // SAFETY: a word of `context`.
+        let word = unsafe { core::ptr::read_volatile(word) };
+        hash = (hash ^ word).wrapping_mul(0xff51_afd7_ed55_8ccd);
         hash ^= hash >> 32;
     }
     let hash = hash & !GO_CONTEXT_BIT;

@@ -2,7 +2,9 @@
 //! ranges userspace put in `UNWIND_PROCS`. `sample` hands over the sample it built and
 //! tail-calls [`unwind_user`], which walks [`FRAMES_PER_CALL`] frames per run into
 //! `SCRATCH.user`, tail-calls itself until the stack ends, keeps the stack as `read_stack`
-//! does and goes on with the sample (Go labels, or record).
+//! does and goes on with the sample (Go labels, or record). An off-CPU record takes the same
+//! way through [`unwind_user_off_cpu`], the same walk in a program of its own kind (see
+//! `origin`).
 //!
 //! Each frame: the code range (8 halvings over the process's ranges), its table's entry, the
 //! page entry, at most 17 halvings over the page's rows, the rule (a per-CPU cache of rules
@@ -20,12 +22,13 @@ use aya_ebpf::{
             bpf_get_current_task_btf, bpf_probe_read_user as read_user_into, bpf_task_pt_regs,
         },
     },
-    macros::{map, perf_event},
+    macros::{map, perf_event, raw_tracepoint},
     maps::{Array, HashMap, PerCpuArray},
-    programs::PerfEventContext,
+    programs::{PerfEventContext, RawTracePointContext},
 };
 use profiler_common::{
-    Counter, MAX_STACK_DEPTH, NO_CONTEXT, NO_STACK, SampleKey, StackTrace, TAIL_UNWIND_USER,
+    Counter, MAX_STACK_DEPTH, NO_CONTEXT, NO_STACK, SampleKey, SampleValue, StackTrace,
+    TAIL_UNWIND_USER,
     unwind::{
         CFA_DEREF_SP, CFA_END, CFA_FP, CFA_FRAME_POINTER, CFA_PLT, CFA_SIGNAL, CFA_SP,
         CODE_RANGE_STEPS, CodeRange, KernelRule, MAX_UNWIND_RULES, NO_RULE, PageEntry, ProcessSlot,
@@ -33,7 +36,10 @@ use profiler_common::{
     },
 };
 
-use crate::{SCRATCH, config, count, get_stack, go_labels, keep_stack, record};
+use crate::{
+    SCRATCH, config, count, get_stack, go_labels, keep_stack,
+    origin::{Origin, record},
+};
 
 /// Processes walked by tables: tgid -> where its code ranges are in `UNWIND_RANGES`. Sized
 /// by userspace.
@@ -78,13 +84,13 @@ struct Walk {
     ranges: ProcessSlot,
     /// The sample waiting for its user stack.
     key: SampleKey,
-    period: u64,
+    value: SampleValue,
     interval: u32,
     _pad: u32,
 }
 
 #[map]
-static UNWIND_WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(1, 0);
+static UNWIND_WALK: PerCpuArray<Walk> = PerCpuArray::with_max_entries(2, 0);
 
 /// Bytes of the stack each run reads at once, from the stack pointer up: the saved words of
 /// the run's frames then come from one helper call instead of one or two each (a helper call
@@ -98,7 +104,7 @@ struct StackWindow {
 }
 
 #[map]
-static UNWIND_WINDOW: PerCpuArray<StackWindow> = PerCpuArray::with_max_entries(1, 0);
+static UNWIND_WINDOW: PerCpuArray<StackWindow> = PerCpuArray::with_max_entries(2, 0);
 
 /// The stack from `base` as one run read it; not `read` when that read failed (the window
 /// passed the stack's end), and every word is then read on its own.
@@ -217,7 +223,7 @@ struct RuleCache {
 }
 
 #[map]
-static UNWIND_RULE_CACHE: PerCpuArray<RuleCache> = PerCpuArray::with_max_entries(1, 0);
+static UNWIND_RULE_CACHE: PerCpuArray<RuleCache> = PerCpuArray::with_max_entries(2, 0);
 
 /// The generation of the ranges and tables, moved on by userspace after every change.
 #[map]
@@ -233,11 +239,11 @@ pub(crate) fn has_ranges(pid: u32) -> bool {
 /// walked by tables; returns only when it is not (or the tail call failed), and the caller
 /// reads the user stack by frame pointer.
 #[inline(always)]
-pub(crate) fn start(ctx: &PerfEventContext, key: &SampleKey, period: u64, interval: u32) {
+pub(crate) fn start<O: Origin>(ctx: &O, key: &SampleKey, value: SampleValue, interval: u32) {
     let Some(ranges) = UNWIND_PROCS.get_ptr(key.pid) else {
         return;
     };
-    let Some(walk) = UNWIND_WALK.get_ptr_mut(0) else {
+    let Some(walk) = UNWIND_WALK.get_ptr_mut(O::SLOT) else {
         return;
     };
     // SAFETY: per-CPU map value; perf_event programs do not nest on one CPU.
@@ -247,44 +253,55 @@ pub(crate) fn start(ctx: &PerfEventContext, key: &SampleKey, period: u64, interv
     // SAFETY: map value pointer returned by the kernel; copied at once.
     walk.ranges = unsafe { *ranges };
     walk.key = *key;
-    walk.period = period;
+    walk.value = value;
     walk.interval = interval;
     walk.frames = 0;
     // SAFETY: a tail call with this program's own context; returns only on failure.
-    unsafe { crate::go_labels::TAIL_CALLS.tail_call(ctx, TAIL_UNWIND_USER) };
+    unsafe { O::tail_calls().tail_call(ctx, TAIL_UNWIND_USER) };
 }
 
 #[perf_event]
 pub fn unwind_user(ctx: PerfEventContext) -> u32 {
-    let Some(walk) = UNWIND_WALK.get_ptr_mut(0) else {
+    run(&ctx);
+    0
+}
+
+#[raw_tracepoint(tracepoint = "sys_exit")]
+pub fn unwind_user_off_cpu(ctx: RawTracePointContext) -> i32 {
+    run(&ctx);
+    0
+}
+
+#[inline(always)]
+fn run<O: Origin>(ctx: &O) {
+    let Some(walk) = UNWIND_WALK.get_ptr_mut(O::SLOT) else {
         count(Counter::Internal);
-        return 0;
+        return;
     };
     // SAFETY: per-CPU map value filled by `start` on this CPU for this sample.
     let walk = unsafe { &mut *walk };
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+    let Some(scratch) = SCRATCH.get_ptr_mut(O::SLOT) else {
         count(Counter::Internal);
-        return 0;
+        return;
     };
     // SAFETY: per-CPU map value.
     let stack = unsafe { &mut (*scratch).user };
-    let frames = match continue_walk(&ctx, walk, stack) {
+    let frames = match continue_walk(ctx, walk, stack) {
         Some(frames) => frames,
         None => {
             // SAFETY: a tail call with this program's own context; returns only on failure.
-            unsafe { crate::go_labels::TAIL_CALLS.tail_call(&ctx, TAIL_UNWIND_USER) };
+            unsafe { O::tail_calls().tail_call(ctx, TAIL_UNWIND_USER) };
             count(Counter::Internal);
             walk.frames as usize
         }
     };
-    finish(&ctx, walk, stack, frames);
-    0
+    finish(ctx, walk, stack, frames);
 }
 
 /// Walks up to [`FRAMES_PER_CALL`] frames; `Some(frames)` once the stack is complete, `None`
 /// when there is more.
 #[inline(always)]
-fn continue_walk(ctx: &PerfEventContext, walk: &mut Walk, stack: &mut StackTrace) -> Option<usize> {
+fn continue_walk<O: Origin>(ctx: &O, walk: &mut Walk, stack: &mut StackTrace) -> Option<usize> {
     if walk.frames == 0 {
         walk.pending = 0;
         walk.exact = 1;
@@ -295,11 +312,11 @@ fn continue_walk(ctx: &PerfEventContext, walk: &mut Walk, stack: &mut StackTrace
             return Some(get_stack(ctx, stack, flags, Counter::UserStackFailed));
         }
     }
-    let cache = UNWIND_RULE_CACHE.get_ptr_mut(0)?;
+    let cache = UNWIND_RULE_CACHE.get_ptr_mut(O::SLOT)?;
     // SAFETY: per-CPU map value; perf_event programs do not nest on one CPU.
     let cache = unsafe { &mut *cache };
     let generation = UNWIND_GENERATION.get(0).copied().unwrap_or(0);
-    let buffer = UNWIND_WINDOW.get_ptr_mut(0)?;
+    let buffer = UNWIND_WINDOW.get_ptr_mut(O::SLOT)?;
     // SAFETY: per-CPU map value; perf_event programs do not nest on one CPU.
     let window = Window::read(unsafe { &mut *buffer }, walk.sp);
     let pid = walk.key.pid;
@@ -355,31 +372,17 @@ fn continue_walk(ctx: &PerfEventContext, walk: &mut Walk, stack: &mut StackTrace
     None
 }
 
-/// The interrupted user code's registers, from the sample's or (a sample in the kernel) those
-/// saved at kernel entry; false when this kernel cannot give them.
+/// The thread's user registers, from the context or (a tick in the kernel) those saved at
+/// kernel entry; false when this kernel cannot give them.
 #[inline(always)]
-fn user_registers(ctx: &PerfEventContext, walk: &mut Walk) -> bool {
+fn user_registers<O: Origin>(ctx: &O, walk: &mut Walk) -> bool {
     walk.fp_known = 1;
     walk.lr = 0;
-    if crate::interrupted_user_code(ctx) {
-        // SAFETY: the verifier allows (and rewrites) 8-byte reads of the context's registers;
-        // the context is not a `pt_regs` in memory, so it cannot be read with a helper.
-        unsafe {
-            let regs = &(*ctx.ctx).regs;
-            #[cfg(bpf_target_arch = "x86_64")]
-            {
-                walk.pc = regs.rip;
-                walk.sp = regs.rsp;
-                walk.fp = regs.rbp;
-            }
-            #[cfg(bpf_target_arch = "aarch64")]
-            {
-                walk.pc = regs.pc;
-                walk.sp = regs.sp;
-                walk.fp = regs.regs[29];
-                walk.lr = regs.regs[30];
-            }
-        }
+    if let Some(regs) = ctx.user_registers() {
+        walk.pc = regs.pc;
+        walk.sp = regs.sp;
+        walk.fp = regs.fp;
+        walk.lr = regs.lr;
         return walk.pc != 0;
     }
     if config().task_pt_regs == 0 {
@@ -408,7 +411,7 @@ fn user_registers(ctx: &PerfEventContext, walk: &mut Walk) -> bool {
 
 /// Keeps the walked stack and goes on with the sample as `sample` would have.
 #[inline(always)]
-fn finish(ctx: &PerfEventContext, walk: &mut Walk, stack: &mut StackTrace, frames: usize) {
+fn finish<O: Origin>(ctx: &O, walk: &mut Walk, stack: &mut StackTrace, frames: usize) {
     count(Counter::UnwindWalks);
     let pending = walk.pending;
     if pending & PENDING_UNSUPPORTED != 0 {
@@ -436,9 +439,9 @@ fn finish(ctx: &PerfEventContext, walk: &mut Walk, stack: &mut StackTrace, frame
     };
     let config = config();
     if config.trace_context != 0 && key.context == NO_CONTEXT {
-        go_labels::start(ctx, key.pid, walk.interval, &config, &key, walk.period);
+        go_labels::start(ctx, key.pid, walk.interval, &config, &key, walk.value);
     }
-    if let Err(counter) = record(walk.interval, &key, walk.period) {
+    if let Err(counter) = record::<O>(walk.interval, &key, walk.value) {
         count(counter);
     }
 }

@@ -27,6 +27,7 @@ fn main() -> anyhow::Result<()> {
         trace: None,
         task_pt_regs: false,
         unwind: None,
+        off_cpu_min_ns: None,
         task: profiler::tracectx::kernel_btf::KernelBtf::read("/sys/kernel/btf/vmlinux")?
             .task_offsets()?,
         sizes: MapSizes::derive(

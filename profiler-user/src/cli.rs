@@ -113,6 +113,15 @@ pub struct RecordArgs {
     #[arg(long, env = "PROFILER_NO_DWARF_UNWINDING",
           value_parser = boolean("PROFILER_NO_DWARF_UNWINDING"))]
     pub no_dwarf_unwinding: bool,
+    /// Also record where threads wait: the stack each target thread left the CPU with and how
+    /// long it was off, into `offcpu-<start>.pb.gz` per interval and the trace files.
+    #[arg(long, env = "PROFILER_OFF_CPU", value_parser = boolean("PROFILER_OFF_CPU"))]
+    pub off_cpu: bool,
+    /// With --off-cpu: the shortest time off the CPU that is recorded, in microseconds;
+    /// shorter waits are counted, not recorded.
+    #[arg(long, value_name = "US", env = "PROFILER_OFF_CPU_MIN_US", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000_000))]
+    pub off_cpu_min_us: u64,
     /// Memory for unwind tables, in MiB: the BPF maps and the tables built in userspace; the
     /// least recently used tables go first when it is reached.
     #[arg(long, value_name = "MB", env = "PROFILER_UNWIND_MEMORY_MB", default_value_t = 64,
@@ -195,9 +204,12 @@ pub struct ReportArgs {
     /// Sort the text report by cumulative rather than self time.
     #[arg(long)]
     pub cum: bool,
-    /// The sample value to weigh by.
-    #[arg(long, value_enum, default_value_t = ValueKind::Cpu)]
-    pub value: ValueKind,
+    /// The sample value to weigh by: cpu (time on the CPU), samples, off-cpu (time off the
+    /// CPU, blocked or waiting: the `offcpu-*` files and trace files of `record --off-cpu`) or
+    /// switches (times off the CPU). Default: cpu for a directory, a profile's own default type
+    /// for one profile and with --each.
+    #[arg(long, value_enum)]
+    pub value: Option<ValueKind>,
     /// text (top functions), svg (flame graph) or folded (stacks); default: by --output's
     /// extension, else text.
     #[arg(long, value_enum)]
@@ -639,7 +651,14 @@ mod tests {
         let args = report(&["profiles"]).unwrap();
         assert_eq!(args.path, PathBuf::from("profiles"));
         assert_eq!((args.top, args.since, args.format), (20, None, None));
-        assert_eq!(args.value, ValueKind::Cpu);
+        assert_eq!(args.value, None);
+        for (flag, value) in [
+            ("off-cpu", ValueKind::OffCpu),
+            ("switches", ValueKind::Switches),
+        ] {
+            assert_eq!(report(&["--value", flag, "d"]).unwrap().value, Some(value));
+        }
+        assert!(report(&["--value", "off_cpu", "d"]).is_err());
         assert!(!args.each && !args.cum && args.pids.is_empty());
         let args = report(&[
             "--since",

@@ -18,6 +18,8 @@ pub const HOT_C: &str = env!("FIXTURE_HOT_C");
 pub const DEEP_SPIN_C: &str = env!("FIXTURE_DEEP_SPIN");
 /// C fixture spending its time in `read(2)` of /dev/zero, called from fixture_syscall_loop.
 pub const SYSCALLS_C: &str = env!("FIXTURE_SYSCALLS_C");
+/// Threads that wait in known places and log their waits (fixtures/off_cpu.c).
+pub const OFF_CPU_C: &str = env!("FIXTURE_OFF_CPU");
 /// Rust fixture: rust_fixture_outer -> rust_fixture_middle -> rust_fixture_hot_leaf on a thread
 /// named [`RUST_WORKER_THREAD`].
 pub const HOT_RUST: &str = env!("FIXTURE_HOT_RUST");

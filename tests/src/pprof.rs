@@ -39,9 +39,21 @@ impl Frame {
     }
 }
 
-/// Every `*.pb.gz` in `dir`, decoded, in time order (by `time_nanos`). Fails on a `.pb.gz` whose
-/// name is not `cpu-<%Y%m%dT%H%M%SZ>[_NN].pb.gz`.
+/// Every CPU profile (`cpu-*.pb.gz`) in `dir`, decoded, in time order (by `time_nanos`). Fails on
+/// a `.pb.gz` whose name is neither `cpu-<%Y%m%dT%H%M%SZ>[_NN].pb.gz` nor `offcpu-` and the same.
 pub fn read_profiles(dir: &Path) -> Result<Vec<Pprof>> {
+    read_profiles_of(dir, CPU_PREFIX)
+}
+
+/// Every off-CPU profile (`offcpu-*.pb.gz`, `--off-cpu`) in `dir`, as [`read_profiles`].
+pub fn read_off_cpu_profiles(dir: &Path) -> Result<Vec<Pprof>> {
+    read_profiles_of(dir, OFF_CPU_PREFIX)
+}
+
+const CPU_PREFIX: &str = "cpu-";
+const OFF_CPU_PREFIX: &str = "offcpu-";
+
+fn read_profiles_of(dir: &Path, prefix: &str) -> Result<Vec<Pprof>> {
     let mut paths = Vec::new();
     for entry in fs::read_dir(dir).with_context(|| format!("listing {}", dir.display()))? {
         let path = entry?.path();
@@ -51,8 +63,14 @@ pub fn read_profiles(dir: &Path) -> Result<Vec<Pprof>> {
             .to_string_lossy()
             .into_owned();
         if name.ends_with(".pb.gz") {
-            ensure!(is_profile_file_name(&name), "unexpected file name {name:?}");
-            paths.push(path);
+            ensure!(
+                is_interval_file_name(&name, CPU_PREFIX)
+                    || is_interval_file_name(&name, OFF_CPU_PREFIX),
+                "unexpected file name {name:?}"
+            );
+            if name.starts_with(prefix) {
+                paths.push(path);
+            }
         }
     }
     let mut profiles = paths
@@ -85,8 +103,13 @@ pub fn leftover_temp_files(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// `cpu-YYYYmmddTHHMMSSZ.pb.gz` or `cpu-YYYYmmddTHHMMSSZ_NN.pb.gz`.
 pub fn is_profile_file_name(name: &str) -> bool {
+    is_interval_file_name(name, CPU_PREFIX)
+}
+
+/// `<prefix>YYYYmmddTHHMMSSZ.pb.gz` or `<prefix>YYYYmmddTHHMMSSZ_NN.pb.gz`.
+fn is_interval_file_name(name: &str, prefix: &str) -> bool {
     let Some(stem) = name
-        .strip_prefix("cpu-")
+        .strip_prefix(prefix)
         .and_then(|n| n.strip_suffix(".pb.gz"))
     else {
         return false;

@@ -13,7 +13,7 @@ use std::{
 use anyhow::{Context, Result};
 use profiler::{
     process::FileId,
-    profile::{IndexEntry, ProfileBuilder, ProfileWriter, add_comments},
+    profile::{IndexEntry, ProfileBuilder, ProfileWriter, add_comments, proto::ValueType},
     resolve::{Labels, MappingInfo, MappingKey, TraceLabels},
     symbolize::Frame as Symbol,
 };
@@ -257,6 +257,207 @@ pub fn synthetic_recording(out: &Path) -> Result<()> {
             pids: vec![200],
             service_names: vec![SYNTHETIC_SERVICE.to_owned()],
             top_function: function.to_owned(),
+            cpu_nanoseconds: stacks.iter().map(|s| (s.count * s.period_ns) as u64).sum(),
+            off_cpu_nanoseconds: 0,
+        };
+        index.push_str(&serde_json::to_string(&entry)?);
+        index.push('\n');
+    }
+    fs::write(traces.join("index.jsonl"), index)?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Off-CPU (`record --off-cpu`)
+
+/// A string's index in `profile`'s table, added when missing.
+fn string_index(profile: &mut Profile, text: &str) -> i64 {
+    match profile.string_table.iter().position(|s| s == text) {
+        Some(i) => i as i64,
+        None => {
+            profile.string_table.push(text.to_owned());
+            profile.string_table.len() as i64 - 1
+        }
+    }
+}
+
+fn value_type(profile: &mut Profile, kind: &str, unit: &str) -> ValueType {
+    ValueType {
+        r#type: string_index(profile, kind),
+        unit: string_index(profile, unit),
+    }
+}
+
+/// An off-CPU profile as the recorder writes `offcpu-<UTC>.pb.gz`: sample types
+/// `[switches/count, off_cpu/nanoseconds]`, default `off_cpu`, period type
+/// `off_cpu/nanoseconds` and period 1, the labels of CPU samples. A [`Stack`]'s `count` is its
+/// switches and `period_ns` the time off the CPU of each.
+pub fn synthetic_off_cpu_profile(
+    stacks: &[Stack],
+    start: SystemTime,
+    length: Duration,
+    comments: &[&str],
+) -> Profile {
+    let mut profile = synthetic_profile(stacks, start, length, comments);
+    profile.sample_type = vec![
+        value_type(&mut profile, "switches", "count"),
+        value_type(&mut profile, "off_cpu", "nanoseconds"),
+    ];
+    profile.period_type = Some(value_type(&mut profile, "off_cpu", "nanoseconds"));
+    profile.period = 1;
+    profile.default_sample_type = string_index(&mut profile, "off_cpu");
+    profile
+}
+
+/// A trace file of a recording with off-CPU: sample types `[samples/count, cpu/nanoseconds,
+/// switches/count, off_cpu/nanoseconds]`, default `cpu`; the `on` stacks' samples carry
+/// `[n, ns, 0, 0]` and the `off` stacks' `[0, 0, switches, ns]`. Panics if an `off` stack has
+/// the frames and thread of an `on` one (the builder would merge them).
+pub fn synthetic_trace_profile(
+    on: &[Stack],
+    off: &[Stack],
+    start: SystemTime,
+    length: Duration,
+) -> Profile {
+    let all: Vec<Stack> = on.iter().chain(off).cloned().collect();
+    let mut profile = synthetic_profile(&all, start, length, &[]);
+    assert_eq!(
+        profile.sample.len(),
+        all.len(),
+        "synthetic_trace_profile: an off-CPU stack repeats a CPU one"
+    );
+    let switches = value_type(&mut profile, "switches", "count");
+    let off_cpu = value_type(&mut profile, "off_cpu", "nanoseconds");
+    profile.sample_type.extend([switches, off_cpu]);
+    for (i, sample) in profile.sample.iter_mut().enumerate() {
+        let (n, ns) = (sample.value[0], sample.value[1]);
+        sample.value = if i < on.len() {
+            vec![n, ns, 0, 0]
+        } else {
+            vec![0, 0, n, ns]
+        };
+    }
+    profile
+}
+
+/// The trace of [`synthetic_off_cpu_recording`] that only waited (no CPU sample): its last
+/// sample is before the other two traces' (newest first, it comes last).
+pub const SYNTHETIC_WAITING_TRACE: &str = "5b8aa5a2d2c872e8321cf37308d69df2";
+
+/// Where the first synthetic trace ([`SYNTHETIC_TRACES`]`[0]`) waits: the function between its
+/// handler and `poll(2)`.
+pub const SYNTHETIC_BLOCKED_FUNCTION: &str = "call_pricing";
+
+/// Where [`SYNTHETIC_WAITING_TRACE`] waits; a frame name that is markup, to check escaping.
+pub const SYNTHETIC_WAITING_FUNCTION: &str = "flush_<script>alert(1)</script>";
+
+/// The off-CPU stacks of one synthetic interval (counts are switches, periods the time off
+/// the CPU of each): a traced thread blocked in `poll(2)` two calls below its handler, an
+/// untraced one in `pthread_cond_timedwait`, a disk read, short lock waits, and the waiting
+/// trace's `fsync`.
+pub fn synthetic_off_cpu_stacks(scale: i64) -> Vec<Stack> {
+    let [a, _] = SYNTHETIC_TRACES;
+    vec![
+        Stack::new(
+            "main;serve;handle;call_pricing;pricing_request;libc:poll;k:entry_SYSCALL_64;\
+             k:do_syscall_64;k:do_sys_poll;k:schedule_hrtimeout_range;k:schedule",
+            200,
+            201,
+            20 * scale,
+        )
+        .period(45_000_000)
+        .traced(a),
+        Stack::new(
+            "main;worker_loop;wait_for_work;libc:pthread_cond_timedwait;k:entry_SYSCALL_64;\
+             k:do_syscall_64;k:futex_wait;k:schedule",
+            100,
+            102,
+            10 * scale,
+        )
+        .period(100_000_000),
+        Stack::new(
+            "main;run;load_config;libc:read;k:entry_SYSCALL_64;k:do_syscall_64;k:ksys_read;\
+             k:io_schedule",
+            100,
+            100,
+            3 * scale,
+        )
+        .period(5_000_000),
+        Stack::new(
+            "main;run;work;lock_contended;k:futex_wait;k:schedule",
+            100,
+            101,
+            50 * scale,
+        )
+        .period(1_200_000),
+        Stack::new("main;rare_wait;k:schedule", 100, 100, 1).period(2_000_000),
+        Stack::new(
+            "main;serve;handle_batch;flush_<script>alert(1)</script>;libc:fsync;k:io_schedule",
+            200,
+            204,
+            4,
+        )
+        .period(250_000_000)
+        .traced(SYNTHETIC_WAITING_TRACE),
+    ]
+}
+
+/// [`synthetic_recording`] as a recording with `--off-cpu` writes it: besides the CPU files,
+/// three off-CPU intervals (`offcpu-20260101T1200{00,10,20}Z.pb.gz`, scaled 1, 2, 3); the
+/// trace files with the four sample types (the first trace also waited in
+/// [`SYNTHETIC_BLOCKED_FUNCTION`], the second never waited, [`SYNTHETIC_WAITING_TRACE`] only
+/// waited); and index lines with `cpu_nanoseconds` and `off_cpu_nanoseconds`.
+pub fn synthetic_off_cpu_recording(out: &Path) -> Result<()> {
+    synthetic_recording(out)?;
+    let ten = Duration::from_secs(10);
+    for (i, scale) in [1, 2, 3].into_iter().enumerate() {
+        let seconds = 10 * i as u64;
+        let name = format!("offcpu-20260101T1200{seconds:02}Z.pb.gz");
+        let profile = synthetic_off_cpu_profile(
+            &synthetic_off_cpu_stacks(scale),
+            synthetic_time(seconds),
+            ten,
+            &["node: synthetic"],
+        );
+        write_synthetic(out, &name, &profile)?;
+    }
+
+    let traces = out.join("traces");
+    let mut index = String::new();
+    let [a, b] = SYNTHETIC_TRACES;
+    let [function_a, function_b] = SYNTHETIC_TRACE_FUNCTIONS;
+    let traced = [
+        (a, "2026-01-01T12:00:20.000Z", function_a),
+        (b, "2026-01-01T12:00:21.000Z", function_b),
+        (
+            SYNTHETIC_WAITING_TRACE,
+            "2026-01-01T12:00:15.000Z",
+            "io_schedule",
+        ),
+    ];
+    for (id, last, top_function) in traced {
+        let of = |stacks: Vec<Stack>| -> Vec<Stack> {
+            stacks.into_iter().filter(|s| s.trace == Some(id)).collect()
+        };
+        let on = of(synthetic_interval_stacks(1));
+        let off = of(synthetic_off_cpu_stacks(1));
+        let profile =
+            synthetic_trace_profile(&on, &off, synthetic_time(0), Duration::from_secs(30));
+        write_synthetic(&traces, &format!("{id}.pb.gz"), &profile)?;
+        let total = |stacks: &[Stack]| -> u64 {
+            stacks.iter().map(|s| (s.count * s.period_ns) as u64).sum()
+        };
+        let entry = IndexEntry {
+            trace_id: id.to_string(),
+            file: format!("{id}.pb.gz"),
+            first_sample_time: "2026-01-01T12:00:00.000Z".to_owned(),
+            last_sample_time: last.to_owned(),
+            sample_count: on.iter().map(|s| s.count as u64).sum(),
+            pids: vec![200],
+            service_names: vec![SYNTHETIC_SERVICE.to_owned()],
+            top_function: top_function.to_owned(),
+            cpu_nanoseconds: total(&on),
+            off_cpu_nanoseconds: total(&off),
         };
         index.push_str(&serde_json::to_string(&entry)?);
         index.push('\n');

@@ -124,6 +124,9 @@ pub struct IndexEntry {
     pub pids: Vec<i64>,
     pub service_names: Vec<String>,
     pub top_function: String,
+    /// The trace's CPU and off-CPU nanoseconds (lines of older versions lack them).
+    pub cpu_nanoseconds: Option<i64>,
+    pub off_cpu_nanoseconds: Option<i64>,
 }
 
 impl IndexEntry {
@@ -185,6 +188,8 @@ impl IndexEntry {
             pids,
             service_names,
             top_function: string("top_function")?,
+            cpu_nanoseconds: value.get("cpu_nanoseconds").and_then(Value::as_i64),
+            off_cpu_nanoseconds: value.get("off_cpu_nanoseconds").and_then(Value::as_i64),
         })
     }
 }

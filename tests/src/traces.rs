@@ -24,6 +24,9 @@ pub const TRACE_D: &str = "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf";
 /// Published by [`TRACED_DLOPEN`] once it has dlopen'ed the library with the variable.
 pub const TRACE_DLOPEN: &str = "0e1d2c3b4a5968778695a4b3c2d1e0f1";
 pub const SPAN_DLOPEN: &str = "d1e0f1a2b3c4d5e6";
+/// Published by the off-CPU fixture's request thread, which computes and then waits in poll.
+pub const TRACE_E: &str = "0ee1c2d3b4a5968778695a4b3c2d1e0f";
+pub const SPAN_E: &str = "e5e4e3e2e1e0dfde";
 
 pub const TRACE_ID_LABEL: &str = "trace_id";
 pub const SPAN_ID_LABEL: &str = "span_id";
@@ -377,6 +380,8 @@ mod tests {
             ("TRACE_D_ID", TRACE_D),
             ("TRACE_DLOPEN_ID", TRACE_DLOPEN),
             ("SPAN_DLOPEN_ID", SPAN_DLOPEN),
+            ("TRACE_E_ID", TRACE_E),
+            ("SPAN_E_ID", SPAN_E),
             ("TRACE_A_ATTR_0", "checkout"),
             ("TRACE_B_ATTR_1", "fresh"),
             ("TRACE_C1_ATTR_0", "switch-1"),

@@ -1,15 +1,18 @@
 //! `profiler report` against `go tool pprof` on the same files: the same functions in the same
 //! order with the same flat% and cum% (pprof prints two decimals), for one profile, a merged
-//! directory, and the `--pid`, `--trace`, `--cum` and `--value samples` variants; the flame graph
-//! and folded stacks name the hot function; bad input is one line. The synthetic profiles need
+//! directory, and the `--pid`, `--trace`, `--cum` and `--value samples` variants, and the same
+//! for off-CPU profiles (`--value off-cpu` and `switches` against `-sample_index=off_cpu` and
+//! `switches`, interval and trace files); the flame graph and folded stacks name the hot
+//! function; bad input is one line. The synthetic profiles need
 //! no root; one test records a fixture (root).
 
 use std::{collections::HashSet, fs, path::Path, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
-    Fixture, HOT_C, RunOutput, SYNTHETIC_TRACES, assert_root, go_pprof, profiler_command,
-    record_fixture, run, synthetic_recording, tag_regexp,
+    Fixture, HOT_C, RunOutput, SYNTHETIC_BLOCKED_FUNCTION, SYNTHETIC_TRACES,
+    SYNTHETIC_WAITING_FUNCTION, assert_root, go_pprof, profiler_command, record_fixture, run,
+    synthetic_off_cpu_recording, synthetic_recording, tag_regexp,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -201,12 +204,17 @@ fn go_top(extra: &[&str], files: &[&Path]) -> Result<String> {
 }
 
 fn interval_files(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
+    files_named(dir, "cpu-")
+}
+
+/// The files of `dir` whose names start with `prefix`, sorted.
+fn files_named(dir: &Path, prefix: &str) -> Result<Vec<std::path::PathBuf>> {
     let mut files: Vec<_> = fs::read_dir(dir)?
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
     files.retain(|p| {
         p.file_name()
-            .is_some_and(|n| n.to_string_lossy().starts_with("cpu-"))
+            .is_some_and(|n| n.to_string_lossy().starts_with(prefix))
     });
     files.sort();
     Ok(files)
@@ -409,6 +417,216 @@ fn bad_input_is_one_line_and_a_corrupt_file_is_skipped() -> Result<()> {
     report_run(&[text(empty.path())])?.ensure_error(&["no profiles in"])?;
     report_run(&["--trace", "nope", text(dir.path())])?.ensure_error(&["not a trace ID"])?;
     report_run(&["--since", "soon", text(dir.path())])?.ensure_error(&["duration"])?;
+    Ok(())
+}
+
+#[test]
+fn off_cpu_profiles_match_go_pprof_sample_index_off_cpu() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    synthetic_off_cpu_recording(dir.path())?;
+    let off = files_named(dir.path(), "offcpu-")?;
+    ensure!(off.len() == 3, "{off:?}");
+    let file = &off[0];
+
+    let ours = report(&["--top", "0", "--value", "off-cpu", text(file)])?;
+    let go = go_top(&["-sample_index=off_cpu"], &[file])?;
+    eprintln!("ours:\n{ours}\ngo tool pprof -sample_index=off_cpu -top:\n{go}");
+    eprintln!("{}", compare(&ours, &go)?);
+    ensure!(ours.contains("\nType: off_cpu\n"), "{ours}");
+    ensure!(go.contains("Type: off_cpu"), "{go}");
+    ensure!(
+        ours.contains("File: offcpu-20260101T120000Z.pb.gz\nKind: off-cpu\n"),
+        "{ours}"
+    );
+    ensure!(
+        ours.contains(" switches\n"),
+        "the count is of switches: {ours}"
+    );
+    ensure!(ours.contains(SYNTHETIC_BLOCKED_FUNCTION), "{ours}");
+
+    // One profile without --value: its own default type, as pprof.
+    let ours = report(&["--top", "0", text(file)])?;
+    let go = go_top(&[], &[file])?;
+    eprintln!("default:\n{}", compare(&ours, &go)?);
+    ensure!(ours.contains("\nType: off_cpu\n"), "{ours}");
+
+    let ours = report(&["--top", "0", "--cum", "--value", "off-cpu", text(file)])?;
+    let go = go_top(&["-cum", "-sample_index=off_cpu"], &[file])?;
+    eprintln!("-cum:\n{}", compare(&ours, &go)?);
+
+    let ours = report(&["--top", "0", "--value", "switches", text(file)])?;
+    let go = go_top(&["-sample_index=switches"], &[file])?;
+    eprintln!("switches:\n{}", compare(&ours, &go)?);
+    ensure!(ours.contains("\nType: switches\n"), "{ours}");
+    Ok(())
+}
+
+#[test]
+fn a_merged_off_cpu_report_reads_the_off_cpu_intervals() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    synthetic_off_cpu_recording(dir.path())?;
+    let off = files_named(dir.path(), "offcpu-")?;
+    let paths: Vec<&Path> = off.iter().map(|p| p.as_path()).collect();
+    let ours = report(&["--top", "0", "--value", "off-cpu", text(dir.path())])?;
+    let go = go_top(&["-sample_index=off_cpu"], &paths)?;
+    eprintln!("merged off-CPU:\n{}", compare(&ours, &go)?);
+    ensure!(
+        ours.starts_with(
+            "Files: 3 profiles, offcpu-20260101T120000Z.pb.gz to offcpu-20260101T120020Z.pb.gz\n"
+        ),
+        "{ours}"
+    );
+    ensure!(
+        !ours.contains("synthetic_hot_leaf"),
+        "CPU files are not merged: {ours}"
+    );
+
+    // CPU stays on the CPU files, whatever else the directory holds.
+    let ours = report(&["--top", "0", text(dir.path())])?;
+    let cpu = interval_files(dir.path())?;
+    let cpu: Vec<&Path> = cpu.iter().map(|p| p.as_path()).collect();
+    let go = go_top(&[], &cpu)?;
+    eprintln!("merged CPU beside off-CPU files:\n{}", compare(&ours, &go)?);
+    ensure!(ours.starts_with("Files: 3 profiles, cpu-"), "{ours}");
+    ensure!(!ours.contains(SYNTHETIC_BLOCKED_FUNCTION), "{ours}");
+
+    // A process's waits.
+    let ours = report(&[
+        "--top",
+        "0",
+        "--value",
+        "off-cpu",
+        "--pid",
+        "100",
+        text(dir.path()),
+    ])?;
+    let go = go_top(&["-sample_index=off_cpu", "-tagfocus", "pid=100"], &paths)?;
+    eprintln!("--pid 100 off-CPU:\n{}", compare_focused(&ours, &go)?);
+    ensure!(ours.contains("wait_for_work") && !ours.contains(SYNTHETIC_BLOCKED_FUNCTION));
+
+    // The flame graph and folded stacks, in microseconds and nanoseconds off the CPU.
+    let svg = report(&["--value", "off-cpu", "--format", "svg", text(dir.path())])?;
+    for name in [
+        "Off-CPU time: 3 profiles",
+        "µs off-CPU",
+        SYNTHETIC_BLOCKED_FUNCTION,
+        "pthread_cond_timedwait",
+        "synthetic200 (200)",
+    ] {
+        ensure!(svg.contains(name), "the off-CPU flame graph lacks {name}");
+    }
+    ensure!(!svg.contains("<script>alert"), "a frame name became markup");
+    let folded = report(&["--value", "off-cpu", "--format", "folded", text(dir.path())])?;
+    let line = folded
+        .lines()
+        .find(|l| l.contains(";call_pricing;pricing_request;poll;"))
+        .context("no folded line of the blocked stack")?;
+    // (20 + 40 + 60) switches of 45 ms.
+    ensure!(line.ends_with(" 5400000000"), "{line}");
+    Ok(())
+}
+
+#[test]
+fn a_trace_file_reports_its_cpu_and_its_off_cpu_time() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    synthetic_off_cpu_recording(dir.path())?;
+    let [trace, _] = SYNTHETIC_TRACES;
+    let file = dir.path().join("traces").join(format!("{trace}.pb.gz"));
+    let ours = report(&[
+        "--top",
+        "0",
+        "--trace",
+        trace,
+        "--value",
+        "off-cpu",
+        text(dir.path()),
+    ])?;
+    let go = go_top(&["-sample_index=off_cpu"], &[&file])?;
+    eprintln!("trace off-CPU:\n{}", compare(&ours, &go)?);
+    ensure!(
+        ours.contains(&format!("File: traces/{trace}.pb.gz")),
+        "{ours}"
+    );
+    ensure!(
+        ours.contains(SYNTHETIC_BLOCKED_FUNCTION) && !ours.contains("checkout_hot_leaf"),
+        "{ours}"
+    );
+    // Four sample types: CPU is still read by name, as pprof does by default.
+    let ours = report(&["--top", "0", "--trace", trace, text(dir.path())])?;
+    let go = go_top(&[], &[&file])?;
+    eprintln!("trace CPU:\n{}", compare(&ours, &go)?);
+    ensure!(
+        ours.contains("checkout_hot_leaf") && !ours.contains(SYNTHETIC_BLOCKED_FUNCTION),
+        "{ours}"
+    );
+    let ours = report(&[
+        "--top",
+        "0",
+        "--trace",
+        trace,
+        "--value",
+        "samples",
+        text(dir.path()),
+    ])?;
+    let go = go_top(&["-sample_index=samples"], &[&file])?;
+    eprintln!("trace samples:\n{}", compare(&ours, &go)?);
+
+    // Without its file, the trace's samples in the off-CPU intervals.
+    fs::remove_dir_all(dir.path().join("traces"))?;
+    let off = files_named(dir.path(), "offcpu-")?;
+    let paths: Vec<&Path> = off.iter().map(|p| p.as_path()).collect();
+    let ours = report(&[
+        "--top",
+        "0",
+        "--trace",
+        trace,
+        "--value",
+        "off-cpu",
+        text(dir.path()),
+    ])?;
+    let focus = format!("trace_id={}", tag_regexp(trace));
+    let go = go_top(&["-sample_index=off_cpu", "-tagfocus", &focus], &paths)?;
+    eprintln!(
+        "--trace off-CPU from intervals:\n{}",
+        compare_focused(&ours, &go)?
+    );
+    ensure!(!ours.contains("flush_"), "another trace's wait: {ours}");
+    Ok(())
+}
+
+#[test]
+fn off_cpu_of_a_recording_without_it_is_one_line() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    synthetic_recording(dir.path())?;
+    report_run(&["--value", "off-cpu", text(dir.path())])?.ensure_error(&[
+        "no profile in",
+        "has off_cpu values",
+        "record --off-cpu",
+    ])?;
+    let file = dir.path().join("cpu-20260101T120000Z.pb.gz");
+    report_run(&["--value", "switches", text(&file)])?
+        .ensure_error(&["has switches values", "of sample types samples, cpu"])?;
+    report_run(&["--value", "wall", text(dir.path())])?
+        .ensure_error(&["invalid value 'wall'", "--value"])?;
+
+    // A directory where only some profiles have it: those are reported, the others counted.
+    let mixed = tempfile::tempdir()?;
+    synthetic_off_cpu_recording(mixed.path())?;
+    let traces = mixed.path().join("traces");
+    fs::copy(
+        dir.path()
+            .join(format!("traces/{}.pb.gz", SYNTHETIC_TRACES[1])),
+        traces.join(format!("{}.pb.gz", "ab".repeat(16))),
+    )?;
+    let ours = report(&["--value", "off-cpu", text(&traces)])?;
+    // The two traces that waited; the one that never did has the type but no such sample.
+    ensure!(ours.starts_with("Files: 2 profiles, "), "{ours}");
+    ensure!(
+        ours.contains("\nLeft out: 1 profile without off_cpu values\n"),
+        "{ours}"
+    );
+    ensure!(ours.contains(SYNTHETIC_BLOCKED_FUNCTION), "{ours}");
+    ensure!(ours.contains(SYNTHETIC_WAITING_FUNCTION), "{ours}");
     Ok(())
 }
 

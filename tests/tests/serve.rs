@@ -1,6 +1,7 @@
 //! `profiler serve` over HTTP: the traces list with its filters and order, a trace's page (its
 //! flame graph inline, its top functions, threads and processes, its download), the timeline
-//! with the incident and its diff, the diff page; every path out of the directory refused with
+//! with the incident and its diff, the diff page; off-CPU recordings (a trace's CPU and off-CPU
+//! graphs and their split, the list by off-CPU time, off-CPU intervals on the timeline); every path out of the directory refused with
 //! 400 (raw and encoded `..`, encoded slashes, absolute paths, symlinks leaving it); pages that
 //! keep working while files come and go. `record --serve` serves a recording as it runs (root).
 
@@ -19,9 +20,10 @@ use std::{
 
 use anyhow::{Context, Result, bail, ensure};
 use integration_tests::{
-    Fixture, HOT_C, HttpResponse, LoggedRun, SYNTHETIC_INCIDENT, SYNTHETIC_TRACES,
-    SYNTHETIC_TRIGGER, Stack, TEST_FREQUENCY, assert_root, http_get, http_get_bytes,
-    profiler_command, record_command, synthetic_profile, synthetic_recording, synthetic_time,
+    Fixture, HOT_C, HttpResponse, LoggedRun, SYNTHETIC_BLOCKED_FUNCTION, SYNTHETIC_INCIDENT,
+    SYNTHETIC_TRACES, SYNTHETIC_TRIGGER, SYNTHETIC_WAITING_TRACE, Stack, TEST_FREQUENCY,
+    assert_root, http_get, http_get_bytes, profiler_command, record_command,
+    synthetic_off_cpu_recording, synthetic_profile, synthetic_recording, synthetic_time,
     write_synthetic,
 };
 
@@ -185,6 +187,236 @@ fn pages_list_traces_and_draw_their_flame_graphs() -> Result<()> {
     ensure!(page[shrank..].contains("checkout_hot_leaf"), "{page}");
     let picker = get_ok(address, "/diff")?;
     ensure!(picker.contains("name=\"base\"") && picker.contains("name=\"target\""));
+    Ok(())
+}
+
+/// The outermost `<svg>` elements of a page (a flame graph nests one), in order.
+fn svgs(page: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    let (mut depth, mut start, mut at) = (0, 0, 0);
+    while let Some(next) = page[at..].find("<svg").map(|i| at + i) {
+        let close = page[at..].find("</svg>").map(|i| at + i);
+        match close {
+            Some(close) if close < next => {
+                depth -= 1;
+                if depth == 0 {
+                    found.push(&page[start..close + "</svg>".len()]);
+                }
+                at = close + 1;
+            }
+            _ => {
+                if depth == 0 {
+                    start = next;
+                }
+                depth += 1;
+                at = next + 1;
+            }
+        }
+    }
+    while depth > 0 {
+        let Some(close) = page[at..].find("</svg>").map(|i| at + i) else {
+            break;
+        };
+        depth -= 1;
+        if depth == 0 {
+            found.push(&page[start..close + "</svg>".len()]);
+        }
+        at = close + 1;
+    }
+    found
+}
+
+#[test]
+fn a_trace_page_shows_where_the_time_went_on_and_off_the_cpu() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    synthetic_off_cpu_recording(dir.path())?;
+    let (_server, address) = serve(dir.path())?;
+    let [a, b] = SYNTHETIC_TRACES;
+    let c = SYNTHETIC_WAITING_TRACE;
+
+    // The list: CPU and off-CPU columns from the index, sorted by either.
+    let page = get_ok(address, "/")?;
+    ensure!(listed_traces(&page) == [b, a, c], "newest first: {page}");
+    for text in [
+        ">CPU</a>",
+        ">Off-CPU</a>",
+        "sort=off-cpu",
+        "most off-CPU time",
+    ] {
+        ensure!(page.contains(text), "the traces list lacks {text:?}");
+    }
+    // a: 550 ms of CPU, 900 ms off it; b: 250 ms, none; c: none, 1 s.
+    for cell in ["550ms", "900ms", "250ms", "1s"] {
+        ensure!(
+            page.contains(&format!(">{cell}</td>")),
+            "no {cell} cell: {page}"
+        );
+    }
+    ensure!(listed_traces(&get_ok(address, "/?sort=off-cpu")?) == [c, a, b]);
+    ensure!(listed_traces(&get_ok(address, "/?sort=cpu")?) == [a, b, c]);
+    ensure!(listed_traces(&get_ok(address, "/?sort=off-cpu&limit=1")?) == [c]);
+
+    // A trace that waited: the CPU graph (live) first, the off-CPU one (still) below, the
+    // split, both top tables.
+    let page = get_ok(address, &format!("/traces/{a}"))?;
+    let graphs = svgs(&page);
+    ensure!(
+        graphs.len() == 2,
+        "{} graphs on the trace page",
+        graphs.len()
+    );
+    ensure!(graphs[0].contains("CPU time") && graphs[0].contains("checkout_hot_leaf"));
+    ensure!(
+        graphs[0].contains("<script"),
+        "the first graph zooms and searches"
+    );
+    ensure!(
+        !graphs[0].contains(SYNTHETIC_BLOCKED_FUNCTION),
+        "{}",
+        graphs[0]
+    );
+    ensure!(graphs[1].contains("Off-CPU time") && graphs[1].contains(SYNTHETIC_BLOCKED_FUNCTION));
+    ensure!(graphs[1].contains("µs off-CPU") && !graphs[1].contains("<script"));
+    ensure!(
+        !graphs[1].contains("id=\"frames\""),
+        "the second graph's IDs are its own"
+    );
+    let split = page.find("id=\"split\"").context("no split")?;
+    let split = &page[split..split + page[split..].find("</p>").context("split end")?];
+    for text in ["550ms", "37.93%", "900ms", "62.07%", "1.45s in all"] {
+        ensure!(split.contains(text), "the split lacks {text}: {split}");
+    }
+    for text in [
+        "Top functions on the CPU",
+        "Top functions off the CPU",
+        "-sample_index=off_cpu",
+        "switches",
+        &format!("href=\"/traces/{a}?graph=off-cpu\""),
+    ] {
+        ensure!(page.contains(text), "the trace page lacks {text:?}");
+    }
+    // ?graph=off-cpu: the off-CPU graph first, live.
+    let page = get_ok(address, &format!("/traces/{a}?graph=off-cpu"))?;
+    let graphs = svgs(&page);
+    ensure!(graphs.len() == 2);
+    ensure!(graphs[0].contains(SYNTHETIC_BLOCKED_FUNCTION) && graphs[0].contains("<script"));
+    ensure!(graphs[1].contains("checkout_hot_leaf") && !graphs[1].contains("<script"));
+    ensure!(
+        page.contains(&format!("href=\"/traces/{a}\"")),
+        "a way back to CPU first"
+    );
+
+    // A trace that never waited: CPU only, no empty graph.
+    let page = get_ok(address, &format!("/traces/{b}"))?;
+    ensure!(svgs(&page).len() == 1, "{page}");
+    ensure!(!page.contains("Off-CPU time</h2>") && !page.contains("Top functions off the CPU"));
+    // A trace that only waited: its off-CPU graph, escaped.
+    let page = get_ok(address, &format!("/traces/{c}"))?;
+    let graphs = svgs(&page);
+    ensure!(
+        graphs.len() == 1 && graphs[0].contains("flush_&lt;script&gt;"),
+        "{page}"
+    );
+    ensure!(
+        !page.contains("<script>alert"),
+        "a frame name became markup"
+    );
+    ensure!(page.contains("Top functions off the CPU"));
+    // A trace of a recording without off-CPU is as before: one graph, no split.
+    let plain = tempfile::tempdir()?;
+    synthetic_recording(plain.path())?;
+    let (_plain_server, plain_address) = serve(plain.path())?;
+    let page = get_ok(plain_address, &format!("/traces/{a}"))?;
+    ensure!(
+        svgs(&page).len() == 1 && !page.contains("id=\"split\""),
+        "{page}"
+    );
+    ensure!(!page.contains("Top functions on the CPU") && page.contains("Top functions"));
+    Ok(())
+}
+
+#[test]
+fn the_timeline_shows_off_cpu_intervals_and_opens_them() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    synthetic_off_cpu_recording(dir.path())?;
+    let (_server, address) = serve(dir.path())?;
+    let page = get_ok(address, "/profiles")?;
+    for name in [
+        "cpu-20260101T120000Z.pb.gz",
+        "offcpu-20260101T120000Z.pb.gz",
+        "offcpu-20260101T120010Z.pb.gz",
+        "offcpu-20260101T120020Z.pb.gz",
+        SYNTHETIC_INCIDENT,
+    ] {
+        ensure!(
+            page.contains(&format!("href=\"/profiles/{name}\"")),
+            "no link to {name}"
+        );
+    }
+    let lane = page
+        .find("class=\"timeline off-cpu\"")
+        .context("no off-CPU lane")?;
+    let lane = &page[lane..lane + page[lane..].find("</div>").context("lane end")?];
+    ensure!(
+        lane.matches("href=\"/profiles/offcpu-").count() == 3 && !lane.contains("/profiles/cpu-"),
+        "{lane}"
+    );
+    ensure!(lane.contains("threads waiting"), "{lane}");
+    ensure!(page.contains("Off-CPU (threads waiting)"));
+    ensure!(
+        page.contains(" switches</td>") && page.contains(" off-CPU</td>"),
+        "{page}"
+    );
+
+    let name = "offcpu-20260101T120010Z.pb.gz";
+    let page = get_ok(address, &format!("/profiles/{name}"))?;
+    let graphs = svgs(&page);
+    ensure!(graphs.len() == 1, "{page}");
+    ensure!(graphs[0].contains(&format!("Off-CPU time: {name}")));
+    ensure!(
+        graphs[0].contains(SYNTHETIC_BLOCKED_FUNCTION)
+            && graphs[0].contains("pthread_cond_timedwait")
+    );
+    ensure!(page.contains("Top functions off the CPU"));
+    for link in [
+        "href=\"/profiles/offcpu-20260101T120000Z.pb.gz\">← previous",
+        "href=\"/profiles/offcpu-20260101T120020Z.pb.gz\">next →",
+        "href=\"/profiles/cpu-20260101T120010Z.pb.gz\">CPU of this interval",
+        "/diff?base=offcpu-20260101T120000Z.pb.gz&amp;target=offcpu-20260101T120010Z.pb.gz",
+    ] {
+        ensure!(
+            page.contains(link),
+            "the off-CPU profile page lacks {link:?}"
+        );
+    }
+    let page = get_ok(address, "/profiles/cpu-20260101T120010Z.pb.gz")?;
+    ensure!(
+        page.contains("href=\"/profiles/offcpu-20260101T120010Z.pb.gz\">off-CPU of this interval"),
+        "{page}"
+    );
+    ensure!(page.contains("href=\"/profiles/cpu-20260101T120000Z.pb.gz\">← previous"));
+
+    // The diff of two off-CPU intervals, in off-CPU time.
+    let page = get_ok(
+        address,
+        "/diff?base=offcpu-20260101T120000Z.pb.gz&target=offcpu-20260101T120010Z.pb.gz",
+    )?;
+    let graphs = svgs(&page);
+    ensure!(
+        graphs.len() == 1 && graphs[0].contains("µs off-CPU"),
+        "{page}"
+    );
+    // An off-CPU interval against a CPU one: said, not drawn.
+    let page = get_ok(
+        address,
+        "/diff?base=cpu-20260101T120000Z.pb.gz&target=offcpu-20260101T120010Z.pb.gz",
+    )?;
+    ensure!(
+        svgs(&page).is_empty() && page.contains("has no off-CPU values"),
+        "{page}"
+    );
+    let (status, bytes) = http_get_bytes(address, &format!("/files/{name}"), STEP)?;
+    ensure!(status == 200 && bytes == fs::read(dir.path().join(name))?);
     Ok(())
 }
 

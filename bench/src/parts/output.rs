@@ -10,7 +10,9 @@ use anyhow::Result;
 use profiler::{
     process::FileId,
     profile::{IntervalMeta, ProfileWriter, build_profile},
-    resolve::{Labels, MappingInfo, MappingKey, ResolvedLocation, ResolvedSample, TraceLabels},
+    resolve::{
+        Labels, MappingInfo, MappingKey, ResolvedLocation, ResolvedSample, SampleKind, TraceLabels,
+    },
     symbolize::Frame,
 };
 
@@ -166,8 +168,9 @@ pub fn synthetic_interval(stacks: usize) -> Vec<ResolvedSample> {
                     trace,
                     container: None,
                 },
+                kind: SampleKind::Cpu,
                 count: 1 + rng.u64(..20),
-                cpu_ns: 52_631_578,
+                nanos: 52_631_578,
             }
         })
         .collect()

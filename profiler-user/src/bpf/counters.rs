@@ -35,6 +35,11 @@ impl CounterSnapshot {
                         | Counter::Idle
                         | Counter::Traced
                         | Counter::UnwindWalks
+                        | Counter::OffCpuWaits
+                        | Counter::OffCpuShort
+                        | Counter::OffCpuRecords
+                        | Counter::OffCpuThreadsAdded
+                        | Counter::OffCpuThreadsRemoved
                 )
             })
             .map(|c| (c.name(), self.get(*c)))

@@ -35,6 +35,8 @@ pub type GoLabelSets = StdHashMap<u64, GoLabels>;
 #[derive(Debug, Default)]
 pub struct Drained {
     pub samples: Vec<(SampleKey, SampleValue)>,
+    /// Off-CPU records: waits (`count`) and their nanoseconds (`period_ns`) by key.
+    pub off_cpu: Vec<(SampleKey, SampleValue)>,
     pub stacks: Stacks,
     pub contexts: Contexts,
     pub go_labels: GoLabelSets,
@@ -47,6 +49,8 @@ pub(crate) struct HalfMaps {
     pub contexts: [HashMap<MapData, u64, TraceContext>; 2],
     pub go_labels: [HashMap<MapData, u64, GoLabels>; 2],
     pub traces: [HashMap<MapData, [u8; 16], u8>; 2],
+    /// With off-CPU recording.
+    pub off_cpu: Option<[HashMap<MapData, SampleKey, SampleValue>; 2]>,
 }
 
 /// One half's stacks, by depth class.
@@ -92,6 +96,12 @@ impl Drainer {
         let batch = &mut self.batch;
         let samples =
             take_all(&mut halves.counts[old], batch).map_err(map_error(maps::COUNTS[old]))?;
+        let off_cpu = match &mut halves.off_cpu {
+            Some(counts) => {
+                take_all(&mut counts[old], batch).map_err(map_error(maps::OFF_CPU_COUNTS[old]))?
+            }
+            None => Vec::new(),
+        };
         let class = &mut halves.stacks[old];
         let mut stacks = Stacks::new();
         take_stacks(&mut class.short, batch, &mut stacks)
@@ -112,6 +122,7 @@ impl Drainer {
         take_all(&mut halves.traces[old], batch).map_err(map_error(maps::TRACES[old]))?;
         Ok(Drained {
             samples,
+            off_cpu,
             stacks,
             contexts,
             go_labels,

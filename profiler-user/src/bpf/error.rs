@@ -24,6 +24,11 @@ pub enum BpfError {
         #[source]
         source: aya::maps::MapError,
     },
+    #[error("reading the kernel's BTF (/sys/kernel/btf/vmlinux) failed")]
+    Btf {
+        #[source]
+        source: aya::BtfError,
+    },
     #[error("listing online CPUs failed: {what}")]
     OnlineCpus {
         what: &'static str,

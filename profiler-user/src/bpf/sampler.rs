@@ -6,7 +6,7 @@ use crate::kernel_features::CgroupRead;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{PerfEvent, RawTracePoint},
+    programs::{BtfTracePoint, PerfEvent, RawTracePoint},
 };
 use profiler_common::{
     CONFIG_SYMBOL, Config, GoTarget, TAIL_GO_LABEL_SLOT, TAIL_UNWIND_USER, TaskOffsets,
@@ -46,6 +46,8 @@ pub struct SamplerOptions {
     pub task_pt_regs: bool,
     /// Walk user stacks by unwind tables, in maps of these sizes; `None`: frame pointers only.
     pub unwind: Option<UnwindSizes>,
+    /// Record off-CPU time, waits of at least this many nanoseconds; `None`: off.
+    pub off_cpu_min_ns: Option<u64>,
 }
 
 /// Trace-context reading, fixed at load time.
@@ -75,10 +77,14 @@ pub struct Sampler {
     /// Held while sampling: the kernel empties a program array when its last user reference
     /// goes.
     _tail_calls: ProgramArray<MapData>,
+    _off_cpu_tail_calls: Option<ProgramArray<MapData>>,
     unwind_maps: Option<UnwindMaps>,
     events: Option<EventReader>,
     /// The kernel-side cost, measured in short windows of run-time statistics.
     cost: CostMeter,
+    /// The off-CPU programs' (with `--off-cpu`), priced per millisecond of wall time: they
+    /// run at every context switch and system call, which no counter counts.
+    off_cpu_cost: Option<(CostMeter, std::time::Instant)>,
     ebpf: Ebpf,
 }
 
@@ -108,6 +114,9 @@ impl Sampler {
             dwarf_unwinding: u8::from(options.unwind.is_some()),
             task: options.task,
             cgroup: cgroup_offsets.unwrap_or_default(),
+            off_cpu: u8::from(options.off_cpu_min_ns.is_some()),
+            _pad: [0; 7],
+            off_cpu_min_ns: options.off_cpu_min_ns.unwrap_or(0),
         };
         let max_traces = trace.max_traces.max(1);
         let mut loader = EbpfLoader::new();
@@ -185,6 +194,13 @@ impl Sampler {
                 hash_map(&mut ebpf, maps::TRACES[0])?,
                 hash_map(&mut ebpf, maps::TRACES[1])?,
             ],
+            off_cpu: match options.off_cpu_min_ns {
+                Some(_) => Some([
+                    hash_map(&mut ebpf, maps::OFF_CPU_COUNTS[0])?,
+                    hash_map(&mut ebpf, maps::OFF_CPU_COUNTS[1])?,
+                ]),
+                None => None,
+            },
         };
         let active =
             Array::try_from(take_map(&mut ebpf, maps::ACTIVE)?).map_err(map_error(maps::ACTIVE))?;
@@ -208,6 +224,12 @@ impl Sampler {
             .set(TAIL_GO_LABEL_SLOT, &slot_fd, 0)
             .map_err(map_error(maps::TAIL_CALLS))?;
 
+        // Before any map is taken out for good: a program loaded later still names the maps
+        // by their descriptors.
+        let off_cpu_tail_calls = match options.off_cpu_min_ns {
+            Some(_) => Some(start_off_cpu(&mut ebpf, options.unwind.is_some())?),
+            None => None,
+        };
         let epoch = Arc::new(Epoch::take(&mut ebpf)?);
         let unwind_maps = match options.unwind {
             Some(_) => {
@@ -233,9 +255,13 @@ impl Sampler {
             go_targets,
             epoch,
             _tail_calls: tail_calls,
+            _off_cpu_tail_calls: off_cpu_tail_calls,
             unwind_maps,
             events: Some(events),
             cost: CostMeter::default(),
+            off_cpu_cost: options
+                .off_cpu_min_ns
+                .map(|_| (CostMeter::default(), std::time::Instant::now())),
             ebpf,
         };
         // The first measurement window opens at once.
@@ -307,9 +333,35 @@ impl Sampler {
         self.cost.estimate(runs)
     }
 
+    /// Estimated cumulative run time of the off-CPU programs (their tail calls included), once
+    /// a measurement window has closed; `None` without `--off-cpu`.
+    pub fn off_cpu_cost(&mut self) -> Option<u64> {
+        let (meter, started) = self.off_cpu_cost.as_mut()?;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        meter.estimate(elapsed_ms).map(|cost| cost.run_time_ns)
+    }
+
     /// Opens or closes a measurement window of the kernel's run-time statistics when due; call
     /// it about once a second.
     pub fn tick_cost(&mut self) {
+        if let Some((meter, started)) = &mut self.off_cpu_cost {
+            let ebpf = &self.ebpf;
+            let started = *started;
+            let totals = || {
+                let mut run_time = 0;
+                for name in [programs::OFF_CPU_SWITCH, programs::OFF_CPU_RETURN] {
+                    let info = ebpf.program(name)?.info().ok()?;
+                    run_time += info.run_time().as_nanos() as u64;
+                }
+                Some(ProgramCost {
+                    run_time_ns: run_time,
+                    run_count: started.elapsed().as_millis() as u64,
+                })
+            };
+            meter.tick(std::time::Instant::now(), totals, || {
+                aya::sys::enable_stats(aya::sys::Stats::RunTime).ok()
+            });
+        }
         let program = self.ebpf.program(programs::SAMPLE);
         let totals = || {
             let info = program?.info().ok()?;
@@ -378,13 +430,58 @@ where
 fn tail_program(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::programs::ProgramFd, BpfError> {
     let tail: &mut PerfEvent = program(ebpf, name)?;
     tail.load().map_err(program_error(name))?;
-    tail.fd()
-        .map_err(program_error(name))?
-        .try_clone()
-        .map_err(|source| BpfError::Syscall {
-            call: "dup of a tail-called program",
-            source,
-        })
+    duplicate(tail.fd().map_err(program_error(name))?)
+}
+
+/// [`tail_program`] for the off-CPU programs' tail calls (raw tracepoints).
+fn off_cpu_tail_program(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<aya::programs::ProgramFd, BpfError> {
+    let tail: &mut RawTracePoint = program(ebpf, name)?;
+    tail.load().map_err(program_error(name))?;
+    duplicate(tail.fd().map_err(program_error(name))?)
+}
+
+fn duplicate(fd: &aya::programs::ProgramFd) -> Result<aya::programs::ProgramFd, BpfError> {
+    fd.try_clone().map_err(|source| BpfError::Syscall {
+        call: "dup of a tail-called program",
+        source,
+    })
+}
+
+/// Loads and attaches the off-CPU programs: their tail calls first, then the system-call exit
+/// program that records, then the switch program that times the waits. Returns their program
+/// array, which must be held while they run.
+fn start_off_cpu(ebpf: &mut Ebpf, unwinding: bool) -> Result<ProgramArray<MapData>, BpfError> {
+    let name = maps::OFF_CPU_TAIL_CALLS;
+    let mut tail_calls = ProgramArray::try_from(take_map(ebpf, name)?).map_err(map_error(name))?;
+    let slot = off_cpu_tail_program(ebpf, programs::GO_LABEL_SLOT_OFF_CPU)?;
+    tail_calls
+        .set(TAIL_GO_LABEL_SLOT, &slot, 0)
+        .map_err(map_error(name))?;
+    if unwinding {
+        let walk = off_cpu_tail_program(ebpf, programs::UNWIND_USER_OFF_CPU)?;
+        tail_calls
+            .set(TAIL_UNWIND_USER, &walk, 0)
+            .map_err(map_error(name))?;
+    }
+    let returning: &mut RawTracePoint = program(ebpf, programs::OFF_CPU_RETURN)?;
+    returning
+        .load()
+        .map_err(program_error(programs::OFF_CPU_RETURN))?;
+    returning
+        .attach("sys_exit")
+        .map_err(program_error(programs::OFF_CPU_RETURN))?;
+    let btf = aya::Btf::from_sys_fs().map_err(|source| BpfError::Btf { source })?;
+    let switch: &mut BtfTracePoint = program(ebpf, programs::OFF_CPU_SWITCH)?;
+    switch
+        .load("sched_switch", &btf)
+        .map_err(program_error(programs::OFF_CPU_SWITCH))?;
+    switch
+        .attach()
+        .map_err(program_error(programs::OFF_CPU_SWITCH))?;
+    Ok(tail_calls)
 }
 
 fn program_error(name: &'static str) -> impl Fn(aya::programs::ProgramError) -> BpfError {

@@ -22,6 +22,45 @@ pub struct MapSizes {
     pub processes: u32,
     /// Bytes of the process-event ring buffer: a power of two, at least a page.
     pub events_bytes: u32,
+    /// The off-CPU maps, with `--off-cpu`.
+    pub off_cpu: Option<OffCpuSizes>,
+}
+
+/// Entries of the off-CPU maps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OffCpuSizes {
+    /// Distinct off-CPU records per interval and half.
+    pub counts: u32,
+    /// Threads whose waits are timed at once.
+    pub threads: u32,
+}
+
+impl OffCpuSizes {
+    /// Room for twice the threads the host runs now (they come and go; a full map leaves new
+    /// threads untimed, counted), and records for a quarter of the samples' room: a record is
+    /// one wait of at least `--off-cpu-min-us` or more under one key, and a thread's waits
+    /// mostly repeat a few stacks.
+    pub fn derive(host_threads: u32, counts: u32) -> Self {
+        Self {
+            counts: (counts / 4).clamp(MIN_OFF_CPU_COUNTS, MAX_COUNTS as u32),
+            threads: host_threads
+                .saturating_mul(2)
+                .clamp(MIN_OFF_CPU_THREADS, MAX_OFF_CPU_THREADS),
+        }
+    }
+}
+
+const MIN_OFF_CPU_COUNTS: u32 = 4_096;
+const MIN_OFF_CPU_THREADS: u32 = 4_096;
+/// About 20 MiB of kernel memory (a preallocated hash map of 40-byte values).
+const MAX_OFF_CPU_THREADS: u32 = 262_144;
+
+/// The threads the host runs now, from `/proc/loadavg` (`running/total`); `None` when it
+/// cannot be read.
+pub fn host_threads() -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let field = text.split_whitespace().nth(3)?;
+    field.split_once('/')?.1.parse().ok()
 }
 
 /// Sizes set by flag; `None` keeps the derived one.
@@ -79,6 +118,7 @@ impl MapSizes {
             stacks,
             processes: overrides.processes.unwrap_or(DEFAULT_PROCESSES),
             events_bytes,
+            off_cpu: None,
         }
     }
 
@@ -94,6 +134,20 @@ impl MapSizes {
         }
         entries.push((maps::PROCESSES, self.processes));
         entries.push((maps::EVENTS, self.events_bytes));
+        // Without off-CPU recording, the smallest maps the programs can refer to, and one
+        // slot of each per-CPU scratch map (the off-CPU programs use the second).
+        let off_cpu = self.off_cpu.unwrap_or(OffCpuSizes {
+            counts: 1,
+            threads: 1,
+        });
+        for half in 0..2 {
+            entries.push((maps::OFF_CPU_COUNTS[half], off_cpu.counts));
+        }
+        entries.push((maps::OFF_CPU_THREADS, off_cpu.threads));
+        let slots = if self.off_cpu.is_some() { 2 } else { 1 };
+        for name in maps::PER_CPU_SCRATCH {
+            entries.push((name, slots));
+        }
         entries
     }
 }
@@ -111,6 +165,42 @@ fn ring_size(bytes: u32) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn off_cpu_maps_follow_the_host_threads_and_only_exist_when_asked() {
+        let load = Load {
+            cpus: 64,
+            highest_hz: 99,
+            interval_secs: 10,
+        };
+        let mut sizes = MapSizes::derive(load, SizeOverrides::default());
+        let entry = |sizes: &MapSizes, name: &str| {
+            sizes
+                .entries()
+                .into_iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, e)| e)
+        };
+        assert_eq!(entry(&sizes, maps::OFF_CPU_THREADS), Some(1));
+        assert_eq!(entry(&sizes, maps::OFF_CPU_COUNTS[1]), Some(1));
+        assert_eq!(entry(&sizes, "SCRATCH"), Some(1), "one slot: no off-CPU program");
+
+        sizes.off_cpu = Some(OffCpuSizes::derive(30_000, sizes.counts));
+        assert_eq!(entry(&sizes, maps::OFF_CPU_THREADS), Some(60_000));
+        assert_eq!(entry(&sizes, maps::OFF_CPU_COUNTS[0]), Some(sizes.counts / 4));
+        for name in maps::PER_CPU_SCRATCH {
+            assert_eq!(entry(&sizes, name), Some(2), "{name}");
+        }
+        // A calm host still gets room; a huge one a bounded map.
+        assert_eq!(OffCpuSizes::derive(0, 1).threads, 4_096);
+        assert_eq!(OffCpuSizes::derive(0, 1).counts, 4_096);
+        assert_eq!(OffCpuSizes::derive(u32::MAX, 1).threads, 262_144);
+    }
+
+    #[test]
+    fn host_threads_come_from_loadavg() {
+        assert!(host_threads().is_some_and(|threads| threads > 0));
+    }
 
     #[test]
     fn a_large_node_at_the_capture_rate_has_room_for_every_sample() {

@@ -23,6 +23,8 @@ type Labelled<M = Counter> = Family<[(&'static str, &'static str); 1], M>;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
     Interval,
+    /// An `offcpu-` interval file.
+    OffCpu,
     Incident,
     Trace,
 }
@@ -31,6 +33,7 @@ impl FileKind {
     fn label(self) -> &'static str {
         match self {
             FileKind::Interval => "interval",
+            FileKind::OffCpu => "off_cpu",
             FileKind::Incident => "incident",
             FileKind::Trace => "trace",
         }
@@ -100,6 +103,8 @@ enum Effect {
     Degraded,
     /// A sample's user stack was walked by unwind tables.
     Unwound,
+    /// What became of the target threads' waits off the CPU (`--off-cpu`).
+    OffCpu,
 }
 
 fn effect(counter: BpfCounter) -> Effect {
@@ -125,6 +130,13 @@ fn effect(counter: BpfCounter) -> Effect {
         | BpfCounter::UnwindTablePending
         | BpfCounter::UnwindReadFailed => Effect::Degraded,
         BpfCounter::UnwindWalks => Effect::Unwound,
+        BpfCounter::OffCpuWaits
+        | BpfCounter::OffCpuShort
+        | BpfCounter::OffCpuRecords
+        | BpfCounter::OffCpuThreadsFull
+        | BpfCounter::OffCpuUnmatched
+        | BpfCounter::OffCpuThreadsAdded
+        | BpfCounter::OffCpuThreadsRemoved => Effect::OffCpu,
     }
 }
 
@@ -135,6 +147,7 @@ pub struct Metrics {
     skipped: Labelled,
     dropped: Labelled,
     degraded: Labelled,
+    off_cpu: Labelled,
     frequency: Gauge,
     kernel_seconds_per_sample: Gauge<f64, AtomicU64>,
     bpf_runs: Counter,
@@ -171,6 +184,7 @@ impl Metrics {
             skipped: Labelled::default(),
             dropped: Labelled::default(),
             degraded: Labelled::default(),
+            off_cpu: Labelled::default(),
             frequency: Gauge::default(),
             kernel_seconds_per_sample: Gauge::default(),
             bpf_runs: Counter::default(),
@@ -226,6 +240,11 @@ impl Metrics {
             "profiler_samples_degraded",
             "Samples stored with less than asked (a stack, a process event or a trace context missing), by reason",
             metrics.degraded.clone(),
+        );
+        r.register(
+            "profiler_off_cpu_events",
+            "With --off-cpu, by event: waits timed at or above --off-cpu-min-us (off_cpu_waits) or below it (off_cpu_short), records written (off_cpu_records), waits lost because the map of waiting threads was full (off_cpu_threads_full) or because the thread did not return through the system call it waited in (off_cpu_unmatched); threads that began to be timed (off_cpu_threads_added) and were forgotten at their exit (off_cpu_threads_removed)",
+            metrics.off_cpu.clone(),
         );
         r.register(
             "profiler_sampling_frequency_hertz",
@@ -362,6 +381,10 @@ impl Metrics {
                 Effect::Dropped => self.dropped.get_or_create(&label).inc_by(value),
                 Effect::Degraded => self.degraded.get_or_create(&label).inc_by(value),
                 Effect::Unwound => self.unwound.inc_by(value),
+                Effect::OffCpu => self
+                    .off_cpu
+                    .get_or_create(&[("event", counter.name())])
+                    .inc_by(value),
             };
         }
     }

@@ -11,11 +11,45 @@ use std::{
 
 use super::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 use crate::{
-    resolve::{Labels, MappingInfo, MappingKey},
+    resolve::{Labels, MappingInfo, MappingKey, SampleKind},
     symbolize::Frame,
 };
 
+/// The sample types a profile carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileValues {
+    /// `samples/count`, `cpu/nanoseconds` (interval and incident files).
+    Cpu,
+    /// `switches/count`, `off_cpu/nanoseconds` (`offcpu-` interval files).
+    OffCpu,
+    /// The CPU types, then the off-CPU ones (trace files, with off-CPU recording on).
+    Both,
+}
+
+impl ProfileValues {
+    /// Where a sample of `kind` puts its two values, if this profile holds them.
+    pub fn column(self, kind: SampleKind) -> Option<usize> {
+        match (self, kind) {
+            (ProfileValues::Cpu, SampleKind::Cpu)
+            | (ProfileValues::OffCpu, SampleKind::OffCpu)
+            | (ProfileValues::Both, SampleKind::Cpu) => Some(0),
+            (ProfileValues::Both, SampleKind::OffCpu) => Some(2),
+            (ProfileValues::Cpu, SampleKind::OffCpu) | (ProfileValues::OffCpu, SampleKind::Cpu) => {
+                None
+            }
+        }
+    }
+
+    fn width(self) -> usize {
+        match self {
+            ProfileValues::Both => 4,
+            ProfileValues::Cpu | ProfileValues::OffCpu => 2,
+        }
+    }
+}
+
 pub struct ProfileBuilder {
+    values: ProfileValues,
     profile: Profile,
     strings: HashMap<String, i64>,
     functions: HashMap<(i64, i64), u64>,
@@ -27,7 +61,19 @@ pub struct ProfileBuilder {
 impl ProfileBuilder {
     /// A CPU profile sampled every `period_ns` nanoseconds, covering `[start, start + duration)`.
     pub fn new(period_ns: i64, start: SystemTime, duration: Duration) -> Self {
+        Self::with_values(ProfileValues::Cpu, period_ns, start, duration)
+    }
+
+    /// A profile of `values`; `period_ns` is the CPU sampling period (an off-CPU profile, of
+    /// every wait, has a period of 1).
+    pub fn with_values(
+        values: ProfileValues,
+        period_ns: i64,
+        start: SystemTime,
+        duration: Duration,
+    ) -> Self {
         let mut builder = Self {
+            values,
             profile: Profile::default(),
             strings: HashMap::new(),
             functions: HashMap::new(),
@@ -36,12 +82,37 @@ impl ProfileBuilder {
             samples: HashMap::new(),
         };
         builder.string("");
-        let count = builder.value_type("samples", "count");
-        let cpu = builder.value_type("cpu", "nanoseconds");
-        builder.profile.sample_type = vec![count, cpu];
-        builder.profile.period_type = Some(cpu);
-        builder.profile.period = period_ns;
-        builder.profile.default_sample_type = builder.string("cpu");
+        let cpu_types = |b: &mut Self| {
+            [
+                b.value_type("samples", "count"),
+                b.value_type("cpu", "nanoseconds"),
+            ]
+        };
+        let off_cpu_types = |b: &mut Self| {
+            [
+                b.value_type("switches", "count"),
+                b.value_type("off_cpu", "nanoseconds"),
+            ]
+        };
+        let (types, period_type, period, default) = match values {
+            ProfileValues::Cpu => {
+                let types = cpu_types(&mut builder);
+                (types.to_vec(), types[1], period_ns, "cpu")
+            }
+            ProfileValues::OffCpu => {
+                let types = off_cpu_types(&mut builder);
+                (types.to_vec(), types[1], 1, "off_cpu")
+            }
+            ProfileValues::Both => {
+                let cpu = cpu_types(&mut builder);
+                let off = off_cpu_types(&mut builder);
+                ([cpu, off].concat(), cpu[1], period_ns, "cpu")
+            }
+        };
+        builder.profile.sample_type = types;
+        builder.profile.period_type = Some(period_type);
+        builder.profile.period = period;
+        builder.profile.default_sample_type = builder.string(default);
         builder.profile.time_nanos = start
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as i64);
@@ -101,14 +172,30 @@ impl ProfileBuilder {
         id
     }
 
-    /// Adds `count` samples worth `cpu_ns` nanoseconds at `locations` (leaf first).
+    /// Adds `count` CPU samples worth `cpu_ns` nanoseconds at `locations` (leaf first).
     pub fn add_sample(&mut self, locations: Vec<u64>, labels: &Labels, count: i64, cpu_ns: i64) {
+        self.add_values(locations, labels, SampleKind::Cpu, count, cpu_ns);
+    }
+
+    /// Adds `count` samples (or waits) of `kind` worth `nanos` at `locations` (leaf first); a
+    /// kind this profile does not carry is left out. Returns whether it was added.
+    pub fn add_values(
+        &mut self,
+        locations: Vec<u64>,
+        labels: &Labels,
+        kind: SampleKind,
+        count: i64,
+        nanos: i64,
+    ) -> bool {
+        let Some(column) = self.values.column(kind) else {
+            return false;
+        };
         let key = (locations, labels.clone());
         if let Some(&index) = self.samples.get(&key) {
             let values = &mut self.profile.sample[index].value;
-            values[0] += count;
-            values[1] += cpu_ns;
-            return;
+            values[column] += count;
+            values[column + 1] += nanos;
+            return true;
         }
         let mut label = vec![
             self.num_label("pid", i64::from(labels.pid)),
@@ -133,12 +220,16 @@ impl ProfileBuilder {
             }
         }
         self.samples.insert(key.clone(), self.profile.sample.len());
+        let mut value = vec![0; self.values.width()];
+        value[column] = count;
+        value[column + 1] = nanos;
         self.profile.sample.push(Sample {
             location_id: key.0,
-            value: vec![count, cpu_ns],
+            value,
             label,
             breakdown: Vec::new(),
         });
+        true
     }
 
     /// Number of samples (distinct stacks and labels) so far.
@@ -307,6 +398,64 @@ mod tests {
             .map(|&i| p.string_table[i as usize].as_str())
             .collect();
         assert_eq!(texts, ["hello", "hello", "world"]);
+    }
+
+    /// Names of a profile's sample types and its default.
+    fn types(p: &Profile) -> (Vec<(&str, &str)>, &str) {
+        let s = |i: i64| p.string_table[i as usize].as_str();
+        let types = p.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
+        (types, s(p.default_sample_type))
+    }
+
+    #[test]
+    fn off_cpu_and_trace_profiles_put_each_kind_in_its_columns() {
+        let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let ten = Duration::from_secs(10);
+        let mut off = ProfileBuilder::with_values(ProfileValues::OffCpu, 10, start, ten);
+        let mapping = off.mapping(MappingKey::Kernel, MappingInfo::default);
+        let wait = off.location(mapping, 0xffff_0000, &[frame("futex_wait", None)]);
+        assert!(off.add_values(vec![wait], &labels(1), SampleKind::OffCpu, 3, 45_000_000));
+        assert!(
+            !off.add_values(vec![wait], &labels(1), SampleKind::Cpu, 1, 10),
+            "CPU samples have no column in an off-CPU profile"
+        );
+        let off = off.build();
+        assert_eq!(
+            types(&off),
+            (
+                vec![("switches", "count"), ("off_cpu", "nanoseconds")],
+                "off_cpu"
+            )
+        );
+        assert_eq!((off.period, off.sample.len()), (1, 1));
+        assert_eq!(off.sample[0].value, [3, 45_000_000]);
+
+        let mut both = ProfileBuilder::with_values(ProfileValues::Both, 10, start, ten);
+        let mapping = both.mapping(MappingKey::Kernel, MappingInfo::default);
+        let hot = both.location(mapping, 0xffff_0010, &[frame("hot", None)]);
+        both.add_values(vec![hot], &labels(1), SampleKind::Cpu, 2, 20);
+        both.add_values(vec![hot], &labels(1), SampleKind::OffCpu, 1, 5_000);
+        both.add_values(vec![hot], &labels(2), SampleKind::OffCpu, 4, 7_000);
+        let both = both.build();
+        assert_eq!(
+            types(&both),
+            (
+                vec![
+                    ("samples", "count"),
+                    ("cpu", "nanoseconds"),
+                    ("switches", "count"),
+                    ("off_cpu", "nanoseconds")
+                ],
+                "cpu"
+            )
+        );
+        assert_eq!(both.period, 10);
+        let values: Vec<&[i64]> = both.sample.iter().map(|s| &s.value[..]).collect();
+        assert_eq!(
+            values,
+            [&[2, 20, 1, 5_000][..], &[0, 0, 4, 7_000]],
+            "one sample per stack and labels, each kind in its own columns"
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::{ProfileBuilder, proto::Profile};
+use super::{ProfileBuilder, ProfileValues, proto::Profile};
 use crate::resolve::ResolvedSample;
 
 /// The time an interval covers and the period in force.
@@ -24,17 +24,31 @@ pub struct IntervalStats {
     pub processes: usize,
 }
 
-/// Builds one profile from resolved samples, borrowed or handed over (an incident capture
-/// gives its samples up one by one rather than copy them).
+/// Builds one CPU profile from resolved samples, borrowed or handed over (an incident capture
+/// gives its samples up one by one rather than copy them); off-CPU samples are left out.
 pub fn build_profile(
     samples: impl IntoIterator<Item = impl std::borrow::Borrow<ResolvedSample>>,
     meta: IntervalMeta,
 ) -> (Profile, IntervalStats) {
-    let mut builder = ProfileBuilder::new(meta.period_ns as i64, meta.start, meta.duration);
+    build_profile_of(ProfileValues::Cpu, samples, meta)
+}
+
+/// Builds a profile of `values` from the samples of the kinds it carries; the stats count
+/// those.
+pub fn build_profile_of(
+    values: ProfileValues,
+    samples: impl IntoIterator<Item = impl std::borrow::Borrow<ResolvedSample>>,
+    meta: IntervalMeta,
+) -> (Profile, IntervalStats) {
+    let mut builder =
+        ProfileBuilder::with_values(values, meta.period_ns as i64, meta.start, meta.duration);
     let mut stats = IntervalStats::default();
     let mut processes = std::collections::HashSet::new();
     for sample in samples {
         let sample = sample.borrow();
+        if values.column(sample.kind).is_none() {
+            continue;
+        }
         let ids = sample
             .locations
             .iter()
@@ -43,11 +57,12 @@ pub fn build_profile(
                 builder.location(mapping, location.address, &location.frames)
             })
             .collect();
-        builder.add_sample(
+        builder.add_values(
             ids,
             &sample.labels,
+            sample.kind,
             sample.count as i64,
-            sample.cpu_ns as i64,
+            sample.nanos as i64,
         );
         stats.samples += sample.count;
         processes.insert(sample.labels.pid);

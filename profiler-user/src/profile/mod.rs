@@ -8,8 +8,8 @@ mod retention;
 mod traces;
 mod writer;
 
-pub use builder::{ProfileBuilder, add_comments};
-pub use interval::{IntervalMeta, IntervalStats, build_profile};
+pub use builder::{ProfileBuilder, ProfileValues, add_comments};
+pub use interval::{IntervalMeta, IntervalStats, build_profile, build_profile_of};
 pub use retention::{Pruned, Retention};
 pub use traces::{INDEX_FILE, IndexEntry, TraceFileError, TraceStore, is_rotated_index};
 pub use writer::{Durability, ProfileWriter, WriteError};

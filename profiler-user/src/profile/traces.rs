@@ -18,10 +18,13 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 
 use super::{
-    IntervalMeta, ProfileWriter, WriteError, build_profile,
+    IntervalMeta, ProfileValues, ProfileWriter, WriteError, build_profile_of,
     writer::{Durability, taken_suffix},
 };
-use crate::{resolve::ResolvedSample, safe_file};
+use crate::{
+    resolve::{ResolvedSample, SampleKind},
+    safe_file,
+};
 
 /// Intervals without a sample after which a trace's samples leave memory (its file stays).
 const IDLE_INTERVALS: u64 = 6;
@@ -91,6 +94,12 @@ pub struct IndexEntry {
     pub pids: Vec<u32>,
     pub service_names: Vec<String>,
     pub top_function: String,
+    /// The trace's CPU time in its file (absent from lines written before off-CPU recording).
+    #[serde(default)]
+    pub cpu_nanoseconds: u64,
+    /// The trace's off-CPU time in its file; 0 without `--off-cpu`.
+    #[serde(default)]
+    pub off_cpu_nanoseconds: u64,
 }
 
 struct TraceEntry {
@@ -113,6 +122,8 @@ pub struct TraceStore {
     index_max_bytes: u64,
     /// Times the index was rotated, since start.
     rotations: u64,
+    /// CPU types only, or the off-CPU ones too (`--off-cpu`).
+    values: ProfileValues,
 }
 
 impl TraceStore {
@@ -127,6 +138,16 @@ impl TraceStore {
             interval: 0,
             index_max_bytes: INDEX_MAX_BYTES,
             rotations: 0,
+            values: ProfileValues::Cpu,
+        }
+    }
+
+    /// Trace files carry `switches/count` and `off_cpu/nanoseconds` beside the CPU types, and
+    /// the trace's off-CPU samples.
+    pub fn with_off_cpu(self) -> Self {
+        Self {
+            values: ProfileValues::Both,
+            ..self
         }
     }
 
@@ -277,7 +298,15 @@ impl TraceStore {
                 .unwrap_or(Duration::ZERO),
             period_ns,
         };
-        let (profile, stats) = build_profile(&entry.samples, meta);
+        let (profile, _) = build_profile_of(self.values, &entry.samples, meta);
+        let total = |kind: SampleKind, value: fn(&ResolvedSample) -> u64| {
+            entry
+                .samples
+                .iter()
+                .filter(|s| s.kind == kind && self.values.column(kind).is_some())
+                .map(value)
+                .sum::<u64>()
+        };
         let file = format!("{trace_id}.pb.gz");
         let (_, bytes) = self.writer.write_named(&file, &profile)?;
         let index = IndexEntry {
@@ -285,7 +314,7 @@ impl TraceStore {
             file,
             first_sample_time: rfc3339(entry.first),
             last_sample_time: rfc3339(entry.last),
-            sample_count: stats.samples,
+            sample_count: total(SampleKind::Cpu, |s| s.count),
             pids: entry
                 .samples
                 .iter()
@@ -301,6 +330,8 @@ impl TraceStore {
                 .into_iter()
                 .collect(),
             top_function: top_function(&entry.samples),
+            cpu_nanoseconds: total(SampleKind::Cpu, |s| s.nanos),
+            off_cpu_nanoseconds: total(SampleKind::OffCpu, |s| s.nanos),
         };
         self.append_index(&index)?;
         Ok(bytes)
@@ -316,10 +347,10 @@ impl TraceStore {
     }
 }
 
-/// The function with the most self samples (the innermost frame of the leaf location).
+/// The function with the most self CPU samples (the innermost frame of the leaf location).
 fn top_function(samples: &[ResolvedSample]) -> String {
     let mut selves: HashMap<&str, u64> = HashMap::new();
-    for sample in samples {
+    for sample in samples.iter().filter(|s| s.kind == SampleKind::Cpu) {
         let name = sample
             .locations
             .first()
@@ -378,7 +409,8 @@ mod tests {
                 }),
             },
             count,
-            cpu_ns: count * 10,
+            kind: SampleKind::Cpu,
+            nanos: count * 10,
         }
     }
 
@@ -429,6 +461,56 @@ mod tests {
         assert_eq!(last.service_names, vec!["svc".to_owned()]);
         assert_eq!(last.top_function, "hot");
         assert!(last.first_sample_time < last.last_sample_time);
+    }
+
+    #[test]
+    fn with_off_cpu_a_trace_file_holds_its_waits_and_the_index_both_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = "ab".repeat(16);
+        let wait = |function: &str, waits: u64| ResolvedSample {
+            kind: SampleKind::OffCpu,
+            nanos: waits * 45_000_000,
+            ..sample(Some(&a), function, 1, waits)
+        };
+        let samples = [
+            sample(Some(&a), "hot", 1, 4),
+            wait("poll", 3),
+            wait("futex_wait", 1),
+            sample(None, "idle", 1, 5),
+        ];
+        let mut cpu_only = TraceStore::new(dir.path().join("cpu-only"));
+        cpu_only.add_interval(&samples, meta(0), |_| {}).unwrap();
+        let mut store = TraceStore::new(dir.path().join("traces")).with_off_cpu();
+        store.add_interval(&samples, meta(0), |_| {}).unwrap();
+
+        let profile = read(&dir.path().join(format!("traces/{a}.pb.gz")));
+        assert_eq!(profile.sample_type.len(), 4);
+        let values: Vec<&[i64]> = profile.sample.iter().map(|s| &s.value[..]).collect();
+        assert_eq!(
+            values,
+            [
+                &[4, 40, 0, 0][..],
+                &[0, 0, 3, 135_000_000],
+                &[0, 0, 1, 45_000_000]
+            ]
+        );
+        let line = |dir: &std::path::Path| -> IndexEntry {
+            let index = fs::read_to_string(dir.join(INDEX_FILE)).unwrap();
+            serde_json::from_str(index.lines().last().unwrap()).unwrap()
+        };
+        let with = line(&dir.path().join("traces"));
+        assert_eq!(
+            (with.sample_count, with.cpu_nanoseconds, with.off_cpu_nanoseconds),
+            (4, 40, 180_000_000)
+        );
+        assert_eq!(with.top_function, "hot", "a wait's leaf is no CPU hot spot");
+        // Without --off-cpu the trace's file and line are CPU only, as before.
+        let cpu_only_dir = dir.path().join("cpu-only");
+        let without = line(&cpu_only_dir);
+        assert_eq!((without.cpu_nanoseconds, without.off_cpu_nanoseconds), (40, 0));
+        let cpu_profile = read(&cpu_only_dir.join(format!("{a}.pb.gz")));
+        assert_eq!(cpu_profile.sample_type.len(), 2);
+        assert_eq!(cpu_profile.sample.len(), 1);
     }
 
     #[test]
@@ -520,9 +602,9 @@ mod tests {
     fn the_index_is_renamed_aside_past_its_limit() {
         let dir = tempfile::tempdir().unwrap();
         let traces = dir.path().join("traces");
-        let mut store = TraceStore::new(&traces).with_index_limit(300);
+        let mut store = TraceStore::new(&traces).with_index_limit(400);
         let (a, b) = ("aa".repeat(16), "bb".repeat(16));
-        // One line (about 250 bytes) stays under the limit; the second line passes it.
+        // One line (about 300 bytes) stays under the limit; the second line passes it.
         for (second, id) in [(0, &a), (10, &b)] {
             store
                 .add_interval(&[sample(Some(id), "hot", 1, 1)], meta(second), |_| {})

@@ -21,7 +21,7 @@ use crate::adaptive::{
     controller::{Controller, ControllerConfig, Decision},
     signals::{BpfRunTime, CostReader, LoadReader},
 };
-use crate::bpf::sizing::{Load, MapSizes, SizeOverrides};
+use crate::bpf::sizing::{Load, MapSizes, OffCpuSizes, SizeOverrides};
 use crate::kernel_features::KernelFeatures;
 use crate::stop_signals::StopSignals;
 use crate::{
@@ -185,6 +185,9 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         sizes,
         task_pt_regs: features.task_pt_regs,
         unwind: unwind_budget.map(|budget| budget.sizes),
+        off_cpu_min_ns: args
+            .off_cpu
+            .then(|| args.off_cpu_min_us.saturating_mul(1000)),
     };
     let mut sampler = Sampler::start(&options).map_err(|err| refused(err, &args.output_dir))?;
     let unwind = match (unwind_budget, sampler.take_unwind_maps()) {
@@ -209,7 +212,14 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
     );
 
     let table = Arc::new(Mutex::new(ProcessTable::default()));
-    let traces = trace.map(|_| TraceStore::new(args.output_dir.join("traces")));
+    let traces = trace.map(|_| {
+        let store = TraceStore::new(args.output_dir.join("traces"));
+        if args.off_cpu {
+            store.with_off_cpu()
+        } else {
+            store
+        }
+    });
     let retention = Retention::new(&args.output_dir, args.max_disk_mb);
     match retention.remove_temporaries() {
         Ok(removed) if removed.files > 0 => {
@@ -227,6 +237,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         traces,
         retention,
         metrics.clone(),
+        args.off_cpu,
     );
     let events = sampler.take_events().expect("events are taken once, here");
     let cpus = sampler.cpus();
@@ -238,6 +249,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         started_at: Instant::now(),
         counters: CounterSnapshot::default(),
         cost: ProgramCost::default(),
+        off_cpu_cost_ns: 0,
         tls: trace.map(|_| TlsState::default()),
         control: (!args.adaptive.no_adaptive).then(|| Control::new(args, cpus)),
         unwind,
@@ -285,6 +297,8 @@ struct Recording {
     started_at: Instant,
     counters: CounterSnapshot,
     cost: ProgramCost,
+    /// The off-CPU programs' estimated run time at the last drain.
+    off_cpu_cost_ns: u64,
     /// Trace-context resolution, when enabled.
     tls: Option<TlsState>,
     /// Adaptive sampling, unless `--no-adaptive`.
@@ -401,7 +415,7 @@ const TLS_SWEEP_EVERY: u32 = 6;
 /// Map sizes for this recording: derived from the host and the rates, or set by flag.
 fn map_sizes(args: &RecordArgs, highest_hz: u64) -> MapSizes {
     let cpus = aya::util::online_cpus().map_or(1, |online| online.len());
-    MapSizes::derive(
+    let mut sizes = MapSizes::derive(
         Load {
             cpus: cpus as u32,
             highest_hz,
@@ -413,7 +427,12 @@ fn map_sizes(args: &RecordArgs, highest_hz: u64) -> MapSizes {
             processes: args.maps.processes_map_entries,
             events_kib: args.maps.events_buffer_kib,
         },
-    )
+    );
+    if args.off_cpu {
+        let threads = crate::bpf::sizing::host_threads().unwrap_or(0);
+        sizes.off_cpu = Some(OffCpuSizes::derive(threads, sizes.counts));
+    }
+    sizes
 }
 
 /// A start that failed because the verifier refused a program becomes one line with its reason,
@@ -670,6 +689,7 @@ impl Recording {
         self.sweep_tls();
         let counters = self.sampler.counters().map_err(RecordError::Drain)?;
         let cost = self.sampler.program_cost().unwrap_or_default();
+        let off_cpu_cost = self.sampler.off_cpu_cost();
         let frequency = self.sampler.frequency();
         let interval_counters = counters.since(&self.counters);
         self.metrics.add_counters(&interval_counters);
@@ -691,11 +711,13 @@ impl Recording {
             epoch,
             counters: interval_counters,
             bpf_ns_per_sample: cost.per_run_since(&self.cost),
+            off_cpu_kernel_ns: off_cpu_cost.map(|ns| ns.saturating_sub(self.off_cpu_cost_ns)),
             drain_started,
             comments,
         };
         self.counters = counters;
         self.cost = cost;
+        self.off_cpu_cost_ns = off_cpu_cost.unwrap_or(self.off_cpu_cost_ns);
         tracing::debug!(
             interval = epoch,
             entries = interval.drained.samples.len(),
@@ -717,8 +739,11 @@ impl Recording {
         let cost = if control.started.elapsed() < control.warm_up {
             None
         } else {
+            // The off-CPU programs' time counts against the budget too; the rate cannot lower
+            // it, so past the budget they take the sampling rate down to its floor.
+            let off_cpu = self.sampler.off_cpu_cost().unwrap_or(0);
             let run_time = self.sampler.program_cost().map(|cost| BpfRunTime {
-                ns: cost.run_time_ns,
+                ns: cost.run_time_ns + off_cpu,
             });
             control.cost.sample(run_time)
         };

@@ -21,8 +21,8 @@ use crate::{
     metrics::{DropReason, ErrorKind, FileKind, Metrics},
     process::ProcessTable,
     profile::{
-        IntervalMeta, ProfileWriter, Retention, TraceStore, WriteError, add_comments,
-        build_profile, proto::Profile,
+        IntervalMeta, ProfileValues, ProfileWriter, Retention, TraceStore, WriteError,
+        add_comments, build_profile, build_profile_of, proto::Profile,
     },
     resolve::resolve_interval,
     symbolize::{CacheStats, Symbolizer},
@@ -41,6 +41,8 @@ pub(super) struct Interval {
     pub counters: CounterSnapshot,
     /// Mean kernel-side run time of the sampling program during this interval.
     pub bpf_ns_per_sample: Option<u64>,
+    /// Estimated kernel-side run time of the off-CPU programs during this interval.
+    pub off_cpu_kernel_ns: Option<u64>,
     /// When the drain began: the time to a written file is measured from here.
     pub drain_started: Instant,
     /// Notes for the profile's comments (rates in force, rate changes).
@@ -94,6 +96,7 @@ impl Pipeline {
         traces: Option<TraceStore>,
         retention: Retention,
         metrics: Arc<Metrics>,
+        off_cpu: bool,
     ) -> Self {
         let (queue, receiver) = queue::bounded::<Job>(INTERVALS_QUEUED);
         let traces = traces.map(|traces| traces.with_disk_limit(retention.max_bytes()));
@@ -111,6 +114,7 @@ impl Pipeline {
                     labeler: TraceLabeler::default(),
                     capture: None,
                     metrics: output_metrics,
+                    off_cpu,
                 };
                 for queued in receiver {
                     match queued.job {
@@ -226,6 +230,8 @@ struct Output {
     labeler: TraceLabeler,
     capture: Option<Capture>,
     metrics: Arc<Metrics>,
+    /// Whether the recording has off-CPU records: `offcpu-` files beside the CPU ones.
+    off_cpu: bool,
 }
 
 impl Output {
@@ -318,6 +324,7 @@ impl Output {
             epoch,
             counters,
             bpf_ns_per_sample,
+            off_cpu_kernel_ns,
             drain_started,
             comments,
         } = interval;
@@ -368,6 +375,9 @@ impl Output {
             ),
             Err(err) => tracing::error!(interval = epoch, "{}", crate::error_chain(&err)),
         }
+        if self.off_cpu {
+            self.write_off_cpu(&samples, meta, &counters, epoch, off_cpu_kernel_ns);
+        }
         if let Some(traces) = &mut self.traces {
             let metrics = &self.metrics;
             let written = |bytes| metrics.file_written(FileKind::Trace, bytes);
@@ -415,6 +425,36 @@ impl Output {
                     "incident capture full: samples of new stacks left out of its file"
                 );
             }
+        }
+    }
+
+    /// Writes `offcpu-<start>.pb.gz`: the interval's off-CPU records.
+    fn write_off_cpu(
+        &mut self,
+        samples: &[crate::resolve::ResolvedSample],
+        meta: IntervalMeta,
+        counters: &CounterSnapshot,
+        epoch: u64,
+        kernel_ns: Option<u64>,
+    ) {
+        let (profile, stats) = build_profile_of(ProfileValues::OffCpu, samples, meta);
+        match self.write_with_room(FileKind::OffCpu, "offcpu", meta.start, &profile) {
+            Ok((path, bytes)) => tracing::info!(
+                interval = epoch,
+                waits = stats.samples,
+                timed = counters.get(profiler_common::Counter::OffCpuWaits),
+                stacks = stats.stacks,
+                threads_full = counters.get(profiler_common::Counter::OffCpuThreadsFull),
+                unmatched = counters.get(profiler_common::Counter::OffCpuUnmatched),
+                threads_added = counters.get(profiler_common::Counter::OffCpuThreadsAdded),
+                threads_removed = counters.get(profiler_common::Counter::OffCpuThreadsRemoved),
+                kernel_ms = kernel_ns.map(|ns| ns / 1_000_000),
+                short = counters.get(profiler_common::Counter::OffCpuShort),
+                bytes,
+                "wrote {}",
+                path.display()
+            ),
+            Err(err) => tracing::error!(interval = epoch, "{}", crate::error_chain(&err)),
         }
     }
 
@@ -471,6 +511,7 @@ mod tests {
             epoch: 0,
             counters: CounterSnapshot::default(),
             bpf_ns_per_sample: None,
+            off_cpu_kernel_ns: None,
             drain_started: Instant::now(),
             comments: Vec::new(),
         }))
@@ -549,6 +590,7 @@ mod tests {
             None,
             Retention::new(out.path(), 0),
             metrics,
+            false,
         );
         let start = SystemTime::now();
         pipeline

@@ -14,7 +14,7 @@ use super::{
     flame::{self, Labels},
     folded::Folded,
     select::{self, Selection},
-    stacks::{ProfileMeta, ValueKind},
+    stacks::{ProfileMeta, StackSample, ValueKind},
     top::{Order, TopBuilder, format_nanos},
     utc,
 };
@@ -32,6 +32,13 @@ pub enum ReportError {
     NoProfiles(PathBuf),
     #[error("no samples selected in {path} ({detail})")]
     Empty { path: PathBuf, detail: String },
+    #[error("no profile in {path} has {value} values ({detail})")]
+    NoValue {
+        path: PathBuf,
+        /// The sample type asked for (`off_cpu`).
+        value: &'static str,
+        detail: String,
+    },
     #[error("cannot write {path}")]
     Write {
         path: PathBuf,
@@ -134,13 +141,18 @@ pub struct Options {
     /// Functions in a text report.
     pub top: usize,
     pub order: Order,
-    pub value: ValueKind,
+    /// `None`: CPU time for a directory; a profile's own default type (`off_cpu` for an
+    /// `offcpu-*` file) for one profile and for each of `--each`.
+    pub value: Option<ValueKind>,
 }
 
 /// What a report covers, for its header and title.
 struct Covered<'a> {
     files: Vec<(ProfileFile, ProfileMeta)>,
     selection: &'a Selection,
+    value: ValueKind,
+    /// Profiles read but left out: their samples lack the value.
+    lacking: usize,
 }
 
 impl Covered<'_> {
@@ -165,6 +177,13 @@ impl Covered<'_> {
                 files.last().map_or("", |(f, _)| f.name.as_str())
             )),
         }
+        if self.lacking > 0 {
+            lines.push(format!(
+                "Left out: {} without {} values",
+                profiles(self.lacking),
+                self.value.type_name()
+            ));
+        }
         if let Some((start, end)) = self.window() {
             let length = end.duration_since(start).unwrap_or_default();
             lines.push(format!(
@@ -181,11 +200,8 @@ impl Covered<'_> {
         lines
     }
 
-    fn title(&self, value: ValueKind) -> String {
-        let what = match value {
-            ValueKind::Cpu => "CPU time",
-            ValueKind::Samples => "Samples",
-        };
+    fn title(&self) -> String {
+        let what = self.value.title();
         match self.files.as_slice() {
             [(file, _)] => format!("{what}: {}", file.name),
             files => format!("{what}: {} profiles", files.len()),
@@ -210,6 +226,14 @@ impl Covered<'_> {
     }
 }
 
+/// The value a report of `meta`'s profile weighs by: the one asked for, else the profile's.
+fn value_for(options: &Options, meta: &ProfileMeta) -> ValueKind {
+    options
+        .value
+        .or_else(|| meta.default_value())
+        .unwrap_or_default()
+}
+
 /// The report of everything `selection` takes from `path`, in `format`.
 pub fn merged(
     path: &Path,
@@ -217,36 +241,114 @@ pub fn merged(
     options: &Options,
     format: ReportFormat,
 ) -> Result<String, ReportError> {
-    let files = select::merged_files(path, selection).map_err(|source| ReportError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
+    // A directory is CPU time unless asked; one profile is weighed by its own default type.
+    let asked = options
+        .value
+        .or_else(|| path.is_dir().then_some(ValueKind::Cpu));
+    let files =
+        select::merged_files(path, selection, asked.unwrap_or_default()).map_err(|source| {
+            ReportError::Read {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
     if files.is_empty() {
         return Err(ReportError::NoProfiles(path.to_owned()));
     }
-    let mut top = TopBuilder::new(options.value);
+    let mut value = asked;
+    let mut top = None;
     let mut folded = Folded::default();
     let mut covered = Covered {
         files: Vec::new(),
         selection,
+        value: asked.unwrap_or_default(),
+        lacking: 0,
     };
-    let mut read = 0;
+    let mut read = Read::default();
     for file in &files {
         let Some(loaded) = load(selection, file) else {
             continue;
         };
-        read += 1;
-        if loaded.stacks.samples.is_empty() {
+        let meta = &loaded.stacks.meta;
+        let value = *value.get_or_insert_with(|| value_for(options, meta));
+        covered.value = value;
+        if !read.count(meta, value) {
+            covered.lacking += 1;
             continue;
         }
-        top.add(&loaded.stacks.samples);
-        folded.add(&loaded.stacks.samples, options.value);
+        if !carries(&loaded.stacks.samples, value) {
+            continue;
+        }
+        top.get_or_insert_with(|| TopBuilder::new(value))
+            .add(&loaded.stacks.samples);
+        folded.add(&loaded.stacks.samples, value);
         covered.files.push((loaded.file, loaded.stacks.meta));
     }
-    if folded.is_empty() {
-        return Err(empty(path, selection, read));
+    match top {
+        Some(top) if !folded.is_empty() => render(format, top, &folded, &covered, options),
+        _ => Err(read.nothing(path, selection, covered.value)),
     }
-    render(format, top, &folded, &covered, options)
+}
+
+/// What the profiles read said, for the error when none is reported on.
+#[derive(Default)]
+struct Read {
+    /// Profiles read.
+    profiles: usize,
+    /// Of those, the ones with the value.
+    with_value: usize,
+    /// The sample types of the others, for the message.
+    other_types: Vec<String>,
+}
+
+impl Read {
+    /// Counts a profile read; whether it has `value`.
+    fn count(&mut self, meta: &ProfileMeta, value: ValueKind) -> bool {
+        self.profiles += 1;
+        if meta.has(value) {
+            self.with_value += 1;
+            return true;
+        }
+        for t in &meta.sample_types {
+            if !self.other_types.contains(t) {
+                self.other_types.push(t.clone());
+            }
+        }
+        false
+    }
+
+    /// The error when nothing was reported: no profile had the value, or the selection kept
+    /// no sample.
+    fn nothing(&self, path: &Path, selection: &Selection, value: ValueKind) -> ReportError {
+        if self.profiles == 0 || self.with_value > 0 {
+            return empty(path, selection, self.profiles);
+        }
+        let mut detail = format!("{} read", profiles(self.profiles));
+        if !self.other_types.is_empty() {
+            detail.push_str(", of sample types ");
+            detail.push_str(&self.other_types.join(", "));
+        }
+        if value.is_off_cpu() {
+            detail.push_str("; off-CPU profiles come from `profiler record --off-cpu`");
+        }
+        ReportError::NoValue {
+            path: path.to_owned(),
+            value: value.type_name(),
+            detail,
+        }
+    }
+}
+
+/// Whether any of `samples` is worth something in `value` (a trace file of a recording with
+/// off-CPU holds CPU samples worth no off-CPU time, and the other way round): a profile whose
+/// samples are all worth nothing is no part of the report.
+fn carries(samples: &[StackSample], value: ValueKind) -> bool {
+    samples.iter().any(|s| value.of(s) != 0)
+}
+
+/// `1 profile`, `2 profiles`.
+fn profiles(n: usize) -> String {
+    format!("{n} profile{}", if n == 1 { "" } else { "s" })
 }
 
 /// One report per profile, in each of `formats`, written beside it. Returns the files written.
@@ -264,21 +366,29 @@ pub fn each(
         return Err(ReportError::NoProfiles(path.to_owned()));
     }
     let mut written = Vec::new();
-    let mut read = 0;
+    let mut read = Read::default();
+    let mut last_value = options.value.unwrap_or_default();
     for file in &files {
         let Some(loaded) = load(selection, file) else {
             continue;
         };
-        read += 1;
-        if loaded.stacks.samples.is_empty() {
+        let value = value_for(options, &loaded.stacks.meta);
+        last_value = value;
+        if !read.count(&loaded.stacks.meta, value) {
+            tracing::debug!("{} has no {} values", file.name, value.type_name());
             continue;
         }
-        let mut top = TopBuilder::new(options.value);
+        if !carries(&loaded.stacks.samples, value) {
+            continue;
+        }
+        let mut top = TopBuilder::new(value);
         top.add(&loaded.stacks.samples);
-        let folded = Folded::new(&loaded.stacks.samples, options.value);
+        let folded = Folded::new(&loaded.stacks.samples, value);
         let covered = Covered {
             files: vec![(loaded.file, loaded.stacks.meta)],
             selection,
+            value,
+            lacking: 0,
         };
         for &format in formats {
             let text = render(format, top.clone(), &folded, &covered, options)?;
@@ -294,7 +404,7 @@ pub fn each(
         }
     }
     if written.is_empty() {
-        return Err(empty(path, selection, read));
+        return Err(read.nothing(path, selection, last_value));
     }
     Ok(written)
 }
@@ -328,7 +438,7 @@ fn load(selection: &Selection, file: &ProfileFile) -> Option<select::Loaded> {
 }
 
 fn empty(path: &Path, selection: &Selection, read: usize) -> ReportError {
-    let mut detail = format!("{read} profile{} read", if read == 1 { "" } else { "s" });
+    let mut detail = format!("{} read", profiles(read));
     let described = selection.describe();
     if !described.is_empty() {
         detail.push_str(", selection: ");
@@ -353,14 +463,14 @@ fn render(
             .render(options.top, &covered.header())),
         ReportFormat::Folded => Ok(folded.to_text()),
         ReportFormat::Svg => {
-            let title = covered.title(options.value);
+            let title = covered.title();
             let subtitle = covered.subtitle();
             flame::flame_graph(
                 folded,
                 Labels {
                     title: &title,
                     subtitle: subtitle.as_deref(),
-                    value: options.value,
+                    value: covered.value,
                 },
             )
             .map_err(ReportError::Render)
@@ -372,7 +482,7 @@ fn render(
 mod tests {
     use super::*;
     use crate::profile::ProfileWriter;
-    use crate::report::stacks::tests::{labels, profile, traced};
+    use crate::report::stacks::tests::{labels, mixed_profile, off_cpu_profile, profile, traced};
     use crate::test_support::Victim;
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -381,7 +491,7 @@ mod tests {
         Options {
             top: 20,
             order: Order::Flat,
-            value: ValueKind::Cpu,
+            value: Some(ValueKind::Cpu),
         }
     }
 
@@ -557,5 +667,264 @@ mod tests {
             beside(Path::new("/x/cpu-1.pb.gz"), ReportFormat::Folded),
             Path::new("/x/cpu-1.folded")
         );
+    }
+
+    /// [`recorded`] with an off-CPU interval beside the first CPU one, and a trace file with
+    /// both kinds of samples.
+    fn recorded_off_cpu() -> tempfile::TempDir {
+        let dir = recorded();
+        let writer = ProfileWriter::new(dir.path());
+        writer
+            .write_named(
+                "offcpu-20260101T000000Z.pb.gz",
+                &off_cpu_profile(&[
+                    ("main;serve;poll;do_poll[k]", traced(2, 3, TRACE), 30),
+                    ("main;lock;futex_wait[k]", labels(1, 1), 10),
+                ]),
+            )
+            .unwrap();
+        ProfileWriter::new(dir.path().join("traces"))
+            .write_named(
+                &format!("{TRACE}.pb.gz"),
+                &mixed_profile(
+                    &[("main;cold", traced(2, 3, TRACE), 2)],
+                    &[("main;serve;poll;do_poll[k]", traced(2, 3, TRACE), 30)],
+                ),
+            )
+            .unwrap();
+        dir
+    }
+
+    fn with_value(value: Option<ValueKind>) -> Options {
+        Options { value, ..options() }
+    }
+
+    #[test]
+    fn off_cpu_reports_read_the_off_cpu_intervals() {
+        let dir = recorded_off_cpu();
+        let off = with_value(Some(ValueKind::OffCpu));
+        let all = Selection::default();
+        let text = merged(dir.path(), &all, &off, ReportFormat::Text).unwrap();
+        assert!(
+            text.starts_with("File: offcpu-20260101T000000Z.pb.gz\nKind: off-cpu\n"),
+            "{text}"
+        );
+        assert!(text.contains("\nType: off_cpu\n"), "{text}");
+        assert!(
+            text.contains(", 400ms of 400ms total (100%), 40 switches\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n     300ms 75.00% 75.00%      300ms 75.00%  do_poll\n"),
+            "{text}"
+        );
+        assert!(
+            !text.contains(" hot\n"),
+            "CPU intervals are not read: {text}"
+        );
+        let svg = merged(dir.path(), &all, &off, ReportFormat::Svg).unwrap();
+        assert!(
+            svg.contains("Off-CPU time: offcpu-20260101T000000Z.pb.gz"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains("do_poll (300,000 µs off-CPU, 75.00%)"),
+            "{svg}"
+        );
+        let folded = merged(dir.path(), &all, &off, ReportFormat::Folded).unwrap();
+        assert!(
+            folded.contains("app2 (2);worker3 (3);main;serve;poll;do_poll 300000000\n"),
+            "{folded}"
+        );
+        let switches = with_value(Some(ValueKind::Switches));
+        let text = merged(dir.path(), &all, &switches, ReportFormat::Text).unwrap();
+        assert!(
+            text.contains("\nType: switches\n") && text.contains("40 of 40 total"),
+            "{text}"
+        );
+
+        // CPU stays what it was: the CPU intervals only.
+        let text = merged(dir.path(), &all, &with_value(None), ReportFormat::Text).unwrap();
+        assert!(text.starts_with("Files: 2 profiles, cpu-"), "{text}");
+        assert!(
+            text.contains("\nType: cpu\n") && !text.contains("do_poll"),
+            "{text}"
+        );
+
+        // A trace: its file, either value.
+        let trace = Selection {
+            trace: Some(TRACE.into()),
+            ..Selection::default()
+        };
+        let text = merged(dir.path(), &trace, &off, ReportFormat::Text).unwrap();
+        assert!(
+            text.contains(&format!("File: traces/{TRACE}.pb.gz")),
+            "{text}"
+        );
+        assert!(
+            text.contains("300ms of 300ms total") && !text.contains("cold"),
+            "{text}"
+        );
+        let text = merged(dir.path(), &trace, &options(), ReportFormat::Text).unwrap();
+        assert!(
+            text.contains("20ms of 20ms total") && !text.contains("do_poll"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn one_profile_is_weighed_by_its_own_default_type() {
+        let dir = recorded_off_cpu();
+        let file = dir.path().join("offcpu-20260101T000000Z.pb.gz");
+        let text = merged(
+            &file,
+            &Selection::default(),
+            &with_value(None),
+            ReportFormat::Text,
+        )
+        .unwrap();
+        assert!(text.contains("\nType: off_cpu\n"), "{text}");
+        let cpu = dir.path().join("cpu-20260101T000000Z.pb.gz");
+        let text = merged(
+            &cpu,
+            &Selection::default(),
+            &with_value(None),
+            ReportFormat::Text,
+        )
+        .unwrap();
+        assert!(text.contains("\nType: cpu\n"), "{text}");
+        // Asked for what it lacks: said so, with what it has.
+        let err = merged(
+            &cpu,
+            &Selection::default(),
+            &with_value(Some(ValueKind::OffCpu)),
+            ReportFormat::Text,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "no profile in {} has off_cpu values (1 profile read, of sample types samples, \
+                 cpu; off-CPU profiles come from `profiler record --off-cpu`)",
+                cpu.display()
+            )
+        );
+        let err = merged(
+            &file,
+            &Selection::default(),
+            &with_value(Some(ValueKind::Cpu)),
+            ReportFormat::Text,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("has cpu values (1 profile read, of sample types switches, off_cpu)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn profiles_without_the_value_are_left_out_and_said_so() {
+        // A directory of trace files only (no interval files): an old trace file without
+        // off-CPU types beside one with them.
+        let dir = recorded_off_cpu();
+        let traces = dir.path().join("traces");
+        ProfileWriter::new(&traces)
+            .write_named(
+                &format!("{}.pb.gz", "ab".repeat(16)),
+                &profile(&[("main;old", traced(5, 5, &"ab".repeat(16)), 1)]),
+            )
+            .unwrap();
+        let off = with_value(Some(ValueKind::OffCpu));
+        let text = merged(&traces, &Selection::default(), &off, ReportFormat::Text).unwrap();
+        assert!(text.contains(&format!("File: {TRACE}.pb.gz\n")), "{text}");
+        assert!(
+            text.contains("\nLeft out: 1 profile without off_cpu values\n"),
+            "{text}"
+        );
+        assert!(!text.contains("  old\n"), "{text}");
+        // With CPU, both have the value: nothing left out.
+        let text = merged(
+            &traces,
+            &Selection::default(),
+            &options(),
+            ReportFormat::Text,
+        )
+        .unwrap();
+        assert!(
+            text.starts_with("Files: 2 profiles") && !text.contains("Left out"),
+            "{text}"
+        );
+        // An off-CPU report of a recording without off-CPU: one clear error.
+        let plain = recorded();
+        let err = merged(
+            plain.path(),
+            &Selection::default(),
+            &off,
+            ReportFormat::Text,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "no profile in {} has off_cpu values (2 profiles read",
+                plain.path().display()
+            )),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn each_profile_is_reported_by_its_own_value_unless_asked() {
+        let dir = recorded_off_cpu();
+        let written = each(
+            dir.path(),
+            &Selection::default(),
+            &with_value(None),
+            &[ReportFormat::Text],
+        )
+        .unwrap();
+        let off = fs::read_to_string(dir.path().join("offcpu-20260101T000000Z.txt")).unwrap();
+        assert!(
+            off.contains("\nType: off_cpu\n") && off.contains("do_poll"),
+            "{off}"
+        );
+        let cpu = fs::read_to_string(dir.path().join("cpu-20260101T000000Z.txt")).unwrap();
+        assert!(cpu.contains("\nType: cpu\n"), "{cpu}");
+        assert_eq!(written.len(), 4, "{written:?}");
+        // Asked for off-CPU: only the profiles that have it.
+        let written = each(
+            dir.path(),
+            &Selection::default(),
+            &with_value(Some(ValueKind::OffCpu)),
+            &[ReportFormat::Folded],
+        )
+        .unwrap();
+        let names: Vec<_> = written
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "offcpu-20260101T000000Z.folded".to_owned(),
+                format!("{TRACE}.folded")
+            ]
+        );
+        // A trace file that has the type but never waited is no report (and no failure to
+        // draw an empty graph).
+        ProfileWriter::new(dir.path().join("traces"))
+            .write_named(
+                &format!("{TRACE}.pb.gz"),
+                &mixed_profile(&[("main;cold", traced(2, 3, TRACE), 2)], &[]),
+            )
+            .unwrap();
+        let written = each(
+            dir.path(),
+            &Selection::default(),
+            &with_value(Some(ValueKind::OffCpu)),
+            &[ReportFormat::Svg],
+        )
+        .unwrap();
+        assert_eq!(written.len(), 1, "{written:?}");
     }
 }

@@ -1,5 +1,5 @@
 //! The profiles of an output directory and reading one: interval files (`cpu-<UTC>.pb.gz`),
-//! incident files (`incident-<UTC>.pb.gz`), trace files (`traces/<trace_id>.pb.gz`), and any
+//! off-CPU interval files (`offcpu-<UTC>.pb.gz`, `record --off-cpu`), incident files (`incident-<UTC>.pb.gz`), trace files (`traces/<trace_id>.pb.gz`), and any
 //! other `*.pb.gz`. Hidden names (the writer's `.*.tmp` temporaries) are never listed.
 
 use std::{
@@ -24,6 +24,9 @@ pub const TRACES_DIR: &str = "traces";
 pub enum ProfileKind {
     /// `cpu-<UTC>.pb.gz`: one interval of the whole recording.
     Interval,
+    /// `offcpu-<UTC>.pb.gz`: the time threads spent off the CPU in one interval, by the stack
+    /// they left it with.
+    OffCpu,
     /// `incident-<UTC>.pb.gz`: a capture window (its samples are in interval files too).
     Incident,
     /// `traces/<trace_id>.pb.gz`: every sample of one trace (also in interval files).
@@ -39,6 +42,8 @@ impl ProfileKind {
             ProfileKind::Trace
         } else if name.starts_with("cpu-") {
             ProfileKind::Interval
+        } else if name.starts_with("offcpu-") {
+            ProfileKind::OffCpu
         } else if name.starts_with("incident-") {
             ProfileKind::Incident
         } else {
@@ -49,6 +54,7 @@ impl ProfileKind {
     pub fn as_str(self) -> &'static str {
         match self {
             ProfileKind::Interval => "interval",
+            ProfileKind::OffCpu => "off-cpu",
             ProfileKind::Incident => "incident",
             ProfileKind::Trace => "trace",
             ProfileKind::Other => "profile",
@@ -327,6 +333,10 @@ mod tests {
             ProfileKind::Incident
         );
         assert_eq!(
+            ProfileKind::of("offcpu-20260101T120000Z_01.pb.gz", false),
+            ProfileKind::OffCpu
+        );
+        assert_eq!(
             ProfileKind::of(&format!("{id}.pb.gz"), true),
             ProfileKind::Trace
         );
@@ -351,6 +361,9 @@ mod tests {
         writer
             .write_named("incident-20260101T120005Z.pb.gz", &profile)
             .unwrap();
+        writer
+            .write_named("offcpu-20260101T120000Z.pb.gz", &profile)
+            .unwrap();
         let id = "4bf92f3577b34da6a3ce929d0e0e4736";
         ProfileWriter::new(dir.path().join("traces"))
             .write_named(&format!("{id}.pb.gz"), &profile)
@@ -365,6 +378,7 @@ mod tests {
             [
                 ("cpu-20260101T120000Z.pb.gz", ProfileKind::Interval),
                 ("incident-20260101T120005Z.pb.gz", ProfileKind::Incident),
+                ("offcpu-20260101T120000Z.pb.gz", ProfileKind::OffCpu),
                 (
                     "traces/4bf92f3577b34da6a3ce929d0e0e4736.pb.gz",
                     ProfileKind::Trace

@@ -31,17 +31,20 @@ fn options(labels: Labels<'_>) -> Options<'static> {
     options.count_name = match labels.value {
         ValueKind::Cpu => "µs CPU",
         ValueKind::Samples => "samples",
+        ValueKind::OffCpu => "µs off-CPU",
+        ValueKind::Switches => "switches",
     }
     .to_owned();
     options
 }
 
-/// What the graph is drawn from: CPU in microseconds (inferno's `factor` would scale the
+/// What the graph is drawn from: times in microseconds (inferno's `factor` would scale the
 /// values but not a differential graph's changes).
 fn drawn(folded: &Folded, value: ValueKind) -> Folded {
-    match value {
-        ValueKind::Cpu => folded.scaled(1_000),
-        ValueKind::Samples => folded.clone(),
+    if value.is_time() {
+        folded.scaled(1_000)
+    } else {
+        folded.clone()
     }
 }
 
@@ -49,6 +52,62 @@ fn drawn(folded: &Folded, value: ValueKind) -> Folded {
 pub fn flame_graph(folded: &Folded, labels: Labels<'_>) -> io::Result<String> {
     let lines: Vec<String> = drawn(folded, labels.value).lines().collect();
     render(&mut options(labels), lines.iter().map(String::as_str))
+}
+
+/// The flame graph of `folded` without its script, for a page that holds another graph:
+/// inferno's script drives the first graph of a document by its element IDs, so this one's IDs
+/// are prefixed with `prefix` (its script would find none of them), and its buttons (Search,
+/// Reset Zoom), which need the script, are left out. Its frames keep their tooltips (`<title>`)
+/// and their names cut to fit (inferno cuts them when drawing, for a 1200-pixel width that
+/// scales with the page).
+pub fn still_flame_graph(folded: &Folded, labels: Labels<'_>, prefix: &str) -> io::Result<String> {
+    let lines: Vec<String> = drawn(folded, labels.value).lines().collect();
+    let mut options = options(labels);
+    options.no_javascript = true;
+    let svg = render(&mut options, lines.iter().map(String::as_str))?;
+    Ok(still(&svg, prefix))
+}
+
+/// `svg` (inferno's) with its script, buttons and IDs made inert (see [`still_flame_graph`]).
+fn still(svg: &str, prefix: &str) -> String {
+    let mut svg = svg.to_owned();
+    // The script element (with no_javascript, only its variables), whole.
+    if let (Some(start), Some(end)) = (svg.find("<script"), svg.find("</script>"))
+        && start < end
+    {
+        svg.replace_range(start..end + "</script>".len(), "");
+    }
+    // The buttons: text elements with these IDs.
+    for id in ["unzoom", "search", "matched"] {
+        let open = format!(r#"<text id="{id}""#);
+        if let Some(start) = svg.find(&open)
+            && let Some(length) = svg[start..].find("</text>")
+        {
+            svg.replace_range(start..start + length + "</text>".len(), "");
+        }
+    }
+    // The root frame's name, which inferno leaves to the script.
+    if let Some(root) = svg.find("<title>all (")
+        && let Some(text) = svg[root..].find("></text>")
+    {
+        svg.insert_str(root + text + 1, "all");
+    }
+    // Its IDs, and the references to them: its gradient's, its style's (which applies to the
+    // whole page an SVG is inlined in).
+    let mut svg = without_onload(&svg).replace(r#" id=""#, &format!(r#" id="{prefix}"#));
+    for id in [
+        "background",
+        "title",
+        "subtitle",
+        "details",
+        "frames",
+        "unzoom",
+        "search",
+        "matched",
+    ] {
+        svg = svg.replace(&format!("#{id}"), &format!("#{prefix}{id}"));
+    }
+    svg
 }
 
 /// The differential flame graph from `base` to `target` (which must not be empty). With
@@ -177,5 +236,70 @@ mod tests {
             svg.contains("shrinks (10,000 µs CPU, 10.00%; -80.00%)"),
             "{svg}"
         );
+    }
+
+    #[test]
+    fn off_cpu_graphs_read_in_microseconds_off_the_cpu() {
+        let stacks = Stacks::from_profile(&crate::report::stacks::tests::off_cpu_profile(&[
+            ("main;poll;do_poll[k]", labels(4, 5), 9),
+            ("main;idle", labels(4, 5), 1),
+        ]));
+        let f = Folded::new(&stacks.samples, ValueKind::OffCpu);
+        let labels = Labels {
+            title: "Off-CPU time: offcpu-1.pb.gz",
+            subtitle: None,
+            value: ValueKind::OffCpu,
+        };
+        let svg = flame_graph(&f, labels).unwrap();
+        assert!(svg.contains("do_poll (90,000 µs off-CPU, 90.00%)"), "{svg}");
+        assert!(svg.contains("Off-CPU time: offcpu-1.pb.gz"));
+        let f = Folded::new(&stacks.samples, ValueKind::Switches);
+        let svg = flame_graph(
+            &f,
+            Labels {
+                value: ValueKind::Switches,
+                ..labels
+            },
+        )
+        .unwrap();
+        assert!(svg.contains("do_poll (9 switches, 90.00%)"), "{svg}");
+    }
+
+    #[test]
+    fn a_still_graph_has_no_script_no_buttons_and_ids_of_its_own() {
+        let f = folded(&[("main;work;fixture_hot_leaf", 9), ("main;<idle>", 1)]);
+        let labels = Labels {
+            title: "Off-CPU",
+            subtitle: None,
+            value: ValueKind::Cpu,
+        };
+        let live = flame_graph(&f, labels).unwrap();
+        assert!(live.contains(r#"id="frames""#) && live.contains("<script"));
+        let svg = still_flame_graph(&f, labels, "still-").unwrap();
+        assert!(
+            !svg.contains("<script") && !svg.contains("function "),
+            "{svg}"
+        );
+        assert!(
+            !svg.contains(">Search<") && !svg.contains("Reset Zoom"),
+            "{svg}"
+        );
+        for id in ["frames", "details", "title", "background"] {
+            assert!(!svg.contains(&format!(r#"id="{id}""#)), "{id}: {svg}");
+            assert!(svg.contains(&format!(r#"id="still-{id}""#)), "{id}: {svg}");
+        }
+        assert!(svg.contains("url(#still-background)") && !svg.contains("url(#background)"));
+        assert!(
+            svg.contains("#still-title {") && !svg.contains("#title {"),
+            "its style"
+        );
+        assert!(!svg.contains("onload"), "{svg}");
+        assert!(svg.contains(">all</text>"), "the root is named: {svg}");
+        assert!(
+            svg.contains("fixture_hot_leaf (90,000 µs CPU, 90.00%)"),
+            "tooltips stay"
+        );
+        assert!(svg.contains("&lt;idle&gt;"), "names stay escaped");
+        assert!(for_html(&svg).starts_with("<svg"));
     }
 }

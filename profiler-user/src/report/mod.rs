@@ -1,6 +1,8 @@
-//! `profiler report`: reads the pprof files of a directory (interval, incident and trace files),
-//! selects profiles and samples, and writes the top functions (as `go tool pprof -top` does), a
-//! flame graph SVG, or folded stacks. `profiler serve` draws its pages with the same parts.
+//! `profiler report`: reads the pprof files of a directory (interval, off-CPU interval, incident
+//! and trace files), selects profiles and samples, and writes the top functions (as `go tool
+//! pprof -top` does), a flame graph SVG, or folded stacks, of CPU time, samples, off-CPU time or
+//! switches (values found by their sample type's name). `profiler serve` draws its pages with
+//! the same parts.
 
 mod command;
 pub mod files;

@@ -1,6 +1,8 @@
 //! Which profiles and samples a report covers. A merged report of a directory reads its interval
-//! files, which cover the recording once (incident and trace files repeat samples that interval
-//! files hold); a directory without interval files has all its profiles read. `--trace` reads
+//! files of the value asked for (`cpu-*` for CPU time and samples, `offcpu-*` for off-CPU time
+//! and switches), which cover the recording once (incident and trace files repeat samples that
+//! interval files hold); a directory without such interval files has all its profiles read
+//! (and those without the value are left out by the report). `--trace` reads
 //! the trace's own file when there is one (it outlives the trace's first interval files), else
 //! the samples labelled with it. `--since` keeps profiles whose window ends in the last
 //! DURATION, `--pid` the samples of those processes.
@@ -9,7 +11,7 @@ use std::{io, path::Path, time::SystemTime};
 
 use super::{
     files::{self, ProfileFile, ProfileKind, ReadError, TRACES_DIR},
-    stacks::{StackSample, Stacks},
+    stacks::{StackSample, Stacks, ValueKind},
 };
 
 /// What a report keeps.
@@ -82,8 +84,21 @@ impl Selection {
     }
 }
 
-/// The profiles a merged report of `path` (a directory, or one profile) reads.
-pub fn merged_files(path: &Path, selection: &Selection) -> io::Result<Vec<ProfileFile>> {
+/// The kind of interval file that holds `value`: `cpu-*` or `offcpu-*`.
+pub fn interval_kind(value: ValueKind) -> ProfileKind {
+    if value.is_off_cpu() {
+        ProfileKind::OffCpu
+    } else {
+        ProfileKind::Interval
+    }
+}
+
+/// The profiles a merged report of `value` over `path` (a directory, or one profile) reads.
+pub fn merged_files(
+    path: &Path,
+    selection: &Selection,
+    value: ValueKind,
+) -> io::Result<Vec<ProfileFile>> {
     if !path.is_dir() {
         return Ok(vec![single(path)?]);
     }
@@ -94,11 +109,8 @@ pub fn merged_files(path: &Path, selection: &Selection) -> io::Result<Vec<Profil
             return Ok(vec![file.clone()]);
         }
     }
-    let intervals: Vec<ProfileFile> = all
-        .iter()
-        .filter(|f| f.kind == ProfileKind::Interval)
-        .cloned()
-        .collect();
+    let kind = interval_kind(value);
+    let intervals: Vec<ProfileFile> = all.iter().filter(|f| f.kind == kind).cloned().collect();
     Ok(if intervals.is_empty() { all } else { intervals })
 }
 
@@ -137,7 +149,7 @@ mod tests {
 
     use super::*;
     use crate::profile::ProfileWriter;
-    use crate::report::stacks::tests::{labels, profile, traced};
+    use crate::report::stacks::tests::{labels, off_cpu_profile, profile, traced};
 
     const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
@@ -157,6 +169,12 @@ mod tests {
         writer
             .write_named("incident-20260101T000005Z.pb.gz", &p)
             .unwrap();
+        writer
+            .write_named(
+                "offcpu-20260101T000000Z.pb.gz",
+                &off_cpu_profile(&[("main;poll", traced(2, 2, TRACE), 4)]),
+            )
+            .unwrap();
         if with_trace_file {
             ProfileWriter::new(dir.path().join("traces"))
                 .write_named(&format!("{TRACE}.pb.gz"), &p)
@@ -174,7 +192,7 @@ mod tests {
         let dir = directory(true);
         let all = Selection::default();
         assert_eq!(
-            names(&merged_files(dir.path(), &all).unwrap()),
+            names(&merged_files(dir.path(), &all, ValueKind::Cpu).unwrap()),
             ["cpu-20260101T000000Z.pb.gz", "cpu-20260101T000010Z.pb.gz"]
         );
         let trace = Selection {
@@ -182,24 +200,43 @@ mod tests {
             ..Selection::default()
         };
         assert_eq!(
-            names(&merged_files(dir.path(), &trace).unwrap()),
+            names(&merged_files(dir.path(), &trace, ValueKind::Cpu).unwrap()),
             [format!("traces/{TRACE}.pb.gz")]
         );
         let other = Selection {
             trace: Some("ab".repeat(16)),
             ..Selection::default()
         };
-        assert_eq!(merged_files(dir.path(), &other).unwrap().len(), 2);
-        assert_eq!(each_files(dir.path()).unwrap().len(), 4);
+        assert_eq!(
+            merged_files(dir.path(), &other, ValueKind::Cpu)
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(each_files(dir.path()).unwrap().len(), 5);
+        let off = Selection::default();
+        assert_eq!(
+            names(&merged_files(dir.path(), &off, ValueKind::OffCpu).unwrap()),
+            ["offcpu-20260101T000000Z.pb.gz"]
+        );
+        assert_eq!(
+            names(&merged_files(dir.path(), &off, ValueKind::Switches).unwrap()),
+            ["offcpu-20260101T000000Z.pb.gz"]
+        );
+        // A trace's file carries off-CPU time too when the recording had it.
+        assert_eq!(
+            names(&merged_files(dir.path(), &trace, ValueKind::OffCpu).unwrap()),
+            [format!("traces/{TRACE}.pb.gz")]
+        );
         let one = dir.path().join("traces").join(format!("{TRACE}.pb.gz"));
-        let single = merged_files(&one, &all).unwrap();
+        let single = merged_files(&one, &all, ValueKind::OffCpu).unwrap();
         assert_eq!(single[0].kind, ProfileKind::Trace);
     }
 
     #[test]
     fn filters_samples_by_trace_pid_and_window() {
         let dir = directory(false);
-        let files = merged_files(dir.path(), &Selection::default()).unwrap();
+        let files = merged_files(dir.path(), &Selection::default(), ValueKind::Cpu).unwrap();
         let count = |selection: &Selection| -> usize {
             files
                 .iter()

@@ -47,32 +47,125 @@ pub struct StackSample {
     pub count: i64,
     /// `cpu/nanoseconds`.
     pub cpu_ns: i64,
+    /// `switches/count`: times the thread left the CPU with this stack (off-CPU profiles).
+    pub switches: i64,
+    /// `off_cpu/nanoseconds`: time off the CPU after leaving it with this stack.
+    pub off_cpu_ns: i64,
 }
 
-/// Which sample value a report weighs functions by.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+/// Which sample value a report weighs functions by. Values are found by their sample type's
+/// name, never by position: a trace file of a recording with off-CPU has all four.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum ValueKind {
     /// `cpu/nanoseconds`: right while the sampling rate changes.
     #[default]
     Cpu,
     /// `samples/count`.
     Samples,
+    /// `off_cpu/nanoseconds`: time threads spent off the CPU (blocked, sleeping, waiting),
+    /// by the stack they left it with (`offcpu-*` files, trace files of `record --off-cpu`).
+    OffCpu,
+    /// `switches/count`: how often threads left the CPU with each stack.
+    Switches,
 }
 
 impl ValueKind {
+    /// Every kind, in the order reports list them.
+    pub const ALL: [ValueKind; 4] = [
+        ValueKind::Cpu,
+        ValueKind::Samples,
+        ValueKind::OffCpu,
+        ValueKind::Switches,
+    ];
+
     pub fn of(self, sample: &StackSample) -> i64 {
         match self {
             ValueKind::Cpu => sample.cpu_ns,
             ValueKind::Samples => sample.count,
+            ValueKind::OffCpu => sample.off_cpu_ns,
+            ValueKind::Switches => sample.switches,
         }
     }
 
-    /// The sample type's name, as in `Type: cpu`.
+    /// The count that goes with this value: samples for CPU, switches for off-CPU.
+    pub fn count_of(self, sample: &StackSample) -> i64 {
+        self.count_kind().of(sample)
+    }
+
+    /// The count kind of this value's family (itself for a count).
+    pub fn count_kind(self) -> ValueKind {
+        match self {
+            ValueKind::Cpu | ValueKind::Samples => ValueKind::Samples,
+            ValueKind::OffCpu | ValueKind::Switches => ValueKind::Switches,
+        }
+    }
+
+    /// The time kind of this value's family (itself for a time).
+    pub fn time_kind(self) -> ValueKind {
+        match self {
+            ValueKind::Cpu | ValueKind::Samples => ValueKind::Cpu,
+            ValueKind::OffCpu | ValueKind::Switches => ValueKind::OffCpu,
+        }
+    }
+
+    /// Whether the value is off-CPU (off_cpu or switches).
+    pub fn is_off_cpu(self) -> bool {
+        self.time_kind() == ValueKind::OffCpu
+    }
+
+    /// Whether the value is a time in nanoseconds (else a count).
+    pub fn is_time(self) -> bool {
+        self.time_kind() == self
+    }
+
+    /// The sample type's name, as in `Type: cpu` (and `-sample_index=` of `go tool pprof`).
     pub fn type_name(self) -> &'static str {
         match self {
             ValueKind::Cpu => "cpu",
             ValueKind::Samples => "samples",
+            ValueKind::OffCpu => "off_cpu",
+            ValueKind::Switches => "switches",
         }
+    }
+
+    /// The kind whose sample type is named `name`.
+    pub fn of_type_name(name: &str) -> Option<ValueKind> {
+        ValueKind::ALL.into_iter().find(|k| k.type_name() == name)
+    }
+
+    /// What the value measures, for titles: `CPU time`, `Off-CPU time`.
+    pub fn title(self) -> &'static str {
+        match self {
+            ValueKind::Cpu => "CPU time",
+            ValueKind::Samples => "Samples",
+            ValueKind::OffCpu => "Off-CPU time",
+            ValueKind::Switches => "Switches",
+        }
+    }
+
+    /// What the value is called in running text: `CPU`, `off-CPU`, `samples`, `switches`.
+    pub fn noun(self) -> &'static str {
+        match self {
+            ValueKind::Cpu => "CPU",
+            ValueKind::Samples => "samples",
+            ValueKind::OffCpu => "off-CPU",
+            ValueKind::Switches => "switches",
+        }
+    }
+
+    /// The name `--value` takes (`off-cpu`), for links and messages.
+    pub fn flag(self) -> &'static str {
+        match self {
+            ValueKind::Cpu => "cpu",
+            ValueKind::Samples => "samples",
+            ValueKind::OffCpu => "off-cpu",
+            ValueKind::Switches => "switches",
+        }
+    }
+
+    /// The kind `--value` (or a page's query) names.
+    pub fn of_flag(flag: &str) -> Option<ValueKind> {
+        ValueKind::ALL.into_iter().find(|k| k.flag() == flag)
     }
 }
 
@@ -83,9 +176,25 @@ pub struct ProfileMeta {
     pub start: Option<SystemTime>,
     pub duration: Duration,
     pub comments: Vec<String>,
+    /// The names of its sample types, in order (`samples`, `cpu`, `switches`, `off_cpu`).
+    pub sample_types: Vec<String>,
+    /// `default_sample_type`'s name; pprof's rule without one: the last sample type.
+    pub default_type: Option<String>,
 }
 
 impl ProfileMeta {
+    /// Whether the profile's samples carry `value` (a sample type of that name).
+    pub fn has(&self, value: ValueKind) -> bool {
+        self.sample_types.iter().any(|t| t == value.type_name())
+    }
+
+    /// The value the profile says to show by default, when it is one we know.
+    pub fn default_value(&self) -> Option<ValueKind> {
+        self.default_type
+            .as_deref()
+            .and_then(ValueKind::of_type_name)
+    }
+
     /// The end of the profile's window (its start when it has no duration).
     pub fn end(&self) -> Option<SystemTime> {
         self.start.map(|start| start + self.duration)
@@ -124,6 +233,8 @@ struct Decoder<'a> {
     threads: HashMap<Thread, Arc<Thread>>,
     count_index: Option<usize>,
     cpu_index: Option<usize>,
+    switches_index: Option<usize>,
+    off_cpu_index: Option<usize>,
 }
 
 impl<'a> Decoder<'a> {
@@ -145,8 +256,10 @@ impl<'a> Decoder<'a> {
             located: HashMap::new(),
             names: HashMap::new(),
             threads: HashMap::new(),
-            count_index: value_index("samples"),
-            cpu_index: value_index("cpu"),
+            count_index: value_index(ValueKind::Samples.type_name()),
+            cpu_index: value_index(ValueKind::Cpu.type_name()),
+            switches_index: value_index(ValueKind::Switches.type_name()),
+            off_cpu_index: value_index(ValueKind::OffCpu.type_name()),
         }
     }
 
@@ -161,6 +274,18 @@ impl<'a> Decoder<'a> {
                 .iter()
                 .map(|&i| str_at(profile, i).to_owned())
                 .collect(),
+            sample_types: profile
+                .sample_type
+                .iter()
+                .map(|t| str_at(profile, t.r#type).to_owned())
+                .collect(),
+            default_type: match str_at(profile, profile.default_sample_type) {
+                "" => profile
+                    .sample_type
+                    .last()
+                    .map(|t| str_at(profile, t.r#type).to_owned()),
+                name => Some(name.to_owned()),
+            },
         };
         let mut stacks: HashMap<Vec<u64>, Arc<[Frame]>> = HashMap::new();
         let samples = profile
@@ -217,6 +342,8 @@ impl<'a> Decoder<'a> {
             service,
             count: value(self.count_index),
             cpu_ns: value(self.cpu_index),
+            switches: value(self.switches_index),
+            off_cpu_ns: value(self.off_cpu_index),
         }
     }
 
@@ -305,7 +432,7 @@ pub(crate) mod tests {
     use super::*;
     use crate::{
         process::FileId,
-        profile::ProfileBuilder,
+        profile::{ProfileBuilder, proto::ValueType},
         resolve::{Labels, MappingInfo, MappingKey, TraceLabels},
         symbolize::Frame as Symbol,
     };
@@ -372,6 +499,63 @@ pub(crate) mod tests {
         b.build()
     }
 
+    /// A string's index in `profile`'s table, added when missing.
+    fn string(profile: &mut Profile, text: &str) -> i64 {
+        match profile.string_table.iter().position(|s| s == text) {
+            Some(i) => i as i64,
+            None => {
+                profile.string_table.push(text.to_owned());
+                profile.string_table.len() as i64 - 1
+            }
+        }
+    }
+
+    fn value_type(profile: &mut Profile, kind: &str, unit: &str) -> ValueType {
+        ValueType {
+            r#type: string(profile, kind),
+            unit: string(profile, unit),
+        }
+    }
+
+    /// An off-CPU profile as the recorder writes `offcpu-*` files (`switches/count`,
+    /// `off_cpu/nanoseconds`, default `off_cpu`): [`profile`]'s stacks, each count a number of
+    /// switches worth 10 ms off the CPU each.
+    pub(crate) fn off_cpu_profile(samples: &[(&str, Labels, i64)]) -> Profile {
+        let mut p = profile(samples);
+        p.sample_type = vec![
+            value_type(&mut p, "switches", "count"),
+            value_type(&mut p, "off_cpu", "nanoseconds"),
+        ];
+        p.period_type = Some(value_type(&mut p, "off_cpu", "nanoseconds"));
+        p.period = 1;
+        p.default_sample_type = string(&mut p, "off_cpu");
+        p
+    }
+
+    /// A trace file of a recording with off-CPU: `[samples, cpu, switches, off_cpu]`, default
+    /// `cpu`; `on` samples carry `[n, n × 10 ms, 0, 0]`, `off` ones `[0, 0, n, n × 10 ms]`
+    /// (their stacks and labels must differ from the `on` ones').
+    pub(crate) fn mixed_profile(
+        on: &[(&str, Labels, i64)],
+        off: &[(&str, Labels, i64)],
+    ) -> Profile {
+        let all: Vec<(&str, Labels, i64)> = on.iter().chain(off).cloned().collect();
+        let mut p = profile(&all);
+        assert_eq!(p.sample.len(), all.len(), "distinct stacks and labels");
+        let switches = value_type(&mut p, "switches", "count");
+        let off_cpu = value_type(&mut p, "off_cpu", "nanoseconds");
+        p.sample_type.extend([switches, off_cpu]);
+        for (i, sample) in p.sample.iter_mut().enumerate() {
+            let (n, ns) = (sample.value[0], sample.value[1]);
+            sample.value = if i < on.len() {
+                vec![n, ns, 0, 0]
+            } else {
+                vec![0, 0, n, ns]
+            };
+        }
+        p
+    }
+
     fn names(sample: &StackSample) -> Vec<&str> {
         sample.frames.iter().map(|f| &*f.name).collect()
     }
@@ -405,5 +589,58 @@ pub(crate) mod tests {
         );
         assert_eq!(stacks.meta.duration, Duration::from_secs(10));
         assert!(stacks.meta.start.is_some());
+    }
+
+    #[test]
+    fn values_are_found_by_name_wherever_they_are() {
+        let off = Stacks::from_profile(&off_cpu_profile(&[("main;poll;wait[k]", labels(1, 2), 3)]));
+        let sample = &off.samples[0];
+        assert_eq!((sample.count, sample.cpu_ns), (0, 0));
+        assert_eq!((sample.switches, sample.off_cpu_ns), (3, 30_000_000));
+        assert!(off.meta.has(ValueKind::OffCpu) && off.meta.has(ValueKind::Switches));
+        assert!(!off.meta.has(ValueKind::Cpu));
+        assert_eq!(off.meta.default_value(), Some(ValueKind::OffCpu));
+
+        let mixed = Stacks::from_profile(&mixed_profile(
+            &[("main;work", labels(1, 2), 2)],
+            &[("main;poll", labels(1, 2), 5)],
+        ));
+        let values: Vec<_> = mixed
+            .samples
+            .iter()
+            .map(|s| (s.count, s.cpu_ns, s.switches, s.off_cpu_ns))
+            .collect();
+        assert_eq!(values, [(2, 20_000_000, 0, 0), (0, 0, 5, 50_000_000)]);
+        assert!(ValueKind::ALL.iter().all(|&k| mixed.meta.has(k)));
+        assert_eq!(mixed.meta.default_value(), Some(ValueKind::Cpu));
+
+        // Types in another order (as another writer may put them) still read by name.
+        let mut swapped = off_cpu_profile(&[("main;poll", labels(1, 2), 3)]);
+        swapped.sample_type.reverse();
+        swapped.sample[0].value.reverse();
+        swapped.default_sample_type = 0;
+        let swapped = Stacks::from_profile(&swapped);
+        assert_eq!(swapped.samples[0].switches, 3);
+        assert_eq!(swapped.samples[0].off_cpu_ns, 30_000_000);
+        // Without default_sample_type, pprof's default is the last type.
+        assert_eq!(swapped.meta.default_value(), Some(ValueKind::Switches));
+    }
+
+    #[test]
+    fn value_kinds_name_themselves_as_pprof_and_the_flag_do() {
+        for kind in ValueKind::ALL {
+            assert_eq!(ValueKind::of_type_name(kind.type_name()), Some(kind));
+            assert_eq!(ValueKind::of_flag(kind.flag()), Some(kind));
+            use clap::ValueEnum as _;
+            assert_eq!(
+                kind.to_possible_value().unwrap().get_name(),
+                kind.flag(),
+                "clap's name is the flag's"
+            );
+        }
+        assert!(ValueKind::OffCpu.is_off_cpu() && ValueKind::OffCpu.is_time());
+        assert!(ValueKind::Switches.is_off_cpu() && !ValueKind::Switches.is_time());
+        assert_eq!(ValueKind::OffCpu.count_kind(), ValueKind::Switches);
+        assert_eq!(ValueKind::Samples.time_kind(), ValueKind::Cpu);
     }
 }

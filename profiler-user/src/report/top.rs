@@ -48,8 +48,9 @@ pub struct Top {
     pub value: ValueKind,
     /// The sum of the value over all samples: what percentages are of.
     pub total: i64,
-    /// The number of samples (`samples/count`), whatever `value` is.
-    pub samples: i64,
+    /// The count that goes with the value, whatever it is: samples (`samples/count`) for CPU,
+    /// switches (`switches/count`) for off-CPU.
+    pub count: i64,
     pub functions: Vec<FunctionStat>,
 }
 
@@ -69,7 +70,7 @@ pub struct TopBuilder {
     /// Caller -> callee: whether every call was inlined (pprof's inline edges).
     edges: HashMap<(Arc<str>, Arc<str>), bool>,
     total: i64,
-    samples: i64,
+    count: i64,
 }
 
 impl TopBuilder {
@@ -84,7 +85,7 @@ impl TopBuilder {
         let mut seen: HashSet<&str> = HashSet::new();
         for sample in samples {
             let weight = self.value.of(sample);
-            self.samples = self.samples.saturating_add(sample.count);
+            self.count = self.count.saturating_add(self.value.count_of(sample));
             if weight == 0 {
                 continue;
             }
@@ -154,7 +155,7 @@ impl TopBuilder {
         Top {
             value: self.value,
             total: self.total,
-            samples: self.samples,
+            count: self.count,
             functions,
         }
     }
@@ -199,13 +200,14 @@ impl Top {
         let _ = writeln!(text, "Type: {}", self.value.type_name());
         let _ = writeln!(
             text,
-            "Showing top {} of {} functions, {} of {} total ({}), {} samples",
+            "Showing top {} of {} functions, {} of {} total ({}), {} {}",
             rows.len(),
             self.functions.len(),
             unit.format(shown),
             unit.format(self.total),
             percentage(shown, self.total).trim(),
-            self.samples
+            self.count,
+            self.value.count_kind().noun()
         );
         let _ = writeln!(
             text,
@@ -233,7 +235,7 @@ impl Top {
     /// One unit for a table, as pprof picks it: that of the smallest value shown, or of a
     /// hundred times it when the total needs a larger unit (so the smallest reads 0.01 or more).
     pub fn unit(&self, rows: &[FunctionStat]) -> Unit {
-        if self.value == ValueKind::Samples {
+        if !self.value.is_time() {
             return Unit::Count;
         }
         let smallest = rows
@@ -360,7 +362,7 @@ mod tests {
     use super::*;
     use crate::report::stacks::{
         Stacks,
-        tests::{labels, profile},
+        tests::{labels, mixed_profile, off_cpu_profile, profile},
     };
 
     fn top(samples: &[(&str, i64)], order: Order) -> Top {
@@ -389,7 +391,7 @@ mod tests {
             (sample.cpu_ns, sample.count) = (i64::MAX, i64::MAX);
         }
         let top = Top::new(&stacks.samples, ValueKind::Cpu, Order::Flat);
-        assert_eq!((top.total, top.samples), (i64::MAX, i64::MAX));
+        assert_eq!((top.total, top.count), (i64::MAX, i64::MAX));
         assert_eq!(row(&top, "main").cum, i64::MAX);
         let text = top.render(10, &[]);
         assert!(!text.contains(" -"), "{text}");
@@ -411,7 +413,7 @@ mod tests {
         );
         let ms = 10_000_000;
         assert_eq!(top.total, 10 * ms);
-        assert_eq!(top.samples, 10);
+        assert_eq!(top.count, 10);
         assert_eq!(
             (row(&top, "leaf").flat, row(&top, "leaf").cum),
             (6 * ms, 6 * ms)
@@ -491,5 +493,55 @@ mod tests {
         let text = top.render(5, &[]);
         assert!(text.contains("\n     1.99s 99.50%"), "{text}");
         assert!(text.contains("\n     0.01s   0.5%"), "{text}");
+    }
+
+    #[test]
+    fn off_cpu_tables_weigh_by_time_off_and_count_switches() {
+        let p = off_cpu_profile(&[
+            ("main;serve;poll;do_poll[k]", labels(1, 1), 40),
+            ("main;lock;futex[k]", labels(1, 2), 10),
+        ]);
+        let stacks = Stacks::from_profile(&p);
+        let top = Top::new(&stacks.samples, ValueKind::OffCpu, Order::Flat);
+        assert_eq!((top.total, top.count), (500_000_000, 50));
+        let text = top.render(3, &[]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "Type: off_cpu");
+        assert_eq!(
+            lines[1],
+            "Showing top 3 of 6 functions, 500ms of 500ms total (100%), 50 switches"
+        );
+        assert_eq!(
+            lines[3],
+            "     400ms 80.00% 80.00%      400ms 80.00%  do_poll"
+        );
+        let switches = Top::new(&stacks.samples, ValueKind::Switches, Order::Flat);
+        let text = switches.render(1, &[]);
+        assert!(
+            text.contains("\n        40 80.00% 80.00%         40 80.00%  do_poll\n"),
+            "{text}"
+        );
+        // A CPU table of an off-CPU profile is empty, not wrong.
+        assert_eq!(
+            Top::new(&stacks.samples, ValueKind::Cpu, Order::Flat).total,
+            0
+        );
+    }
+
+    #[test]
+    fn a_mixed_trace_file_splits_into_cpu_and_off_cpu_tables() {
+        let p = mixed_profile(
+            &[("main;handle;compute", labels(1, 1), 3)],
+            &[("main;handle;call_pricing;recv[k]", labels(1, 1), 12)],
+        );
+        let stacks = Stacks::from_profile(&p);
+        let cpu = Top::new(&stacks.samples, ValueKind::Cpu, Order::Flat);
+        let off = Top::new(&stacks.samples, ValueKind::OffCpu, Order::Flat);
+        assert_eq!((cpu.total, cpu.count), (30_000_000, 3));
+        assert_eq!((off.total, off.count), (120_000_000, 12));
+        assert_eq!(cpu.top_function(), Some("compute"));
+        assert_eq!(off.top_function(), Some("recv"));
+        assert!(cpu.functions.iter().all(|f| &*f.name != "recv"));
+        assert!(off.functions.iter().all(|f| &*f.name != "compute"));
     }
 }

@@ -18,10 +18,10 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use profiler_common::{GO_CONTEXT_BIT, NO_CONTEXT};
+use profiler_common::{GO_CONTEXT_BIT, NO_CONTEXT, SampleKey, SampleValue};
 
 pub use locations::{KERNEL_MAPPING, TRUNCATED};
-pub use sample::{Labels, MappingInfo, MappingKey, ResolvedLocation, ResolvedSample};
+pub use sample::{Labels, MappingInfo, MappingKey, ResolvedLocation, ResolvedSample, SampleKind};
 
 use labels::labels;
 use locations::locations;
@@ -46,23 +46,19 @@ pub fn resolve_interval(
     symbolizer: &mut Symbolizer,
     labeler: &mut TraceLabeler,
 ) -> Vec<ResolvedSample> {
-    let mut snapshots = snapshots(&drained.samples, table);
+    let mut snapshots = snapshots(records(drained).map(|(_, key, _)| key), table);
     remap_unknown_addresses(drained, &mut snapshots, table);
     let mut files: HashMap<FileId, Arc<MappedFile>> = HashMap::new();
-    let stacks: Vec<Vec<Site>> = drained
-        .samples
-        .iter()
-        .map(|(key, _)| sites(key, drained, &snapshots[&process_key(key)], &mut files))
+    let stacks: Vec<Vec<Site>> = records(drained)
+        .map(|(_, key, _)| sites(key, drained, &snapshots[&process_key(key)], &mut files))
         .collect();
     let names = symbolize(&stacks, &files, symbolizer);
     let mut infos: HashMap<MappingKey, Arc<MappingInfo>> = HashMap::new();
     let mut located: HashMap<(u64, u64, ProcessKey), Arc<[ResolvedLocation]>> = HashMap::new();
 
-    drained
-        .samples
-        .iter()
+    records(drained)
         .zip(&stacks)
-        .map(|((key, value), sites)| {
+        .map(|((kind, key, value), sites)| {
             let process = process_key(key);
             let locations = located
                 .entry((key.user_stack, key.kernel_stack, process))
@@ -83,9 +79,22 @@ pub fn resolve_interval(
             ResolvedSample {
                 locations,
                 labels: labels(key, snapshot, trace),
+                kind,
                 count: value.count,
-                cpu_ns: value.period_ns,
+                nanos: value.period_ns,
             }
         })
         .collect()
+}
+
+/// A drain's CPU samples, then its off-CPU records.
+fn records(
+    drained: &Drained,
+) -> impl Iterator<Item = (SampleKind, &SampleKey, &SampleValue)> + Clone {
+    let cpu = drained.samples.iter().map(|(k, v)| (SampleKind::Cpu, k, v));
+    let off_cpu = drained
+        .off_cpu
+        .iter()
+        .map(|(k, v)| (SampleKind::OffCpu, k, v));
+    cpu.chain(off_cpu)
 }

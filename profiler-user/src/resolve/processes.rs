@@ -6,7 +6,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use profiler_common::{NO_STACK, SampleKey, SampleValue};
+use profiler_common::{NO_STACK, SampleKey};
 
 use super::sites::caller_adjusted;
 use crate::{
@@ -21,15 +21,15 @@ pub(super) fn process_key(key: &SampleKey) -> ProcessKey {
     }
 }
 
-pub(super) fn snapshots(
-    samples: &[(SampleKey, SampleValue)],
+pub(super) fn snapshots<'a>(
+    keys: impl Iterator<Item = &'a SampleKey>,
     table: &Mutex<ProcessTable>,
 ) -> HashMap<ProcessKey, Arc<ProcessSnapshot>> {
     let mut table = table
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut snapshots = HashMap::new();
-    for (key, _) in samples {
+    for key in keys {
         let key = process_key(key);
         snapshots
             .entry(key)
@@ -50,7 +50,7 @@ pub(super) fn remap_unknown_addresses(
     table: &Mutex<ProcessTable>,
 ) {
     let mut stale: Vec<ProcessKey> = Vec::new();
-    for (key, _) in &drained.samples {
+    for (_, key, _) in super::records(drained) {
         let process = process_key(key);
         if stale.contains(&process) || key.user_stack == NO_STACK {
             continue;

@@ -15,8 +15,21 @@ pub struct ResolvedSample {
     /// Leaf first.
     pub locations: Arc<[ResolvedLocation]>,
     pub labels: Labels,
+    pub kind: SampleKind,
+    /// Samples ([`SampleKind::Cpu`]) or waits ([`SampleKind::OffCpu`]).
     pub count: u64,
-    pub cpu_ns: u64,
+    /// CPU time, or time off the CPU.
+    pub nanos: u64,
+}
+
+/// What a sample measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SampleKind {
+    /// Time on the CPU, sampled: the stack a tick found.
+    Cpu,
+    /// Time off the CPU, every wait of at least `--off-cpu-min-us`: the stack the thread
+    /// waited in.
+    OffCpu,
 }
 
 /// One frame address, resolved: its mapping, its address in the profile, its names.

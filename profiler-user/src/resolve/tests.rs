@@ -230,3 +230,61 @@ fn a_traced_sample_carries_its_trace_labels() {
         vec![("attr_0".to_owned(), "abc".to_owned())]
     );
 }
+
+#[test]
+fn off_cpu_records_resolve_as_waits_beside_the_samples() {
+    let key = |tid, context| SampleKey {
+        pid: u32::MAX - 1,
+        tid,
+        pid_gen: 0,
+        user_stack: NO_STACK,
+        kernel_stack: NO_STACK,
+        context,
+        comm: comm("waiter"),
+    };
+    let mut attrs = [0u8; MAX_ATTR_BYTES];
+    attrs[..3].copy_from_slice(&[0, 1, b'x']);
+    let context = TraceContext {
+        trace_id: [0xcd; 16],
+        span_id: [0x02; 8],
+        valid: 1,
+        trace_flags: 1,
+        attrs_len: 3,
+        _pad: [0; 4],
+        attrs,
+    };
+    let drained = Drained {
+        samples: vec![(
+            key(1, NO_CONTEXT),
+            SampleValue {
+                count: 2,
+                period_ns: 20,
+            },
+        )],
+        off_cpu: vec![(
+            key(2, 7),
+            SampleValue {
+                count: 3,
+                period_ns: 135_000_000,
+            },
+        )],
+        contexts: [(7, context)].into(),
+        ..Drained::default()
+    };
+    let resolved = resolve(&drained);
+    let summary: Vec<_> = resolved
+        .iter()
+        .map(|s| (s.kind, s.labels.thread_id, s.count, s.nanos))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (SampleKind::Cpu, 1, 2, 20),
+            (SampleKind::OffCpu, 2, 3, 135_000_000)
+        ]
+    );
+    let trace = resolved[1].labels.trace.as_ref().expect("the wait's trace");
+    assert_eq!(trace.trace_id, "cd".repeat(16));
+    let (cpu, _) = build_profile(&resolved, meta());
+    assert_eq!(cpu.sample.len(), 1, "a CPU profile leaves the waits out");
+}

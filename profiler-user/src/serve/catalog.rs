@@ -56,12 +56,17 @@ impl Stamp {
 #[derive(Clone, Debug)]
 pub struct Summary {
     pub meta: ProfileMeta,
-    pub samples: i64,
-    pub cpu_ns: i64,
+    /// What the profile measures first: CPU time (interval, incident and trace files) or
+    /// off-CPU time (`offcpu-*` files).
+    pub value: ValueKind,
+    /// Samples for CPU, switches for off-CPU.
+    pub count: i64,
+    /// Nanoseconds of `value`.
+    pub total: i64,
     pub top_function: Option<String>,
 }
 
-/// CPU of one thread, or one process, in a profile.
+/// CPU and off-CPU time of one thread, or one process, in a profile.
 #[derive(Clone, Debug)]
 pub struct Usage {
     pub thread: Arc<Thread>,
@@ -69,7 +74,101 @@ pub struct Usage {
     pub threads: usize,
     pub samples: i64,
     pub cpu_ns: i64,
+    pub switches: i64,
+    pub off_cpu_ns: i64,
     pub services: BTreeSet<Arc<str>>,
+}
+
+impl Usage {
+    fn new(thread: Arc<Thread>, threads: usize) -> Usage {
+        Usage {
+            thread,
+            threads,
+            samples: 0,
+            cpu_ns: 0,
+            switches: 0,
+            off_cpu_ns: 0,
+            services: BTreeSet::new(),
+        }
+    }
+
+    /// Adds values, saturating: a file's values are whatever it says (i64::MAX included).
+    fn add(&mut self, other: &Usage) {
+        self.samples = self.samples.saturating_add(other.samples);
+        self.cpu_ns = self.cpu_ns.saturating_add(other.cpu_ns);
+        self.switches = self.switches.saturating_add(other.switches);
+        self.off_cpu_ns = self.off_cpu_ns.saturating_add(other.off_cpu_ns);
+    }
+
+    /// Its `value` (one of the four a sample has).
+    pub fn value(&self, value: ValueKind) -> i64 {
+        match value {
+            ValueKind::Cpu => self.cpu_ns,
+            ValueKind::Samples => self.samples,
+            ValueKind::OffCpu => self.off_cpu_ns,
+            ValueKind::Switches => self.switches,
+        }
+    }
+}
+
+/// One value of a profile drawn for its page: CPU time, or off-CPU time.
+#[derive(Debug)]
+pub struct View {
+    /// [`ValueKind::Cpu`] or [`ValueKind::OffCpu`].
+    pub value: ValueKind,
+    pub top: Top,
+    pub folded: Folded,
+    /// The flame graph with its script, and the one without (for a page that shows another
+    /// graph first), each drawn on first use.
+    live: OnceLock<Result<String, String>>,
+    still: OnceLock<Result<String, String>>,
+}
+
+impl View {
+    fn new(samples: &[StackSample], value: ValueKind) -> View {
+        View {
+            value,
+            top: Top::new(samples, value, Order::Flat),
+            folded: Folded::new(samples, value),
+            live: OnceLock::new(),
+            still: OnceLock::new(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.folded.is_empty()
+    }
+
+    fn weight(&self) -> usize {
+        let drawn = |svg: &OnceLock<Result<String, String>>| {
+            svg.get()
+                .map_or(0, |svg| svg.as_ref().map_or(0, String::len))
+        };
+        self.folded.text_len() + drawn(&self.live) + drawn(&self.still)
+    }
+}
+
+/// The time values a page draws, in the order it lists them.
+const VIEWED: [ValueKind; 2] = [ValueKind::Cpu, ValueKind::OffCpu];
+
+/// The value a profile is shown by first: its default type's when that has samples, else the
+/// first that has, else its default type's (or CPU).
+fn main_value(meta: &ProfileMeta, samples: &[StackSample]) -> ValueKind {
+    let present: Vec<ValueKind> = VIEWED.into_iter().filter(|v| meta.has(*v)).collect();
+    let default = meta
+        .default_value()
+        .map(ValueKind::time_kind)
+        .filter(|v| present.contains(v))
+        .or_else(|| present.first().copied())
+        .unwrap_or(ValueKind::Cpu);
+    let has_samples = |value: ValueKind| samples.iter().any(|s| value.of(s) > 0);
+    if has_samples(default) {
+        return default;
+    }
+    present
+        .into_iter()
+        .find(|&v| has_samples(v))
+        .unwrap_or(default)
 }
 
 /// A profile decoded for its page.
@@ -77,64 +176,94 @@ pub struct Usage {
 pub struct Analysis {
     pub file: ProfileFile,
     pub meta: ProfileMeta,
-    pub top: Top,
-    pub folded: Folded,
-    /// By CPU, most first.
+    /// The values the profile has (CPU, off-CPU, or both in a trace file of a recording with
+    /// off-CPU); CPU for a profile with neither. The one shown first is [`Analysis::main`].
+    pub views: Vec<View>,
+    /// By CPU and off-CPU time together, most first.
     pub threads: Vec<Usage>,
     pub processes: Vec<Usage>,
-    svg: OnceLock<Result<String, String>>,
+    main: ValueKind,
 }
 
 impl Analysis {
     fn new(file: ProfileFile, stacks: Stacks) -> Analysis {
-        let top = Top::new(&stacks.samples, ValueKind::Cpu, Order::Flat);
-        let folded = Folded::new(&stacks.samples, ValueKind::Cpu);
+        let main = main_value(&stacks.meta, &stacks.samples);
+        let mut views: Vec<View> = VIEWED
+            .into_iter()
+            .filter(|&v| v == main || stacks.meta.has(v))
+            .map(|v| View::new(&stacks.samples, v))
+            .collect();
+        // The main one first.
+        views.sort_by_key(|v| v.value != main);
         let (threads, processes) = usage(&stacks.samples);
         Analysis {
             file,
             meta: stacks.meta,
-            top,
-            folded,
+            views,
             threads,
             processes,
-            svg: OnceLock::new(),
+            main,
         }
     }
 
-    /// The flame graph, drawn on first use, for inline use in a page; `None` for a profile
-    /// without samples.
-    pub fn flame_graph(&self) -> Option<Result<&str, &str>> {
-        if self.folded.is_empty() {
+    /// The view a page shows first: the profile's default value, unless it has no samples and
+    /// another has.
+    pub fn main(&self) -> &View {
+        self.view(self.main).unwrap_or(&self.views[0])
+    }
+
+    /// The view of `value` (a time or its count), when the profile has that value.
+    pub fn view(&self, value: ValueKind) -> Option<&View> {
+        self.views.iter().find(|v| v.value == value.time_kind())
+    }
+
+    /// The views with samples, the main one first (a trace without off-CPU samples has no
+    /// off-CPU graph to show).
+    pub fn drawn(&self) -> impl Iterator<Item = &View> {
+        self.views.iter().filter(|v| !v.is_empty())
+    }
+
+    /// The flame graph of `view`, drawn on first use, for inline use in a page: with its
+    /// script (`still == false`: the page's first graph), or without and with IDs of its own
+    /// (a second graph on the page); `None` for a view without samples.
+    pub fn flame_graph<'a>(
+        &'a self,
+        view: &'a View,
+        still: bool,
+    ) -> Option<Result<&'a str, &'a str>> {
+        if view.is_empty() {
             return None;
         }
-        let drawn = self.svg.get_or_init(|| {
+        let cell = if still { &view.still } else { &view.live };
+        let drawn = cell.get_or_init(|| {
             let title = match files::trace_id_of_file(self.file.name.trim_start_matches("traces/"))
             {
-                Some(id) if self.file.kind == ProfileKind::Trace => format!("Trace {id}"),
-                _ => format!("CPU time: {}", self.file.name),
+                Some(id) if self.file.kind == ProfileKind::Trace => {
+                    format!("Trace {id}: {}", view.value.title())
+                }
+                _ => format!("{}: {}", view.value.title(), self.file.name),
             };
             let subtitle = self.subtitle();
-            flame::flame_graph(
-                &self.folded,
-                Labels {
-                    title: &title,
-                    subtitle: subtitle.as_deref(),
-                    value: ValueKind::Cpu,
-                },
-            )
-            .map(|svg| flame::without_onload(flame::for_html(&svg)))
-            .map_err(|err| err.to_string())
+            let labels = Labels {
+                title: &title,
+                subtitle: subtitle.as_deref(),
+                value: view.value,
+            };
+            let svg = if still {
+                let prefix = format!("still-{}-", view.value.flag());
+                flame::still_flame_graph(&view.folded, labels, &prefix)
+            } else {
+                flame::flame_graph(&view.folded, labels).map(|svg| flame::without_onload(&svg))
+            };
+            svg.map(|svg| flame::for_html(&svg).to_owned())
+                .map_err(|err| err.to_string())
         });
         Some(drawn.as_deref().map_err(String::as_str))
     }
 
-    /// About how much memory it holds: its stacks and its drawing dominate.
+    /// About how much memory it holds: its stacks and its drawings dominate.
     fn weight(&self) -> usize {
-        self.folded.text_len()
-            + self
-                .svg
-                .get()
-                .map_or(0, |svg| svg.as_ref().map_or(0, String::len))
+        self.views.iter().map(View::weight).sum()
     }
 
     fn subtitle(&self) -> Option<String> {
@@ -158,16 +287,14 @@ fn usage(samples: &[StackSample]) -> (Vec<Usage>, Vec<Usage>) {
     for sample in samples {
         let usage = threads
             .entry(sample.thread.clone())
-            .or_insert_with(|| Usage {
-                thread: sample.thread.clone(),
-                threads: 1,
-                samples: 0,
-                cpu_ns: 0,
-                services: BTreeSet::new(),
-            });
-        // Saturating: a file's values are whatever it says (i64::MAX included).
-        usage.samples = usage.samples.saturating_add(sample.count);
-        usage.cpu_ns = usage.cpu_ns.saturating_add(sample.cpu_ns);
+            .or_insert_with(|| Usage::new(sample.thread.clone(), 1));
+        usage.add(&Usage {
+            samples: sample.count,
+            cpu_ns: sample.cpu_ns,
+            switches: sample.switches,
+            off_cpu_ns: sample.off_cpu_ns,
+            ..Usage::new(sample.thread.clone(), 1)
+        });
         if let Some(service) = &sample.service {
             usage.services.insert(service.clone());
         }
@@ -175,33 +302,28 @@ fn usage(samples: &[StackSample]) -> (Vec<Usage>, Vec<Usage>) {
     let mut processes: HashMap<(Option<i64>, Arc<str>), Usage> = HashMap::new();
     for thread in threads.values() {
         let key = (thread.thread.pid, thread.thread.comm.clone());
-        let process = processes.entry(key).or_insert_with(|| Usage {
-            thread: Arc::new(Thread {
+        let process = processes.entry(key).or_insert_with(|| {
+            let process = Thread {
                 pid: thread.thread.pid,
                 comm: thread.thread.comm.clone(),
                 ..Thread::default()
-            }),
-            threads: 0,
-            samples: 0,
-            cpu_ns: 0,
-            services: BTreeSet::new(),
+            };
+            Usage::new(Arc::new(process), 0)
         });
         process.threads += 1;
-        process.samples = process.samples.saturating_add(thread.samples);
-        process.cpu_ns = process.cpu_ns.saturating_add(thread.cpu_ns);
+        process.add(thread);
         process.services.extend(thread.services.iter().cloned());
     }
-    let by_cpu = |mut rows: Vec<Usage>| {
+    let by_time = |mut rows: Vec<Usage>| {
         rows.sort_by(|a, b| {
-            b.cpu_ns
-                .cmp(&a.cpu_ns)
-                .then_with(|| a.thread.cmp(&b.thread))
+            let time = |u: &Usage| u.cpu_ns.saturating_add(u.off_cpu_ns);
+            time(b).cmp(&time(a)).then_with(|| a.thread.cmp(&b.thread))
         });
         rows
     };
     (
-        by_cpu(threads.into_values().collect()),
-        by_cpu(processes.into_values().collect()),
+        by_time(threads.into_values().collect()),
+        by_time(processes.into_values().collect()),
     )
 }
 
@@ -212,6 +334,10 @@ pub struct TraceRow {
     pub first: Option<DateTime<Utc>>,
     pub last: Option<DateTime<Utc>>,
     pub sample_count: Option<u64>,
+    /// The trace's CPU and off-CPU time in its file; `None` when its line does not say (lines
+    /// written before these fields, which read as 0 both).
+    pub cpu_ns: Option<u64>,
+    pub off_cpu_ns: Option<u64>,
     pub services: Vec<String>,
     pub top_function: Option<String>,
 }
@@ -223,6 +349,9 @@ impl TraceRow {
                 .ok()
                 .map(|t| t.with_timezone(&Utc))
         };
+        let times = entry
+            .map(|e| (e.cpu_nanoseconds, e.off_cpu_nanoseconds))
+            .filter(|&times| times != (0, 0));
         TraceRow {
             trace_id: trace_id.to_owned(),
             first: entry.and_then(|e| time(&e.first_sample_time)),
@@ -230,6 +359,8 @@ impl TraceRow {
                 .and_then(|e| time(&e.last_sample_time))
                 .or_else(|| Some(DateTime::<Utc>::from(modified))),
             sample_count: entry.map(|e| e.sample_count),
+            cpu_ns: times.map(|(cpu, _)| cpu),
+            off_cpu_ns: times.map(|(_, off)| off),
             services: entry.map(|e| e.service_names.clone()).unwrap_or_default(),
             top_function: entry
                 .map(|e| e.top_function.clone())
@@ -505,19 +636,25 @@ impl Catalog {
         // The timeline reads many profiles once: their summaries are kept, not their stacks.
         let cached = self.cached_analysis(file, stamp);
         let summary = Arc::new(match cached {
-            Some(analysis) => Summary {
-                meta: analysis.meta.clone(),
-                samples: analysis.top.samples,
-                cpu_ns: analysis.top.total,
-                top_function: analysis.top.top_function().map(str::to_owned),
-            },
+            Some(analysis) => {
+                let top = &analysis.main().top;
+                Summary {
+                    meta: analysis.meta.clone(),
+                    value: analysis.main().value,
+                    count: top.count,
+                    total: top.total,
+                    top_function: top.top_function().map(str::to_owned),
+                }
+            }
             None => {
                 let stacks = Stacks::from_profile(&files::read(&file.path)?);
-                let top = Top::new(&stacks.samples, ValueKind::Cpu, Order::Flat);
+                let value = main_value(&stacks.meta, &stacks.samples);
+                let top = Top::new(&stacks.samples, value, Order::Flat);
                 Summary {
                     meta: stacks.meta,
-                    samples: top.samples,
-                    cpu_ns: top.total,
+                    value,
+                    count: top.count,
+                    total: top.total,
                     top_function: top.top_function().map(str::to_owned),
                 }
             }
@@ -567,7 +704,7 @@ mod tests {
 
     use super::*;
     use crate::profile::ProfileWriter;
-    use crate::report::stacks::tests::{labels, profile, traced};
+    use crate::report::stacks::tests::{labels, mixed_profile, off_cpu_profile, profile, traced};
 
     const A: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
     const B: &str = "0af7651916cd43dd8448eb211c80319c";
@@ -587,6 +724,8 @@ mod tests {
             pids: vec![1],
             service_names: vec!["checkout".into()],
             top_function: "hot".into(),
+            cpu_nanoseconds: count * 10_000_000,
+            off_cpu_nanoseconds: 0,
         };
         serde_json::to_string(&entry).unwrap() + "\n"
     }
@@ -749,10 +888,11 @@ mod tests {
         let file = catalog.file(name).unwrap();
         let first = catalog.analysis(&file).unwrap();
         assert!(Arc::ptr_eq(&first, &catalog.analysis(&file).unwrap()));
-        assert_eq!(first.top.samples, 1);
+        assert_eq!(first.main().top.count, 1);
         assert_eq!(first.processes.len(), 1);
         assert_eq!(first.threads[0].thread.tid, Some(2));
-        let svg = first.flame_graph().unwrap().unwrap();
+        assert_eq!(first.views.len(), 1);
+        let svg = first.flame_graph(first.main(), false).unwrap().unwrap();
         assert!(svg.starts_with("<svg") && svg.contains("hot"));
 
         writer
@@ -765,11 +905,160 @@ mod tests {
             )
             .unwrap();
         let second = catalog.analysis(&catalog.file(name).unwrap()).unwrap();
-        assert_eq!(second.top.samples, 3);
-        assert_eq!(catalog.summary(&file).unwrap().samples, 3);
+        assert_eq!(second.main().top.count, 3);
+        assert_eq!(catalog.summary(&file).unwrap().count, 3);
         assert_eq!(catalog.profiles().unwrap().len(), 1);
         fs::remove_file(dir.path().join(name)).unwrap();
         assert!(catalog.analysis(&file).unwrap_err().is_not_found());
         assert_eq!(catalog.file(name).unwrap_err(), Refusal::NotFound);
+    }
+
+    #[test]
+    fn off_cpu_intervals_are_analysed_by_their_time_off_the_cpu() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = "offcpu-20260101T000000Z.pb.gz";
+        ProfileWriter::new(dir.path())
+            .write_named(
+                name,
+                &off_cpu_profile(&[
+                    ("main;poll;do_poll[k]", labels(1, 2), 30),
+                    ("main;lock;futex[k]", labels(1, 3), 10),
+                ]),
+            )
+            .unwrap();
+        let catalog = Catalog::new(dir.path()).unwrap();
+        let file = catalog.file(name).unwrap();
+        assert_eq!(file.kind, ProfileKind::OffCpu);
+        let summary = catalog.summary(&file).unwrap();
+        assert_eq!(summary.value, ValueKind::OffCpu);
+        assert_eq!((summary.count, summary.total), (40, 400_000_000));
+        assert_eq!(summary.top_function.as_deref(), Some("do_poll"));
+        let analysis = catalog.analysis(&file).unwrap();
+        let values: Vec<ValueKind> = analysis.views.iter().map(|v| v.value).collect();
+        assert_eq!(values, [ValueKind::OffCpu]);
+        assert!(analysis.view(ValueKind::Cpu).is_none());
+        assert!(analysis.view(ValueKind::Switches).is_some());
+        let svg = analysis
+            .flame_graph(analysis.main(), false)
+            .unwrap()
+            .unwrap();
+        assert!(
+            svg.contains("Off-CPU time: offcpu-20260101T000000Z.pb.gz"),
+            "{svg}"
+        );
+        assert!(svg.contains("µs off-CPU"));
+        assert_eq!(analysis.threads[0].thread.tid, Some(2));
+        assert_eq!(analysis.threads[0].off_cpu_ns, 300_000_000);
+        assert_eq!(analysis.processes[0].switches, 40);
+        // The summary of the cached analysis says the same.
+        let again = Catalog::new(dir.path()).unwrap();
+        again.analysis(&file).unwrap();
+        assert_eq!(again.summary(&file).unwrap().total, 400_000_000);
+    }
+
+    #[test]
+    fn a_trace_file_shows_cpu_and_off_cpu_when_it_has_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let traces = ProfileWriter::new(dir.path().join("traces"));
+        traces
+            .write_named(
+                &format!("{A}.pb.gz"),
+                &mixed_profile(
+                    &[("main;compute", traced(1, 1, A), 2)],
+                    &[("main;call;recv[k]", traced(1, 1, A), 6)],
+                ),
+            )
+            .unwrap();
+        // A recording with off-CPU, a trace that never blocked long enough.
+        traces
+            .write_named(
+                &format!("{B}.pb.gz"),
+                &mixed_profile(&[("main;compute", traced(1, 1, B), 2)], &[]),
+            )
+            .unwrap();
+        let catalog = Catalog::new(dir.path()).unwrap();
+        let both = catalog
+            .analysis(&catalog.file(&format!("traces/{A}.pb.gz")).unwrap())
+            .unwrap();
+        let drawn: Vec<ValueKind> = both.drawn().map(|v| v.value).collect();
+        assert_eq!(drawn, [ValueKind::Cpu, ValueKind::OffCpu]);
+        assert_eq!(both.main().value, ValueKind::Cpu);
+        let off = both.view(ValueKind::OffCpu).unwrap();
+        assert_eq!(off.top.total, 60_000_000);
+        assert_eq!(off.top.top_function(), Some("recv"));
+        let still = both.flame_graph(off, true).unwrap().unwrap();
+        assert!(
+            still.starts_with("<svg") && !still.contains("<script"),
+            "{still}"
+        );
+        assert!(
+            still.contains(&format!("Trace {A}: Off-CPU time")),
+            "{still}"
+        );
+        assert!(still.contains(r#"id="still-off-cpu-frames""#), "{still}");
+        let live = both.flame_graph(both.main(), false).unwrap().unwrap();
+        assert!(live.contains("<script") && live.contains(&format!("Trace {A}: CPU time")));
+        assert_eq!(both.threads[0].cpu_ns, 20_000_000);
+        assert_eq!(both.threads[0].off_cpu_ns, 60_000_000);
+
+        let cpu_only = catalog
+            .analysis(&catalog.file(&format!("traces/{B}.pb.gz")).unwrap())
+            .unwrap();
+        assert_eq!(cpu_only.views.len(), 2, "it has the type");
+        let drawn: Vec<ValueKind> = cpu_only.drawn().map(|v| v.value).collect();
+        assert_eq!(drawn, [ValueKind::Cpu], "but nothing to draw off the CPU");
+        assert!(
+            cpu_only
+                .flame_graph(cpu_only.view(ValueKind::OffCpu).unwrap(), true)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_trace_that_only_waited_is_shown_by_its_off_cpu_time() {
+        let dir = tempfile::tempdir().unwrap();
+        ProfileWriter::new(dir.path().join("traces"))
+            .write_named(
+                &format!("{A}.pb.gz"),
+                &mixed_profile(&[], &[("main;call;recv[k]", traced(1, 1, A), 6)]),
+            )
+            .unwrap();
+        let catalog = Catalog::new(dir.path()).unwrap();
+        let file = catalog.file(&format!("traces/{A}.pb.gz")).unwrap();
+        assert_eq!(
+            catalog.analysis(&file).unwrap().main().value,
+            ValueKind::OffCpu
+        );
+        assert_eq!(catalog.summary(&file).unwrap().value, ValueKind::OffCpu);
+    }
+
+    #[test]
+    fn trace_rows_carry_the_index_times_and_old_lines_say_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let traces = ProfileWriter::new(dir.path().join("traces"));
+        let p = profile(&[("main;hot", traced(1, 1, A), 1)]);
+        traces.write_named(&format!("{A}.pb.gz"), &p).unwrap();
+        traces.write_named(&format!("{B}.pb.gz"), &p).unwrap();
+        let mut entry: serde_json::Value = serde_json::from_str(&line(A, 2)).unwrap();
+        entry["off_cpu_nanoseconds"] = 45_000_000.into();
+        // B's line as written before the fields existed.
+        let mut old: serde_json::Value = serde_json::from_str(&line(B, 3)).unwrap();
+        let old_fields = old.as_object_mut().unwrap();
+        old_fields.remove("cpu_nanoseconds");
+        old_fields.remove("off_cpu_nanoseconds");
+        fs::write(
+            dir.path().join("traces/index.jsonl"),
+            format!("{entry}\n{old}\n"),
+        )
+        .unwrap();
+        let rows = Catalog::new(dir.path()).unwrap().traces().unwrap();
+        let a = rows.iter().find(|r| r.trace_id == A).unwrap();
+        assert_eq!(
+            (a.cpu_ns, a.off_cpu_ns),
+            (Some(20_000_000), Some(45_000_000))
+        );
+        let b = rows.iter().find(|r| r.trace_id == B).unwrap();
+        assert_eq!(b.sample_count, Some(3), "an old line still reads");
+        assert_eq!((b.cpu_ns, b.off_cpu_ns), (None, None));
     }
 }

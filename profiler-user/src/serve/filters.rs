@@ -1,5 +1,5 @@
 //! The traces list's filters (`service`, `trace`, `since`, `until`), its order (newest first, or
-//! `sort=samples`) and its length (`limit`); and the times the forms take: RFC 3339, a
+//! `sort=samples`, `sort=cpu`, `sort=off-cpu`) and its length (`limit`); and the times the forms take: RFC 3339, a
 //! `datetime-local` value (`2026-01-01T12:00`, read as UTC), or a duration ago (`15m`).
 
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -30,8 +30,59 @@ pub struct TraceFilter {
     pub trace: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
-    pub by_samples: bool,
+    pub order: TraceOrder,
     pub limit: usize,
+}
+
+/// The traces list's order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum TraceOrder {
+    /// By last sample, newest first.
+    #[default]
+    Newest,
+    /// Most samples first.
+    Samples,
+    /// Most CPU time first (from the index).
+    Cpu,
+    /// Most time off the CPU first (from the index): the traces that waited most.
+    OffCpu,
+}
+
+impl TraceOrder {
+    pub const ALL: [TraceOrder; 4] = [
+        TraceOrder::Newest,
+        TraceOrder::Samples,
+        TraceOrder::Cpu,
+        TraceOrder::OffCpu,
+    ];
+
+    /// Its `sort` value (`None`: the default).
+    pub fn key(self) -> Option<&'static str> {
+        match self {
+            TraceOrder::Newest => None,
+            TraceOrder::Samples => Some("samples"),
+            TraceOrder::Cpu => Some("cpu"),
+            TraceOrder::OffCpu => Some("off-cpu"),
+        }
+    }
+
+    /// How a form and a link's title say it.
+    pub fn label(self) -> &'static str {
+        match self {
+            TraceOrder::Newest => "newest first",
+            TraceOrder::Samples => "most samples",
+            TraceOrder::Cpu => "most CPU time",
+            TraceOrder::OffCpu => "most off-CPU time",
+        }
+    }
+
+    /// The order a `sort` value names; anything else is the default.
+    pub fn of(sort: Option<&str>) -> TraceOrder {
+        TraceOrder::ALL
+            .into_iter()
+            .find(|order| order.key() == sort)
+            .unwrap_or_default()
+    }
 }
 
 fn given(value: &Option<String>) -> Option<&str> {
@@ -49,7 +100,7 @@ impl TraceFilter {
             until: given(&query.until)
                 .map(|t| parse_time(t, now))
                 .transpose()?,
-            by_samples: given(&query.sort) == Some("samples"),
+            order: TraceOrder::of(given(&query.sort)),
             limit: query.limit.filter(|&n| n > 0).unwrap_or(DEFAULT_LIMIT),
         })
     }
@@ -78,20 +129,19 @@ impl TraceFilter {
     /// The rows kept, sorted, at most `limit`; and how many passed the filters.
     pub fn apply(&self, mut rows: Vec<TraceRow>) -> (Vec<TraceRow>, usize) {
         rows.retain(|row| self.keeps(row));
-        if self.by_samples {
-            rows.sort_by(|a, b| {
-                b.sample_count
-                    .cmp(&a.sample_count)
-                    .then_with(|| b.last.cmp(&a.last))
-                    .then_with(|| a.trace_id.cmp(&b.trace_id))
-            });
-        } else {
-            rows.sort_by(|a, b| {
-                b.last
-                    .cmp(&a.last)
-                    .then_with(|| a.trace_id.cmp(&b.trace_id))
-            });
-        }
+        // Most first; a row whose line does not say (`None`) after every one that does.
+        let most: fn(&TraceRow) -> Option<u64> = match self.order {
+            TraceOrder::Newest => |_| None,
+            TraceOrder::Samples => |row| row.sample_count,
+            TraceOrder::Cpu => |row| row.cpu_ns,
+            TraceOrder::OffCpu => |row| row.off_cpu_ns,
+        };
+        rows.sort_by(|a, b| {
+            most(b)
+                .cmp(&most(a))
+                .then_with(|| b.last.cmp(&a.last))
+                .then_with(|| a.trace_id.cmp(&b.trace_id))
+        });
         let matched = rows.len();
         rows.truncate(self.limit);
         (rows, matched)
@@ -140,6 +190,9 @@ mod tests {
             first: Some(parse_time(first, now()).unwrap()),
             last: Some(parse_time(last, now()).unwrap()),
             sample_count: Some(samples),
+            cpu_ns: Some(samples * 10_000_000),
+            // The trace with fewest samples waited most.
+            off_cpu_ns: Some(1_000_000_000 / samples),
             services: vec![service.into()],
             top_function: None,
         }
@@ -195,6 +248,33 @@ mod tests {
             ..TraceQuery::default()
         });
         assert_eq!(ids(&by_samples), ["aa01", "cc03", "bb02"]);
+        let sorted = |sort: &str| {
+            ids(&filter(TraceQuery {
+                sort: Some(sort.into()),
+                ..TraceQuery::default()
+            }))
+        };
+        assert_eq!(sorted("cpu"), ["aa01", "cc03", "bb02"]);
+        assert_eq!(sorted("off-cpu"), ["bb02", "cc03", "aa01"]);
+        assert_eq!(sorted("nonsense"), ["cc03", "bb02", "aa01"]);
+        // Traces whose index lines do not say come last, newest first among them.
+        let mut old = rows();
+        old[1].off_cpu_ns = None;
+        old[2].off_cpu_ns = None;
+        let by_off_cpu = filter(TraceQuery {
+            sort: Some("off-cpu".into()),
+            ..TraceQuery::default()
+        });
+        let order: Vec<String> = by_off_cpu
+            .apply(old)
+            .0
+            .into_iter()
+            .map(|r| r.trace_id)
+            .collect();
+        assert_eq!(order, ["aa01", "cc03", "bb02"]);
+        for order in TraceOrder::ALL {
+            assert_eq!(TraceOrder::of(order.key()), order);
+        }
         let limited = filter(TraceQuery {
             limit: Some(1),
             ..TraceQuery::default()

@@ -146,7 +146,7 @@ mod tests {
     use crate::listener::tests::{get, get_from};
     use crate::{
         profile::ProfileWriter,
-        report::stacks::tests::{labels, profile},
+        report::stacks::tests::{labels, mixed_profile, profile, traced},
     };
 
     fn options() -> WebOptions {
@@ -244,6 +244,66 @@ mod tests {
         assert_eq!(body.matches(&format!("nonce=\"{nonce}\"")).count(), scripts);
         let again = get(address, &format!("/profiles/{name}")).await;
         assert!(!again.contains(nonce), "a nonce is drawn per answer");
+    }
+
+    /// A trace page with CPU and off-CPU graphs: one live graph (its script and the page's
+    /// carry the nonce), the other still (no script at all, IDs of its own), names escaped.
+    #[tokio::test]
+    async fn a_trace_page_with_two_graphs_runs_only_the_first_ones_script() {
+        const ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let dir = tempfile::tempdir().unwrap();
+        ProfileWriter::new(dir.path().join("traces"))
+            .write_named(
+                &format!("{ID}.pb.gz"),
+                &mixed_profile(
+                    &[("main;compute_leaf", traced(1, 1, ID), 3)],
+                    &[(
+                        "main;call;recv<img src=x onerror=alert(1)>[k]",
+                        traced(1, 1, ID),
+                        9,
+                    )],
+                ),
+            )
+            .unwrap();
+        let server = Server::start(dir.path(), "127.0.0.1:0".parse().unwrap(), options())
+            .await
+            .unwrap();
+        for (path, first) in [
+            (format!("/traces/{ID}"), "compute_leaf"),
+            (format!("/traces/{ID}?graph=off-cpu"), "recv&lt;img"),
+        ] {
+            let page = get(server.address(), &path).await;
+            let (head, body) = page.split_once("\r\n\r\n").unwrap();
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let head = head.to_ascii_lowercase();
+            let nonce = head
+                .split("'nonce-")
+                .nth(1)
+                .and_then(|rest| rest.split('\'').next())
+                .expect("a script nonce");
+            assert_eq!(body.matches("<script").count(), 2, "{body}");
+            assert_eq!(body.matches(&format!("nonce=\"{nonce}\"")).count(), 2);
+            assert_eq!(
+                body.matches(r#"<svg id="frames""#).count(),
+                1,
+                "one live graph"
+            );
+            assert_eq!(
+                body.matches(r#"<svg id="still-off-cpu-frames""#).count()
+                    + body.matches(r#"<svg id="still-cpu-frames""#).count(),
+                1,
+                "one still graph"
+            );
+            assert!(!body.contains("<img src=x"), "a frame name became markup");
+            let live = body.find(r#"<svg id="frames""#).unwrap();
+            let still = body.find(r#"<svg id="still-"#).unwrap();
+            assert!(live < still, "the live graph is the page's first");
+            assert!(
+                body[live..still].contains(first),
+                "{path}: {first} drawn first"
+            );
+            assert!(body.contains(r#"id="split""#));
+        }
     }
 
     #[tokio::test]

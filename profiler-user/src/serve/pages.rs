@@ -2,7 +2,9 @@
 //! given: function, thread, process, service and file names come from profiles and are never
 //! trusted. The one thing inserted as is, the flame graph, is inferno's SVG, which escapes names
 //! itself (XML). A flame graph is the first `<svg>` of its page (its script looks for that one),
-//! and the page calls its `init()` once loaded.
+//! and the page calls its `init()` once loaded. A page with a second graph (a trace's off-CPU
+//! time beside its CPU time) draws it without script and with IDs of its own, and links to the
+//! page drawing that one first (`?graph=off-cpu`).
 
 use std::{cell::RefCell, collections::HashMap, sync::Arc, time::SystemTime};
 
@@ -10,12 +12,13 @@ use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 
 use super::{
-    catalog::{Analysis, Summary, TraceRow, Usage},
-    filters::{TraceFilter, TraceQuery},
+    catalog::{Analysis, Summary, TraceRow, Usage, View},
+    filters::{TraceFilter, TraceOrder, TraceQuery},
     paths::{link_path, query_value},
 };
 use crate::report::{
     files::{ProfileFile, ProfileKind},
+    stacks::ValueKind,
     top::{FunctionStat, Top, format_nanos, percentage},
     utc,
 };
@@ -41,6 +44,7 @@ code, .mono { font-family: ui-monospace, monospace; font-size: 13px; }
 td code { overflow-wrap: anywhere; }
 td.links { white-space: nowrap; }
 .flame > svg { display: block; width: 100%; }
+.flame.still > svg { height: auto; }
 form.filters { display: flex; gap: .8em; flex-wrap: wrap; align-items: flex-end; margin-bottom: .8em; }
 form.filters label { display: flex; flex-direction: column; font-size: 12px; color: #4b565c; }
 form.filters input, form.filters select { font: inherit; padding: .15em .3em; }
@@ -53,6 +57,15 @@ dl.meta dd { margin: 0; }
 .timeline a.incident { background: rgba(179, 38, 30, .22); border-top: 4px solid #b3261e; height: 100%; }
 .timeline a.incident:hover { background: rgba(179, 38, 30, .35); }
 .timeline a.incident span { position: absolute; top: 2px; left: 4px; right: 2px; font-size: 11px; color: #b3261e; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+.timeline.off-cpu { height: 90px; }
+.timeline a.off-cpu { background: #8a5cb8; }
+.lane { font-size: 12px; color: #4b565c; margin-top: .6em; }
+.split { display: flex; height: 14px; max-width: 40em; border: 1px solid #dde3e6; margin: .3em 0; }
+.split .cpu { background: #e07b39; }
+.split .off-cpu { background: #8a5cb8; }
+.legend { display: inline-block; width: .8em; height: .8em; margin-right: .3em; vertical-align: -1px; }
+.legend.cpu { background: #e07b39; }
+.legend.off-cpu { background: #8a5cb8; }
 .axis { display: flex; justify-content: space-between; font-size: 12px; color: #6b7780; margin-bottom: 1em; }
 tr.incident td { background: #fdf1f0; }
 "#;
@@ -106,7 +119,7 @@ fn flame(svg: Option<Result<&str, &str>>) -> Markup {
             // graphs: the box scrolls, and starts at the bottom (the roots).
             script nonce=[nonce.as_deref()] { (PreEscaped("window.addEventListener('load', function () { \
                 if (typeof init === 'function') { init(); } \
-                var flame = document.querySelector('.flame'); flame.scrollTop = flame.scrollHeight; });")) }
+                document.querySelectorAll('.flame').forEach(function (flame) { flame.scrollTop = flame.scrollHeight; }); });")) }
             p.muted { "Click a frame to zoom, Ctrl-F or the Search button (top right) to highlight functions matching a regular expression." }
         },
         Some(Err(err)) => html! { p.trigger { "The flame graph could not be drawn: " (err) } },
@@ -126,6 +139,104 @@ fn with_script_nonce<'a>(svg: &'a str, nonce: Option<&str>) -> std::borrow::Cow<
             )
             .into(),
         None => svg.into(),
+    }
+}
+
+/// A second flame graph on a page: no script, IDs of its own (see `flame::still_flame_graph`).
+fn still_flame(svg: Option<Result<&str, &str>>) -> Markup {
+    match svg {
+        Some(Ok(svg)) => html! { div.flame.still { (PreEscaped(svg)) } },
+        Some(Err(err)) => html! { p.trigger { "The flame graph could not be drawn: " (err) } },
+        None => html! { p.muted { "No samples: nothing to draw." } },
+    }
+}
+
+/// The view a page draws first: the one asked for (`?graph=`) when it has samples, else the
+/// profile's main one.
+fn first_view(analysis: &Analysis, chosen: Option<ValueKind>) -> &View {
+    chosen
+        .and_then(|value| analysis.view(value))
+        .filter(|view| !view.is_empty())
+        .unwrap_or_else(|| analysis.main())
+}
+
+/// The views a page lists, in order: the first one, then the others with samples.
+fn listed_views(analysis: &Analysis, chosen: Option<ValueKind>) -> Vec<&View> {
+    let first = first_view(analysis, chosen);
+    let mut views = vec![first];
+    views.extend(analysis.drawn().filter(|v| v.value != first.value));
+    views
+}
+
+/// The flame graphs of `views` (the first one with its script, the others still, each with a
+/// link to `href` of its value, which draws it first); titled by value when more than one.
+fn graphs(analysis: &Analysis, views: &[&View], href: &dyn Fn(ValueKind) -> String) -> Markup {
+    let Some((first, others)) = views.split_first() else {
+        return html! {};
+    };
+    html! {
+        @if !others.is_empty() { h2 { (first.value.title()) } }
+        (flame(analysis.flame_graph(first, false)))
+        @for view in others {
+            h2 { (view.value.title()) }
+            (still_flame(analysis.flame_graph(view, true)))
+            p.muted {
+                "Hover over a frame for its share. "
+                a href=(href(view.value)) { "Zoom and search this graph" } " (drawn first)."
+            }
+        }
+    }
+}
+
+/// `?graph=off-cpu` on `base`, or `base` for CPU (the default).
+fn graph_href(base: &str, value: ValueKind) -> String {
+    match value {
+        ValueKind::Cpu | ValueKind::Samples => base.to_owned(),
+        _ => format!("{base}?graph={}", value.flag()),
+    }
+}
+
+/// `12 samples, 120ms of CPU`, `40 switches, 4s off the CPU`.
+fn amount(view: &View) -> String {
+    let top = &view.top;
+    let total = format_nanos(top.total);
+    match view.value {
+        ValueKind::OffCpu | ValueKind::Switches => {
+            format!("{} switches, {total} off the CPU", top.count)
+        }
+        ValueKind::Cpu | ValueKind::Samples => format!("{} samples, {total} of CPU", top.count),
+    }
+}
+
+/// CPU against off-CPU time: a bar and the figures, absolute and as shares of their sum.
+fn split(cpu: i64, off_cpu: i64) -> Markup {
+    let sum = cpu.max(0).saturating_add(off_cpu.max(0));
+    let share = |part: i64| {
+        if sum == 0 {
+            0.0
+        } else {
+            100.0 * part.max(0) as f64 / sum as f64
+        }
+    };
+    html! {
+        div.split title="CPU time against time off the CPU" {
+            span.cpu style=(format!("width:{:.2}%", share(cpu))) {}
+            span.off-cpu style=(format!("width:{:.2}%", share(off_cpu))) {}
+        }
+        p #split {
+            span.legend.cpu {} "On the CPU " strong { (format_nanos(cpu)) } " (" (percentage(cpu, sum).trim()) ")"
+            " · " span.legend.off-cpu {} "off the CPU " strong { (format_nanos(off_cpu)) } " (" (percentage(off_cpu, sum).trim()) ")"
+            " · " (format_nanos(sum)) " in all"
+        }
+    }
+}
+
+/// Heading of a view's top functions, when a page lists more than one view.
+fn top_heading(view: &View, several: bool) -> &'static str {
+    match (view.value.is_off_cpu(), several) {
+        (true, _) => "Top functions off the CPU",
+        (false, true) => "Top functions on the CPU",
+        (false, false) => "Top functions",
     }
 }
 
@@ -203,6 +314,19 @@ fn traces_href(query: &TraceQuery, change: impl FnOnce(&mut TraceQuery)) -> Stri
     }
 }
 
+/// A link to `/` sorted by `order`, with the other filters of `query`.
+fn sort_href(query: &TraceQuery, order: TraceOrder) -> String {
+    traces_href(query, |q| q.sort = order.key().map(str::to_owned))
+}
+
+/// A time from the trace index, `—` when its line does not say.
+fn nanos(n: Option<u64>) -> String {
+    n.map_or_else(
+        || "—".to_owned(),
+        |n| format_nanos(i64::try_from(n).unwrap_or(i64::MAX)),
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Traces
 
@@ -224,8 +348,9 @@ pub fn traces(
             label { "Until" input type="text" name="until" value=(value(&query.until)) placeholder="time or duration ago"; }
             label { "Sort"
                 select name="sort" {
-                    option value="" selected[!filter.by_samples] { "newest first" }
-                    option value="samples" selected[filter.by_samples] { "most samples" }
+                    @for order in TraceOrder::ALL {
+                        option value=(order.key().unwrap_or("")) selected[filter.order == order] { (order.label()) }
+                    }
                 }
             }
             button type="submit" { "Filter" }
@@ -252,7 +377,9 @@ pub fn traces(
                     th { "Service" }
                     th { "First sample" }
                     th { a href=(traces_href(query, |q| q.sort = None)) title="newest first" { "Last sample" } }
-                    th.num { a href=(traces_href(query, |q| q.sort = Some("samples".into()))) title="most samples first" { "Samples" } }
+                    th.num { a href=(sort_href(query, TraceOrder::Samples)) title="most samples first" { "Samples" } }
+                    th.num { a href=(sort_href(query, TraceOrder::Cpu)) title="most CPU time first" { "CPU" } }
+                    th.num { a href=(sort_href(query, TraceOrder::OffCpu)) title="most time off the CPU first (waiting)" { "Off-CPU" } }
                     th { "Top function" }
                 } }
                 tbody {
@@ -263,6 +390,8 @@ pub fn traces(
                             td.num { (time(row.first)) }
                             td.num { (time(row.last)) }
                             td.num { (row.sample_count.map_or_else(|| "—".to_owned(), |n| n.to_string())) }
+                            td.num.cpu { (nanos(row.cpu_ns)) }
+                            td.num.off-cpu { (nanos(row.off_cpu_ns)) }
                             td { code { (row.top_function.as_deref().unwrap_or("")) } }
                         }
                     }
@@ -273,7 +402,16 @@ pub fn traces(
     layout("Traces", dir, body)
 }
 
-pub fn trace(dir: &str, row: Option<&TraceRow>, analysis: &Analysis, top_n: usize) -> Markup {
+/// A trace's page: its flame graphs (CPU, and off-CPU when the recording had it and the trace
+/// waited; `graph` picks the one drawn first), the split between the two, its top functions,
+/// processes and threads.
+pub fn trace(
+    dir: &str,
+    row: Option<&TraceRow>,
+    analysis: &Analysis,
+    top_n: usize,
+    graph: Option<ValueKind>,
+) -> Markup {
     let id = row.map_or_else(
         || {
             analysis
@@ -289,14 +427,25 @@ pub fn trace(dir: &str, row: Option<&TraceRow>, analysis: &Analysis, top_n: usiz
         Some(row) if !row.services.is_empty() => row.services.clone(),
         _ => services_of(&analysis.processes),
     };
+    let views = listed_views(analysis, graph);
+    let several = views.len() > 1;
+    let (cpu, off_cpu) = (
+        analysis.view(ValueKind::Cpu),
+        analysis.view(ValueKind::OffCpu),
+    );
+    let base = trace_href(&id);
     let body = html! {
         h1 { "Trace " code { (id) } }
-        (flame(analysis.flame_graph()))
+        @if let Some(off_cpu) = off_cpu {
+            (split(cpu.map_or(0, |v| v.top.total), off_cpu.top.total))
+        }
+        (graphs(analysis, &views, &|value| graph_href(&base, value)))
         dl.meta {
             dt { "Services" } dd { (if services.is_empty() { "—".to_owned() } else { services.join(", ") }) }
             dt { "First sample" } dd { (row.map_or_else(|| system_time(analysis.meta.start), |r| time(r.first))) }
             dt { "Last sample" } dd { (row.map_or_else(|| system_time(analysis.meta.end()), |r| time(r.last))) }
-            dt { "Samples" } dd { (analysis.top.samples) ", " (format_nanos(analysis.top.total)) " of CPU" }
+            @if let Some(cpu) = cpu { dt { "Samples" } dd { (amount(cpu)) } }
+            @if let Some(off_cpu) = off_cpu { dt { "Off-CPU" } dd { (amount(off_cpu)) } }
             dt { "Processes" } dd {
                 (analysis.processes.len()) " (PID "
                 (analysis.processes.iter().filter_map(|p| p.thread.pid).map(|pid| pid.to_string()).collect::<Vec<_>>().join(", "))
@@ -305,15 +454,21 @@ pub fn trace(dir: &str, row: Option<&TraceRow>, analysis: &Analysis, top_n: usiz
             dt { "File" } dd {
                 a #download href=(file_href(&analysis.file.name)) download { "Download " code { (analysis.file.name) } }
                 " (" (bytes(analysis.file.size)) ", pprof: "
-                code { "go tool pprof -http=: " (analysis.file.name) } ")"
+                code { "go tool pprof -http=: " (analysis.file.name) }
+                @if off_cpu.is_some_and(|v| !v.is_empty()) {
+                    ", where it waited: " code { "go tool pprof -sample_index=off_cpu -http=: " (analysis.file.name) }
+                }
+                ")"
             }
         }
-        h2 { "Top functions" }
-        (top_table(&analysis.top, top_n))
+        @for view in &views {
+            h2 { (top_heading(view, several)) }
+            (top_table(&view.top, top_n))
+        }
         h2 { "Processes" }
-        (processes_table(&analysis.processes, analysis.top.total))
+        (processes_table(&analysis.processes, &views))
         h2 { "Threads" }
-        (threads_table(&analysis.threads, analysis.top.total))
+        (threads_table(&analysis.threads, &views))
     };
     layout(&format!("Trace {id}"), dir, body)
 }
@@ -347,7 +502,11 @@ fn top_table(top: &Top, n: usize) -> Markup {
         } @else {
             p.muted {
                 "Top " (rows.len()) " of " (top.functions.len()) " functions by self time; "
-                (unit.format(top.total)) " of CPU in " (top.samples) " samples."
+                @if top.value.is_off_cpu() {
+                    (unit.format(top.total)) " off the CPU in " (top.count) " switches."
+                } @else {
+                    (unit.format(top.total)) " of CPU in " (top.count) " samples."
+                }
             }
             table.top {
                 thead { tr {
@@ -370,19 +529,42 @@ fn top_table(top: &Top, n: usize) -> Markup {
     }
 }
 
-fn processes_table(processes: &[Usage], total: i64) -> Markup {
+/// The headings of a usage table's value columns: count, time and share per view.
+fn usage_headings(views: &[&View]) -> Markup {
+    html! {
+        @for view in views {
+            @if view.value.is_off_cpu() {
+                th.num { "switches" } th.num { "off-CPU" } th.num { "share" }
+            } @else {
+                th.num { "samples" } th.num { "CPU" } th.num { "share" }
+            }
+        }
+    }
+}
+
+/// A usage row's value columns (see [`usage_headings`]).
+fn usage_cells(usage: &Usage, views: &[&View]) -> Markup {
+    html! {
+        @for view in views {
+            @let time = usage.value(view.value.time_kind());
+            td.num { (usage.value(view.value.count_kind())) }
+            td.num { (format_nanos(time)) }
+            td.num { (percentage(time, view.top.total).trim()) }
+        }
+    }
+}
+
+fn processes_table(processes: &[Usage], views: &[&View]) -> Markup {
     html! {
         table.processes {
-            thead { tr { th.num { "PID" } th { "process" } th.num { "threads" } th.num { "samples" } th.num { "CPU" } th.num { "share" } th { "services" } } }
+            thead { tr { th.num { "PID" } th { "process" } th.num { "threads" } (usage_headings(views)) th { "services" } } }
             tbody {
                 @for p in processes {
                     tr {
                         td.num { (p.thread.pid.map_or_else(|| "—".to_owned(), |pid| pid.to_string())) }
                         td { code { (p.thread.comm) } }
                         td.num { (p.threads) }
-                        td.num { (p.samples) }
-                        td.num { (format_nanos(p.cpu_ns)) }
-                        td.num { (percentage(p.cpu_ns, total).trim()) }
+                        (usage_cells(p, views))
                         td { (p.services.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(", ")) }
                     }
                 }
@@ -391,10 +573,10 @@ fn processes_table(processes: &[Usage], total: i64) -> Markup {
     }
 }
 
-fn threads_table(threads: &[Usage], total: i64) -> Markup {
+fn threads_table(threads: &[Usage], views: &[&View]) -> Markup {
     html! {
         table.threads {
-            thead { tr { th.num { "PID" } th { "process" } th.num { "TID" } th { "thread" } th.num { "samples" } th.num { "CPU" } th.num { "share" } } }
+            thead { tr { th.num { "PID" } th { "process" } th.num { "TID" } th { "thread" } (usage_headings(views)) } }
             tbody {
                 @for t in threads {
                     tr {
@@ -402,9 +584,7 @@ fn threads_table(threads: &[Usage], total: i64) -> Markup {
                         td { code { (t.thread.comm) } }
                         td.num { (t.thread.tid.map_or_else(|| "—".to_owned(), |tid| tid.to_string())) }
                         td { code { (t.thread.thread_name) } }
-                        td.num { (t.samples) }
-                        td.num { (format_nanos(t.cpu_ns)) }
-                        td.num { (percentage(t.cpu_ns, total).trim()) }
+                        (usage_cells(t, views))
                     }
                 }
             }
@@ -448,8 +628,9 @@ pub fn profiles(dir: &str, entries: &[TimelineEntry], view: &ProfilesQueryView<'
             }
             table #profiles {
                 thead { tr {
-                    th { "profile" } th { "start" } th { "kind" } th.num { "length" } th.num { "samples" } th.num { "CPU" }
-                    th.num { "cores" } th { "top function" } th { "trigger" } th { "" }
+                    th { "profile" } th { "start" } th { "kind" } th.num { "length" } th.num { "count" } th.num { "time" }
+                    th.num title="CPU: cores busy on average; off-CPU: threads waiting on average" { "average" }
+                    th { "top function" } th { "trigger" } th { "" }
                 } }
                 tbody {
                     @for entry in entries {
@@ -459,12 +640,13 @@ pub fn profiles(dir: &str, entries: &[TimelineEntry], view: &ProfilesQueryView<'
                             td { " " a href=(profile_href(&entry.file.name)) class="mono" { (entry.file.name) } " " }
                             @match &entry.summary {
                                 Ok(summary) => {
+                                    @let off_cpu = summary.value.is_off_cpu();
                                     td.num { (system_time(summary.meta.start)) }
                                     td { (entry.file.kind.as_str()) }
                                     td.num { (format_nanos(summary.meta.duration.as_nanos() as i64)) }
-                                    td.num { (summary.samples) }
-                                    td.num { (format_nanos(summary.cpu_ns)) }
-                                    td.num { (cores(summary)) }
+                                    td.num { (summary.count) (if off_cpu { " switches" } else { " samples" }) }
+                                    td.num { (format_nanos(summary.total)) (if off_cpu { " off-CPU" } else { " CPU" }) }
+                                    td.num { (average(summary)) }
                                     td { code { (summary.top_function.as_deref().unwrap_or("")) } }
                                     td.trigger { (summary.meta.trigger().map(|t| t.trim_start_matches("trigger: ")).unwrap_or("")) }
                                 }
@@ -488,17 +670,24 @@ pub fn profiles(dir: &str, entries: &[TimelineEntry], view: &ProfilesQueryView<'
     layout("Profiles", dir, body)
 }
 
-fn cores(summary: &Summary) -> String {
+/// Its time per second of its window: cores busy (CPU), threads waiting (off-CPU).
+fn per_second(summary: &Summary) -> Option<f64> {
     let nanos = summary.meta.duration.as_nanos();
-    if nanos == 0 {
-        "—".to_owned()
-    } else {
-        format!("{:.2}", summary.cpu_ns as f64 / nanos as f64)
+    (nanos > 0).then(|| summary.total as f64 / nanos as f64)
+}
+
+/// `0.42 cores` busy, `3.10 threads` waiting.
+fn average(summary: &Summary) -> String {
+    match per_second(summary) {
+        None => "—".to_owned(),
+        Some(n) if summary.value.is_off_cpu() => format!("{n:.2} threads"),
+        Some(n) => format!("{n:.2} cores"),
     }
 }
 
 /// Bars on a time axis: intervals by the cores they used, incidents as red bands with the
-/// trigger in their tooltip.
+/// trigger in their tooltip; off-CPU intervals in a lane of their own below, by the threads
+/// that waited. Both lanes share the axis.
 fn timeline(entries: &[TimelineEntry]) -> Markup {
     let windows: Vec<(&TimelineEntry, SystemTime, SystemTime, &Summary)> = entries
         .iter()
@@ -511,6 +700,25 @@ fn timeline(entries: &[TimelineEntry]) -> Markup {
         return html! {};
     };
     let last = windows.iter().map(|w| w.2).max().unwrap_or(first);
+    let (off_cpu, cpu): (Vec<_>, Vec<_>) = windows
+        .into_iter()
+        .partition(|w| w.0.file.kind == ProfileKind::OffCpu);
+    html! {
+        @if !off_cpu.is_empty() && !cpu.is_empty() { div.lane { "CPU (cores busy)" } }
+        @if !cpu.is_empty() { (lane(&cpu, first, last, "")) }
+        @if !off_cpu.is_empty() {
+            div.lane { "Off-CPU (threads waiting)" }
+            (lane(&off_cpu, first, last, "off-cpu"))
+        }
+        div.axis { span { (utc(first)) } span { (utc(last)) } }
+    }
+}
+
+type Window<'a> = (&'a TimelineEntry, SystemTime, SystemTime, &'a Summary);
+
+/// One lane of the timeline, from `first` to `last`, each bar as high as its time per second
+/// against the lane's highest.
+fn lane(windows: &[Window<'_>], first: SystemTime, last: SystemTime, class: &str) -> Markup {
     let span = last
         .duration_since(first)
         .unwrap_or_default()
@@ -519,23 +727,25 @@ fn timeline(entries: &[TimelineEntry]) -> Markup {
     let peak = windows
         .iter()
         .filter(|w| w.0.file.kind != ProfileKind::Incident)
-        .map(|w| w.3.cpu_ns as f64 / w.3.meta.duration.as_nanos().max(1) as f64)
+        .filter_map(|w| per_second(w.3))
         .fold(0.0, f64::max)
         .max(1e-9);
     html! {
-        div.timeline {
-            @for (entry, start, end, summary) in &windows {
+        div.timeline.(class) {
+            @for (entry, start, end, summary) in windows {
                 @let left = start.duration_since(first).unwrap_or_default().as_secs_f64() / span * 100.0;
                 @let width = (end.duration_since(*start).unwrap_or_default().as_secs_f64() / span * 100.0).max(0.15);
                 @let incident = entry.file.kind == ProfileKind::Incident;
-                @let used = summary.cpu_ns as f64 / summary.meta.duration.as_nanos().max(1) as f64;
+                @let used = per_second(summary).unwrap_or(0.0);
                 @let height = if incident { 100.0 } else { (used / peak * 92.0).max(1.0) };
                 @let tip = format!(
-                    "{} {}: {} CPU ({:.2} cores){}",
+                    "{} {}: {} {} ({}{}){}",
                     entry.file.kind.as_str(),
                     utc(*start),
-                    format_nanos(summary.cpu_ns),
-                    used,
+                    format_nanos(summary.total),
+                    summary.value.noun(),
+                    average(summary),
+                    if summary.value.is_off_cpu() { " waiting" } else { "" },
                     summary.meta.trigger().map(|t| format!(", {t}")).unwrap_or_default()
                 );
                 a class=(entry.file.kind.as_str()) href=(profile_href(&entry.file.name)) title=(tip)
@@ -546,7 +756,6 @@ fn timeline(entries: &[TimelineEntry]) -> Markup {
                 }
             }
         }
-        div.axis { span { (utc(first)) } span { (utc(last)) } }
     }
 }
 
@@ -555,17 +764,33 @@ pub struct Neighbours {
     pub next: Option<String>,
     /// The interval before (an incident's or an interval's), to diff against.
     pub before: Option<String>,
+    /// The interval of the same window with the other value: `offcpu-X` for `cpu-X`, and the
+    /// other way round.
+    pub counterpart: Option<String>,
 }
 
-pub fn profile(dir: &str, analysis: &Analysis, around: &Neighbours, top_n: usize) -> Markup {
+pub fn profile(
+    dir: &str,
+    analysis: &Analysis,
+    around: &Neighbours,
+    top_n: usize,
+    graph: Option<ValueKind>,
+) -> Markup {
     let name = &analysis.file.name;
     let meta = &analysis.meta;
+    let views = listed_views(analysis, graph);
+    let several = views.len() > 1;
+    let base = profile_href(name);
+    let shown = &analysis.processes[..analysis.processes.len().min(50)];
     let body = html! {
         h1 { (analysis.file.kind.as_str()) " " code { (name) } }
-        (flame(analysis.flame_graph()))
+        (graphs(analysis, &views, &|value| graph_href(&base, value)))
         dl.meta {
             dt { "Window" } dd { (system_time(meta.start)) " to " (system_time(meta.end())) " (" (format_nanos(meta.duration.as_nanos() as i64)) ")" }
-            dt { "Samples" } dd { (analysis.top.samples) ", " (format_nanos(analysis.top.total)) " of CPU in " (plural(analysis.processes.len(), "process")) }
+            @for view in &views {
+                dt { (if view.value.is_off_cpu() { "Off-CPU" } else { "Samples" }) }
+                dd { (amount(view)) " in " (plural(analysis.processes.len(), "process")) }
+            }
             @if let Some(trigger) = meta.trigger() {
                 dt { "Trigger" } dd.trigger { (trigger.trim_start_matches("trigger: ")) }
             }
@@ -579,13 +804,21 @@ pub fn profile(dir: &str, analysis: &Analysis, around: &Neighbours, top_n: usize
                 @if let Some(previous) = &around.previous { a href=(profile_href(previous)) { "← previous" } " · " }
                 @if let Some(next) = &around.next { a href=(profile_href(next)) { "next →" } " · " }
                 @if let Some(before) = &around.before { a href=(diff_href(before, name)) { "diff against the interval before" } " · " }
+                @if let Some(other) = &around.counterpart {
+                    a #counterpart href=(profile_href(other)) {
+                        (if analysis.file.kind == ProfileKind::OffCpu { "CPU of this interval" } else { "off-CPU of this interval" })
+                    }
+                    " · "
+                }
                 a href="/profiles" { "all profiles" }
             }
         }
-        h2 { "Top functions" }
-        (top_table(&analysis.top, top_n))
+        @for view in &views {
+            h2 { (top_heading(view, several)) }
+            (top_table(&view.top, top_n))
+        }
         h2 { "Processes" }
-        (processes_table(&analysis.processes[..analysis.processes.len().min(50)], analysis.top.total))
+        (processes_table(shown, &views))
     };
     layout(name, dir, body)
 }
@@ -645,6 +878,8 @@ pub fn changes(base: &Top, target: &Top) -> Vec<Change> {
 pub struct DiffView<'a> {
     pub base: &'a Analysis,
     pub target: &'a Analysis,
+    /// The value compared: the target's main one (CPU, or off-CPU time of `offcpu-*` files).
+    pub value: ValueKind,
     pub normalize: bool,
     pub svg: Result<&'a str, String>,
     pub changes: &'a [Change],
@@ -671,6 +906,8 @@ pub fn diff(dir: &str, view: &DiffView<'_>) -> Markup {
     } else {
         diff_href(base, target)
     };
+    let total = |analysis: &Analysis| analysis.view(view.value).map_or(0, |v| v.top.total);
+    let noun = view.value.noun();
     let body = html! {
         h1 { "Diff" }
         @match &view.svg {
@@ -678,14 +915,14 @@ pub fn diff(dir: &str, view: &DiffView<'_>) -> Markup {
             Err(err) => { p.muted { (err) } }
         }
         p {
-            "From " a href=(profile_href(base)) { code { (base) } } " (" (format_nanos(view.base.top.total)) " CPU) to "
-            a href=(profile_href(target)) { code { (target) } } " (" (format_nanos(view.target.top.total)) " CPU). "
+            "From " a href=(profile_href(base)) { code { (base) } } " (" (format_nanos(total(view.base))) " " (noun) ") to "
+            a href=(profile_href(target)) { code { (target) } } " (" (format_nanos(total(view.target))) " " (noun) "). "
             "Widths are the target's; " span.grew { "red grew" } ", " span.shrank { "blue shrank" } ", "
             @if view.normalize {
                 "as shares of each profile's total (the base scaled to the target's). "
-                a href=(toggle) { "Compare absolute CPU time instead" } "."
+                a href=(toggle) { "Compare absolute " (noun) " time instead" } "."
             } @else {
-                "in absolute CPU time. " a href=(toggle) { "Compare shares instead" } "."
+                "in absolute " (noun) " time. " a href=(toggle) { "Compare shares instead" } "."
             }
         }
         (diff_form(view.choices, Some(base), Some(target), view.normalize))
@@ -746,7 +983,7 @@ pub fn diff_form(
             label { "Compare"
                 select name="normalize" {
                     option value="1" selected[normalize] { "shares" }
-                    option value="0" selected[!normalize] { "absolute CPU" }
+                    option value="0" selected[!normalize] { "absolute time" }
                 }
             }
             button type="submit" { "Diff" }

@@ -31,6 +31,7 @@ use crate::report::{
     files::{self, ProfileFile, ProfileKind, ReadError},
     flame::{self, Labels},
     stacks::ValueKind,
+    top::Top,
 };
 
 /// Profiles on the timeline when `limit` is not given.
@@ -272,11 +273,18 @@ fn tail<'a>(uri: &'a Uri, prefix: &str) -> &'a str {
 #[derive(Debug, Default, Deserialize)]
 struct TopQuery {
     top: Option<usize>,
+    /// The flame graph drawn first (with zoom and search): `cpu` or `off-cpu`.
+    graph: Option<String>,
 }
 
 impl TopQuery {
     fn top(&self) -> usize {
         self.top.filter(|&n| n > 0).unwrap_or(TOP_SHOWN)
+    }
+
+    /// The value `graph` names (anything else: the page's default).
+    fn graph(&self) -> Option<ValueKind> {
+        self.graph.as_deref().and_then(ValueKind::of_flag)
     }
 }
 
@@ -315,7 +323,13 @@ async fn trace(State(app): State<App>, uri: Uri, Query(query): Query<TopQuery>) 
             .traces()
             .ok()
             .and_then(|rows| rows.into_iter().find(|r| r.trace_id == id));
-        Ok(pages::trace(dir, row.as_ref(), &analysis, query.top()))
+        Ok(pages::trace(
+            dir,
+            row.as_ref(),
+            &analysis,
+            query.top(),
+            query.graph(),
+        ))
     })
     .await
 }
@@ -327,15 +341,26 @@ struct ProfilesQuery {
     limit: Option<usize>,
 }
 
-/// The start in a profile's name (`cpu-20260101T120000Z.pb.gz`, `incident-…`).
+/// The start in a profile's name (`cpu-20260101T120000Z.pb.gz`, `offcpu-…`, `incident-…`).
 fn name_time(name: &str) -> Option<DateTime<Utc>> {
     let stamp = name
         .strip_prefix("cpu-")
+        .or_else(|| name.strip_prefix("offcpu-"))
         .or_else(|| name.strip_prefix("incident-"))?
         .get(..16)?;
     NaiveDateTime::parse_from_str(stamp, "%Y%m%dT%H%M%SZ")
         .ok()
         .map(|t| t.and_utc())
+}
+
+/// The interval of the same window with the other value: `offcpu-X` for `cpu-X` and back.
+fn counterpart(name: &str) -> Option<String> {
+    if let Some(rest) = name.strip_prefix("cpu-") {
+        Some(format!("offcpu-{rest}"))
+    } else {
+        name.strip_prefix("offcpu-")
+            .map(|rest| format!("cpu-{rest}"))
+    }
 }
 
 /// When a profile started, by its name, else when it was written.
@@ -352,9 +377,16 @@ fn newest_first(catalog: &Catalog) -> Result<Vec<ProfileFile>, PageError> {
     Ok(files)
 }
 
+/// Whether two profiles measure the same: off-CPU intervals against off-CPU intervals, the
+/// rest (CPU intervals, incidents, trace files) against each other.
+fn same_family(a: &ProfileFile, b: &ProfileFile) -> bool {
+    (a.kind == ProfileKind::OffCpu) == (b.kind == ProfileKind::OffCpu)
+}
+
 /// The interval file that ended where `target` started (a capture's start cuts an interval, so
-/// the next interval starts with the incident): of the few intervals named at or before it,
-/// the one that ended last, not after its start.
+/// the next interval starts with the incident): of the few intervals of its kind (`cpu-*`, or
+/// `offcpu-*` for an off-CPU interval) named at or before it, the one that ended last, not
+/// after its start.
 fn interval_before(
     catalog: &Catalog,
     newest_first: &[ProfileFile],
@@ -364,11 +396,14 @@ fn interval_before(
     // Drains and captures are stamped microseconds apart.
     let slack = std::time::Duration::from_millis(100);
     let named = start_of(target);
+    let kind = if target.kind == ProfileKind::OffCpu {
+        ProfileKind::OffCpu
+    } else {
+        ProfileKind::Interval
+    };
     newest_first
         .iter()
-        .filter(|f| {
-            f.kind == ProfileKind::Interval && f.name != target.name && start_of(f) <= named
-        })
+        .filter(|f| f.kind == kind && f.name != target.name && start_of(f) <= named)
         .take(4)
         .filter_map(|f| Some((catalog.summary(f).ok()?.meta.end()?, f)))
         .filter(|(end, _)| *end <= target_start + slack)
@@ -440,19 +475,30 @@ async fn profile(State(app): State<App>, uri: Uri, Query(query): Query<TopQuery>
                 previous: None,
                 next: None,
                 before: None,
+                counterpart: None,
             }
         } else {
             let all = newest_first(catalog)?;
-            let at = all.iter().position(|f| f.name == file.name);
+            // Previous and next among the profiles that measure the same.
+            let family: Vec<&ProfileFile> = all.iter().filter(|f| same_family(f, &file)).collect();
+            let at = family.iter().position(|f| f.name == file.name);
             Neighbours {
                 next: at
                     .and_then(|i| i.checked_sub(1))
-                    .map(|i| all[i].name.clone()),
-                previous: at.and_then(|i| all.get(i + 1)).map(|f| f.name.clone()),
+                    .map(|i| family[i].name.clone()),
+                previous: at.and_then(|i| family.get(i + 1)).map(|f| f.name.clone()),
                 before: interval_before(catalog, &all, &file),
+                counterpart: counterpart(&file.name)
+                    .filter(|other| all.iter().any(|f| &f.name == other)),
             }
         };
-        Ok(pages::profile(dir, &analysis, &around, query.top()))
+        Ok(pages::profile(
+            dir,
+            &analysis,
+            &around,
+            query.top(),
+            query.graph(),
+        ))
     })
     .await
 }
@@ -488,36 +534,52 @@ async fn diff(State(app): State<App>, Query(query): Query<DiffQuery>) -> Respons
             catalog.analysis(&file).map_err(read_error)
         };
         let (base, target) = (load("base", &base)?, load("target", &target)?);
-        let svg = if target.folded.is_empty() {
-            Err(format!(
+        // What the target measures (CPU, or off-CPU time for an off-CPU interval); the base
+        // must have it too.
+        let value = target.main().value;
+        let to = target.main();
+        let from = base.view(value);
+        let svg = match from {
+            None => Err(format!(
+                "{} has no {} values: compare it with a profile that has.",
+                base.file.name,
+                value.noun()
+            )),
+            Some(_) if to.is_empty() => Err(format!(
                 "{} has no samples: nothing to draw.",
                 target.file.name
-            ))
-        } else {
-            let title = format!("{} → {}", base.file.name, target.file.name);
-            let subtitle = if normalize {
-                "red: a larger share than in the base; blue: a smaller one"
-            } else {
-                "red: more CPU time than in the base; blue: less"
-            };
-            flame::differential(
-                &base.folded,
-                &target.folded,
-                normalize,
-                Labels {
-                    title: &title,
-                    subtitle: Some(subtitle),
-                    value: ValueKind::Cpu,
-                },
-            )
-            .map(|svg| flame::without_onload(flame::for_html(&svg)))
-            .map_err(|err| format!("the flame graph could not be drawn: {err}"))
+            )),
+            Some(from) => {
+                let title = format!("{} → {}", base.file.name, target.file.name);
+                let subtitle = if normalize {
+                    "red: a larger share than in the base; blue: a smaller one".to_owned()
+                } else {
+                    format!(
+                        "red: more {} time than in the base; blue: less",
+                        value.noun()
+                    )
+                };
+                flame::differential(
+                    &from.folded,
+                    &to.folded,
+                    normalize,
+                    Labels {
+                        title: &title,
+                        subtitle: Some(&subtitle),
+                        value,
+                    },
+                )
+                .map(|svg| flame::without_onload(flame::for_html(&svg)))
+                .map_err(|err| format!("the flame graph could not be drawn: {err}"))
+            }
         };
-        let changes = pages::changes(&base.top, &target.top);
+        let empty = Top::default();
+        let changes = pages::changes(from.map_or(&empty, |v| &v.top), &to.top);
         let choices = choices(catalog)?;
         let view = pages::DiffView {
             base: &base,
             target: &target,
+            value,
             normalize,
             svg: svg.as_deref().map_err(String::clone),
             changes: &changes,
@@ -642,6 +704,16 @@ mod tests {
         let t = name_time("cpu-20260101T120000Z-1.pb.gz").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-01-01T12:00:00+00:00");
         assert!(name_time("incident-20260101T120000Z.pb.gz").is_some());
+        assert_eq!(name_time("offcpu-20260101T120000Z_01.pb.gz"), Some(t));
+        assert_eq!(
+            counterpart("cpu-20260101T120000Z_01.pb.gz").as_deref(),
+            Some("offcpu-20260101T120000Z_01.pb.gz")
+        );
+        assert_eq!(
+            counterpart("offcpu-20260101T120000Z.pb.gz").as_deref(),
+            Some("cpu-20260101T120000Z.pb.gz")
+        );
+        assert_eq!(counterpart("incident-20260101T120000Z.pb.gz"), None);
         assert!(name_time("other.pb.gz").is_none());
     }
 }

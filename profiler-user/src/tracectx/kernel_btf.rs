@@ -116,6 +116,10 @@ impl KernelBtf {
             self_exec_id: find("task_struct", &["self_exec_id"])?,
             signal: find("task_struct", &["signal"])?,
             signal_live: find("signal_struct", &["live", "counter"])?,
+            pid: find("task_struct", &["pid"])?,
+            flags: find("task_struct", &["flags"])?,
+            state: find("task_struct", &["__state"])
+                .or_else(|_| find("task_struct", &["state"]))?,
         })
     }
 }

@@ -2,10 +2,11 @@
 # the host's own kernel; prints the profiler's logs between markers and one machine-readable
 # RESULT line.
 #
-#   1. the whole machine for 3 s while the traced fixture runs (tests/fixtures/traced*.c:
-#      threads publishing known trace contexts in the OpenTelemetry thread-local record):
-#      loaded, sampled, the verifier's instruction count, and whether trace A's samples are its
-#      hot function's and trace B's are B's (trace context read);
+#   1. the whole machine for 3 s with --off-cpu while the traced fixture runs
+#      (tests/fixtures/traced*.c: threads publishing known trace contexts in the OpenTelemetry
+#      thread-local record): loaded, sampled, the verifier's instruction count, whether trace
+#      A's samples are its hot function's and trace B's are B's (trace context read), and
+#      whether waits off the CPU were recorded (the machine's own: the check's sleeps);
 #   2. 2 s with --cgroup on a new cgroup holding one busy loop while another runs outside it:
 #      every sample must be the inside loop's (cgroup filter);
 #   3. 2 s of each build of the Go labels fixture (tests/fixtures/go/labels, `golabels-<go
@@ -37,7 +38,7 @@ for _ in 1 2 3 4 5 6 7 8 9 10; do
     sleep 0.5
 done
 # shellcheck disable=SC2086
-profiler record --duration 3 $RECORD --output-dir "$OUT"/whole >"$OUT"/profiler.log 2>&1 &
+profiler record --duration 3 $RECORD --off-cpu --output-dir "$OUT"/whole >"$OUT"/profiler.log 2>&1 &
 profiler=$!
 wait_attached "$profiler" "$OUT"/profiler.log
 
@@ -64,6 +65,10 @@ for file in "$OUT"/whole/cpu-*.pb.gz; do
 done
 sampled=no
 [ "$files" -gt 0 ] && [ "$samples" -gt 0 ] && sampled=yes
+waits=$(sed -n 's/.* wrote .*offcpu-.* waits=\([0-9]*\) .*/\1/p' "$OUT"/profiler.log | awk '{ s += $1 } END { print s + 0 }')
+offcpu=no
+[ "$waits" -gt 0 ] && offcpu=yes
+[ "$offcpu" = yes ] || [ "$loaded" = no ] || echo "CHECK-FAILED off-CPU: no wait recorded in the offcpu- files"
 
 # Each trace's folded stacks name its own hot function and never the other's.
 trace_id() { sed -n "s/^#define $1 \"\(.*\)\"/\1/p" "$TRACE_IDS"; }
@@ -156,4 +161,4 @@ for log in "$OUT"/whole/verifier-*.log "$OUT"/cgroup/verifier-*.log; do
     [ -s "$log" ] && echo "--- $log ---" && cat "$log"
 done
 echo "PROFILER-LOG-END"
-echo "RESULT kernel=$(uname -r) btf=$btf loaded=$loaded sampled=$sampled samples=$samples files=$files trace=$trace cgroup=$cgroup go=$go degraded=$degraded insns=$insns exit=$code"
+echo "RESULT kernel=$(uname -r) btf=$btf loaded=$loaded sampled=$sampled samples=$samples files=$files trace=$trace cgroup=$cgroup go=$go offcpu=$offcpu waits=$waits degraded=$degraded insns=$insns exit=$code"

@@ -21,6 +21,8 @@ pub struct Check {
     /// Every build of the Go fixture: trace A's samples were its goroutine's function and
     /// trace B's were B's, from the goroutines' pprof labels.
     pub go_labels: bool,
+    /// With `--off-cpu`, waits off the CPU were recorded.
+    pub off_cpu: bool,
     /// Lines of the profiler's logs that say what this kernel lacks (`degraded: ...`).
     pub degraded: u32,
     /// The verifier's instruction count of the largest program; `None` before Linux 5.16
@@ -37,6 +39,7 @@ impl Check {
         self.loaded
             && self.sampled
             && self.exit == 0
+            && self.off_cpu
             && (self.degraded > 0 || (self.trace_context && self.cgroup_filter && self.go_labels))
     }
 
@@ -76,6 +79,7 @@ pub fn parse_result(console: &str) -> Option<Check> {
         trace_context: yes("trace")?,
         cgroup_filter: yes("cgroup")?,
         go_labels: yes("go")?,
+        off_cpu: yes("offcpu")?,
         degraded: field("degraded")?.parse().ok()?,
         insns: field("insns").and_then(|count| count.parse().ok()),
         exit: field("exit")?.parse().ok()?,
@@ -224,6 +228,7 @@ pub fn table(rows: &[Row]) -> String {
         "trace ctx",
         "cgroup",
         "go labels",
+        "off-CPU",
         "insns",
         "time",
     ];
@@ -247,6 +252,7 @@ pub fn table(rows: &[Row]) -> String {
                 yes_no(check.map(|c| c.trace_context)).to_owned(),
                 yes_no(check.map(|c| c.cgroup_filter)).to_owned(),
                 yes_no(check.map(|c| c.go_labels)).to_owned(),
+                yes_no(check.map(|c| c.off_cpu)).to_owned(),
                 check
                     .and_then(|c| c.insns)
                     .map_or("-".to_owned(), |n| n.to_string()),
@@ -301,7 +307,7 @@ mod tests {
         PROFILER-LOG-BEGIN\r\nINFO profiler: started\r\n\
         2026-12-06T07:20:45Z ERROR profiler: could not load the BPF program: Permission denied\r\n\
         PROFILER-LOG-END\r\n\
-        RESULT kernel=6.1.0-47-cloud-amd64 btf=yes loaded=no sampled=no samples=0 files=0 trace=no cgroup=no go=no degraded=0 insns=- exit=1\r\n\
+        RESULT kernel=6.1.0-47-cloud-amd64 btf=yes loaded=no sampled=no samples=0 files=0 trace=no cgroup=no go=no offcpu=no degraded=0 insns=- exit=1\r\n\
         [   11.1] reboot: Power down\r\n";
 
     #[test]
@@ -318,6 +324,7 @@ mod tests {
                 trace_context: false,
                 cgroup_filter: false,
                 go_labels: false,
+                off_cpu: false,
                 degraded: 0,
                 insns: None,
                 exit: 1,
@@ -339,7 +346,7 @@ mod tests {
     #[test]
     fn a_passing_result() {
         let check = parse_result(
-            "RESULT kernel=5.10.0-32-cloud-amd64 btf=yes loaded=yes sampled=yes samples=310 files=4 trace=yes cgroup=yes go=yes degraded=0 insns=1830 exit=0",
+            "RESULT kernel=5.10.0-32-cloud-amd64 btf=yes loaded=yes sampled=yes samples=310 files=4 trace=yes cgroup=yes go=yes offcpu=yes degraded=0 insns=1830 exit=0",
         )
         .unwrap();
         assert!(check.passed());
@@ -352,7 +359,7 @@ mod tests {
     fn a_feature_check_fails_unless_the_profiler_said_the_kernel_lacks_it() {
         let line = |trace: &str, go: &str, degraded: u32| {
             parse_result(&format!(
-                "RESULT kernel=k btf=yes loaded=yes sampled=yes samples=9 files=1 trace={trace} cgroup=yes go={go} degraded={degraded} insns=- exit=0"
+                "RESULT kernel=k btf=yes loaded=yes sampled=yes samples=9 files=1 trace={trace} cgroup=yes go={go} offcpu=yes degraded={degraded} insns=- exit=0"
             ))
             .unwrap()
         };
@@ -407,7 +414,7 @@ mod tests {
             CHECK-FAILED go labels, golabels-1.19.8: trace A has 3 stacks of h and 1 of p\r\n\
             PROFILER-LOG-BEGIN\r\nINFO profiler::recorder: recording stopped reason=Duration\r\n\
             PROFILER-LOG-END\r\n\
-            RESULT kernel=6.1 btf=yes loaded=yes sampled=yes samples=629 files=4 trace=yes cgroup=yes go=no degraded=0 insns=33165 exit=0\r\n";
+            RESULT kernel=6.1 btf=yes loaded=yes sampled=yes samples=629 files=4 trace=yes cgroup=yes go=no offcpu=yes degraded=0 insns=33165 exit=0\r\n";
         let row = Row::of_console(
             "6.1".to_owned(),
             "6.1".to_owned(),

@@ -10,7 +10,7 @@ use std::{
     time::SystemTime,
 };
 
-use crate::resolve::{Labels, ResolvedLocation, ResolvedSample};
+use crate::resolve::{Labels, ResolvedLocation, ResolvedSample, SampleKind};
 
 /// Distinct (stack, labels) entries a capture holds. A default capture (30 s at 99 Hz) of a
 /// 64-CPU host takes at most 64 × 99 × 30 ≈ 190k samples, so this never cuts one short even
@@ -81,10 +81,11 @@ impl Capture {
         }
     }
 
-    /// Adds an interval's samples; returns the samples (counts) left out for want of room.
+    /// Adds an interval's CPU samples (an incident file is a CPU profile); returns the samples
+    /// (counts) left out for want of room.
     pub(super) fn add(&mut self, samples: Vec<ResolvedSample>) -> u64 {
         let mut left_out = 0;
-        for sample in samples {
+        for sample in samples.into_iter().filter(|s| s.kind == SampleKind::Cpu) {
             let key = Key {
                 locations: sample.locations,
                 labels: sample.labels,
@@ -99,7 +100,7 @@ impl Capture {
                 None => self.samples.entry(key).or_default(),
             };
             totals.count += sample.count;
-            totals.cpu_ns += sample.cpu_ns;
+            totals.cpu_ns += sample.nanos;
         }
         self.left_out += left_out;
         left_out
@@ -132,8 +133,9 @@ impl Capture {
             .map(|(key, totals)| ResolvedSample {
                 locations: key.locations,
                 labels: key.labels,
+                kind: SampleKind::Cpu,
                 count: totals.count,
-                cpu_ns: totals.cpu_ns,
+                nanos: totals.cpu_ns,
             })
     }
 }
@@ -171,7 +173,8 @@ mod tests {
                 container: None,
             },
             count: 2,
-            cpu_ns: 20,
+            kind: SampleKind::Cpu,
+            nanos: 20,
         }
     }
 
@@ -188,7 +191,7 @@ mod tests {
         samples.sort_by_key(|s| (s.labels.thread_id, s.locations.len()));
         let totals: Vec<(u32, usize, u64, u64)> = samples
             .iter()
-            .map(|s| (s.labels.thread_id, s.locations.len(), s.count, s.cpu_ns))
+            .map(|s| (s.labels.thread_id, s.locations.len(), s.count, s.nanos))
             .collect();
         assert_eq!(
             totals,

@@ -1,0 +1,251 @@
+//! The two kinds of program that build a record and what differs between them: the sampling
+//! program (a `cpu-clock` tick, `perf_event`) and the off-CPU program that records a wait
+//! when the thread returns from the system call it waited in (`raw_syscalls:sys_exit`, a raw
+//! tracepoint). The user stack walk and the Go labels run as tail calls of either, and a tail
+//! call only reaches a program of the caller's own type: each kind has its own program array,
+//! its own counts maps, its own slot in the per-CPU scratch maps (a tick may interrupt the
+//! system-call exit program on the same CPU), and its own way to the thread's user registers.
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::pt_regs,
+    helpers::bpf_probe_read_kernel,
+    macros::map,
+    maps::{HashMap, ProgramArray},
+    programs::{PerfEventContext, RawTracePointContext},
+};
+use profiler_common::{
+    Counter, SLOT_OFF_CPU, SLOT_SAMPLE, SampleKey, SampleValue, TAIL_CALL_SLOTS,
+};
+
+use crate::{COUNTS_0, COUNTS_1, count};
+
+/// Programs the sampling program continues in: `go_label_slot` and `unwind_user`, set by
+/// userspace.
+#[map]
+pub(crate) static TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(TAIL_CALL_SLOTS, 0);
+
+/// The same for off-CPU records: `go_label_slot_off_cpu` and `unwind_user_off_cpu`.
+#[map]
+pub(crate) static OFF_CPU_TAIL_CALLS: ProgramArray =
+    ProgramArray::with_max_entries(TAIL_CALL_SLOTS, 0);
+
+/// Time off the CPU by (process generation, thread, stacks, context, name): waits and their
+/// nanoseconds, double-buffered like `COUNTS_<half>`. Sized by userspace.
+#[map]
+pub(crate) static OFF_CPU_COUNTS_0: HashMap<SampleKey, SampleValue> =
+    HashMap::with_max_entries(1, 0);
+#[map]
+pub(crate) static OFF_CPU_COUNTS_1: HashMap<SampleKey, SampleValue> =
+    HashMap::with_max_entries(1, 0);
+
+/// The thread's registers in user code: where its user stack walk starts.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct UserRegisters {
+    pub pc: u64,
+    pub sp: u64,
+    pub fp: u64,
+    /// aarch64's link register (0 elsewhere).
+    pub lr: u64,
+}
+
+pub(crate) trait Origin: EbpfContext {
+    /// The slot of the per-CPU scratch maps.
+    const SLOT: u32;
+    /// Counted per record written.
+    const RECORDED: Counter;
+
+    fn tail_calls() -> &'static ProgramArray;
+
+    fn counts(half: u32) -> &'static HashMap<SampleKey, SampleValue>;
+
+    /// The user registers when this context holds them; `None` when only the kernel can tell
+    /// (a tick in kernel code: the caller asks for those saved at kernel entry).
+    fn user_registers(&self) -> Option<UserRegisters>;
+
+    /// The user stack pointer, 0 when this context does not hold it; without a branch (the
+    /// sampling program verifies each branch's paths again).
+    fn user_sp(&self) -> u64;
+
+    /// aarch64 `x28`, where Go keeps `g`; `None` when this context does not hold it.
+    fn go_register(&self) -> Option<u64>;
+}
+
+impl Origin for PerfEventContext {
+    const SLOT: u32 = SLOT_SAMPLE;
+    const RECORDED: Counter = Counter::Samples;
+
+    fn tail_calls() -> &'static ProgramArray {
+        &TAIL_CALLS
+    }
+
+    fn counts(half: u32) -> &'static HashMap<SampleKey, SampleValue> {
+        if half == 0 { &COUNTS_0 } else { &COUNTS_1 }
+    }
+
+    #[inline(always)]
+    fn user_registers(&self) -> Option<UserRegisters> {
+        if !crate::interrupted_user_code(self) {
+            return None;
+        }
+        // SAFETY: the verifier allows (and rewrites) 8-byte reads of the context's registers;
+        // the context is not a `pt_regs` in memory, so it cannot be read with a helper.
+        let regs = unsafe { &(*self.ctx).regs };
+        #[cfg(bpf_target_arch = "x86_64")]
+        let found = UserRegisters {
+            pc: regs.rip,
+            sp: regs.rsp,
+            fp: regs.rbp,
+            lr: 0,
+        };
+        #[cfg(bpf_target_arch = "aarch64")]
+        let found = UserRegisters {
+            pc: regs.pc,
+            sp: regs.sp,
+            fp: regs.regs[29],
+            lr: regs.regs[30],
+        };
+        #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+        let found = {
+            let _ = regs;
+            UserRegisters::default()
+        };
+        Some(found)
+    }
+
+    #[inline(always)]
+    fn user_sp(&self) -> u64 {
+        // SAFETY: the verifier allows (and rewrites) 8-byte reads of the context's registers.
+        #[cfg(bpf_target_arch = "x86_64")]
+        let sp = unsafe { (*self.ctx).regs.rsp };
+        #[cfg(bpf_target_arch = "aarch64")]
+        let sp = unsafe { (*self.ctx).regs.sp };
+        #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+        let sp = 0;
+        sp & crate::user_mode(self).wrapping_neg()
+    }
+
+    #[inline(always)]
+    fn go_register(&self) -> Option<u64> {
+        #[cfg(bpf_target_arch = "aarch64")]
+        {
+            if !crate::interrupted_user_code(self) {
+                return None;
+            }
+            // SAFETY: the verifier allows (and rewrites) 8-byte reads of the context's registers.
+            Some(unsafe { (*self.ctx).regs.regs[28] })
+        }
+        #[cfg(not(bpf_target_arch = "aarch64"))]
+        None
+    }
+}
+
+/// `raw_syscalls:sys_exit`'s first argument: the registers saved at system-call entry, which
+/// the thread goes back to user code with.
+#[inline(always)]
+fn saved_registers(ctx: &RawTracePointContext) -> *const pt_regs {
+    ctx.arg::<u64>(0) as *const pt_regs
+}
+
+/// The user code address the thread returns to from its system call (0 when unreadable):
+/// one word, where [`Origin::user_registers`] reads four (the off-CPU program's frame must
+/// stay small for Linux 5.10's 512-byte limit on a program's stack and its calls').
+#[inline(always)]
+pub(crate) fn return_address(ctx: &RawTracePointContext) -> u64 {
+    let regs = saved_registers(ctx);
+    // SAFETY: the address of a field, read with a checked kernel read.
+    #[cfg(bpf_target_arch = "x86_64")]
+    let pc = unsafe { core::ptr::addr_of!((*regs).rip) };
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    let pc = unsafe { core::ptr::addr_of!((*regs).pc) };
+    saved(pc)
+}
+
+/// A word of the saved registers; 0 when it cannot be read.
+#[inline(always)]
+fn saved<T: Copy + Into<u64>>(field: *const T) -> u64 {
+    // SAFETY: a checked kernel read.
+    unsafe { bpf_probe_read_kernel(field) }.map_or(0, Into::into)
+}
+
+impl Origin for RawTracePointContext {
+    const SLOT: u32 = SLOT_OFF_CPU;
+    const RECORDED: Counter = Counter::OffCpuRecords;
+
+    fn tail_calls() -> &'static ProgramArray {
+        &OFF_CPU_TAIL_CALLS
+    }
+
+    fn counts(half: u32) -> &'static HashMap<SampleKey, SampleValue> {
+        if half == 0 {
+            &OFF_CPU_COUNTS_0
+        } else {
+            &OFF_CPU_COUNTS_1
+        }
+    }
+
+    #[inline(always)]
+    fn user_registers(&self) -> Option<UserRegisters> {
+        let regs = saved_registers(self);
+        // SAFETY (all): addresses of fields, read with checked kernel reads.
+        #[cfg(bpf_target_arch = "x86_64")]
+        let found = unsafe {
+            UserRegisters {
+                pc: saved(core::ptr::addr_of!((*regs).rip)),
+                sp: saved(core::ptr::addr_of!((*regs).rsp)),
+                fp: saved(core::ptr::addr_of!((*regs).rbp)),
+                lr: 0,
+            }
+        };
+        #[cfg(bpf_target_arch = "aarch64")]
+        let found = unsafe {
+            UserRegisters {
+                pc: saved(core::ptr::addr_of!((*regs).pc)),
+                sp: saved(core::ptr::addr_of!((*regs).sp)),
+                fp: saved(core::ptr::addr_of!((*regs).regs[29])),
+                lr: saved(core::ptr::addr_of!((*regs).regs[30])),
+            }
+        };
+        #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+        let found = {
+            let _ = regs;
+            UserRegisters::default()
+        };
+        Some(found)
+    }
+
+    #[inline(always)]
+    fn user_sp(&self) -> u64 {
+        self.user_registers().map_or(0, |regs| regs.sp)
+    }
+
+    #[inline(always)]
+    fn go_register(&self) -> Option<u64> {
+        #[cfg(bpf_target_arch = "aarch64")]
+        {
+            let regs = saved_registers(self);
+            // SAFETY: the address of a field, read with a checked kernel read.
+            Some(saved(unsafe { core::ptr::addr_of!((*regs).regs[28]) }))
+        }
+        #[cfg(not(bpf_target_arch = "aarch64"))]
+        {
+            let _ = self;
+            None
+        }
+    }
+}
+
+/// Counts a record of `value` under `key` in the interval's half of `O`'s counts map.
+#[inline(always)]
+pub(crate) fn record<O: Origin>(
+    interval: u32,
+    key: &SampleKey,
+    value: SampleValue,
+) -> Result<(), Counter> {
+    crate::add_sample(O::counts(interval & 1), key, value)?;
+    count(O::RECORDED);
+    if key.context != profiler_common::NO_CONTEXT && O::SLOT == SLOT_SAMPLE {
+        count(Counter::Traced);
+    }
+    Ok(())
+}
