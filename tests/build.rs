@@ -103,7 +103,7 @@ fn main() {
         .arg(&off_cpu)
         .arg(&source);
     run(cmd);
-    let (go_labels, go_checkout) = build_go_labels(&manifest_dir, &fixtures, &out_dir);
+    let (go_labels, go_checkout, go_off_cpu) = build_go_labels(&manifest_dir, &fixtures, &out_dir);
     let (lifetimes, plugin) = build_lifetimes(&fixtures, &out_dir);
 
     export("FIXTURE_HOT_C", &hot_c);
@@ -129,6 +129,7 @@ fn main() {
     export("FIXTURE_PLUGIN", &plugin);
     println!("cargo:rustc-env=FIXTURE_GO_LABELS={go_labels}");
     println!("cargo:rustc-env=FIXTURE_GO_CHECKOUT={go_checkout}");
+    println!("cargo:rustc-env=FIXTURE_GO_OFF_CPU={go_off_cpu}");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=RUSTC");
 }
@@ -271,9 +272,14 @@ fn build_traced(fixtures: &Path, out_dir: &Path) -> Traced {
 /// fixtures/go/toolchains.txt, with DWARF and stripped (`-ldflags=-s -w`). Returns
 /// `version=full,stripped` entries joined by `;`. A toolchain that is not installed (`cargo xtask
 /// setup` installs them) is left out with a warning: its tests then skip, or fail in CI.
-/// Also builds the worked example (examples/go-checkout) with the newest toolchain installed,
-/// returned second (empty without one).
-fn build_go_labels(manifest_dir: &Path, fixtures: &Path, out_dir: &Path) -> (String, String) {
+/// Also builds the worked example (examples/go-checkout) and the Go off-CPU fixture
+/// (fixtures/go/offcpu) with the newest toolchain installed, returned second and third (empty
+/// without one).
+fn build_go_labels(
+    manifest_dir: &Path,
+    fixtures: &Path,
+    out_dir: &Path,
+) -> (String, String, String) {
     let source = fixtures.join("go").join("labels");
     let list = fixtures.join("go").join("toolchains.txt");
     for file in [source.join("main.go"), source.join("go.mod"), list.clone()] {
@@ -327,12 +333,21 @@ fn build_go_labels(manifest_dir: &Path, fixtures: &Path, out_dir: &Path) -> (Str
     for file in ["main.go", "go.mod"] {
         println!("cargo:rerun-if-changed={}", example.join(file).display());
     }
-    let checkout = newest.map_or_else(String::new, |go| {
+    let checkout = newest.as_ref().map_or_else(String::new, |go| {
         let output = out_dir.join("go-checkout-example");
-        go_build(&go, &go_dir, &example, &output, "");
+        go_build(go, &go_dir, &example, &output, "");
         output.display().to_string()
     });
-    (built.join(";"), checkout)
+    let off_cpu = fixtures.join("go").join("offcpu");
+    for file in ["main.go", "go.mod"] {
+        println!("cargo:rerun-if-changed={}", off_cpu.join(file).display());
+    }
+    let off_cpu = newest.map_or_else(String::new, |go| {
+        let output = out_dir.join("go-off-cpu-fixture");
+        go_build(&go, &go_dir, &off_cpu, &output, "");
+        output.display().to_string()
+    });
+    (built.join(";"), checkout, off_cpu)
 }
 
 /// `go build` of the package in `source`: standard library only, offline, exactly this

@@ -27,6 +27,9 @@ pub const SPAN_DLOPEN: &str = "d1e0f1a2b3c4d5e6";
 /// Published by the off-CPU fixture's request thread, which computes and then waits in poll.
 pub const TRACE_E: &str = "0ee1c2d3b4a5968778695a4b3c2d1e0f";
 pub const SPAN_E: &str = "e5e4e3e2e1e0dfde";
+/// The Go off-CPU fixture's waiting goroutine (fixtures/go/offcpu/main.go).
+pub const TRACE_GO_WAIT: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+pub const SPAN_GO_WAIT: &str = "f0e1d2c3b4a59687";
 
 pub const TRACE_ID_LABEL: &str = "trace_id";
 pub const SPAN_ID_LABEL: &str = "span_id";

@@ -6,9 +6,12 @@ use std::{collections::BTreeMap, fs, path::Path, time::Duration};
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
-    Fixture, OFF_CPU_C, Pprof, SPAN_E, TRACE_E, assert_root, read_index, read_off_cpu_profiles,
-    read_profiles, record_command, run, run_timeout, trace_id_of,
+    Fixture, OFF_CPU_C, Pprof, SPAN_E, SPAN_GO_WAIT, TRACE_E, TRACE_GO_WAIT, assert_root,
+    read_index, read_off_cpu_profiles, read_profiles, record_command, run, run_timeout,
+    skip_or_fail, trace_id_of,
 };
+
+const GO_OFF_CPU: &str = env!("FIXTURE_GO_OFF_CPU");
 
 const SECONDS: u64 = 8;
 /// Where the request thread waits (it calls poll) and computes, and where the other waits.
@@ -252,6 +255,59 @@ fn threads_that_exit_are_forgotten() -> Result<()> {
         added >= churned as u64 / 2 && added.saturating_sub(removed) <= 8,
         "{added} threads began to be timed and {removed} were forgotten, while {churned} \
          short-lived threads came and went"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root: loads BPF programs"]
+fn a_goroutine_blocked_in_a_system_call_waits_under_its_labels() -> Result<()> {
+    assert_root();
+    if GO_OFF_CPU.is_empty() {
+        skip_or_fail("no Go toolchain when the tests were built: run `cargo xtask setup`");
+        return Ok(());
+    }
+    const CALL: &str = "main.(*backend).call";
+    let fixture = Fixture::spawn_ready(GO_OFF_CPU, &[], Duration::from_secs(10))?;
+    let out = tempfile::tempdir()?;
+    record(&fixture, out.path(), &[])?;
+    let profiles = read_off_cpu_profiles(out.path())?;
+    let window = window(&profiles);
+    let (mut labelled, mut unlabelled) = (0i64, 0i64);
+    for p in &profiles {
+        for sample in p.samples_of_pid(fixture.pid()) {
+            if !p.stack_names(sample).iter().any(|n| n == CALL) {
+                continue;
+            }
+            let off = p.value(sample, "off_cpu");
+            if trace_id_of(p, sample) == Some(TRACE_GO_WAIT)
+                && p.label_str(sample, "span_id") == Some(SPAN_GO_WAIT)
+            {
+                labelled += off;
+            } else {
+                unlabelled += off;
+            }
+        }
+    }
+    // The goroutine waits nearly all the time; its first waits may come before the profiler
+    // located its labels.
+    let wall = (window.1 - window.0) as f64;
+    eprintln!("{CALL}: {labelled} ns labelled, {unlabelled} ns not, {wall} ns recorded");
+    ensure!(
+        labelled as f64 > 0.6 * wall && unlabelled as f64 <= 0.2 * wall,
+        "{CALL}: {labelled} ns off the CPU under trace {TRACE_GO_WAIT}, {unlabelled} ns without, \
+         in {wall} ns of recording"
+    );
+    let trace = Pprof::read(
+        &out.path()
+            .join("traces")
+            .join(format!("{TRACE_GO_WAIT}.pb.gz")),
+    )?;
+    ensure!(
+        trace.profile.sample.iter().any(
+            |s| trace.value(s, "off_cpu") > 0 && trace.stack_names(s).iter().any(|n| n == CALL)
+        ),
+        "the trace's own file lacks {CALL}'s waits"
     );
     Ok(())
 }
