@@ -33,7 +33,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
     programs::{PerfEventContext, RawTracePointContext},
 };
-use origin::record;
+use origin::{Origin, record};
 use profiler_common::{
     COUNTER_COUNT, CgroupOffsets, Config, Counter, EPOCH_USERSPACE, EPOCH_WRITER_BITS, EVENT_EXIT,
     EVENT_NEW_PROCESS, Frames, MAX_CGROUP_LEVELS, MAX_STACK_DEPTH, MEDIUM_STACK_DEPTH, MediumStack,
@@ -432,24 +432,39 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
         count: 1,
         period_ns: period,
     };
+    finish_record(ctx, &mut key, value, interval, flags, &config, &mut scratch.user)
+}
+
+/// The end of a record, the same for a sample and an off-CPU record (`off_cpu.rs`): the user
+/// stack, the Go labels where there is no trace context, the count.
+#[inline(always)]
+pub(crate) fn finish_record<O: Origin>(
+    ctx: &O,
+    key: &mut SampleKey,
+    value: SampleValue,
+    interval: u32,
+    flags: u32,
+    config: &Config,
+    user: &mut StackTrace,
+) -> Result<(), Counter> {
     if config.dwarf_unwinding != 0 && flags & MEMO_UNWIND != 0 {
         // A process with unwind tables: its user stack is walked by them, in tail calls that
-        // go on with the sample themselves; back here only for a process without.
-        unwind::start(ctx, &key, value, interval);
+        // go on with the record themselves; back here only for a process without.
+        unwind::start(ctx, key, value, interval);
     }
     key.user_stack = read_stack(
         ctx,
-        &mut scratch.user,
+        user,
         BPF_F_USER_STACK as u64,
-        half,
+        interval & 1,
         Counter::UserStackFailed,
     );
-    if config.trace_context != 0 && context == NO_CONTEXT && flags & MEMO_GO != 0 {
+    if config.trace_context != 0 && key.context == NO_CONTEXT && flags & MEMO_GO != 0 {
         // A Go program publishes no thread-local record: its goroutines carry labels. Read by
         // tail calls that record the sample themselves; back here only when there are none.
-        go_labels::start(ctx, pid, interval, &config, &key, value);
+        go_labels::start(ctx, key.pid, interval, config, key, value);
     }
-    record::<PerfEventContext>(interval, &key, value)
+    record::<O>(interval, key, value)
 }
 
 /// The current thread's name. Not aya's `bpf_get_current_comm`, whose zeroed buffer becomes a

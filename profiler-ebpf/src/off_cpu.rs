@@ -21,7 +21,7 @@
 //! not timed.
 
 use aya_ebpf::{
-    bindings::{BPF_F_USER_STACK, BPF_NOEXIST, pt_regs, task_struct},
+    bindings::{BPF_NOEXIST, pt_regs, task_struct},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{
@@ -37,10 +37,8 @@ use profiler_common::{
 };
 
 use crate::{
-    ACTIVE, MEMO_GO, MEMO_TLS, MEMO_UNWIND, SCRATCH, TARGETS, config, count, current_comm,
-    go_labels, keep_stack,
-    origin::{record, return_address},
-    process_of, read_stack, targeted, trace_context, unwind,
+    ACTIVE, MEMO_TLS, SCRATCH, TARGETS, config, count, current_comm, finish_record, keep_stack,
+    origin::return_address, process_of, targeted, trace_context,
 };
 
 /// A target thread's wait in progress, and the waits gathered for its next record.
@@ -272,7 +270,6 @@ fn returning(ctx: &RawTracePointContext) -> Result<(), Counter> {
     }
     let config = config();
     let interval = ACTIVE.get(0).copied().ok_or(Counter::Internal)?;
-    let half = interval & 1;
     let scratch = SCRATCH.get_ptr_mut(SLOT_OFF_CPU).ok_or(Counter::Internal)?;
     // SAFETY: per-CPU map value of this kind of program's slot.
     let scratch = unsafe { &mut *scratch };
@@ -303,18 +300,5 @@ fn returning(ctx: &RawTracePointContext) -> Result<(), Counter> {
     };
     // Taken: whatever follows records them (here, or the tail calls).
     waiting.waits = 0;
-    if config.dwarf_unwinding != 0 && flags & MEMO_UNWIND != 0 {
-        unwind::start(ctx, &key, value, interval);
-    }
-    key.user_stack = read_stack(
-        ctx,
-        &mut scratch.user,
-        BPF_F_USER_STACK as u64,
-        half,
-        Counter::UserStackFailed,
-    );
-    if config.trace_context != 0 && context == NO_CONTEXT && flags & MEMO_GO != 0 {
-        go_labels::start(ctx, pid, interval, &config, &key, value);
-    }
-    record::<RawTracePointContext>(interval, &key, value)
+    finish_record(ctx, &mut key, value, interval, flags, &config, &mut scratch.user)
 }
