@@ -316,7 +316,10 @@ pub struct Config {
     /// 1: off-CPU time is recorded (`--off-cpu`; the switch and system-call exit programs are
     /// loaded).
     pub off_cpu: u8,
-    pub _pad: [u8; 7],
+    /// 1: `sched_switch` passes the leaving task's state as its fourth argument (Linux 5.18+):
+    /// read there, not from the task.
+    pub switch_prev_state: u8,
+    pub _pad: [u8; 6],
     /// The shortest time off the CPU that is recorded (`--off-cpu-min-us`), in nanoseconds.
     pub off_cpu_min_ns: u64,
 }

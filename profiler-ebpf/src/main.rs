@@ -71,7 +71,8 @@ static PROFILER_CONFIG: Config = Config {
         cgroup_ancestor_ids: 0,
     },
     off_cpu: 0,
-    _pad: [0; 7],
+    switch_prev_state: 0,
+    _pad: [0; 6],
     off_cpu_min_ns: 0,
 };
 

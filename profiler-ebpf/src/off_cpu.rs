@@ -78,19 +78,37 @@ const PF_EXITING: u32 = 0x0000_0004;
 #[btf_tracepoint(function = "sched_switch")]
 pub fn off_cpu_switch(ctx: BtfTracePointContext) -> i32 {
     let config = config();
-    // SAFETY: helper without preconditions.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next, ...)
+    // Read once, and only by a switch that times something: another process's switch reads
+    // no clock.
+    let mut clock = Clock(0);
+    // sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next
+    //              [, unsigned int prev_state (5.18+)])
     if ctx.arg::<u64>(0) & 0xff == 0 {
-        leaving(&config, now);
+        leaving(&ctx, &config, &mut clock);
     }
-    arriving(&config, now, ctx.arg::<*mut task_struct>(2));
+    arriving(&config, &mut clock, ctx.arg::<*mut task_struct>(2));
     0
 }
 
-/// Notes the time the current thread leaves the CPU, when it blocks and is a target.
+/// The time of this switch, read at the first need.
+struct Clock(u64);
+
+impl Clock {
+    #[inline(always)]
+    fn now(&mut self) -> u64 {
+        if self.0 == 0 {
+            // SAFETY: helper without preconditions.
+            self.0 = unsafe { bpf_ktime_get_ns() };
+        }
+        self.0
+    }
+}
+
+/// Notes the time the current thread leaves the CPU, when it blocks and is a target. Every
+/// switch of the host runs this: a target's costs two map operations and no more reads than
+/// needed (the bench's ping-pong pays it twice per round trip).
 #[inline(always)]
-fn leaving(config: &Config, now: u64) {
+fn leaving(ctx: &BtfTracePointContext, config: &Config, clock: &mut Clock) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if tid == 0 {
@@ -102,7 +120,14 @@ fn leaving(config: &Config, now: u64) {
     }
     // SAFETY: helper without preconditions; the pointer is only used for checked reads.
     let task = unsafe { bpf_get_current_task() } as *const u8;
-    if task_word(task, config.task.state) == 0 {
+    // The read-only config decides before the verifier looks: a kernel whose tracepoint has
+    // three arguments never sees the fourth read.
+    let state = if config.switch_prev_state != 0 {
+        ctx.arg::<u64>(3) as u32
+    } else {
+        task_word(task, config.task.state)
+    };
+    if state == 0 {
         // Still runnable (a yield): it waits for a CPU, not for something.
         return;
     }
@@ -110,16 +135,13 @@ fn leaving(config: &Config, now: u64) {
         // SAFETY: map value pointer returned by the kernel; only this thread's own switches
         // and its return on one CPU at a time write it.
         let waiting = unsafe { &mut *waiting };
-        let user_pc = user_pc(config);
-        if waiting.waits != 0 && waiting.user_pc != user_pc {
+        if waiting.waits != 0 && waiting.user_pc != 0 && current_user_pc(config) != waiting.user_pc
+        {
             // Back in user code since the waits gathered, unseen: not this call's.
             count(Counter::OffCpuUnmatched);
             waiting.waits = 0;
         }
-        if waiting.waits == 0 {
-            waiting.user_pc = user_pc;
-        }
-        waiting.since = now;
+        waiting.since = clock.now();
         return;
     }
     if config.filter_cgroups != 0 && !targeted(pid, config) {
@@ -129,9 +151,9 @@ fn leaving(config: &Config, now: u64) {
         return;
     }
     let waiting = Waiting {
-        since: now,
+        since: clock.now(),
         off_ns: 0,
-        user_pc: user_pc(config),
+        user_pc: 0,
         kernel_stack: NO_STACK,
         interval: 0,
         waits: 0,
@@ -145,7 +167,7 @@ fn leaving(config: &Config, now: u64) {
 /// Ends the wait of the thread a switch puts on the CPU: a long one is gathered for its
 /// record, with the kernel stack it waited in.
 #[inline(always)]
-fn arriving(config: &Config, now: u64, next: *mut task_struct) {
+fn arriving(config: &Config, clock: &mut Clock, next: *mut task_struct) {
     let tid = task_word(next.cast(), config.task.pid);
     if tid == 0 {
         return;
@@ -158,7 +180,7 @@ fn arriving(config: &Config, now: u64, next: *mut task_struct) {
     if waiting.since == 0 {
         return;
     }
-    let off = now.wrapping_sub(waiting.since);
+    let off = clock.now().wrapping_sub(waiting.since);
     waiting.since = 0;
     if off < config.off_cpu_min_ns {
         count(Counter::OffCpuShort);
@@ -166,6 +188,7 @@ fn arriving(config: &Config, now: u64, next: *mut task_struct) {
     }
     count(Counter::OffCpuWaits);
     if waiting.waits == 0 {
+        waiting.user_pc = user_pc(config, next);
         let interval = ACTIVE.get(0).copied().unwrap_or(0);
         waiting.kernel_stack = if config.kernel_stacks != 0 {
             kernel_stack(next, interval)
@@ -209,15 +232,27 @@ fn task_word(task: *const u8, offset: u32) -> u32 {
     unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize).cast::<u32>()) }.unwrap_or(0)
 }
 
-/// The user code address the current thread entered the kernel from, 0 where the kernel
-/// cannot tell (before Linux 5.15).
+/// The user code address the current thread entered the kernel from (see [`user_pc`]).
 #[inline(always)]
-fn user_pc(config: &Config) -> u64 {
+fn current_user_pc(config: &Config) -> u64 {
     if config.task_pt_regs == 0 {
         return 0;
     }
-    // SAFETY: helpers without preconditions; the registers are read with a checked read.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    // SAFETY: a helper without preconditions.
+    user_pc(config, unsafe { bpf_get_current_task_btf() })
+}
+
+/// The user code address `task` entered the kernel from, 0 where the kernel cannot tell
+/// (before Linux 5.15). Read once a wait is long, for the task put back on the CPU: it has
+/// run no user code since it left.
+#[inline(always)]
+fn user_pc(config: &Config, task: *mut task_struct) -> u64 {
+    if config.task_pt_regs == 0 {
+        return 0;
+    }
+    // SAFETY: `task` is a typed task pointer (the tracepoint's, or the current task's); the
+    // registers are read with a checked read.
+    let regs = unsafe { bpf_task_pt_regs(task) } as *const pt_regs;
     #[cfg(bpf_target_arch = "x86_64")]
     let pc = unsafe { core::ptr::addr_of!((*regs).rip) };
     #[cfg(not(bpf_target_arch = "x86_64"))]

@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
         task_pt_regs: false,
         unwind: None,
         off_cpu_min_ns: None,
+        switch_prev_state: false,
         task: profiler::tracectx::kernel_btf::KernelBtf::read("/sys/kernel/btf/vmlinux")?
             .task_offsets()?,
         sizes: MapSizes::derive(

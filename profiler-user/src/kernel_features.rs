@@ -56,6 +56,9 @@ pub struct KernelFeatures {
     /// sample has no labels (its goroutine cannot be told from the one the scheduler switches
     /// to).
     pub task_pt_regs: bool,
+    /// `sched_switch` passes the leaving task's state (Linux 5.18): the off-CPU switch program
+    /// reads it there instead of from the task.
+    pub switch_prev_state: bool,
 }
 
 impl KernelFeatures {
@@ -65,6 +68,7 @@ impl KernelFeatures {
             thread_pointer: thread_pointer(btf),
             task_pt_regs: btf.has_enum_value("bpf_func_id", "BPF_FUNC_task_pt_regs")
                 && btf.has_enum_value("bpf_func_id", "BPF_FUNC_get_current_task_btf"),
+            switch_prev_state: btf.switch_has_prev_state(),
         }
     }
 

@@ -48,6 +48,8 @@ pub struct SamplerOptions {
     pub unwind: Option<UnwindSizes>,
     /// Record off-CPU time, waits of at least this many nanoseconds; `None`: off.
     pub off_cpu_min_ns: Option<u64>,
+    /// `sched_switch` passes the leaving task's state ([`crate::kernel_features::KernelFeatures`]).
+    pub switch_prev_state: bool,
 }
 
 /// Trace-context reading, fixed at load time.
@@ -115,7 +117,8 @@ impl Sampler {
             task: options.task,
             cgroup: cgroup_offsets.unwrap_or_default(),
             off_cpu: u8::from(options.off_cpu_min_ns.is_some()),
-            _pad: [0; 7],
+            switch_prev_state: u8::from(options.switch_prev_state),
+            _pad: [0; 6],
             off_cpu_min_ns: options.off_cpu_min_ns.unwrap_or(0),
         };
         let max_traces = trace.max_traces.max(1);

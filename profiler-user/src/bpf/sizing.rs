@@ -183,11 +183,18 @@ mod tests {
         };
         assert_eq!(entry(&sizes, maps::OFF_CPU_THREADS), Some(1));
         assert_eq!(entry(&sizes, maps::OFF_CPU_COUNTS[1]), Some(1));
-        assert_eq!(entry(&sizes, "SCRATCH"), Some(1), "one slot: no off-CPU program");
+        assert_eq!(
+            entry(&sizes, "SCRATCH"),
+            Some(1),
+            "one slot: no off-CPU program"
+        );
 
         sizes.off_cpu = Some(OffCpuSizes::derive(30_000, sizes.counts));
         assert_eq!(entry(&sizes, maps::OFF_CPU_THREADS), Some(60_000));
-        assert_eq!(entry(&sizes, maps::OFF_CPU_COUNTS[0]), Some(sizes.counts / 4));
+        assert_eq!(
+            entry(&sizes, maps::OFF_CPU_COUNTS[0]),
+            Some(sizes.counts / 4)
+        );
         for name in maps::PER_CPU_SCRATCH {
             assert_eq!(entry(&sizes, name), Some(2), "{name}");
         }

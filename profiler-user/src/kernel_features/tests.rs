@@ -181,3 +181,18 @@ fn kernels_from_5_15_find_the_user_registers_of_a_sample_in_the_kernel() {
         );
     }
 }
+
+/// `sched_switch` gained the leaving task's state as an argument in 5.18: the matrix's 5.10
+/// reads it from the task, every later kernel from the argument (its verifier would refuse a
+/// read past 5.10's three arguments).
+#[test]
+fn kernels_from_5_18_pass_the_leaving_tasks_state_to_sched_switch() {
+    for (release, bytes) in &fixtures() {
+        let features = KernelFeatures::detect(&KernelBtf::from_bytes(bytes).unwrap());
+        assert_eq!(
+            features.switch_prev_state,
+            version(release) >= (5, 18),
+            "{release}"
+        );
+    }
+}

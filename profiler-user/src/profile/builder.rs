@@ -403,7 +403,11 @@ mod tests {
     /// Names of a profile's sample types and its default.
     fn types(p: &Profile) -> (Vec<(&str, &str)>, &str) {
         let s = |i: i64| p.string_table[i as usize].as_str();
-        let types = p.sample_type.iter().map(|t| (s(t.r#type), s(t.unit))).collect();
+        let types = p
+            .sample_type
+            .iter()
+            .map(|t| (s(t.r#type), s(t.unit)))
+            .collect();
         (types, s(p.default_sample_type))
     }
 

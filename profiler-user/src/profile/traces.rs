@@ -500,14 +500,21 @@ mod tests {
         };
         let with = line(&dir.path().join("traces"));
         assert_eq!(
-            (with.sample_count, with.cpu_nanoseconds, with.off_cpu_nanoseconds),
+            (
+                with.sample_count,
+                with.cpu_nanoseconds,
+                with.off_cpu_nanoseconds
+            ),
             (4, 40, 180_000_000)
         );
         assert_eq!(with.top_function, "hot", "a wait's leaf is no CPU hot spot");
         // Without --off-cpu the trace's file and line are CPU only, as before.
         let cpu_only_dir = dir.path().join("cpu-only");
         let without = line(&cpu_only_dir);
-        assert_eq!((without.cpu_nanoseconds, without.off_cpu_nanoseconds), (40, 0));
+        assert_eq!(
+            (without.cpu_nanoseconds, without.off_cpu_nanoseconds),
+            (40, 0)
+        );
         let cpu_profile = read(&cpu_only_dir.join(format!("{a}.pb.gz")));
         assert_eq!(cpu_profile.sample_type.len(), 2);
         assert_eq!(cpu_profile.sample.len(), 1);

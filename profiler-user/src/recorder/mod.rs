@@ -188,6 +188,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         off_cpu_min_ns: args
             .off_cpu
             .then(|| args.off_cpu_min_us.saturating_mul(1000)),
+        switch_prev_state: features.switch_prev_state,
     };
     let mut sampler = Sampler::start(&options).map_err(|err| refused(err, &args.output_dir))?;
     let unwind = match (unwind_budget, sampler.take_unwind_maps()) {

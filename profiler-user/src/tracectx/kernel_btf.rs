@@ -124,6 +124,26 @@ impl KernelBtf {
     }
 }
 
+impl KernelBtf {
+    /// Whether the `sched_switch` tracepoint passes the leaving task's state as its fourth
+    /// argument (Linux 5.18 and later): its BTF typedef `btf_trace_sched_switch` points to a
+    /// prototype of the context and four arguments.
+    pub fn switch_has_prev_state(&self) -> bool {
+        let Ok(types) = self.0.resolve_types_by_name("btf_trace_sched_switch") else {
+            return false;
+        };
+        types.into_iter().any(|ty| {
+            let Type::Typedef(typedef) = ty else {
+                return false;
+            };
+            let Ok(Type::Ptr(ptr)) = self.0.resolve_chained_type(&typedef) else {
+                return false;
+            };
+            matches!(self.0.resolve_chained_type(&ptr), Ok(Type::FuncProto(f)) if f.parameters.len() == 5)
+        })
+    }
+}
+
 /// Offset in bytes of a nested member, following named members (and typedefs) of structs.
 fn member_offset(btf: &Btf, structure: &str, path: &[&str]) -> Option<u32> {
     member(btf, structure, path).map(|(offset, _)| offset)
