@@ -8,6 +8,13 @@ use anyhow::{Context, Result};
 
 /// `BPF_PROG_TYPE_PERF_EVENT`: the sampling programs (ours and bpftrace's `profile` probe).
 pub const PROG_TYPE_PERF_EVENT: u32 = 7;
+/// `BPF_PROG_TYPE_TRACEPOINT`: bpftrace's `tracepoint:` probes.
+pub const PROG_TYPE_TRACEPOINT: u32 = 5;
+/// `BPF_PROG_TYPE_RAW_TRACEPOINT`: our process and system-call exit programs and the off-CPU
+/// record's tail calls.
+pub const PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
+/// `BPF_PROG_TYPE_TRACING`: BTF-typed tracepoints, our `off_cpu_switch`.
+pub const PROG_TYPE_TRACING: u32 = 26;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProgStats {
@@ -25,6 +32,14 @@ pub struct RunTotals {
 }
 
 impl RunTotals {
+    /// The runs between `earlier` and `self` (none if the counters went back).
+    pub fn since(self, earlier: RunTotals) -> RunTotals {
+        RunTotals {
+            run_time_ns: self.run_time_ns.saturating_sub(earlier.run_time_ns),
+            run_cnt: self.run_cnt.saturating_sub(earlier.run_cnt),
+        }
+    }
+
     /// Nanoseconds per run between `earlier` and `self`; `None` without runs.
     pub fn ns_per_run_since(self, earlier: RunTotals) -> Option<f64> {
         let runs = self.run_cnt.checked_sub(earlier.run_cnt)?;
@@ -53,6 +68,14 @@ pub fn parse(text: &str) -> Option<ProgStats> {
 
 /// The programs of `prog_type` that process `pid` holds a descriptor of, one entry per program.
 pub fn programs_of(pid: u32, prog_type: u32) -> Result<Vec<ProgStats>> {
+    Ok(all_programs_of(pid)?
+        .into_iter()
+        .filter(|s| s.prog_type == prog_type)
+        .collect())
+}
+
+/// Every program that process `pid` holds a descriptor of, one entry per program.
+pub fn all_programs_of(pid: u32) -> Result<Vec<ProgStats>> {
     let dir = PathBuf::from(format!("/proc/{pid}/fd"));
     let fds = fds_of_kind(pid, "anon_inode:bpf-prog")
         .with_context(|| format!("cannot list {}", dir.display()))?;
@@ -62,7 +85,7 @@ pub fn programs_of(pid: u32, prog_type: u32) -> Result<Vec<ProgStats>> {
         let Ok(text) = fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")) else {
             continue;
         };
-        if let Some(stats) = parse(&text).filter(|s| s.prog_type == prog_type) {
+        if let Some(stats) = parse(&text) {
             found.insert(stats.id, stats);
         }
     }
@@ -87,6 +110,56 @@ pub fn sampling_totals(pid: u32) -> Result<RunTotals> {
             run_time_ns: acc.run_time_ns + p.run_time_ns,
             run_cnt: acc.run_cnt + p.run_cnt,
         }))
+}
+
+/// Run totals over the programs of `programs` whose ID is in `ids`.
+pub fn totals_of(programs: &[ProgStats], ids: &[u32]) -> RunTotals {
+    programs
+        .iter()
+        .filter(|p| ids.contains(&p.id))
+        .fold(RunTotals::default(), |acc, p| RunTotals {
+            run_time_ns: acc.run_time_ns + p.run_time_ns,
+            run_cnt: acc.run_cnt + p.run_cnt,
+        })
+}
+
+/// The names of the loaded programs with these IDs (fdinfo does not show them: the kernel's
+/// `bpf_prog_info` does, cut to [`KERNEL_NAME_LEN`] bytes). Needs root.
+pub fn program_names(ids: &[u32]) -> Result<BTreeMap<u32, String>> {
+    let mut names = BTreeMap::new();
+    let mut failed = None;
+    for info in aya::programs::loaded_programs() {
+        // A program may go between the listing and the read.
+        let info = match info {
+            Ok(info) => info,
+            Err(err) => {
+                failed.get_or_insert(err);
+                continue;
+            }
+        };
+        if ids.contains(&info.id()) {
+            names.insert(info.id(), String::from_utf8_lossy(info.name()).into_owned());
+        }
+    }
+    match failed {
+        Some(err) if names.len() < ids.len() => {
+            Err(err).context("cannot list the loaded BPF programs")
+        }
+        _ => Ok(names),
+    }
+}
+
+/// The longest program name the kernel keeps (`BPF_OBJ_NAME_LEN` less its terminating NUL).
+pub const KERNEL_NAME_LEN: usize = 15;
+
+/// Whether `kernel`, a name as the kernel keeps it, is the program named `full` in its object:
+/// equal, or `full` cut to [`KERNEL_NAME_LEN`] bytes.
+pub fn is_named(kernel: &str, full: &str) -> bool {
+    if kernel.len() >= KERNEL_NAME_LEN {
+        !kernel.is_empty() && full.starts_with(kernel)
+    } else {
+        kernel == full
+    }
 }
 
 /// Number of perf event descriptors `pid` holds.
@@ -171,6 +244,44 @@ mod tests {
         assert_eq!(b.ns_per_run_since(a), Some(200.0));
         assert_eq!(a.ns_per_run_since(a), None);
         assert_eq!(a.ns_per_run_since(b), None);
+        assert_eq!(
+            b.since(a),
+            RunTotals {
+                run_time_ns: 4_000,
+                run_cnt: 20
+            }
+        );
+        assert_eq!(a.since(b), RunTotals::default());
+    }
+
+    #[test]
+    fn totals_add_up_the_chosen_programs() {
+        let program = |id, run_time_ns, run_cnt| ProgStats {
+            id,
+            prog_type: PROG_TYPE_TRACING,
+            run_time_ns,
+            run_cnt,
+        };
+        let held = [program(1, 100, 2), program(2, 50, 1), program(3, 7, 7)];
+        assert_eq!(
+            totals_of(&held, &[1, 3, 9]),
+            RunTotals {
+                run_time_ns: 107,
+                run_cnt: 9
+            }
+        );
+        assert_eq!(totals_of(&held, &[]), RunTotals::default());
+    }
+
+    #[test]
+    fn kernel_names_are_cut_to_fifteen_bytes() {
+        assert!(is_named("off_cpu_switch", "off_cpu_switch"));
+        assert!(is_named("unwind_user_off", "unwind_user_off_cpu"));
+        assert!(is_named("go_label_slot_o", "go_label_slot_off_cpu"));
+        // A short name is whole: `unwind_user` is the sampling tail call, not the off-CPU one.
+        assert!(!is_named("unwind_user", "unwind_user_off_cpu"));
+        assert!(!is_named("", "sample"));
+        assert!(!is_named("off_cpu_return", "off_cpu_switch"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ const WORK_C: &str = include_str!("../fixtures/work.c");
 const OTEL_HEADER: &str = include_str!("../../profiler-marker/include/otel_thread_ctx.h");
 const WORK_GO: &str = include_str!("../fixtures/work.go");
 const MAP_CODE_C: &str = include_str!("../fixtures/map_code.c");
+const PINGPONG_C: &str = include_str!("../fixtures/pingpong.c");
 /// The pinned Go toolchains (`cargo xtask setup`); the newest builds the Go fixture.
 const GO_TOOLCHAINS: &str = include_str!("../../tests/fixtures/go/toolchains.txt");
 
@@ -29,6 +30,8 @@ pub struct Fixtures {
     pub work_go: Option<(PathBuf, String)>,
     /// Maps the code of the ELF files it is given and idles (`map_code.c`).
     pub map_code: PathBuf,
+    /// Two threads passing a byte back and forth over pipes (`pingpong.c`).
+    pub pingpong: PathBuf,
 }
 
 impl Fixtures {
@@ -56,12 +59,17 @@ impl Fixtures {
         fs::write(&map_code_source, MAP_CODE_C)?;
         let map_code = dir.join("map_code");
         gcc(&map_code_source, &map_code, &[])?;
+        let pingpong_source = dir.join("pingpong.c");
+        fs::write(&pingpong_source, PINGPONG_C)?;
+        let pingpong = dir.join("pingpong");
+        gcc(&pingpong_source, &pingpong, &["-pthread"])?;
         Ok(Self {
             work,
             work_traced,
             work_no_fp,
             work_go,
             map_code,
+            pingpong,
         })
     }
 }
@@ -138,5 +146,16 @@ mod tests {
         }
         let usage = Command::new(&fixtures.work).arg("x").status().unwrap();
         assert_eq!(usage.code(), Some(2));
+        // The ping-pong starts on a line of input and ends with its count.
+        let out = Command::new(&fixtures.pingpong)
+            .arg("0.2")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let line = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && line.starts_with("round_trips "),
+            "{line}"
+        );
     }
 }

@@ -33,7 +33,7 @@ use crate::{
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks of the profiler side by side with perf and bpftrace")]
 struct Args {
-    /// Fewer rounds and shorter windows: under five minutes, indicative only.
+    /// Fewer rounds and shorter windows: under six minutes, indicative only.
     #[arg(long)]
     quick: bool,
     /// The profiler binary to measure.
@@ -286,5 +286,15 @@ mod tests {
     fn estimate_counts_only_selected_parts() {
         let plan = Plan::quick();
         assert!(estimate(&plan, &[Part::Output]) < estimate(&plan, &Part::ALL));
+        assert!(estimate(&plan, &[Part::OffCpu]) > 0.0);
+    }
+
+    #[test]
+    fn off_cpu_part_is_named_off_cpu() {
+        assert_eq!(parse(&["b", "--only", "off-cpu"]).parts(), [Part::OffCpu]);
+        // The estimates are listed in the order of the parts.
+        let names: Vec<&str> = Plan::full().estimate_s().iter().map(|(n, _)| *n).collect();
+        assert_eq!(names.len(), Part::ALL.len());
+        assert_eq!(names.last(), Some(&"off-CPU"));
     }
 }

@@ -19,6 +19,10 @@ pub enum Tool {
     OursFramePointers,
     Perf,
     Bpftrace,
+    /// Ours recording off-CPU time too (`--off-cpu`, default threshold); needs a `--pid`.
+    OursOffCpu,
+    /// bpftrace running the off-CPU script of [`bpftrace_off_cpu_program`]; needs a PID.
+    BpftraceOffCpu,
 }
 
 impl Tool {
@@ -28,12 +32,31 @@ impl Tool {
             Tool::OursFramePointers => "profiler --no-dwarf-unwinding",
             Tool::Perf => "perf record -g -a",
             Tool::Bpftrace => "bpftrace",
+            Tool::OursOffCpu => "profiler --off-cpu",
+            Tool::BpftraceOffCpu => "bpftrace, off-CPU script",
         }
     }
 
-    /// Whether the tool samples through a BPF program (whose statistics we can read).
-    fn uses_bpf(self) -> bool {
-        matches!(self, Tool::Ours | Tool::OursFramePointers | Tool::Bpftrace)
+    /// What the tool holds once it runs: whether a perf event per CPU, and a BPF program of
+    /// each of these types (see [`fdinfo`]).
+    fn ready_when(self) -> (bool, &'static [u32]) {
+        match self {
+            Tool::Ours | Tool::OursFramePointers | Tool::Bpftrace => {
+                (true, &[fdinfo::PROG_TYPE_PERF_EVENT])
+            }
+            Tool::Perf => (true, &[]),
+            // The sched_switch program (BTF-typed) and the system-call exit one.
+            Tool::OursOffCpu => (
+                true,
+                &[
+                    fdinfo::PROG_TYPE_PERF_EVENT,
+                    fdinfo::PROG_TYPE_TRACING,
+                    fdinfo::PROG_TYPE_RAW_TRACEPOINT,
+                ],
+            ),
+            // One tracepoint, attached through a single perf event.
+            Tool::BpftraceOffCpu => (false, &[fdinfo::PROG_TYPE_TRACEPOINT]),
+        }
     }
 }
 
@@ -73,7 +96,7 @@ impl Invocation {
         let rate = self.rate.to_string();
         match self.tool {
             // A fixed rate: the adaptive controller would change it under the benchmark's load.
-            Tool::Ours | Tool::OursFramePointers => {
+            Tool::Ours | Tool::OursFramePointers | Tool::OursOffCpu => {
                 let mut argv = vec![
                     profiler.display().to_string(),
                     "record".into(),
@@ -94,6 +117,9 @@ impl Invocation {
                 if self.tool == Tool::OursFramePointers {
                     argv.push("--no-dwarf-unwinding".into());
                 }
+                if self.tool == Tool::OursOffCpu {
+                    argv.push("--off-cpu".into());
+                }
                 argv
             }
             Tool::Perf => vec![
@@ -108,6 +134,13 @@ impl Invocation {
                 out.join("perf.data").display().to_string(),
             ],
             Tool::Bpftrace => vec!["bpftrace".into(), "-e".into(), bpftrace_program(self.rate)],
+            Tool::BpftraceOffCpu => {
+                let pid = self.pid.map_or("$PID".into(), |pid| pid.to_string());
+                bpftrace_with_tracefs(
+                    bpftrace_off_cpu_program(&pid, OFF_CPU_MIN_US),
+                    !tracefs_mounted(),
+                )
+            }
         }
     }
 
@@ -130,6 +163,55 @@ impl Invocation {
 /// The reference bpftrace program of the issue.
 pub fn bpftrace_program(rate: u64) -> String {
     format!("profile:hz:{rate} {{ @[kstack, ustack, pid] = count(); }}")
+}
+
+/// The default `--off-cpu-min-us` of ours, which the bpftrace off-CPU script applies too.
+pub const OFF_CPU_MIN_US: u64 = 1000;
+
+/// bpftrace doing what `--off-cpu --pid` does, the way bcc's `offcputime` does it, on the one
+/// scheduler tracepoint (kprobes are not built into every kernel, this one's included): the
+/// time a thread of `pid` leaves the CPU, and when a thread with a time noted comes back, the
+/// time it was off, summed by stacks and thread when at least `min_us`. Stacks are read only
+/// for those, as ours and `offcputime` do; in this tracepoint they are the stacks of the thread
+/// leaving, as bpftrace 0.17 cannot read another thread's stack: a cost reference, not a
+/// replacement.
+pub fn bpftrace_off_cpu_program(pid: &str, min_us: u64) -> String {
+    format!(
+        "tracepoint:sched:sched_switch {{ if (pid == {pid}) {{ @start[tid] = nsecs; }} \
+         $t = args->next_pid; $s = @start[$t]; if ($s != 0) {{ delete(@start[$t]); \
+         $d = nsecs - $s; if ($d >= {}) {{ @[kstack, ustack, $t] = sum($d); }} }} }}",
+        min_us * 1000
+    )
+}
+
+/// Where bpftrace reads tracepoints' formats.
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+fn tracefs_mounted() -> bool {
+    Path::new(TRACEFS).join("events").is_dir()
+}
+
+/// bpftrace running `program`; with `mount`, in a mount namespace of its own where tracefs is
+/// mounted (bpftrace needs it for tracepoints; the host's mounts stay as they are). The
+/// namespace's shell execs bpftrace, which keeps the PID that was started.
+fn bpftrace_with_tracefs(program: String, mount: bool) -> Vec<String> {
+    let bpftrace = ["bpftrace".to_owned(), "-e".into(), program];
+    if !mount {
+        return bpftrace.into();
+    }
+    let mut argv: Vec<String> = [
+        "unshare",
+        "--mount",
+        "sh",
+        "-c",
+        &format!("mount -t tracefs nodev {TRACEFS} && exec \"$@\""),
+        "sh",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    argv.extend(bpftrace);
+    argv
 }
 
 /// CPU time and peak memory of a finished process, from `wait4`.
@@ -196,7 +278,8 @@ impl Running {
         self.log.clone()
     }
 
-    /// Sampling means: a perf event per online CPU, and for BPF tools a sampling program.
+    /// Sampling means: a perf event per online CPU, and for BPF tools a sampling program (for
+    /// the off-CPU tools, their tracepoint programs; see [`Tool::ready_when`]).
     fn wait_until_sampling(&mut self, tool: Tool) -> Result<()> {
         let pid = self.pid();
         let cpus = crate::online_cpus();
@@ -210,10 +293,13 @@ impl Running {
                     self.log_tail()
                 );
             }
-            let events = fdinfo::perf_event_fds(pid) >= cpus;
-            let program = !tool.uses_bpf()
-                || !fdinfo::programs_of(pid, fdinfo::PROG_TYPE_PERF_EVENT)?.is_empty();
-            if events && program {
+            let (per_cpu_events, program_types) = tool.ready_when();
+            let events = !per_cpu_events || fdinfo::perf_event_fds(pid) >= cpus;
+            let held = fdinfo::all_programs_of(pid)?;
+            let programs = program_types
+                .iter()
+                .all(|&kind| held.iter().any(|p| p.prog_type == kind));
+            if events && programs {
                 // The program attaches to the events just after both exist.
                 thread::sleep(Duration::from_millis(300));
                 return Ok(());
@@ -238,6 +324,11 @@ impl Running {
     /// Run totals of this process's sampling programs.
     pub fn bpf_totals(&self) -> Result<fdinfo::RunTotals> {
         fdinfo::sampling_totals(self.pid())
+    }
+
+    /// Statistics of every BPF program this process holds.
+    pub fn bpf_programs(&self) -> Result<Vec<fdinfo::ProgStats>> {
+        fdinfo::all_programs_of(self.pid())
     }
 
     /// Interrupts the profiler as Ctrl-C would, waits for it, and returns what it used.
@@ -367,6 +458,32 @@ mod tests {
             bpftrace,
             "bpftrace -e 'profile:hz:19 { @[kstack, ustack, pid] = count(); }'"
         );
+    }
+
+    #[test]
+    fn off_cpu_invocations() {
+        let ours = Invocation::new(Tool::OursOffCpu, 19)
+            .pid(42)
+            .argv(Path::new("/p"), Path::new("/out"));
+        assert!(ours.join(" ").ends_with("--pid 42 --off-cpu"), "{ours:?}");
+        let program = bpftrace_off_cpu_program("42", OFF_CPU_MIN_US);
+        assert!(program.starts_with("tracepoint:sched:sched_switch { if (pid == 42) "));
+        assert!(program.contains("if ($d >= 1000000) { @[kstack, ustack, $t] = sum($d); }"));
+        let plain = bpftrace_with_tracefs(program.clone(), false);
+        assert_eq!(plain, ["bpftrace", "-e", program.as_str()]);
+        let wrapped = bpftrace_with_tracefs(program.clone(), true);
+        assert_eq!(
+            wrapped[..6],
+            [
+                "unshare",
+                "--mount",
+                "sh",
+                "-c",
+                "mount -t tracefs nodev /sys/kernel/tracing && exec \"$@\"",
+                "sh"
+            ]
+        );
+        assert_eq!(wrapped[6..], plain[..]);
     }
 
     #[test]

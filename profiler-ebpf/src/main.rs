@@ -433,7 +433,15 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
         count: 1,
         period_ns: period,
     };
-    finish_record(ctx, &mut key, value, interval, flags, &config, &mut scratch.user)
+    finish_record(
+        ctx,
+        &mut key,
+        value,
+        interval,
+        flags,
+        &config,
+        &mut scratch.user,
+    )
 }
 
 /// The end of a record, the same for a sample and an off-CPU record (`off_cpu.rs`): the user

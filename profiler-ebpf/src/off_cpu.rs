@@ -335,5 +335,13 @@ fn returning(ctx: &RawTracePointContext) -> Result<(), Counter> {
     };
     // Taken: whatever follows records them (here, or the tail calls).
     waiting.waits = 0;
-    finish_record(ctx, &mut key, value, interval, flags, &config, &mut scratch.user)
+    finish_record(
+        ctx,
+        &mut key,
+        value,
+        interval,
+        flags,
+        &config,
+        &mut scratch.user,
+    )
 }

@@ -1,9 +1,10 @@
-//! The five measurements of the issue, each a function from the run's context to a report
-//! section and the targets it checks.
+//! The measurements, each a function from the run's context to a report section and the
+//! targets it checks: the five of the first benchmark issue, and the off-CPU one of issue 16.
 
 mod external;
 pub mod footprint;
 pub mod kernel_cost;
+pub mod off_cpu;
 pub mod output;
 pub mod slowdown;
 pub mod symbolization;
@@ -32,20 +33,27 @@ pub enum Part {
     Footprint,
     Symbolization,
     Output,
+    /// Off-CPU recording: a context-switch-heavy workload's slowdown, the cost per switch.
+    OffCpu,
 }
 
 impl Part {
-    pub const ALL: [Part; 5] = [
+    /// In report order (the last came last, so that the earlier sections keep their numbers).
+    pub const ALL: [Part; 6] = [
         Part::KernelCost,
         Part::Slowdown,
         Part::Footprint,
         Part::Symbolization,
         Part::Output,
+        Part::OffCpu,
     ];
 
     /// Loading BPF, perf events of every CPU and the BPF statistics sysctl need root.
     pub fn needs_root(self) -> bool {
-        matches!(self, Part::KernelCost | Part::Slowdown | Part::Footprint)
+        matches!(
+            self,
+            Part::KernelCost | Part::Slowdown | Part::Footprint | Part::OffCpu
+        )
     }
 
     /// Programs the part runs besides ours.
@@ -56,6 +64,8 @@ impl Part {
             Part::Footprint => &["perf", "gcc"],
             Part::Symbolization => &["addr2line", "llvm-symbolizer-22"],
             Part::Output => &[],
+            // unshare and mount give bpftrace a tracefs of its own where the host has none.
+            Part::OffCpu => &["bpftrace", "gcc", "unshare", "mount"],
         }
     }
 
@@ -66,6 +76,7 @@ impl Part {
             Part::Footprint => footprint::run(bench),
             Part::Symbolization => symbolization::run(bench),
             Part::Output => output::run(bench),
+            Part::OffCpu => off_cpu::run(bench),
         }
     }
 }
@@ -148,6 +159,14 @@ mod tests {
     #[test]
     fn only_the_sampling_parts_need_root() {
         let root: Vec<Part> = Part::ALL.into_iter().filter(|p| p.needs_root()).collect();
-        assert_eq!(root, [Part::KernelCost, Part::Slowdown, Part::Footprint]);
+        assert_eq!(
+            root,
+            [
+                Part::KernelCost,
+                Part::Slowdown,
+                Part::Footprint,
+                Part::OffCpu
+            ]
+        );
     }
 }
