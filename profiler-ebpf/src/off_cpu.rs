@@ -291,7 +291,10 @@ fn returning(ctx: &RawTracePointContext) -> Result<(), Counter> {
     }
     // SAFETY: as above.
     unsafe { *hint = 0 };
-    let waiting = OFF_CPU_THREADS.get_ptr_mut(tid).ok_or(Counter::Internal)?;
+    // None: the hinted thread exited without returning, and a later thread got its ID.
+    let Some(waiting) = OFF_CPU_THREADS.get_ptr_mut(tid) else {
+        return Ok(());
+    };
     // SAFETY: map value pointer returned by the kernel (see `leaving`); read where each field
     // is needed, not copied at once: Linux 5.10 refuses a program whose stack and its calls'
     // pass 512 bytes, and this one is near.
