@@ -76,7 +76,7 @@ impl Plan {
             go_cost_frames: Vec::new(),
             unwind_cost_frames: Vec::new(),
             unwind_memory_window: None,
-            off_cpu_work: Duration::from_secs(2),
+            off_cpu_work: Duration::from_millis(1800),
             ..Self::full()
         }
     }
@@ -108,11 +108,12 @@ impl Plan {
         // Measured: addr2line reads a large binary's DWARF at about 1.5k addresses a second.
         let symbolization = rounds * 4.0 * self.symbol_addresses as f64 / 1_500.0;
         let output = rounds * self.output_stacks.iter().sum::<usize>() as f64 * 20e-6;
-        // Per round: the ping-pong alone, under ours without and with --off-cpu and under
-        // bpftrace (each past its start-up), then one window with ours and bpftrace side by side.
+        // Per round: the ping-pong alone, under ours without and with --off-cpu, under
+        // bpftrace and under ours recording another process (each past its start-up), then one
+        // window with ours and bpftrace side by side.
         let off_cpu = rounds
-            * (self.off_cpu_work.as_secs_f64() * 4.0
-                + 3.0 * (START_STOP_S + 2.0)
+            * (self.off_cpu_work.as_secs_f64() * 5.0
+                + 4.0 * (START_STOP_S + 2.0)
                 + self.cost_window.as_secs_f64()
                 + 2.0 * START_STOP_S
                 + 2.0);
@@ -138,7 +139,7 @@ mod tests {
 
     #[test]
     fn quick_run_fits_in_six_minutes() {
-        // Five minutes for the first five parts; the off-CPU part (issue 16) starts three tools
+        // Five minutes for the first five parts; the off-CPU part (issue 16) starts four tools
         // a round and cannot fit in what was left.
         let total = Plan::quick().total_estimate_s();
         assert!(total < 360.0, "quick plan estimated at {total:.0} s");

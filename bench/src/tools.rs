@@ -21,6 +21,9 @@ pub enum Tool {
     Bpftrace,
     /// Ours recording off-CPU time too (`--off-cpu`, default threshold); needs a `--pid`.
     OursOffCpu,
+    /// The same, started on the PID of another, idle process: what `--off-cpu` costs the
+    /// processes it does not record.
+    OursOffCpuElsewhere,
     /// bpftrace running the off-CPU script of [`bpftrace_off_cpu_program`]; needs a PID.
     BpftraceOffCpu,
 }
@@ -33,6 +36,7 @@ impl Tool {
             Tool::Perf => "perf record -g -a",
             Tool::Bpftrace => "bpftrace",
             Tool::OursOffCpu => "profiler --off-cpu",
+            Tool::OursOffCpuElsewhere => "profiler --off-cpu, another process",
             Tool::BpftraceOffCpu => "bpftrace, off-CPU script",
         }
     }
@@ -46,7 +50,7 @@ impl Tool {
             }
             Tool::Perf => (true, &[]),
             // The sched_switch program (BTF-typed) and the system-call exit one.
-            Tool::OursOffCpu => (
+            Tool::OursOffCpu | Tool::OursOffCpuElsewhere => (
                 true,
                 &[
                     fdinfo::PROG_TYPE_PERF_EVENT,
@@ -96,7 +100,7 @@ impl Invocation {
         let rate = self.rate.to_string();
         match self.tool {
             // A fixed rate: the adaptive controller would change it under the benchmark's load.
-            Tool::Ours | Tool::OursFramePointers | Tool::OursOffCpu => {
+            Tool::Ours | Tool::OursFramePointers | Tool::OursOffCpu | Tool::OursOffCpuElsewhere => {
                 let mut argv = vec![
                     profiler.display().to_string(),
                     "record".into(),
@@ -117,7 +121,7 @@ impl Invocation {
                 if self.tool == Tool::OursFramePointers {
                     argv.push("--no-dwarf-unwinding".into());
                 }
-                if self.tool == Tool::OursOffCpu {
+                if matches!(self.tool, Tool::OursOffCpu | Tool::OursOffCpuElsewhere) {
                     argv.push("--off-cpu".into());
                 }
                 argv

@@ -20,11 +20,12 @@ use crate::{
 /// without `--off-cpu` differ by that flag alone.
 const RATE: u64 = 19;
 /// None = no profiler.
-const VARIANTS: [Option<Tool>; 4] = [
+const VARIANTS: [Option<Tool>; 5] = [
     None,
     Some(Tool::Ours),
     Some(Tool::OursOffCpu),
     Some(Tool::BpftraceOffCpu),
+    Some(Tool::OursOffCpuElsewhere),
 ];
 /// The goal of issue 16: round trips at most this much slower with `--off-cpu` than without.
 const TARGET_PCT: f64 = 3.0;
@@ -204,7 +205,10 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
              the price of the filter that keeps the host's many short waits cheap); bpftrace \
              running the same job the way bcc's `offcputime` does it, on `sched_switch` (note \
              the switch-out time of the PID's threads; at switch-in, the time off; at least \
-             {OFF_CPU_MIN_US} µs: add it by stacks and thread). A slowdown is how much longer a \
+             {OFF_CPU_MIN_US} µs: add it by stacks and thread); ours with `--off-cpu` on the \
+             PID of another, sleeping process (its programs run on every switch and \
+             system-call exit of the host whatever the filter: what `--off-cpu` costs the \
+             processes it does not record). A slowdown is how much longer a \
              round trip took than without the compared tool in the same round (rate without \
              over rate with, minus one); lower is better, the goal is at most {TARGET_PCT}% \
              for `--off-cpu` over the profiler without it. The kernel cost comes from separate \
@@ -234,13 +238,17 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
                 "{} --pid $PID",
                 Invocation::new(Tool::OursOffCpu, RATE).shown()
             ),
+            format!(
+                "{} --pid $(pgrep -n sleep)   # another process",
+                Invocation::new(Tool::OursOffCpuElsewhere, RATE).shown()
+            ),
             Invocation::new(Tool::BpftraceOffCpu, RATE).shown(),
             "sysctl kernel.bpf_stats_enabled=1   # the cost windows only".into(),
         ],
         table,
         notes: {
             let mut notes = vec![format!(
-                "{} rounds of the four timed runs, in rotated order, then {} cost windows in \
+                "{} rounds of the five timed runs, in rotated order, then {} cost windows in \
                  which the profiler and bpftrace took turns starting first; a negative slowdown \
                  is noise (the run under the tool happened to be faster).",
                 plan.rounds, plan.rounds
@@ -266,9 +274,15 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
 /// first): round trips per second.
 fn timed(bench: &Bench, bin: &Path, work: Duration, cpu: usize, tool: Option<Tool>) -> Result<f64> {
     let mut fixture = workload::phases(bin, &pingpong_args(work, cpu))?;
+    // The process the variant "another process" records: asleep, it waits nowhere new.
+    let idle = match tool {
+        Some(Tool::OursOffCpuElsewhere) => Some(Idle::start()?),
+        _ => None,
+    };
+    let pid = idle.as_ref().map_or(fixture.pid, |idle| idle.pid());
     let running = match tool {
         Some(tool) => Some(Running::start(
-            &Invocation::new(tool, RATE).pid(fixture.pid),
+            &Invocation::new(tool, RATE).pid(pid),
             &bench.profiler,
             &bench.scratch("off-cpu"),
         )?),
@@ -283,6 +297,30 @@ fn timed(bench: &Bench, bin: &Path, work: Duration, cpu: usize, tool: Option<Too
         running.stop()?;
     }
     round_trips_per_s(&line).with_context(|| format!("unexpected ping-pong output: {line}"))
+}
+
+/// A sleeping child process, killed and reaped on drop.
+struct Idle(std::process::Child);
+
+impl Idle {
+    fn start() -> Result<Idle> {
+        std::process::Command::new("sleep")
+            .arg("3600")
+            .spawn()
+            .map(Idle)
+            .context("cannot start `sleep`")
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Idle {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn pingpong_args(work: Duration, cpu: usize) -> [String; 2] {
@@ -371,6 +409,7 @@ fn tabulate(rates: &[Vec<f64>], windows: &[Window]) -> (Table, Vec<Target>, Vec<
         "profiler",
         "profiler --off-cpu",
         "bpftrace, off-CPU script",
+        "profiler --off-cpu, another process",
     ]);
     let dash = || "—".to_owned();
     let thousands = |values: &[f64]| {
@@ -387,6 +426,7 @@ fn tabulate(rates: &[Vec<f64>], windows: &[Window]) -> (Table, Vec<Target>, Vec<
         show_pct(slowdown_pct(&rates[1], &rates[0])),
         show_pct(slowdown_pct(&rates[2], &rates[0])),
         show_pct(slowdown_pct(&rates[3], &rates[0])),
+        show_pct(slowdown_pct(&rates[4], &rates[0])),
     ]);
     let off_cpu = slowdown_pct(&rates[2], &rates[1]);
     table.row(vec![
@@ -395,6 +435,7 @@ fn tabulate(rates: &[Vec<f64>], windows: &[Window]) -> (Table, Vec<Target>, Vec<
         dash(),
         show_pct(off_cpu),
         show_pct(slowdown_pct(&rates[3], &rates[1])),
+        show_pct(slowdown_pct(&rates[4], &rates[1])),
     ]);
     let ns = |values: Vec<Option<f64>>| {
         let values: Vec<f64> = values.into_iter().flatten().collect();
@@ -412,6 +453,7 @@ fn tabulate(rates: &[Vec<f64>], windows: &[Window]) -> (Table, Vec<Target>, Vec<
         dash(),
         ns(windows.iter().map(Window::ours_ns_per_switch).collect()),
         ns(windows.iter().map(Window::bpftrace_ns_per_switch).collect()),
+        dash(),
     ]);
     table.row(vec![
         "ns per run, sched_switch program".into(),
@@ -425,6 +467,7 @@ fn tabulate(rates: &[Vec<f64>], windows: &[Window]) -> (Table, Vec<Target>, Vec<
             .iter()
             .map(|w| Window::ns_per_run(w.bpftrace))
             .collect()),
+        dash(),
     ]);
     table.row(vec![
         "Runs per host context switch, sched_switch program".into(),
@@ -442,6 +485,7 @@ fn tabulate(rates: &[Vec<f64>], windows: &[Window]) -> (Table, Vec<Target>, Vec<
                 .map(|w| w.runs_per_switch(w.bpftrace))
                 .collect(),
         ),
+        dash(),
     ]);
     table.row(vec![
         "ns per run, system-call exit program".into(),
@@ -451,6 +495,7 @@ fn tabulate(rates: &[Vec<f64>], windows: &[Window]) -> (Table, Vec<Target>, Vec<
             .into_iter()
             .map(Window::ns_per_run)
             .collect()),
+        dash(),
         dash(),
     ]);
     table.row(vec![
@@ -463,6 +508,7 @@ fn tabulate(rates: &[Vec<f64>], windows: &[Window]) -> (Table, Vec<Target>, Vec<
                 .map(|w| w.runs_per_switch(w.ours[Role::Return.index()]))
                 .collect(),
         ),
+        dash(),
         dash(),
     ]);
 
@@ -589,6 +635,7 @@ mod tests {
             vec![398.0, 405.0],
             vec![390.0, 400.0],
             vec![300.0, 310.0],
+            vec![395.0, 402.0],
         ];
         let window = Window {
             switches: 1_000,
@@ -597,8 +644,8 @@ mod tests {
             bpftrace: totals(120_000, 1_000),
         };
         let (table, targets, notes) = tabulate(&rates, &[window, window]);
-        assert_eq!(table.header.len(), 5);
-        assert!(table.rows.iter().all(|row| row.len() == 5));
+        assert_eq!(table.header.len(), 6);
+        assert!(table.rows.iter().all(|row| row.len() == 6));
         assert_eq!(targets.len(), 1);
         // (398/390 - 1 + 405/400 - 1) / 2, in percent.
         let expected = ((398.0 / 390.0 - 1.0) + (405.0 / 400.0 - 1.0)) / 2.0 * 100.0;
