@@ -38,7 +38,8 @@ use profiler_common::{
 
 use crate::{
     ACTIVE, MEMO_TLS, SCRATCH, TARGETS, config, count, current_comm, finish_record, keep_stack,
-    origin::return_address, process_of, targeted, trace_context,
+    origin::{pc_at, return_address},
+    process_of, targeted, trace_context,
 };
 
 /// A target thread's wait in progress, and the waits gathered for its next record.
@@ -119,13 +120,13 @@ fn leaving(ctx: &BtfTracePointContext, config: &Config, clock: &mut Clock) {
         return;
     }
     // SAFETY: helper without preconditions; the pointer is only used for checked reads.
-    let task = unsafe { bpf_get_current_task() } as *const u8;
+    let task = || unsafe { bpf_get_current_task() } as *const u8;
     // The read-only config decides before the verifier looks: a kernel whose tracepoint has
     // three arguments never sees the fourth read.
     let state = if config.switch_prev_state != 0 {
         ctx.arg::<u64>(3) as u32
     } else {
-        task_word(task, config.task.state)
+        task_word(task(), config.task.state)
     };
     if state == 0 {
         // Still runnable (a yield): it waits for a CPU, not for something.
@@ -147,7 +148,7 @@ fn leaving(ctx: &BtfTracePointContext, config: &Config, clock: &mut Clock) {
     if config.filter_cgroups != 0 && !targeted(pid, config) {
         return;
     }
-    if task_word(task, config.task.flags) & (PF_KTHREAD | PF_EXITING) != 0 {
+    if task_word(task(), config.task.flags) & (PF_KTHREAD | PF_EXITING) != 0 {
         return;
     }
     let waiting = Waiting {
@@ -252,13 +253,7 @@ fn user_pc(config: &Config, task: *mut task_struct) -> u64 {
     }
     // SAFETY: `task` is a typed task pointer (the tracepoint's, or the current task's); the
     // registers are read with a checked read.
-    let regs = unsafe { bpf_task_pt_regs(task) } as *const pt_regs;
-    #[cfg(bpf_target_arch = "x86_64")]
-    let pc = unsafe { core::ptr::addr_of!((*regs).rip) };
-    #[cfg(not(bpf_target_arch = "x86_64"))]
-    let pc = unsafe { core::ptr::addr_of!((*regs).pc) };
-    // SAFETY: a checked kernel read.
-    unsafe { bpf_probe_read_kernel(pc) }.unwrap_or(0)
+    pc_at(unsafe { bpf_task_pt_regs(task) } as *const pt_regs)
 }
 
 /// Forgets the exiting thread's waits (`sched_process_exit` fires for every thread).

@@ -152,13 +152,50 @@ fn saved_registers(ctx: &RawTracePointContext) -> *const pt_regs {
 /// stay small for Linux 5.10's 512-byte limit on a program's stack and its calls').
 #[inline(always)]
 pub(crate) fn return_address(ctx: &RawTracePointContext) -> u64 {
-    let regs = saved_registers(ctx);
+    pc_at(saved_registers(ctx))
+}
+
+/// The user code address saved in `regs` (a task's registers at kernel entry); 0 when
+/// unreadable.
+#[inline(always)]
+pub(crate) fn pc_at(regs: *const pt_regs) -> u64 {
     // SAFETY: the address of a field, read with a checked kernel read.
     #[cfg(bpf_target_arch = "x86_64")]
     let pc = unsafe { core::ptr::addr_of!((*regs).rip) };
     #[cfg(not(bpf_target_arch = "x86_64"))]
     let pc = unsafe { core::ptr::addr_of!((*regs).pc) };
     saved(pc)
+}
+
+/// The user registers saved in `regs` (a task's registers at kernel entry); 0 where
+/// unreadable.
+#[inline(always)]
+pub(crate) fn registers_at(regs: *const pt_regs) -> UserRegisters {
+    // SAFETY (all): addresses of fields, read with checked kernel reads.
+    #[cfg(bpf_target_arch = "x86_64")]
+    let found = unsafe {
+        UserRegisters {
+            pc: saved(core::ptr::addr_of!((*regs).rip)),
+            sp: saved(core::ptr::addr_of!((*regs).rsp)),
+            fp: saved(core::ptr::addr_of!((*regs).rbp)),
+            lr: 0,
+        }
+    };
+    #[cfg(bpf_target_arch = "aarch64")]
+    let found = unsafe {
+        UserRegisters {
+            pc: saved(core::ptr::addr_of!((*regs).pc)),
+            sp: saved(core::ptr::addr_of!((*regs).sp)),
+            fp: saved(core::ptr::addr_of!((*regs).regs[29])),
+            lr: saved(core::ptr::addr_of!((*regs).regs[30])),
+        }
+    };
+    #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+    let found = {
+        let _ = regs;
+        UserRegisters::default()
+    };
+    found
 }
 
 /// A word of the saved registers; 0 when it cannot be read.
@@ -186,32 +223,7 @@ impl Origin for RawTracePointContext {
 
     #[inline(always)]
     fn user_registers(&self) -> Option<UserRegisters> {
-        let regs = saved_registers(self);
-        // SAFETY (all): addresses of fields, read with checked kernel reads.
-        #[cfg(bpf_target_arch = "x86_64")]
-        let found = unsafe {
-            UserRegisters {
-                pc: saved(core::ptr::addr_of!((*regs).rip)),
-                sp: saved(core::ptr::addr_of!((*regs).rsp)),
-                fp: saved(core::ptr::addr_of!((*regs).rbp)),
-                lr: 0,
-            }
-        };
-        #[cfg(bpf_target_arch = "aarch64")]
-        let found = unsafe {
-            UserRegisters {
-                pc: saved(core::ptr::addr_of!((*regs).pc)),
-                sp: saved(core::ptr::addr_of!((*regs).sp)),
-                fp: saved(core::ptr::addr_of!((*regs).regs[29])),
-                lr: saved(core::ptr::addr_of!((*regs).regs[30])),
-            }
-        };
-        #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
-        let found = {
-            let _ = regs;
-            UserRegisters::default()
-        };
-        Some(found)
+        Some(registers_at(saved_registers(self)))
     }
 
     #[inline(always)]

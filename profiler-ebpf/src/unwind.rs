@@ -17,7 +17,7 @@
 use aya_ebpf::{
     bindings::{BPF_F_USER_STACK, pt_regs},
     helpers::{
-        bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_probe_read_user,
         generated::{
             bpf_get_current_task_btf, bpf_probe_read_user as read_user_into, bpf_task_pt_regs,
         },
@@ -38,7 +38,7 @@ use profiler_common::{
 
 use crate::{
     SCRATCH, config, count, get_stack, go_labels, keep_stack,
-    origin::{Origin, record},
+    origin::{Origin, record, registers_at},
 };
 
 /// Processes walked by tables: tgid -> where its code ranges are in `UNWIND_RANGES`. Sized
@@ -388,24 +388,13 @@ fn user_registers<O: Origin>(ctx: &O, walk: &mut Walk) -> bool {
     if config().task_pt_regs == 0 {
         return false;
     }
-    // SAFETY: helpers without preconditions; read below with checked kernel reads.
+    // SAFETY: helpers without preconditions; the registers are read with checked reads.
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
-    // SAFETY: checked kernel reads of the task's saved user registers.
-    unsafe {
-        #[cfg(bpf_target_arch = "x86_64")]
-        {
-            walk.pc = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rip)).unwrap_or(0);
-            walk.sp = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rsp)).unwrap_or(0);
-            walk.fp = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).rbp)).unwrap_or(0);
-        }
-        #[cfg(bpf_target_arch = "aarch64")]
-        {
-            walk.pc = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).pc)).unwrap_or(0);
-            walk.sp = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).sp)).unwrap_or(0);
-            walk.fp = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).regs[29])).unwrap_or(0);
-            walk.lr = bpf_probe_read_kernel(core::ptr::addr_of!((*regs).regs[30])).unwrap_or(0);
-        }
-    }
+    let regs = registers_at(regs);
+    walk.pc = regs.pc;
+    walk.sp = regs.sp;
+    walk.fp = regs.fp;
+    walk.lr = regs.lr;
     walk.pc != 0
 }
 
