@@ -347,8 +347,22 @@ impl Sampler {
     /// Opens or closes a measurement window of the kernel's run-time statistics when due; call
     /// it about once a second.
     pub fn tick_cost(&mut self) {
+        let now = std::time::Instant::now();
+        let enable = || {
+            aya::sys::enable_stats(aya::sys::Stats::RunTime)
+                .inspect_err(|err| tracing::debug!("BPF run-time statistics unavailable: {err}"))
+                .ok()
+        };
+        let ebpf = &self.ebpf;
+        let totals = || {
+            let info = ebpf.program(programs::SAMPLE)?.info().ok()?;
+            Some(ProgramCost {
+                run_time_ns: info.run_time().as_nanos() as u64,
+                run_count: info.run_count(),
+            })
+        };
+        self.cost.tick(now, totals, enable);
         if let Some((meter, started)) = &mut self.off_cpu_cost {
-            let ebpf = &self.ebpf;
             let started = *started;
             let totals = || {
                 let mut run_time = 0;
@@ -361,24 +375,8 @@ impl Sampler {
                     run_count: started.elapsed().as_millis() as u64,
                 })
             };
-            meter.tick(std::time::Instant::now(), totals, || {
-                aya::sys::enable_stats(aya::sys::Stats::RunTime).ok()
-            });
+            meter.tick(now, totals, enable);
         }
-        let program = self.ebpf.program(programs::SAMPLE);
-        let totals = || {
-            let info = program?.info().ok()?;
-            Some(ProgramCost {
-                run_time_ns: info.run_time().as_nanos() as u64,
-                run_count: info.run_count(),
-            })
-        };
-        let enable = || {
-            aya::sys::enable_stats(aya::sys::Stats::RunTime)
-                .inspect_err(|err| tracing::debug!("BPF run-time statistics unavailable: {err}"))
-                .ok()
-        };
-        self.cost.tick(std::time::Instant::now(), totals, enable);
     }
 
     /// Retunes the sampling rate of every CPU without reattaching the program.
