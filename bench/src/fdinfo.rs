@@ -10,11 +10,9 @@ use anyhow::{Context, Result};
 pub const PROG_TYPE_PERF_EVENT: u32 = 7;
 /// `BPF_PROG_TYPE_TRACEPOINT`: bpftrace's `tracepoint:` probes.
 pub const PROG_TYPE_TRACEPOINT: u32 = 5;
-/// `BPF_PROG_TYPE_RAW_TRACEPOINT`: our process and system-call exit programs and the off-CPU
+/// `BPF_PROG_TYPE_RAW_TRACEPOINT`: our process programs, `off_cpu_switch` and the off-CPU
 /// record's tail calls.
 pub const PROG_TYPE_RAW_TRACEPOINT: u32 = 17;
-/// `BPF_PROG_TYPE_TRACING`: BTF-typed tracepoints, our `off_cpu_switch`.
-pub const PROG_TYPE_TRACING: u32 = 26;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ProgStats {
@@ -258,7 +256,7 @@ mod tests {
     fn totals_add_up_the_chosen_programs() {
         let program = |id, run_time_ns, run_cnt| ProgStats {
             id,
-            prog_type: PROG_TYPE_TRACING,
+            prog_type: PROG_TYPE_RAW_TRACEPOINT,
             run_time_ns,
             run_cnt,
         };

@@ -49,12 +49,12 @@ impl Tool {
                 (true, &[fdinfo::PROG_TYPE_PERF_EVENT])
             }
             Tool::Perf => (true, &[]),
-            // The sched_switch program (BTF-typed) and the system-call exit one.
+            // The sched_switch program is a raw tracepoint, attached before the perf events
+            // are opened.
             Tool::OursOffCpu | Tool::OursOffCpuElsewhere => (
                 true,
                 &[
                     fdinfo::PROG_TYPE_PERF_EVENT,
-                    fdinfo::PROG_TYPE_TRACING,
                     fdinfo::PROG_TYPE_RAW_TRACEPOINT,
                 ],
             ),

@@ -40,6 +40,44 @@ pub const NO_STACK: u64 = 0;
 /// Context hash meaning "the thread published no valid trace context".
 pub const NO_CONTEXT: u64 = 0;
 
+/// [`SampleKey::user_stack`] of an off-CPU record whose stacks were not read: the thread left
+/// the CPU at a place whose last wait was short, and this one turned out long (see
+/// [`OffCpuThread`]). Never a stack's hash.
+pub const UNSTACKED_WAIT: u64 = u64::MAX;
+
+/// Places a thread remembers as having had a long wait last time ([`OffCpuThread`]).
+pub const OFF_CPU_PLACES: usize = 4;
+
+/// A target thread timed off the CPU: `OFF_CPU_THREADS`, by thread ID.
+///
+/// A wait's stacks are read when the thread leaves the CPU, the only time they can be (its
+/// user memory is readable only while it is the current task), and only where its last wait
+/// at the same place (the user code address it entered the kernel from) was long: the many
+/// short waits of a busy host read none. The record read is parked in `key` until the thread
+/// runs again and the wait's length is known.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OffCpuThread {
+    /// When the thread left the CPU to wait; 0 while it runs.
+    pub since: u64,
+    /// The wait's record while `parked` is set; else its process and name only (for a wait
+    /// recorded without stacks).
+    pub key: SampleKey,
+    /// Places (low 32 bits of the user code address, never 0) whose last wait was long.
+    pub long_places: [u32; OFF_CPU_PLACES],
+    /// The place of the wait in progress; 0 when not read.
+    pub place: u32,
+    /// 1 while `key` is the record of the wait in progress: userspace keeps the stacks and
+    /// contexts it names until it ends, whichever interval that is.
+    pub parked: u32,
+    /// 1 once the thread had a long wait: its places are read at every wait from then on.
+    pub learning: u32,
+    /// How many places went to `long_places` (the next goes to this modulo
+    /// [`OFF_CPU_PLACES`]); 0 until the first, while the thread's next wait is read wherever it
+    /// is (1 once that wait was short).
+    pub next_place: u32,
+}
+
 /// Attribute bytes of a trace context kept per sample; longer attribute data is cut here.
 pub const MAX_ATTR_BYTES: usize = 128;
 
@@ -471,22 +509,24 @@ pub enum Counter {
     OffCpuWaits = 23,
     /// Waits off the CPU shorter than `--off-cpu-min-us`: timed, not recorded.
     OffCpuShort = 24,
-    /// Off-CPU records written (one or more waits, when the thread returned from the system
-    /// call it waited in).
+    /// Off-CPU records written with their stacks (one per wait, when the thread ran again).
     OffCpuRecords = 25,
     /// Threads whose waits could not be timed: the map of waiting threads was full.
     OffCpuThreadsFull = 26,
-    /// Waits dropped because the thread did not return through the system call it waited in
-    /// (a wait outside a system call, or a return on another CPU).
-    OffCpuUnmatched = 27,
+    /// Long waits recorded without stacks: the thread left the CPU at a place whose last wait
+    /// was short, so nothing was read ([`UNSTACKED_WAIT`]).
+    OffCpuUnstacked = 27,
     /// Threads that began to be timed, and that were forgotten when they exited: the
     /// difference is the threads the kernel times now.
     OffCpuThreadsAdded = 28,
     OffCpuThreadsRemoved = 29,
+    /// Waits whose stacks were read but not kept for their record: the map of what parked
+    /// records name was full (`OFF_CPU_PARKED_<half>`); recorded without stacks.
+    OffCpuParkedFull = 30,
 }
 
 /// Number of [`Counter`] slots.
-pub const COUNTER_COUNT: u32 = 30;
+pub const COUNTER_COUNT: u32 = 31;
 
 impl Counter {
     /// All counters, in index order.
@@ -518,9 +558,10 @@ impl Counter {
         Counter::OffCpuShort,
         Counter::OffCpuRecords,
         Counter::OffCpuThreadsFull,
-        Counter::OffCpuUnmatched,
+        Counter::OffCpuUnstacked,
         Counter::OffCpuThreadsAdded,
         Counter::OffCpuThreadsRemoved,
+        Counter::OffCpuParkedFull,
     ];
 
     /// A short snake_case name for logs and metrics.
@@ -553,9 +594,10 @@ impl Counter {
             Counter::OffCpuShort => "off_cpu_short",
             Counter::OffCpuRecords => "off_cpu_records",
             Counter::OffCpuThreadsFull => "off_cpu_threads_full",
-            Counter::OffCpuUnmatched => "off_cpu_unmatched",
+            Counter::OffCpuUnstacked => "off_cpu_unstacked",
             Counter::OffCpuThreadsAdded => "off_cpu_threads_added",
             Counter::OffCpuThreadsRemoved => "off_cpu_threads_removed",
+            Counter::OffCpuParkedFull => "off_cpu_parked_full",
         }
     }
 }
@@ -592,6 +634,7 @@ pub mod maps {
     pub const OFF_CPU_COUNTS: [&str; 2] = ["OFF_CPU_COUNTS_0", "OFF_CPU_COUNTS_1"];
     pub const OFF_CPU_THREADS: &str = "OFF_CPU_THREADS";
     pub const OFF_CPU_TAIL_CALLS: &str = "OFF_CPU_TAIL_CALLS";
+    pub const OFF_CPU_PARKED: [&str; 2] = ["OFF_CPU_PARKED_0", "OFF_CPU_PARKED_1"];
     /// Per-CPU scratch maps with one slot per kind of program that may interrupt another
     /// ([`SLOT_SAMPLE`](super::SLOT_SAMPLE), [`SLOT_OFF_CPU`](super::SLOT_OFF_CPU)).
     pub const PER_CPU_SCRATCH: [&str; 9] = [
@@ -623,7 +666,6 @@ pub mod programs {
     /// Tail-called by `sample` (index [`super::TAIL_UNWIND_USER`] of `TAIL_CALLS`).
     pub const UNWIND_USER: &str = "unwind_user";
     pub const OFF_CPU_SWITCH: &str = "off_cpu_switch";
-    pub const OFF_CPU_RETURN: &str = "off_cpu_return";
     pub const GO_LABEL_SLOT_OFF_CPU: &str = "go_label_slot_off_cpu";
     pub const UNWIND_USER_OFF_CPU: &str = "unwind_user_off_cpu";
 }
@@ -634,6 +676,7 @@ mod pod {
     // SAFETY: plain #[repr(C)] data without padding holes or pointers.
     unsafe impl aya::Pod for SampleKey {}
     unsafe impl aya::Pod for SampleValue {}
+    unsafe impl aya::Pod for OffCpuThread {}
     unsafe impl<const N: usize> aya::Pod for Frames<N> {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for TaskOffsets {}

@@ -250,7 +250,7 @@ pub fn go_label_slot(ctx: PerfEventContext) -> u32 {
 }
 
 /// [`go_label_slot`] for an off-CPU record.
-#[raw_tracepoint(tracepoint = "sys_exit")]
+#[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn go_label_slot_off_cpu(ctx: RawTracePointContext) -> i32 {
     label_slot(&ctx);
     0

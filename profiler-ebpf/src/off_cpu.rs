@@ -1,74 +1,67 @@
 //! Off-CPU time (issue 16): where target threads wait, and for how long.
 //!
-//! A wait is timed by the scheduler's `sched_switch` tracepoint ([`off_cpu_switch`], BTF-typed:
-//! the task put on the CPU is a typed pointer the kernel-stack helper accepts): the thread that
-//! leaves the CPU blocked notes the time in `OFF_CPU_THREADS`, and when a switch puts it back,
-//! the time it was off is known. A wait shorter than `--off-cpu-min-us` ends there, counted.
+//! One program on the scheduler's `sched_switch` raw tracepoint ([`off_cpu_switch`]) does it
+//! all. The thread that leaves the CPU blocked notes the time in `OFF_CPU_THREADS`; when a
+//! switch puts it back, the time it was off is known. A wait shorter than `--off-cpu-min-us`
+//! ends there, counted.
 //!
-//! Only then is anything read, so that the host's many short waits cost two map operations and
-//! no stack: the kernel stack the thread waited in (the helper reads a task that is not
-//! running), then, when the thread leaves the system call it waited in ([`off_cpu_return`], on
-//! `raw_syscalls:sys_exit`, the same CPU), everything a sample reads, by the same code: the
-//! process, the user stack (by unwind tables or frame pointers), the trace context or the Go
-//! labels. All are what they were when the thread left the CPU, as it has not run user code
-//! since. The record goes to `OFF_CPU_COUNTS_<half>`: waits and their nanoseconds under the
-//! sample's key.
+//! Stacks can only be read when the thread leaves the CPU: it is then the current task, whose
+//! user memory is readable (once back, it runs user code at once). Reading them at every switch
+//! would cost a stack walk per switch on a host with hundreds of thousands of them, most short.
+//! So they are read only at a place ([`current_place`]: where the thread entered the kernel)
+//! whose last wait was long: a server's `epoll_wait`, a pool's condition wait, a call to
+//! another service. What is read (everything a sample reads, by the same code: process, user
+//! stack, kernel stack, trace context or Go labels) is parked in the thread's entry, and
+//! recorded when the wait ends long. A long wait at a place not predicted is recorded without
+//! stacks ([`UNSTACKED_WAIT`], counted `off_cpu_unstacked`), and its place is predicted from
+//! then on. A thread reads no place until its first long wait (a ping-pong of short waits
+//! costs two lookups and a clock read per switch); the wait after it is read wherever it is.
 //!
-//! A thread that waited outside a system call (a page fault), or whose return another CPU saw,
-//! is told by its user code address, which the kernel saved when it entered and which must be
-//! the one it returns to (Linux 5.15+, `bpf_task_pt_regs`); its waits are dropped and counted
-//! (`off_cpu_unmatched`). A thread preempted while runnable waits for a CPU, not for something:
-//! not timed.
+//! A parked record names stacks and contexts kept in the interval it was read in; when it is
+//! recorded in a later one, userspace still has them: it keeps what parked records name
+//! (`OFF_CPU_PARKED_<half>`, and the scan of `OFF_CPU_THREADS`; see `bpf/drain.rs`).
+//!
+//! A thread preempted while runnable waits for a CPU, not for something: not timed.
 
 use aya_ebpf::{
-    bindings::{BPF_NOEXIST, pt_regs, task_struct},
+    bindings::{BPF_ANY, BPF_NOEXIST, pt_regs},
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-        generated::{
-            bpf_get_current_task, bpf_get_current_task_btf, bpf_get_task_stack, bpf_task_pt_regs,
-        },
+        generated::{bpf_get_current_task, bpf_get_current_task_btf, bpf_task_pt_regs},
     },
-    macros::{btf_tracepoint, map, raw_tracepoint},
-    maps::{HashMap, PerCpuArray},
-    programs::{BtfTracePointContext, RawTracePointContext},
+    macros::{map, raw_tracepoint},
+    maps::HashMap,
+    programs::RawTracePointContext,
 };
 use profiler_common::{
-    Config, Counter, NO_CONTEXT, NO_STACK, SLOT_OFF_CPU, SampleKey, SampleValue, StackTrace,
+    Config, Counter, NO_CONTEXT, NO_STACK, OFF_CPU_PLACES, OffCpuThread, SLOT_OFF_CPU, SampleKey,
+    SampleValue, UNSTACKED_WAIT,
 };
 
 use crate::{
-    ACTIVE, MEMO_TLS, SCRATCH, TARGETS, config, count, current_comm, finish_record, keep_stack,
-    origin::{pc_at, return_address},
-    process_of, targeted, trace_context,
+    ACTIVE, MEMO_TLS, SCRATCH, TARGETS, add_sample, config, count, current_comm, finish_record,
+    origin::{pc_at, sp_at},
+    process_of, read_stack, targeted, trace_context,
 };
 
-/// A target thread's wait in progress, and the waits gathered for its next record.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct Waiting {
-    /// When the thread left the CPU to wait; 0 while it runs.
-    since: u64,
-    /// Time off the CPU of the waits gathered.
-    off_ns: u64,
-    /// The user code address the thread returns to from the first wait gathered (0 where the
-    /// kernel cannot tell): a return elsewhere is not from these waits.
-    user_pc: u64,
-    /// The kernel stack of the first wait gathered, and the interval it was kept in.
-    kernel_stack: u64,
-    interval: u32,
-    /// Waits gathered (0: none).
-    waits: u32,
-}
-
-/// Target threads seen leaving the CPU blocked: tid -> their wait. Sized by userspace for the
+/// Target threads seen leaving the CPU blocked: tid -> their state. Sized by userspace for the
 /// host's threads; an entry goes when its thread exits (`sched_process_exit`).
 #[map]
-static OFF_CPU_THREADS: HashMap<u32, Waiting> = HashMap::with_max_entries(1, 0);
+static OFF_CPU_THREADS: HashMap<u32, OffCpuThread> = HashMap::with_max_entries(1, 0);
 
-/// Per CPU, the thread a switch last put back with waits to record: the system-call exit
-/// program compares it with the current thread, the one thing it does for every other call.
+/// Time off the CPU by (process generation, thread, stacks, context, name): waits and their
+/// nanoseconds, double-buffered like `COUNTS_<half>`. Sized by userspace.
 #[map]
-static OFF_CPU_HINT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+static OFF_CPU_COUNTS_0: HashMap<SampleKey, SampleValue> = HashMap::with_max_entries(1, 0);
+#[map]
+static OFF_CPU_COUNTS_1: HashMap<SampleKey, SampleValue> = HashMap::with_max_entries(1, 0);
+
+/// The stacks and contexts parked records named in the interval (hash -> 1), by half: what
+/// userspace keeps past the interval's drain. Sized by userspace.
+#[map]
+static OFF_CPU_PARKED_0: HashMap<u64, u8> = HashMap::with_max_entries(1, 0);
+#[map]
+static OFF_CPU_PARKED_1: HashMap<u64, u8> = HashMap::with_max_entries(1, 0);
 
 /// `task_struct.flags` bits of a kernel thread, and of a thread on its way out: past
 /// `sched_process_exit`, which forgets its entry, it may still wait (closing its files) and
@@ -76,18 +69,19 @@ static OFF_CPU_HINT: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 const PF_KTHREAD: u32 = 0x0020_0000;
 const PF_EXITING: u32 = 0x0000_0004;
 
-#[btf_tracepoint(function = "sched_switch")]
-pub fn off_cpu_switch(ctx: BtfTracePointContext) -> i32 {
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn off_cpu_switch(ctx: RawTracePointContext) -> i32 {
     let config = config();
     // Read once, and only by a switch that times something: another process's switch reads
     // no clock.
     let mut clock = Clock(0);
     // sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next
     //              [, unsigned int prev_state (5.18+)])
+    arriving(&config, &mut clock, ctx.arg::<u64>(2) as *const u8);
+    // Last: reading the stacks ends in tail calls that do not come back.
     if ctx.arg::<u64>(0) & 0xff == 0 {
         leaving(&ctx, &config, &mut clock);
     }
-    arriving(&config, &mut clock, ctx.arg::<*mut task_struct>(2));
     0
 }
 
@@ -105,11 +99,103 @@ impl Clock {
     }
 }
 
-/// Notes the time the current thread leaves the CPU, when it blocks and is a target. Every
-/// switch of the host runs this: a target's costs two map operations and no more reads than
-/// needed (the bench's ping-pong pays it twice per round trip).
+/// Ends the wait of the thread a switch puts back on the CPU: a long one is recorded, with the
+/// stacks parked when it began or without, and its place remembered either way.
 #[inline(always)]
-fn leaving(ctx: &BtfTracePointContext, config: &Config, clock: &mut Clock) {
+fn arriving(config: &Config, clock: &mut Clock, next: *const u8) {
+    let tid = task_word(next, config.task.pid);
+    if tid == 0 {
+        return;
+    }
+    let Some(thread) = OFF_CPU_THREADS.get_ptr_mut(tid) else {
+        return;
+    };
+    // SAFETY: map value pointer returned by the kernel; only this thread's own switches write
+    // it, one at a time.
+    let thread = unsafe { &mut *thread };
+    if thread.since == 0 {
+        return;
+    }
+    let off = clock.now().wrapping_sub(thread.since);
+    thread.since = 0;
+    let parked = thread.parked;
+    thread.parked = 0;
+    if off < config.off_cpu_min_ns {
+        count(Counter::OffCpuShort);
+        if parked != 0 {
+            // Predicted long, was short: not predicted here again until a long wait.
+            forget_place(thread);
+            // The one wait read wherever it was (see `leaving`) is over.
+            thread.next_place |= 1;
+        }
+        return;
+    }
+    count(Counter::OffCpuWaits);
+    // Its place is predicted from now on. A thread's first long wait only starts the reading
+    // of its places.
+    if thread.learning == 0 {
+        thread.learning = 1;
+    } else if thread.place != 0 && !knows_place(thread) {
+        let slot = (thread.next_place as usize) % OFF_CPU_PLACES;
+        thread.long_places[slot] = thread.place;
+        thread.next_place = thread.next_place.wrapping_add(1);
+    }
+    let value = SampleValue {
+        count: 1,
+        period_ns: off,
+    };
+    let half = ACTIVE.get(0).copied().unwrap_or(0) & 1;
+    let counts = if half == 0 {
+        &OFF_CPU_COUNTS_0
+    } else {
+        &OFF_CPU_COUNTS_1
+    };
+    if parked != 0 {
+        match add_sample(counts, &thread.key, value) {
+            Ok(()) => count(Counter::OffCpuRecords),
+            Err(counter) => count(counter),
+        }
+        return;
+    }
+    // Not predicted: filed under the thread alone (and its process's generation as its last
+    // parked record read it; 0 before the first).
+    let key = SampleKey {
+        user_stack: UNSTACKED_WAIT,
+        kernel_stack: NO_STACK,
+        context: NO_CONTEXT,
+        ..thread.key
+    };
+    match add_sample(counts, &key, value) {
+        Ok(()) => count(Counter::OffCpuUnstacked),
+        Err(counter) => count(counter),
+    }
+}
+
+/// Whether the place of the wait that ended is one whose last wait was long.
+#[inline(always)]
+fn knows_place(thread: &OffCpuThread) -> bool {
+    let mut known = false;
+    for slot in 0..OFF_CPU_PLACES {
+        known |= thread.long_places[slot] == thread.place;
+    }
+    known
+}
+
+/// Forgets the place of the wait that ended (its last wait was short).
+#[inline(always)]
+fn forget_place(thread: &mut OffCpuThread) {
+    for slot in 0..OFF_CPU_PLACES {
+        if thread.long_places[slot] == thread.place {
+            thread.long_places[slot] = 0;
+        }
+    }
+}
+
+/// Notes the time the current thread leaves the CPU, when it blocks and is a target, and reads
+/// its stacks when its place's last wait was long. Every switch of the host runs this: a
+/// target with short waits only costs one map lookup and no read it can do without.
+#[inline(always)]
+fn leaving(ctx: &RawTracePointContext, config: &Config, clock: &mut Clock) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if tid == 0 {
@@ -132,98 +218,138 @@ fn leaving(ctx: &BtfTracePointContext, config: &Config, clock: &mut Clock) {
         // Still runnable (a yield): it waits for a CPU, not for something.
         return;
     }
-    if let Some(waiting) = OFF_CPU_THREADS.get_ptr_mut(tid) {
-        // SAFETY: map value pointer returned by the kernel; only this thread's own switches
-        // and its return on one CPU at a time write it.
-        let waiting = unsafe { &mut *waiting };
-        if waiting.waits != 0 && waiting.user_pc != 0 && current_user_pc(config) != waiting.user_pc
-        {
-            // Back in user code since the waits gathered, unseen: not this call's.
-            count(Counter::OffCpuUnmatched);
-            waiting.waits = 0;
-        }
-        waiting.since = clock.now();
+    let Some(thread) = OFF_CPU_THREADS.get_ptr_mut(tid) else {
+        start_timing(pid, tid, config, clock, task());
+        return;
+    };
+    // SAFETY: map value pointer returned by the kernel (see `arriving`).
+    let thread = unsafe { &mut *thread };
+    thread.since = clock.now();
+    thread.place = 0;
+    if thread.learning == 0 {
         return;
     }
+    thread.place = current_place(config);
+    // The wait after a thread's first long one is read wherever it is: a thread that always
+    // waits long in one place loses the stacks of one wait, not two.
+    if thread.next_place == 0 || knows_place(thread) {
+        // Parked by the record's end (`origin::record`), which may be a tail call.
+        if let Err(counter) = read_record(ctx, config, pid, tid) {
+            count(counter);
+        }
+    }
+}
+
+/// Makes the entry of a target thread that blocks for the first time.
+#[inline(always)]
+fn start_timing(pid: u32, tid: u32, config: &Config, clock: &mut Clock, task: *const u8) {
     if config.filter_cgroups != 0 && !targeted(pid, config) {
         return;
     }
-    if task_word(task(), config.task.flags) & (PF_KTHREAD | PF_EXITING) != 0 {
+    if task_word(task, config.task.flags) & (PF_KTHREAD | PF_EXITING) != 0 {
         return;
     }
-    let waiting = Waiting {
+    let thread = OffCpuThread {
         since: clock.now(),
-        off_ns: 0,
-        user_pc: 0,
-        kernel_stack: NO_STACK,
-        interval: 0,
-        waits: 0,
+        key: SampleKey {
+            pid,
+            tid,
+            pid_gen: 0,
+            user_stack: NO_STACK,
+            kernel_stack: NO_STACK,
+            context: NO_CONTEXT,
+            comm: current_comm(),
+        },
+        long_places: [0; OFF_CPU_PLACES],
+        place: 0,
+        parked: 0,
+        learning: 0,
+        next_place: 0,
     };
-    match OFF_CPU_THREADS.insert(tid, waiting, BPF_NOEXIST as u64) {
+    match OFF_CPU_THREADS.insert(tid, thread, BPF_NOEXIST as u64) {
         Ok(()) => count(Counter::OffCpuThreadsAdded),
         Err(_) => count(Counter::OffCpuThreadsFull),
     }
 }
 
-/// Ends the wait of the thread a switch puts on the CPU: a long one is gathered for its
-/// record, with the kernel stack it waited in.
+/// Reads what a sample reads for the current thread, which is leaving the CPU; the record is
+/// parked, not counted ([`park`]).
 #[inline(always)]
-fn arriving(config: &Config, clock: &mut Clock, next: *mut task_struct) {
-    let tid = task_word(next.cast(), config.task.pid);
-    if tid == 0 {
-        return;
-    }
-    let Some(waiting) = OFF_CPU_THREADS.get_ptr_mut(tid) else {
-        return;
+fn read_record(
+    ctx: &RawTracePointContext,
+    config: &Config,
+    pid: u32,
+    tid: u32,
+) -> Result<(), Counter> {
+    let interval = ACTIVE.get(0).copied().ok_or(Counter::Internal)?;
+    let scratch = SCRATCH.get_ptr_mut(SLOT_OFF_CPU).ok_or(Counter::Internal)?;
+    // SAFETY: per-CPU map value of this kind of program's slot.
+    let scratch = unsafe { &mut *scratch };
+    let (pid_gen, flags) = process_of(pid, config, SLOT_OFF_CPU)?;
+    let kernel_stack = if config.kernel_stacks != 0 {
+        read_stack(
+            ctx,
+            &mut scratch.kernel,
+            0,
+            interval & 1,
+            Counter::KernelStackFailed,
+        )
+    } else {
+        NO_STACK
     };
-    // SAFETY: map value pointer returned by the kernel (see `leaving`).
-    let waiting = unsafe { &mut *waiting };
-    if waiting.since == 0 {
-        return;
-    }
-    let off = clock.now().wrapping_sub(waiting.since);
-    waiting.since = 0;
-    if off < config.off_cpu_min_ns {
-        count(Counter::OffCpuShort);
-        return;
-    }
-    count(Counter::OffCpuWaits);
-    if waiting.waits == 0 {
-        waiting.user_pc = user_pc(config, next);
-        let interval = ACTIVE.get(0).copied().unwrap_or(0);
-        waiting.kernel_stack = if config.kernel_stacks != 0 {
-            kernel_stack(next, interval)
-        } else {
-            NO_STACK
-        };
-        waiting.interval = interval;
-        waiting.off_ns = 0;
-    }
-    waiting.off_ns = waiting.off_ns.wrapping_add(off);
-    waiting.waits = waiting.waits.wrapping_add(1);
-    if let Some(hint) = OFF_CPU_HINT.get_ptr_mut(0) {
-        // SAFETY: per-CPU map value.
-        unsafe { *hint = tid };
-    }
+    let context = if config.trace_context != 0 && flags & MEMO_TLS != 0 {
+        trace_context::read(pid, interval, config, SLOT_OFF_CPU)
+    } else {
+        NO_CONTEXT
+    };
+    let mut key = SampleKey {
+        pid,
+        tid,
+        pid_gen,
+        user_stack: NO_STACK,
+        kernel_stack,
+        context,
+        comm: current_comm(),
+    };
+    let value = SampleValue {
+        count: 0,
+        period_ns: 0,
+    };
+    finish_record(
+        ctx,
+        &mut key,
+        value,
+        interval,
+        flags,
+        config,
+        &mut scratch.user,
+    )
 }
 
-/// The kernel stack `task` waits in, kept in the interval's stacks maps.
+/// Parks `key` as the record of the current thread's wait, and notes the stacks and context
+/// it names as parked in `interval`.
 #[inline(always)]
-fn kernel_stack(task: *mut task_struct, interval: u32) -> u64 {
-    let Some(scratch) = SCRATCH.get_ptr_mut(SLOT_OFF_CPU) else {
-        return NO_STACK;
+pub(crate) fn park(interval: u32, key: &SampleKey) -> Result<(), Counter> {
+    let thread = OFF_CPU_THREADS
+        .get_ptr_mut(key.tid)
+        .ok_or(Counter::Internal)?;
+    let parked = if interval & 1 == 0 {
+        &OFF_CPU_PARKED_0
+    } else {
+        &OFF_CPU_PARKED_1
     };
-    // SAFETY: per-CPU map value; the switch and system-call exit programs never run at once
-    // on a CPU (a switch cannot come while a program runs).
-    let buf: &mut StackTrace = unsafe { &mut (*scratch).kernel };
-    let size = core::mem::size_of::<StackTrace>() as u32;
-    // SAFETY: `task` is the tracepoint's typed pointer; `buf` a map value of `size` bytes.
-    let read = unsafe { bpf_get_task_stack(task, buf.ips.as_mut_ptr().cast(), size, 0) };
-    if read <= 0 {
-        count(Counter::KernelStackFailed);
-        return NO_STACK;
+    for hash in [key.user_stack, key.kernel_stack, key.context] {
+        if hash != NO_STACK && parked.insert(hash, 1, BPF_ANY as u64).is_err() {
+            // Userspace may drop what this record names if its wait spans a drain: not park
+            // it (its wait is then recorded without stacks).
+            return Err(Counter::OffCpuParkedFull);
+        }
     }
-    keep_stack(buf, read as usize / 8, 0, interval & 1)
+    // SAFETY: map value pointer returned by the kernel (see `arriving`).
+    let thread = unsafe { &mut *thread };
+    thread.key = *key;
+    thread.parked = 1;
+    Ok(())
 }
 
 /// A 4-byte field of a task (0 when it cannot be read).
@@ -233,27 +359,20 @@ fn task_word(task: *const u8, offset: u32) -> u32 {
     unsafe { bpf_probe_read_kernel(task.wrapping_add(offset as usize).cast::<u32>()) }.unwrap_or(0)
 }
 
-/// The user code address the current thread entered the kernel from (see [`user_pc`]).
+/// Where the current thread waits, never 0: the user code address it entered the kernel from
+/// (a system call's site, in libc shared by all its callers) mixed with its stack pointer then
+/// (which tells the callers apart: a path to a site keeps its depth from one call to the
+/// next). 1 for every place where the kernel cannot tell (before Linux 5.15), which predicts a
+/// thread's wait from its last one.
 #[inline(always)]
-fn current_user_pc(config: &Config) -> u64 {
+fn current_place(config: &Config) -> u32 {
     if config.task_pt_regs == 0 {
-        return 0;
+        return 1;
     }
-    // SAFETY: a helper without preconditions.
-    user_pc(config, unsafe { bpf_get_current_task_btf() })
-}
-
-/// The user code address `task` entered the kernel from, 0 where the kernel cannot tell
-/// (before Linux 5.15). Read once a wait is long, for the task put back on the CPU: it has
-/// run no user code since it left.
-#[inline(always)]
-fn user_pc(config: &Config, task: *mut task_struct) -> u64 {
-    if config.task_pt_regs == 0 {
-        return 0;
-    }
-    // SAFETY: `task` is a typed task pointer (the tracepoint's, or the current task's); the
-    // registers are read with a checked read.
-    pc_at(unsafe { bpf_task_pt_regs(task) } as *const pt_regs)
+    // SAFETY: helpers without preconditions; the registers are read with checked reads.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    let place = pc_at(regs) ^ sp_at(regs).rotate_left(29);
+    (place ^ place >> 32) as u32 | 1
 }
 
 /// Forgets the exiting thread's waits (`sched_process_exit` fires for every thread).
@@ -263,83 +382,4 @@ pub(crate) fn forget_current_thread() {
     if OFF_CPU_THREADS.remove(tid).is_ok() {
         count(Counter::OffCpuThreadsRemoved);
     }
-}
-
-#[raw_tracepoint(tracepoint = "sys_exit")]
-pub fn off_cpu_return(ctx: RawTracePointContext) -> i32 {
-    if let Err(counter) = returning(&ctx) {
-        count(counter);
-    }
-    0
-}
-
-/// Records the waits gathered for the current thread, when it is the one a switch last put
-/// back on this CPU with waits to record.
-#[inline(always)]
-fn returning(ctx: &RawTracePointContext) -> Result<(), Counter> {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let (pid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
-    let hint = OFF_CPU_HINT.get_ptr_mut(0).ok_or(Counter::Internal)?;
-    // SAFETY: per-CPU map value.
-    if unsafe { *hint } != tid || tid == 0 {
-        return Ok(());
-    }
-    // SAFETY: as above.
-    unsafe { *hint = 0 };
-    // None: the hinted thread exited without returning, and a later thread got its ID.
-    let Some(waiting) = OFF_CPU_THREADS.get_ptr_mut(tid) else {
-        return Ok(());
-    };
-    // SAFETY: map value pointer returned by the kernel (see `leaving`); read where each field
-    // is needed, not copied at once: Linux 5.10 refuses a program whose stack and its calls'
-    // pass 512 bytes, and this one is near.
-    let waiting = unsafe { &mut *waiting };
-    if waiting.waits == 0 {
-        return Ok(());
-    }
-    if waiting.user_pc != 0 && return_address(ctx) != waiting.user_pc {
-        waiting.waits = 0;
-        return Err(Counter::OffCpuUnmatched);
-    }
-    let config = config();
-    let interval = ACTIVE.get(0).copied().ok_or(Counter::Internal)?;
-    let scratch = SCRATCH.get_ptr_mut(SLOT_OFF_CPU).ok_or(Counter::Internal)?;
-    // SAFETY: per-CPU map value of this kind of program's slot.
-    let scratch = unsafe { &mut *scratch };
-    let (pid_gen, flags) = process_of(pid, &config, SLOT_OFF_CPU)?;
-    let context = if config.trace_context != 0 && flags & MEMO_TLS != 0 {
-        trace_context::read(pid, interval, &config, SLOT_OFF_CPU)
-    } else {
-        NO_CONTEXT
-    };
-    let mut key = SampleKey {
-        pid,
-        tid,
-        pid_gen,
-        user_stack: NO_STACK,
-        // Kept at the switch, microseconds ago: in another interval's maps only when the
-        // drain moved the interval on in between.
-        kernel_stack: if waiting.interval == interval {
-            waiting.kernel_stack
-        } else {
-            NO_STACK
-        },
-        context,
-        comm: current_comm(),
-    };
-    let value = SampleValue {
-        count: u64::from(waiting.waits),
-        period_ns: waiting.off_ns,
-    };
-    // Taken: whatever follows records them (here, or the tail calls).
-    waiting.waits = 0;
-    finish_record(
-        ctx,
-        &mut key,
-        value,
-        interval,
-        flags,
-        &config,
-        &mut scratch.user,
-    )
 }

@@ -1,17 +1,18 @@
 //! The two kinds of program that build a record and what differs between them: the sampling
-//! program (a `cpu-clock` tick, `perf_event`) and the off-CPU program that records a wait
-//! when the thread returns from the system call it waited in (`raw_syscalls:sys_exit`, a raw
-//! tracepoint). The user stack walk and the Go labels run as tail calls of either, and a tail
-//! call only reaches a program of the caller's own type: each kind has its own program array,
-//! its own counts maps, its own slot in the per-CPU scratch maps (a tick may interrupt the
-//! system-call exit program on the same CPU), and its own way to the thread's user registers.
+//! program (a `cpu-clock` tick, `perf_event`) and the off-CPU program that reads a wait's record
+//! when its thread leaves the CPU (`sched_switch`, a raw tracepoint). The user stack walk and
+//! the Go labels run as tail calls of either, and a tail call only reaches a program of the
+//! caller's own type: each kind has its own program array, its own end (a sample is counted, a
+//! wait's record parked until the wait ends), its own slot in the per-CPU scratch maps (a tick
+//! may interrupt the switch program on the same CPU), and its own way to the thread's user
+//! registers.
 
 use aya_ebpf::{
     EbpfContext,
     bindings::pt_regs,
     helpers::bpf_probe_read_kernel,
     macros::map,
-    maps::{HashMap, ProgramArray},
+    maps::ProgramArray,
     programs::{PerfEventContext, RawTracePointContext},
 };
 use profiler_common::{
@@ -30,15 +31,6 @@ pub(crate) static TAIL_CALLS: ProgramArray = ProgramArray::with_max_entries(TAIL
 pub(crate) static OFF_CPU_TAIL_CALLS: ProgramArray =
     ProgramArray::with_max_entries(TAIL_CALL_SLOTS, 0);
 
-/// Time off the CPU by (process generation, thread, stacks, context, name): waits and their
-/// nanoseconds, double-buffered like `COUNTS_<half>`. Sized by userspace.
-#[map]
-pub(crate) static OFF_CPU_COUNTS_0: HashMap<SampleKey, SampleValue> =
-    HashMap::with_max_entries(1, 0);
-#[map]
-pub(crate) static OFF_CPU_COUNTS_1: HashMap<SampleKey, SampleValue> =
-    HashMap::with_max_entries(1, 0);
-
 /// The thread's registers in user code: where its user stack walk starts.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct UserRegisters {
@@ -52,12 +44,7 @@ pub(crate) struct UserRegisters {
 pub(crate) trait Origin: EbpfContext {
     /// The slot of the per-CPU scratch maps.
     const SLOT: u32;
-    /// Counted per record written.
-    const RECORDED: Counter;
-
     fn tail_calls() -> &'static ProgramArray;
-
-    fn counts(half: u32) -> &'static HashMap<SampleKey, SampleValue>;
 
     /// The user registers when this context holds them; `None` when only the kernel can tell
     /// (a tick in kernel code: the caller asks for those saved at kernel entry).
@@ -73,14 +60,9 @@ pub(crate) trait Origin: EbpfContext {
 
 impl Origin for PerfEventContext {
     const SLOT: u32 = SLOT_SAMPLE;
-    const RECORDED: Counter = Counter::Samples;
 
     fn tail_calls() -> &'static ProgramArray {
         &TAIL_CALLS
-    }
-
-    fn counts(half: u32) -> &'static HashMap<SampleKey, SampleValue> {
-        if half == 0 { &COUNTS_0 } else { &COUNTS_1 }
     }
 
     #[inline(always)]
@@ -140,21 +122,6 @@ impl Origin for PerfEventContext {
     }
 }
 
-/// `raw_syscalls:sys_exit`'s first argument: the registers saved at system-call entry, which
-/// the thread goes back to user code with.
-#[inline(always)]
-fn saved_registers(ctx: &RawTracePointContext) -> *const pt_regs {
-    ctx.arg::<u64>(0) as *const pt_regs
-}
-
-/// The user code address the thread returns to from its system call (0 when unreadable):
-/// one word, where [`Origin::user_registers`] reads four (the off-CPU program's frame must
-/// stay small for Linux 5.10's 512-byte limit on a program's stack and its calls').
-#[inline(always)]
-pub(crate) fn return_address(ctx: &RawTracePointContext) -> u64 {
-    pc_at(saved_registers(ctx))
-}
-
 /// The user code address saved in `regs` (a task's registers at kernel entry); 0 when
 /// unreadable.
 #[inline(always)]
@@ -165,6 +132,18 @@ pub(crate) fn pc_at(regs: *const pt_regs) -> u64 {
     #[cfg(not(bpf_target_arch = "x86_64"))]
     let pc = unsafe { core::ptr::addr_of!((*regs).pc) };
     saved(pc)
+}
+
+/// The user stack pointer saved in `regs` (a task's registers at kernel entry); 0 when
+/// unreadable.
+#[inline(always)]
+pub(crate) fn sp_at(regs: *const pt_regs) -> u64 {
+    // SAFETY: the address of a field, read with a checked kernel read.
+    #[cfg(bpf_target_arch = "x86_64")]
+    let sp = unsafe { core::ptr::addr_of!((*regs).rsp) };
+    #[cfg(not(bpf_target_arch = "x86_64"))]
+    let sp = unsafe { core::ptr::addr_of!((*regs).sp) };
+    saved(sp)
 }
 
 /// The user registers saved in `regs` (a task's registers at kernel entry); 0 where
@@ -205,38 +184,36 @@ fn saved<T: Copy + Into<u64>>(field: *const T) -> u64 {
     unsafe { bpf_probe_read_kernel(field) }.map_or(0, Into::into)
 }
 
+/// The switch program runs in the kernel, inside the thread's system call (or fault): its
+/// user registers are those saved at kernel entry, which only Linux 5.15+ lets a program find
+/// (`bpf_task_pt_regs`); the unwinder asks for them itself.
 impl Origin for RawTracePointContext {
     const SLOT: u32 = SLOT_OFF_CPU;
-    const RECORDED: Counter = Counter::OffCpuRecords;
 
     fn tail_calls() -> &'static ProgramArray {
         &OFF_CPU_TAIL_CALLS
     }
 
-    fn counts(half: u32) -> &'static HashMap<SampleKey, SampleValue> {
-        if half == 0 {
-            &OFF_CPU_COUNTS_0
-        } else {
-            &OFF_CPU_COUNTS_1
-        }
-    }
-
     #[inline(always)]
     fn user_registers(&self) -> Option<UserRegisters> {
-        Some(registers_at(saved_registers(self)))
+        None
     }
 
     #[inline(always)]
     fn user_sp(&self) -> u64 {
-        self.user_registers().map_or(0, |regs| regs.sp)
+        0
     }
 
     #[inline(always)]
     fn go_register(&self) -> Option<u64> {
         #[cfg(bpf_target_arch = "aarch64")]
         {
-            let regs = saved_registers(self);
-            // SAFETY: the address of a field, read with a checked kernel read.
+            if crate::config().task_pt_regs == 0 {
+                return None;
+            }
+            // SAFETY: helpers without preconditions; the register is read with a checked read.
+            use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
+            let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
             Some(saved(unsafe { core::ptr::addr_of!((*regs).regs[28]) }))
         }
         #[cfg(not(bpf_target_arch = "aarch64"))]
@@ -247,16 +224,25 @@ impl Origin for RawTracePointContext {
     }
 }
 
-/// Counts a record of `value` under `key` in the interval's half of `O`'s counts map.
+/// The end of a record: a sample is counted under `key` in the interval's half of the counts
+/// maps; a wait's record is parked until the wait ends (`off_cpu::park`).
 #[inline(always)]
 pub(crate) fn record<O: Origin>(
     interval: u32,
     key: &SampleKey,
     value: SampleValue,
 ) -> Result<(), Counter> {
-    crate::add_sample(O::counts(interval & 1), key, value)?;
-    count(O::RECORDED);
-    if key.context != profiler_common::NO_CONTEXT && O::SLOT == SLOT_SAMPLE {
+    if O::SLOT == SLOT_OFF_CPU {
+        return crate::off_cpu::park(interval, key);
+    }
+    let counts = if interval & 1 == 0 {
+        &COUNTS_0
+    } else {
+        &COUNTS_1
+    };
+    crate::add_sample(counts, key, value)?;
+    count(Counter::Samples);
+    if key.context != profiler_common::NO_CONTEXT {
         count(Counter::Traced);
     }
     Ok(())

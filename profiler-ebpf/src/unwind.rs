@@ -266,7 +266,7 @@ pub fn unwind_user(ctx: PerfEventContext) -> u32 {
     0
 }
 
-#[raw_tracepoint(tracepoint = "sys_exit")]
+#[raw_tracepoint(tracepoint = "sched_switch")]
 pub fn unwind_user_off_cpu(ctx: RawTracePointContext) -> i32 {
     run(&ctx);
     0

@@ -18,6 +18,7 @@ const SECONDS: u64 = 8;
 const POLL_FN: &str = "off_cpu_poll_backend";
 const COMPUTE_FN: &str = "off_cpu_compute";
 const COND_FN: &str = "off_cpu_cond_wait";
+const LONG_SLEEP_FN: &str = "off_cpu_long_sleep";
 /// How far a measured total may be from the fixture's own: the issue's bar.
 const TOLERANCE: f64 = 0.20;
 
@@ -312,12 +313,108 @@ fn a_goroutine_blocked_in_a_system_call_waits_under_its_labels() -> Result<()> {
     Ok(())
 }
 
+/// Waits longer than an interval are read when they begin and counted when they end, a drain
+/// later: their stacks and trace must still be there, though the next read of the same stacks
+/// comes an interval later still. The fixture's request thread polls 1.1 s, then sleeps 1.1 s
+/// elsewhere, each after a 200 µs sleep at a third place, under 1-second intervals.
+#[test]
+#[ignore = "needs root: loads BPF programs"]
+fn waits_that_span_intervals_keep_their_stacks_and_trace() -> Result<()> {
+    assert_root();
+    let work = tempfile::tempdir()?;
+    let log = work.path().join("waits.log");
+    let fixture = Fixture::spawn_ready(
+        OFF_CPU_C,
+        &["0", log.to_str().context("path")?, "long"],
+        Duration::from_secs(10),
+    )?;
+    let out = work.path().join("out");
+    let stderr = record_in_intervals(&fixture, &out, 1, &[])?;
+    let off_cpu = read_off_cpu_profiles(&out)?;
+    ensure!(
+        off_cpu.len() >= SECONDS as usize - 1,
+        "{} offcpu- files for {SECONDS} 1-second intervals; stderr:\n{stderr}",
+        off_cpu.len(),
+    );
+    let logged = logged_waits(&log, window(&off_cpu))?;
+    let polled = logged.get("poll").copied().unwrap_or(0.0);
+    let slept = logged.get("sleep").copied().unwrap_or(0.0);
+    let (mut stacked, mut unstacked, mut lost) = (0i64, 0i64, 0i64);
+    let mut places = BTreeMap::new();
+    for p in &off_cpu {
+        for sample in p.samples_of_pid(fixture.pid()) {
+            if p.label_str(sample, "thread_name") != Some("request") {
+                continue;
+            }
+            let names = p.stack_names(sample);
+            let off = p.value(sample, "off_cpu");
+            if let Some(place) = names.iter().find(|n| *n == POLL_FN || *n == LONG_SLEEP_FN) {
+                ensure!(
+                    trace_id_of(p, sample) == Some(TRACE_E),
+                    "a wait in {place} without its trace in {}",
+                    p.path.display()
+                );
+                *places.entry(place.clone()).or_insert(0i64) += off;
+                stacked += off;
+            } else if names == ["[wait: stack not read]"] {
+                unstacked += off;
+            } else if names.iter().any(|n| n == "[no stack]") {
+                lost += off;
+            }
+        }
+    }
+    let logged_long = polled + slept;
+    eprintln!(
+        "request thread: {:.3} s of long waits logged; {:.3} s off the CPU with their stacks \
+         ({places:?}), {:.3} s without stacks, {:.3} s whose stacks were lost",
+        logged_long / 1e9,
+        stacked as f64 / 1e9,
+        unstacked as f64 / 1e9,
+        lost as f64 / 1e9
+    );
+    ensure!(
+        logged_long > 5e9,
+        "only {logged_long:.0} ns of long waits logged"
+    );
+    ensure!(
+        lost == 0,
+        "{lost} ns of waits lost their stacks across a drain"
+    );
+    // The thread's first long wait starts the reading of its places and the next (a short
+    // sleep) is read wherever it is; each long place is then learnt at its first wait since.
+    ensure!(
+        unstacked <= 3 * 1_200_000_000,
+        "{unstacked} ns of waits without stacks: more than the thread's first three long waits"
+    );
+    ensure!(
+        places.len() == 2,
+        "long waits with their stacks only in {places:?}"
+    );
+    let recorded = (stacked + unstacked) as f64;
+    ensure!(
+        (recorded - logged_long).abs() <= TOLERANCE * logged_long,
+        "{recorded:.0} ns of the request thread's waits recorded, {logged_long:.0} ns of long \
+         waits logged"
+    );
+    Ok(())
+}
+
 /// Records `fixture` by `--pid` with `--off-cpu` for [`SECONDS`] in one interval, at 199 Hz.
 fn record(fixture: &Fixture, out: &Path, extra: &[&str]) -> Result<String> {
+    record_in_intervals(fixture, out, 30, extra)
+}
+
+/// [`record`] in intervals of `interval` seconds.
+fn record_in_intervals(
+    fixture: &Fixture,
+    out: &Path,
+    interval: u64,
+    extra: &[&str],
+) -> Result<String> {
     let pid = fixture.pid_arg();
-    let seconds = SECONDS.to_string();
+    let (seconds, interval) = (SECONDS.to_string(), interval.to_string());
     let mut args = vec!["--pid", &pid, "--off-cpu", "--frequency", "199"];
-    args.extend(["--duration", &seconds, "--interval", "30"]);
+    args.extend(["--duration", &seconds, "--interval", &interval]);
     args.extend(extra);
     let output = run(
         record_command(out, &args),
@@ -349,7 +446,13 @@ fn logged_waits(log: &Path, (start, end): (u64, u64)) -> Result<BTreeMap<&'stati
     let mut totals = BTreeMap::new();
     for (kind, from, to) in waits(log)? {
         if to > start && to <= end && from >= start {
-            let kind = if kind == "poll" { "poll" } else { "cond" };
+            let kind = match kind.as_str() {
+                "poll" => "poll",
+                "cond" => "cond",
+                "short" => "short",
+                "sleep" => "sleep",
+                _ => "churn",
+            };
             *totals.entry(kind).or_insert(0.0) += (to - from) as f64;
         }
     }

@@ -35,13 +35,11 @@ const TARGET_PCT: f64 = 3.0;
 enum Role {
     /// `off_cpu_switch`, on every `sched_switch` of the host.
     Switch,
-    /// `off_cpu_return`, on every system-call exit of the host.
-    Return,
     /// The tail calls of the record (`unwind_user_off_cpu`, `go_label_slot_off_cpu`).
     TailCall,
 }
 
-const ROLES: [Role; 3] = [Role::Switch, Role::Return, Role::TailCall];
+const ROLES: [Role; 2] = [Role::Switch, Role::TailCall];
 
 impl Role {
     /// The role of the program the kernel names `name`; `None` for our other programs.
@@ -49,8 +47,6 @@ impl Role {
         let is = |full: &str| fdinfo::is_named(name, full);
         if is(programs::OFF_CPU_SWITCH) {
             Some(Role::Switch)
-        } else if is(programs::OFF_CPU_RETURN) {
-            Some(Role::Return)
         } else if is(programs::UNWIND_USER_OFF_CPU) || is(programs::GO_LABEL_SLOT_OFF_CPU) {
             Some(Role::TailCall)
         } else {
@@ -70,7 +66,7 @@ struct Window {
     switches: u64,
     seconds: f64,
     /// Runs of our off-CPU programs over the window, by [`Role`].
-    ours: [RunTotals; 3],
+    ours: [RunTotals; 2],
     /// Runs of bpftrace's tracepoint program over the window.
     bpftrace: RunTotals,
 }
@@ -206,9 +202,8 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
              running the same job the way bcc's `offcputime` does it, on `sched_switch` (note \
              the switch-out time of the PID's threads; at switch-in, the time off; at least \
              {OFF_CPU_MIN_US} µs: add it by stacks and thread); ours with `--off-cpu` on the \
-             PID of another, sleeping process (its programs run on every switch and \
-             system-call exit of the host whatever the filter: what `--off-cpu` costs the \
-             processes it does not record). A slowdown is how much longer a \
+             PID of another, sleeping process (its program runs on every switch of the host \
+             whatever the filter: what `--off-cpu` costs the processes it does not record). A slowdown is how much longer a \
              round trip took than without the compared tool in the same round (rate without \
              over rate with, minus one); lower is better, the goal is at most {TARGET_PCT}% \
              for `--off-cpu` over the profiler without it. The kernel cost comes from separate \
@@ -216,16 +211,13 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
              (`--off-cpu`) and bpftrace attached side by side: each one's programs' run time \
              over the window, from its own descriptors in /proc/PID/fdinfo, divided by the \
              context switches of the whole host in the window (`ctxt` of /proc/stat); ours is \
-             `{}` and `{}` (which runs on every system-call exit of the host, and for all but \
-             the thread just back from a long wait only compares a per-CPU slot with the \
-             thread) with the tail calls `{}` and `{}`, whose time the kernel counts in their \
+             `{}` with the tail calls `{}` and `{}`, whose time the kernel counts in their \
              caller's.",
             none.map_or("n/a".into(), |s| s.scaled(1e-3).show(1, "").to_string()),
             plan.off_cpu_work.as_secs_f64(),
             SETTLE.as_secs(),
             plan.cost_window.as_secs_f64(),
             programs::OFF_CPU_SWITCH,
-            programs::OFF_CPU_RETURN,
             programs::UNWIND_USER_OFF_CPU,
             programs::GO_LABEL_SLOT_OFF_CPU,
         ),
@@ -351,17 +343,16 @@ fn side_by_side(bench: &Bench, bin: &Path, cpu: usize, round: usize) -> Result<W
     let held = ours.bpf_programs()?;
     let ids: Vec<u32> = held.iter().map(|p| p.id).collect();
     let names = fdinfo::program_names(&ids)?;
-    let mut ours_ids: [Vec<u32>; 3] = Default::default();
+    let mut ours_ids: [Vec<u32>; 2] = Default::default();
     for (id, name) in &names {
         if let Some(role) = Role::of(name) {
             ours_ids[role.index()].push(*id);
         }
     }
-    if ours_ids[Role::Switch.index()].is_empty() || ours_ids[Role::Return.index()].is_empty() {
+    if ours_ids[Role::Switch.index()].is_empty() {
         bail!(
-            "the profiler holds no {} or {} program (it holds {:?})",
+            "the profiler holds no {} program (it holds {:?})",
             programs::OFF_CPU_SWITCH,
-            programs::OFF_CPU_RETURN,
             names.values().collect::<Vec<_>>()
         );
     }
@@ -487,30 +478,6 @@ fn tabulate(rates: &[Vec<f64>], windows: &[Window]) -> (Table, Vec<Target>, Vec<
         ),
         dash(),
     ]);
-    table.row(vec![
-        "ns per run, system-call exit program".into(),
-        dash(),
-        dash(),
-        ns(ours_role(Role::Return)
-            .into_iter()
-            .map(Window::ns_per_run)
-            .collect()),
-        dash(),
-        dash(),
-    ]);
-    table.row(vec![
-        "Runs per host context switch, system-call exit program".into(),
-        dash(),
-        dash(),
-        runs(
-            windows
-                .iter()
-                .map(|w| w.runs_per_switch(w.ours[Role::Return.index()]))
-                .collect(),
-        ),
-        dash(),
-        dash(),
-    ]);
 
     let mut targets = Vec::new();
     if let Some(s) = off_cpu {
@@ -549,11 +516,9 @@ fn tabulate(rates: &[Vec<f64>], windows: &[Window]) -> (Table, Vec<Target>, Vec<
             "The tail calls ran {tail_runs} times of their own in all the cost windows (a \
              tail call runs inside its caller's run, and the kernel counts its time there)."
         ),
-        "Run times count the programs alone, not the kernel's work to call them: bpftrace's \
-         `tracepoint:` program runs after perf has filled in the tracepoint's record, and \
-         attaching anything to `sys_exit` sends every system call of the host through the \
-         kernel's system-call tracing path, on entry and on exit. The slowdown rows include \
-         all of it."
+        "Run times count the programs alone, not the kernel's work to call them (ours is a \
+         raw tracepoint; bpftrace's `tracepoint:` program runs after perf has filled in the \
+         tracepoint's record). The slowdown rows include all of it."
             .into(),
     ];
     (table, targets, notes)
@@ -595,7 +560,6 @@ mod tests {
     #[test]
     fn programs_are_told_by_their_kernel_names() {
         assert_eq!(Role::of("off_cpu_switch"), Some(Role::Switch));
-        assert_eq!(Role::of("off_cpu_return"), Some(Role::Return));
         assert_eq!(Role::of("unwind_user_off"), Some(Role::TailCall));
         assert_eq!(Role::of("go_label_slot_o"), Some(Role::TailCall));
         for other in ["sample", "unwind_user", "go_label_slot", "sched_process_e"] {
@@ -615,14 +579,14 @@ mod tests {
         let w = Window {
             switches: 1_000,
             seconds: 2.0,
-            ours: [totals(60_000, 1_000), totals(30_000, 1_500), totals(0, 0)],
+            ours: [totals(60_000, 1_000), totals(30_000, 50)],
             bpftrace: totals(120_000, 1_000),
         };
         assert_eq!(w.ours_ns_per_switch(), Some(90.0));
         assert_eq!(w.bpftrace_ns_per_switch(), Some(120.0));
-        assert_eq!(Window::ns_per_run(w.ours[1]), Some(20.0));
-        assert_eq!(Window::ns_per_run(w.ours[2]), None);
-        assert_eq!(w.runs_per_switch(w.ours[1]), Some(1.5));
+        assert_eq!(Window::ns_per_run(w.ours[0]), Some(60.0));
+        assert_eq!(Window::ns_per_run(totals(0, 0)), None);
+        assert_eq!(w.runs_per_switch(w.ours[0]), Some(1.0));
         let empty = Window::default();
         assert_eq!(empty.ours_ns_per_switch(), None);
         assert_eq!(empty.runs_per_switch(w.ours[0]), None);
@@ -640,7 +604,7 @@ mod tests {
         let window = Window {
             switches: 1_000,
             seconds: 1.0,
-            ours: [totals(60_000, 1_000), totals(30_000, 1_500), totals(0, 0)],
+            ours: [totals(60_000, 1_000), totals(30_000, 50)],
             bpftrace: totals(120_000, 1_000),
         };
         let (table, targets, notes) = tabulate(&rates, &[window, window]);

@@ -1,5 +1,6 @@
-//! Reads and deletes every entry of a BPF hash map in a few batch calls
-//! (`BPF_MAP_LOOKUP_AND_DELETE_BATCH`, Linux 5.6 onwards) instead of three syscalls per entry.
+//! Reads (and deletes) every entry of a BPF hash map in a few batch calls
+//! (`BPF_MAP_LOOKUP_BATCH`, `BPF_MAP_LOOKUP_AND_DELETE_BATCH`, Linux 5.6 onwards) instead of
+//! two or three syscalls per entry.
 //! aya 0.14 has no batch operations; the call is made by hand ([`super::syscall`]).
 
 use std::{
@@ -7,7 +8,7 @@ use std::{
     os::fd::{AsRawFd, BorrowedFd},
 };
 
-use super::syscall::{BPF_MAP_LOOKUP_AND_DELETE_BATCH, MapBatch, bpf};
+use super::syscall::{BPF_MAP_LOOKUP_AND_DELETE_BATCH, BPF_MAP_LOOKUP_BATCH, MapBatch, bpf};
 
 /// Entries asked for per call: a 60k-entry map drains in about 60 calls, and the buffers stay
 /// small (a stacks map's values are 1 KiB each).
@@ -32,10 +33,29 @@ pub(super) fn take_all<K: aya::Pod, V: aya::Pod>(
     take_all_by(map, BATCH)
 }
 
+/// Reads every entry of `map`, a hash map of `K` to `V`, leaving it as it is. Programs may
+/// write it meanwhile: an entry added or removed during the read may be missed, none is read
+/// twice.
+pub(super) fn read_all<K: aya::Pod, V: aya::Pod>(
+    map: BorrowedFd<'_>,
+) -> Result<Vec<(K, V)>, BatchError> {
+    batch_by(map, BATCH, BPF_MAP_LOOKUP_BATCH)
+}
+
 /// [`take_all`], asking for `room` entries per call at first.
 fn take_all_by<K: aya::Pod, V: aya::Pod>(
     map: BorrowedFd<'_>,
+    room: usize,
+) -> Result<Vec<(K, V)>, BatchError> {
+    batch_by(map, room, BPF_MAP_LOOKUP_AND_DELETE_BATCH)
+}
+
+/// Every entry of `map` by batch command `command`, asking for `room` entries per call at
+/// first.
+fn batch_by<K: aya::Pod, V: aya::Pod>(
+    map: BorrowedFd<'_>,
     mut room: usize,
+    command: libc::c_long,
 ) -> Result<Vec<(K, V)>, BatchError> {
     let mut entries = Vec::new();
     let mut keys: Vec<K> = Vec::with_capacity(room);
@@ -56,7 +76,7 @@ fn take_all_by<K: aya::Pod, V: aya::Pod>(
             map_fd: map.as_raw_fd() as u32,
             ..MapBatch::default()
         };
-        let result = bpf(BPF_MAP_LOOKUP_AND_DELETE_BATCH, &mut attr);
+        let result = bpf(command, &mut attr);
         let taken = (attr.count as usize).min(room);
         // SAFETY: the kernel wrote `taken` keys and values into the spare capacity (it reports
         // how many in `count`, never more than asked); any bit pattern is a valid `Pod`.

@@ -6,7 +6,7 @@ use crate::kernel_features::CgroupRead;
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, Map, MapData, PerCpuArray, ProgramArray, RingBuf},
-    programs::{BtfTracePoint, PerfEvent, RawTracePoint},
+    programs::{PerfEvent, RawTracePoint},
 };
 use profiler_common::{
     CONFIG_SYMBOL, Config, GoTarget, TAIL_GO_LABEL_SLOT, TAIL_UNWIND_USER, TaskOffsets,
@@ -17,7 +17,7 @@ use super::{
     BpfError, CounterSnapshot, Drained, Epoch, EventReader, PerfEvents,
     cost::{self, CostMeter, ProgramCost},
     counters,
-    drain::{Drainer, HalfMaps, StackMaps},
+    drain::{Drainer, HalfMaps, OffCpuMaps, StackMaps},
     unwind_maps::{UnwindMaps, UnwindSizes},
 };
 
@@ -198,10 +198,17 @@ impl Sampler {
                 hash_map(&mut ebpf, maps::TRACES[1])?,
             ],
             off_cpu: match options.off_cpu_min_ns {
-                Some(_) => Some([
-                    hash_map(&mut ebpf, maps::OFF_CPU_COUNTS[0])?,
-                    hash_map(&mut ebpf, maps::OFF_CPU_COUNTS[1])?,
-                ]),
+                Some(_) => Some(OffCpuMaps {
+                    counts: [
+                        hash_map(&mut ebpf, maps::OFF_CPU_COUNTS[0])?,
+                        hash_map(&mut ebpf, maps::OFF_CPU_COUNTS[1])?,
+                    ],
+                    parked: [
+                        hash_map(&mut ebpf, maps::OFF_CPU_PARKED[0])?,
+                        hash_map(&mut ebpf, maps::OFF_CPU_PARKED[1])?,
+                    ],
+                    threads: hash_map(&mut ebpf, maps::OFF_CPU_THREADS)?,
+                }),
                 None => None,
             },
         };
@@ -365,11 +372,8 @@ impl Sampler {
         if let Some((meter, started)) = &mut self.off_cpu_cost {
             let started = *started;
             let totals = || {
-                let mut run_time = 0;
-                for name in [programs::OFF_CPU_SWITCH, programs::OFF_CPU_RETURN] {
-                    let info = ebpf.program(name)?.info().ok()?;
-                    run_time += info.run_time().as_nanos() as u64;
-                }
+                let info = ebpf.program(programs::OFF_CPU_SWITCH)?.info().ok()?;
+                let run_time = info.run_time().as_nanos() as u64;
                 Some(ProgramCost {
                     run_time_ns: run_time,
                     run_count: started.elapsed().as_millis() as u64,
@@ -451,9 +455,9 @@ fn duplicate(fd: &aya::programs::ProgramFd) -> Result<aya::programs::ProgramFd, 
     })
 }
 
-/// Loads and attaches the off-CPU programs: their tail calls first, then the system-call exit
-/// program that records, then the switch program that times the waits. Returns their program
-/// array, which must be held while they run.
+/// Loads and attaches the off-CPU program: its tail calls first, then the switch program that
+/// times the waits and reads their records. Returns its program array, which must be held
+/// while it runs.
 fn start_off_cpu(ebpf: &mut Ebpf, unwinding: bool) -> Result<ProgramArray<MapData>, BpfError> {
     let name = maps::OFF_CPU_TAIL_CALLS;
     let mut tail_calls = ProgramArray::try_from(take_map(ebpf, name)?).map_err(map_error(name))?;
@@ -467,20 +471,12 @@ fn start_off_cpu(ebpf: &mut Ebpf, unwinding: bool) -> Result<ProgramArray<MapDat
             .set(TAIL_UNWIND_USER, &walk, 0)
             .map_err(map_error(name))?;
     }
-    let returning: &mut RawTracePoint = program(ebpf, programs::OFF_CPU_RETURN)?;
-    returning
-        .load()
-        .map_err(program_error(programs::OFF_CPU_RETURN))?;
-    returning
-        .attach("sys_exit")
-        .map_err(program_error(programs::OFF_CPU_RETURN))?;
-    let btf = aya::Btf::from_sys_fs().map_err(|source| BpfError::Btf { source })?;
-    let switch: &mut BtfTracePoint = program(ebpf, programs::OFF_CPU_SWITCH)?;
+    let switch: &mut RawTracePoint = program(ebpf, programs::OFF_CPU_SWITCH)?;
     switch
-        .load("sched_switch", &btf)
+        .load()
         .map_err(program_error(programs::OFF_CPU_SWITCH))?;
     switch
-        .attach()
+        .attach("sched_switch")
         .map_err(program_error(programs::OFF_CPU_SWITCH))?;
     Ok(tail_calls)
 }

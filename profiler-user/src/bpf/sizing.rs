@@ -52,7 +52,8 @@ impl OffCpuSizes {
 
 const MIN_OFF_CPU_COUNTS: u32 = 4_096;
 const MIN_OFF_CPU_THREADS: u32 = 4_096;
-/// About 20 MiB of kernel memory (a preallocated hash map of 40-byte values).
+/// About 38 MiB of kernel memory (a preallocated hash map of 96-byte values, 152 bytes an
+/// entry with the kernel's own), for a host of 131,072 threads.
 const MAX_OFF_CPU_THREADS: u32 = 262_144;
 
 /// The threads the host runs now, from `/proc/loadavg` (`running/total`); `None` when it
@@ -142,6 +143,8 @@ impl MapSizes {
         });
         for half in 0..2 {
             entries.push((maps::OFF_CPU_COUNTS[half], off_cpu.counts));
+            // Up to three names (two stacks and a context) per record, mostly shared.
+            entries.push((maps::OFF_CPU_PARKED[half], off_cpu.counts));
         }
         entries.push((maps::OFF_CPU_THREADS, off_cpu.threads));
         let slots = if self.off_cpu.is_some() { 2 } else { 1 };

@@ -9,6 +9,7 @@ use super::BpfError;
 
 pub(super) const BPF_MAP_CREATE: libc::c_long = 0;
 pub(super) const BPF_MAP_UPDATE_ELEM: libc::c_long = 2;
+pub(super) const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 pub(super) const BPF_MAP_LOOKUP_AND_DELETE_BATCH: libc::c_long = 25;
 pub(super) const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 

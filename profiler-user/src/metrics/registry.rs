@@ -134,9 +134,10 @@ fn effect(counter: BpfCounter) -> Effect {
         | BpfCounter::OffCpuShort
         | BpfCounter::OffCpuRecords
         | BpfCounter::OffCpuThreadsFull
-        | BpfCounter::OffCpuUnmatched
+        | BpfCounter::OffCpuUnstacked
         | BpfCounter::OffCpuThreadsAdded
-        | BpfCounter::OffCpuThreadsRemoved => Effect::OffCpu,
+        | BpfCounter::OffCpuThreadsRemoved
+        | BpfCounter::OffCpuParkedFull => Effect::OffCpu,
     }
 }
 
@@ -243,7 +244,7 @@ impl Metrics {
         );
         r.register(
             "profiler_off_cpu_events",
-            "With --off-cpu, by event: waits timed at or above --off-cpu-min-us (off_cpu_waits) or below it (off_cpu_short), records written (off_cpu_records), waits lost because the map of waiting threads was full (off_cpu_threads_full) or because the thread did not return through the system call it waited in (off_cpu_unmatched); threads that began to be timed (off_cpu_threads_added) and were forgotten at their exit (off_cpu_threads_removed)",
+            "With --off-cpu, by event: waits timed at or above --off-cpu-min-us (off_cpu_waits) or below it (off_cpu_short), records written with their stacks (off_cpu_records) and without, at a place whose last wait was short (off_cpu_unstacked) or because the map of parked stacks was full (off_cpu_parked_full); waits lost because the map of waiting threads was full (off_cpu_threads_full); threads that began to be timed (off_cpu_threads_added) and were forgotten at their exit (off_cpu_threads_removed)",
             metrics.off_cpu.clone(),
         );
         r.register(

@@ -445,7 +445,7 @@ impl Output {
                 timed = counters.get(profiler_common::Counter::OffCpuWaits),
                 stacks = stats.stacks,
                 threads_full = counters.get(profiler_common::Counter::OffCpuThreadsFull),
-                unmatched = counters.get(profiler_common::Counter::OffCpuUnmatched),
+                unstacked = counters.get(profiler_common::Counter::OffCpuUnstacked),
                 threads_added = counters.get(profiler_common::Counter::OffCpuThreadsAdded),
                 threads_removed = counters.get(profiler_common::Counter::OffCpuThreadsRemoved),
                 kernel_ms = kernel_ns.map(|ns| ns / 1_000_000),

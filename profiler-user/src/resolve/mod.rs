@@ -20,7 +20,7 @@ use std::{
 
 use profiler_common::{GO_CONTEXT_BIT, NO_CONTEXT, SampleKey, SampleValue};
 
-pub use locations::{KERNEL_MAPPING, TRUNCATED};
+pub use locations::{KERNEL_MAPPING, TRUNCATED, UNSTACKED};
 pub use sample::{Labels, MappingInfo, MappingKey, ResolvedLocation, ResolvedSample, SampleKind};
 
 use labels::labels;
@@ -54,15 +54,16 @@ pub fn resolve_interval(
         .collect();
     let names = symbolize(&stacks, &files, symbolizer);
     let mut infos: HashMap<MappingKey, Arc<MappingInfo>> = HashMap::new();
-    let mut located: HashMap<(u64, u64, ProcessKey), Arc<[ResolvedLocation]>> = HashMap::new();
+    let mut located: HashMap<(SampleKind, u64, u64, ProcessKey), Arc<[ResolvedLocation]>> =
+        HashMap::new();
 
     records(drained)
         .zip(&stacks)
         .map(|((kind, key, value), sites)| {
             let process = process_key(key);
             let locations = located
-                .entry((key.user_stack, key.kernel_stack, process))
-                .or_insert_with(|| locations(sites, &files, &names, &mut infos))
+                .entry((kind, key.user_stack, key.kernel_stack, process))
+                .or_insert_with(|| locations(kind, sites, &files, &names, &mut infos))
                 .clone();
             let snapshot = &snapshots[&process];
             let trace = match key.context {

@@ -21,7 +21,7 @@ pub(super) fn symbolize(
         match *site {
             Site::Kernel(address) => kernel.push(address),
             Site::File(id, offset) => by_file.entry(id).or_default().push(offset),
-            Site::Other(..) | Site::Truncated => {}
+            Site::Other(..) | Site::Truncated | Site::Unstacked => {}
         }
     }
     let mut names = HashMap::new();

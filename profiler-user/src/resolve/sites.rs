@@ -2,7 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use profiler_common::{MAX_STACK_DEPTH, NO_STACK, SampleKey};
+use profiler_common::{MAX_STACK_DEPTH, NO_STACK, SampleKey, UNSTACKED_WAIT};
 
 use super::MappingKey;
 use crate::{
@@ -21,6 +21,8 @@ pub(super) enum Site {
     /// The root of a user stack that filled every frame the kernel gives: its outermost callers
     /// are missing.
     Truncated,
+    /// An off-CPU wait recorded without stacks ([`UNSTACKED_WAIT`]).
+    Unstacked,
 }
 
 /// Kernel frames then user frames, leaf first. Callers' return addresses are moved back by one
@@ -31,6 +33,9 @@ pub(super) fn sites(
     snapshot: &ProcessSnapshot,
     files: &mut HashMap<FileId, Arc<MappedFile>>,
 ) -> Vec<Site> {
+    if key.user_stack == UNSTACKED_WAIT {
+        return vec![Site::Unstacked];
+    }
     let frames = |hash: u64| {
         (hash != NO_STACK)
             .then(|| drained.stacks.get(&hash))

@@ -288,3 +288,54 @@ fn off_cpu_records_resolve_as_waits_beside_the_samples() {
     let (cpu, _) = build_profile(&resolved, meta());
     assert_eq!(cpu.sample.len(), 1, "a CPU profile leaves the waits out");
 }
+
+#[test]
+fn a_wait_recorded_without_stacks_is_one_frame_that_says_so() {
+    let key = SampleKey {
+        pid: u32::MAX - 1,
+        tid: 3,
+        pid_gen: 0,
+        user_stack: profiler_common::UNSTACKED_WAIT,
+        kernel_stack: NO_STACK,
+        context: NO_CONTEXT,
+        comm: comm("waiter"),
+    };
+    let drained = Drained {
+        off_cpu: vec![(
+            key,
+            SampleValue {
+                count: 1,
+                period_ns: 45_000_000,
+            },
+        )],
+        ..Drained::default()
+    };
+    let resolved = resolve(&drained);
+    let names: Vec<&str> = resolved[0]
+        .locations
+        .iter()
+        .flat_map(|location| location.frames.iter().map(|frame| &*frame.function))
+        .collect();
+    assert_eq!(names, [UNSTACKED]);
+    assert_eq!(resolved[0].nanos, 45_000_000);
+}
+
+#[test]
+fn the_tracing_glue_above_the_scheduler_is_not_a_place_to_wait() {
+    for glue in [
+        "bpf_prog_c3078a5a80e7bd8f_off_cpu_switch",
+        "bpf_trace_run4",
+        "__bpf_trace_sched_switch",
+        "__traceiter_sched_switch",
+    ] {
+        assert!(locations::is_tracing_glue(glue), "{glue}");
+    }
+    for kernel in [
+        "__schedule",
+        "schedule",
+        "do_sys_poll",
+        "bpf_map_lookup_elem",
+    ] {
+        assert!(!locations::is_tracing_glue(kernel), "{kernel}");
+    }
+}

@@ -65,3 +65,14 @@ fn grows_its_room_for_buckets_larger_than_asked() {
     let taken: Vec<(u64, Value)> = take_all_by(map.as_fd(), 1).expect("draining");
     check_all_taken(taken, 512);
 }
+
+/// Needs CAP_BPF: `cargo xtask test` runs it as root.
+#[test]
+#[ignore = "needs root: creates BPF maps"]
+fn reads_every_entry_of_a_map_and_leaves_it_full() {
+    let map = filled_map(5_000);
+    let read: Vec<(u64, Value)> = read_all(map.as_fd()).expect("reading");
+    check_all_taken(read, 5_000);
+    let again: Vec<(u64, Value)> = read_all(map.as_fd()).expect("reading again");
+    check_all_taken(again, 5_000);
+}
