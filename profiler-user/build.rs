@@ -30,5 +30,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={}", proto.display());
     let descriptors = protox::compile([&proto], [proto.parent().unwrap_or(Path::new("."))])?;
     prost_build::Config::new().compile_fds(descriptors)?;
+
+    // OTLP profiles (issue 17): the official files of the version `proto/otlp/README.md` names.
+    let otlp = Path::new(&manifest_dir).join("proto/otlp");
+    println!("cargo:rerun-if-changed={}", otlp.display());
+    let service = "opentelemetry/proto/collector/profiles/v1development/profiles_service.proto";
+    let descriptors = protox::compile([service], [&otlp])?;
+    prost_build::Config::new().compile_fds(descriptors)?;
     Ok(())
 }

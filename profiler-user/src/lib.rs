@@ -11,6 +11,7 @@ pub mod golabels;
 pub mod kernel_features;
 mod listener;
 pub mod metrics;
+pub mod otlp;
 pub mod preflight;
 pub mod process;
 pub mod profile;
