@@ -123,6 +123,33 @@ impl Running {
         send_signal(self.pid(), signal)
     }
 
+    /// Waits until the process has blocked `signal` or catches it (`SigBlk`, `SigCgt` in
+    /// /proc/PID/status): blocking the stop signals is the profiler's first act in `main`, and
+    /// it lets them through once its handlers are in place. Before that no program can handle
+    /// a signal (the time to load and start the binary, longer on a busy or cold machine).
+    /// False on timeout or exit.
+    pub fn wait_until_holding(&self, signal: i32, timeout: Duration) -> bool {
+        let bit = 1u64 << (signal - 1);
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let Ok(status) = std::fs::read_to_string(format!("/proc/{}/status", self.pid())) else {
+                return false;
+            };
+            let mask = |field: &str| {
+                status
+                    .lines()
+                    .find_map(|line| line.strip_prefix(field))
+                    .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+                    .unwrap_or(0)
+            };
+            if (mask("SigBlk:") | mask("SigCgt:")) & bit != 0 {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        false
+    }
+
     /// Waits until the process holds at least one perf event per CPU, i.e. it samples. Returns
     /// false on timeout or exit: callers go on and let their assertions decide.
     pub fn wait_until_sampling(&self, timeout: Duration) -> bool {

@@ -40,7 +40,13 @@ fn sigterm_during_start_up_is_a_clean_stop() -> Result<()> {
         let frequency = TEST_FREQUENCY.to_string();
         let args = ["--interval", "60", "--frequency", &frequency];
         let profiler = Running::spawn(record_command(out.path(), &args))?;
-        // The delay into start-up is what each round varies (not a wait for anything).
+        // Start-up begins when `main` holds the stop signals, its first act: before that no
+        // program can handle one (CI once took more than 5 ms to get there, and the default
+        // action killed the process). The delay into start-up is what each round varies.
+        ensure!(
+            profiler.wait_until_holding(libc::SIGTERM, Duration::from_secs(10)),
+            "the profiler never held SIGTERM"
+        );
         thread::sleep(Duration::from_millis(delay_ms));
         profiler.signal(libc::SIGTERM)?;
         let output = profiler.wait(WIND_DOWN)?;
