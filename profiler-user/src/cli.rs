@@ -131,10 +131,15 @@ pub struct RecordArgs {
     #[arg(long, value_name = "N", env = "PROFILER_MAX_TRACES_PER_INTERVAL", default_value_t = 10_000,
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_traces_per_interval: u32,
-    /// Serve Prometheus metrics, /healthz and /readyz on this address (`off`: no server).
+    /// Serve Prometheus metrics, /healthz, /readyz and on-demand profiles
+    /// (/debug/pprof/profile?seconds=N) on this address (`off`: no server).
     #[arg(long, value_name = "ADDRESS", env = "PROFILER_METRICS_ADDRESS",
           default_value = "127.0.0.1:9464", value_parser = metrics_address)]
     pub metrics_address: MetricsAddress,
+    /// Require `Authorization: Bearer TOKEN` on /debug/pprof/profile, TOKEN being this file's
+    /// content (read again at each request; /metrics and the health checks stay open).
+    #[arg(long, value_name = "PATH", env = "PROFILER_HTTP_TOKEN_FILE")]
+    pub http_token_file: Option<PathBuf>,
     /// The node name written into profiles and metrics; default: this host's name.
     #[arg(long, value_name = "NAME", env = "PROFILER_NODE_NAME")]
     pub node_name: Option<String>,

@@ -15,6 +15,7 @@ pub mod otlp;
 pub mod preflight;
 pub mod process;
 pub mod profile;
+pub mod pull;
 pub mod recorder;
 pub mod report;
 pub mod resolve;

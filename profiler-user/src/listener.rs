@@ -5,12 +5,16 @@
 //! The accept loop is ours (hyper's HTTP/1 connection per socket), not `axum::serve`, because a
 //! listener open to a cluster must not let idle clients hold descriptors the recorder needs:
 //! - at most [`Limits::max_connections`] connections at once; one more is answered `503` (when
-//!   the answer fits the socket buffer at once) and closed, and counted;
+//!   the answer fits the socket buffer at once) and closed, and counted. Up to [`LINGERING`]
+//!   refused connections at a time first read what their client sent, for at most [`LINGER`]:
+//!   closing a socket with unread bytes sends a reset, and a client that gets the reset before
+//!   it reads the answer sees "connection reset" instead of the 503 and its `Retry-After`;
 //! - a request's headers must arrive within [`Limits::header_timeout`] of the connection's
 //!   opening or of the previous response (hyper's header read timeout, which also ends idle
 //!   keep-alive connections);
 //! - a connection on which no byte moved either way for [`Limits::idle_timeout`] is closed (a
-//!   client that stops reading an answer, or trickles a body).
+//!   client that stops reading an answer, or trickles a body), unless a handler is working on
+//!   its request: a profile request waits its seconds (up to 5 minutes) before it answers.
 
 use std::{
     io,
@@ -84,6 +88,13 @@ fn open_file_limit() -> Option<usize> {
     (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(limit.rlim_cur as usize)
 }
 
+/// Refused connections that may linger at once (each holds a descriptor for [`LINGER`]).
+const LINGERING: usize = 16;
+/// How long a refused connection waits for its client's request and close.
+const LINGER: Duration = Duration::from_millis(500);
+/// What a lingering refusal reads at most.
+const LINGER_BYTES: usize = 64 << 10;
+
 /// The answer to a connection over the cap.
 const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\
 Content-Type: text/plain\r\nRetry-After: 1\r\nContent-Length: 21\r\n\r\ntoo many connections\n";
@@ -135,6 +146,7 @@ async fn accept(
     refused: Counter,
 ) -> io::Result<()> {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let lingering = Arc::new(Semaphore::new(LINGERING));
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
@@ -163,6 +175,12 @@ async fn accept(
             }
             // Never waits: an answer that does not fit the socket buffer at once is not sent.
             let _ = stream.try_write(REFUSAL);
+            if let Ok(permit) = lingering.clone().try_acquire_owned() {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    linger(stream).await;
+                });
+            }
             continue;
         };
         let _ = stream.set_nodelay(true);
@@ -171,7 +189,11 @@ async fn accept(
             stream,
             activity: activity.clone(),
         });
-        let connection = http.serve_connection(io, TowerToHyperService::new(app.clone()));
+        let service = Busy {
+            inner: TowerToHyperService::new(app.clone()),
+            activity: activity.clone(),
+        };
+        let connection = http.serve_connection(io, service);
         tokio::spawn(async move {
             let _slot = slot;
             let mut connection = pin!(connection);
@@ -185,7 +207,7 @@ async fn accept(
                         return;
                     }
                     () = tokio::time::sleep_until((last + limits.idle_timeout).into()) => {
-                        if activity.last() == last {
+                        if activity.last() == last && !activity.busy() {
                             tracing::debug!("closing a connection idle for {:?}", limits.idle_timeout);
                             return;
                         }
@@ -196,12 +218,39 @@ async fn accept(
     }
 }
 
-/// When a connection last moved a byte.
+/// Ends a refused connection with a FIN rather than a reset: shuts its sending side (after the
+/// answer), then reads what the client sent until it closes, within [`LINGER`] and
+/// [`LINGER_BYTES`].
+async fn linger(stream: TcpStream) {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: shutdown(2) on the socket this function owns; no memory is passed.
+    unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_WR) };
+    let mut buf = [0u8; 4096];
+    let mut read = 0;
+    let _ = tokio::time::timeout(LINGER, async {
+        while read < LINGER_BYTES {
+            if stream.readable().await.is_err() {
+                return;
+            }
+            match stream.try_read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => read += n,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+}
+
+/// When a connection last moved a byte, and whether a handler is working on its request.
 #[derive(Clone)]
 struct Activity {
     start: Instant,
     /// Milliseconds after `start`.
     last: Arc<AtomicU64>,
+    /// Handlers under way.
+    handling: Arc<AtomicU64>,
 }
 
 impl Activity {
@@ -209,7 +258,12 @@ impl Activity {
         Activity {
             start: Instant::now(),
             last: Arc::new(AtomicU64::new(0)),
+            handling: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    fn busy(&self) -> bool {
+        self.handling.load(Ordering::Relaxed) > 0
     }
 
     fn touch(&self) {
@@ -219,6 +273,42 @@ impl Activity {
 
     fn last(&self) -> Instant {
         self.start + Duration::from_millis(self.last.load(Ordering::Relaxed))
+    }
+}
+
+/// A service that counts its calls under way in the connection's [`Activity`]: the time a
+/// handler takes is not idleness. The count drops when the call's future ends or is dropped.
+struct Busy<S> {
+    inner: S,
+    activity: Activity,
+}
+
+/// Decrements the count of handlers under way when dropped.
+struct Handling(Arc<AtomicU64>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<S, R> hyper::service::Service<R> for Busy<S>
+where
+    S: hyper::service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn call(&self, request: R) -> Self::Future {
+        self.activity.handling.fetch_add(1, Ordering::Relaxed);
+        let handling = Handling(self.activity.handling.clone());
+        let call = self.inner.call(request);
+        Box::pin(async move {
+            let _handling = handling;
+            call.await
+        })
     }
 }
 
@@ -358,6 +448,41 @@ pub(crate) mod tests {
         let answered = closed_within(&mut kept, generous).await.expect("left open");
         assert!(String::from_utf8_lossy(&answered).contains("hello"));
         assert!(get(address, "/").await.contains("hello"), "still serving");
+    }
+
+    #[tokio::test]
+    async fn a_handler_at_work_is_not_idleness_a_client_gone_quiet_after_is() {
+        let limits = Limits {
+            max_connections: 8,
+            header_timeout: Duration::from_secs(600),
+            idle_timeout: Duration::from_millis(300),
+        };
+        // A profile request waits its seconds before it answers.
+        let slow = Router::new().route(
+            "/",
+            axum::routing::get(|| async {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                "late\n"
+            }),
+        );
+        let server = Listening::start(
+            "127.0.0.1:0".parse().unwrap(),
+            slow,
+            limits,
+            Counter::default(),
+        )
+        .await
+        .unwrap();
+        let mut stream = TcpStream::connect(server.address()).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // The answer comes after five idle timeouts, then the kept-alive connection idles out.
+        let read = closed_within(&mut stream, Duration::from_secs(30))
+            .await
+            .expect("left open after the answer");
+        assert!(String::from_utf8_lossy(&read).contains("late"), "{read:?}");
     }
 
     #[tokio::test]

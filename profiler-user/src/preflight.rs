@@ -120,16 +120,21 @@ pub fn check_perf_events(frequency: u64) -> Result<(), PreflightError> {
     if !Path::new("/proc/sys/kernel/perf_event_paranoid").exists() {
         return Err(PreflightError::NoPerfEvents);
     }
-    let limit = fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
-        .ok()
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    match limit {
+    match max_sample_rate() {
         Some(limit) if frequency > limit => Err(PreflightError::FrequencyTooHigh {
             requested: frequency,
             limit,
         }),
         _ => Ok(()),
     }
+}
+
+/// The kernel's limit on a perf event's sampling rate (`kernel.perf_event_max_sample_rate`,
+/// which the kernel may lower by itself when sampling takes too long).
+pub fn max_sample_rate() -> Option<u64> {
+    fs::read_to_string("/proc/sys/kernel/perf_event_max_sample_rate")
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
 }
 
 pub fn check_targets(pids: &[u32]) -> Result<(), PreflightError> {

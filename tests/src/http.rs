@@ -29,14 +29,26 @@ pub fn http_get_bytes(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, Vec<u8>)> {
+    http_get_with(address, path, &[], timeout)
+}
+
+/// `GET path` with more headers (`name`, `value`): status and body bytes.
+pub fn http_get_with(
+    address: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>)> {
     let mut stream = TcpStream::connect_timeout(&address, timeout)
         .with_context(|| format!("connecting to {address}"))?;
     stream.set_read_timeout(Some(timeout))?;
     stream.set_write_timeout(Some(timeout))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
-    )?;
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)

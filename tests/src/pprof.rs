@@ -132,8 +132,13 @@ impl Pprof {
     /// Decodes a gzip-compressed pprof file.
     pub fn read(path: &Path) -> Result<Pprof> {
         let compressed = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::from_gzip(path, &compressed)
+    }
+
+    /// Decodes gzip-compressed pprof bytes (a download), named `path` in messages.
+    pub fn from_gzip(path: &Path, compressed: &[u8]) -> Result<Pprof> {
         let mut raw = Vec::new();
-        flate2::read::GzDecoder::new(&compressed[..])
+        flate2::read::GzDecoder::new(compressed)
             .read_to_end(&mut raw)
             .with_context(|| format!("gunzip {}", path.display()))?;
         let profile =

@@ -173,6 +173,8 @@ pub enum Reason {
     OverBudget { cost: f64, budget: f64 },
     /// The averaged cost stayed well under the budget for a while.
     BackUnderBudget { cost: f64, budget: f64 },
+    /// Profile requests over HTTP asked for this rate (`hz=`), or the last of them ended.
+    Pulled { hz: Option<u64> },
 }
 
 /// For logs and profile comments, e.g. `profiler cost 1.52% of the host, over the budget of
@@ -194,6 +196,10 @@ impl fmt::Display for Reason {
                 cost * 100.0,
                 budget * 100.0
             ),
+            Self::Pulled { hz: Some(hz) } => write!(f, "a profile request asked for {hz} Hz"),
+            Self::Pulled { hz: None } => {
+                f.write_str("the profile requests that raised the rate ended")
+            }
         }
     }
 }
@@ -228,6 +234,8 @@ pub struct Controller {
     settled_since: Duration,
     /// Since when the averaged cost has stayed below the restore band.
     under_since: Option<Duration>,
+    /// The rate profile requests over HTTP ask for, if higher than the target.
+    requested: Option<u64>,
 }
 
 impl Controller {
@@ -246,7 +254,20 @@ impl Controller {
             last_capture_start: None,
             settled_since: Duration::ZERO,
             under_since: None,
+            requested: None,
         }
+    }
+
+    /// Profile requests over HTTP ask for `hz` (the highest of theirs; `None` once they all
+    /// ended). It raises the target while asked, never above the governor's cap: the budget
+    /// outranks requests as it does captures. Returns the change of rate, if any.
+    pub fn request(&mut self, now: Duration, hz: Option<u64>) -> Vec<Decision> {
+        let mut decisions = Vec::new();
+        if self.requested != hz {
+            self.requested = hz;
+            self.retarget(now, Reason::Pulled { hz }, &mut decisions);
+        }
+        decisions
     }
 
     /// Feeds one reading and returns what to do, in order: `StartCapture` comes before its
@@ -379,11 +400,12 @@ impl Controller {
     }
 
     fn target(&self) -> u64 {
-        if self.capturing() {
+        let own = if self.capturing() {
             self.config.capture_hz
         } else {
             self.config.baseline_hz
-        }
+        };
+        own.max(self.requested.unwrap_or(0))
     }
 
     /// Applies the target and the cap; a change is one decision and restarts the cost average.

@@ -170,6 +170,7 @@ pub struct Metrics {
     /// The loader's totals at the last [`Self::set_unwind`], to count what came since.
     unwind_seen: Mutex<crate::unwind::loader::LoaderStats>,
     connections_refused: Labelled,
+    pull_requests: Labelled,
     /// Liveness and readiness, for `/healthz` and `/readyz`.
     pub health: Health,
 }
@@ -206,6 +207,7 @@ impl Metrics {
             unwind_events: Labelled::default(),
             unwind_seen: Mutex::default(),
             connections_refused: Labelled::default(),
+            pull_requests: Labelled::default(),
             health,
         };
         let r = &mut registry;
@@ -345,6 +347,11 @@ impl Metrics {
             "Connections closed at once because the listener (metrics, web) had as many open as it keeps",
             metrics.connections_refused.clone(),
         );
+        r.register(
+            "profiler_pull_requests",
+            "Requests to /debug/pprof/profile by outcome: served, bad_request, unauthorized (401), forbidden (403: exposed without a token), busy (429), cancelled (the client left), unavailable",
+            metrics.pull_requests.clone(),
+        );
         r.register_collector(Box::new(OwnProcess));
         Self {
             registry,
@@ -358,6 +365,13 @@ impl Metrics {
         self.connections_refused
             .get_or_create(&[("listener", listener)])
             .clone()
+    }
+
+    /// One more request to the pull endpoint ended with `outcome`.
+    pub fn pull_request(&self, outcome: &'static str) {
+        self.pull_requests
+            .get_or_create(&[("outcome", outcome)])
+            .inc();
     }
 
     /// The OpenMetrics text exposition of every series.

@@ -1,5 +1,6 @@
-//! The HTTP endpoints: `/metrics` (OpenMetrics text), `/healthz`, `/readyz`. The server runs as
-//! a task on the recorder's runtime; encoding a scrape reads atomics and takes microseconds.
+//! The HTTP endpoints: `/metrics` (OpenMetrics text), `/healthz`, `/readyz`, and the routes the
+//! recorder adds (`/debug/pprof/profile`). The server runs as a task on the recorder's runtime;
+//! encoding a scrape reads atomics and takes microseconds.
 
 use std::{net::SocketAddr, sync::Arc};
 
@@ -32,15 +33,21 @@ pub struct MetricsServer {
 
 impl MetricsServer {
     /// Binds `address` (port 0 picks a free port) and starts answering, with at most
-    /// `max_connections` connections at once (see [`Limits::new`]).
+    /// `max_connections` connections at once (see [`Limits::new`]), `more` routes beside the
+    /// metrics'.
     pub async fn start(
         address: SocketAddr,
         metrics: Arc<Metrics>,
         max_connections: usize,
+        more: Option<Router>,
     ) -> Result<Self, MetricsError> {
         let refused = metrics.connections_refused("metrics");
         let limits = Limits::new(max_connections);
-        let listening = Listening::start(address, router(metrics), limits, refused)
+        let app = match more {
+            Some(more) => router(metrics).merge(more),
+            None => router(metrics),
+        };
+        let listening = Listening::start(address, app, limits, refused)
             .await
             .map_err(|cause| MetricsError { address, cause })?;
         Ok(Self { listening })
@@ -62,7 +69,8 @@ fn router(metrics: Arc<Metrics>) -> Router {
 }
 
 async fn index() -> &'static str {
-    "profiler: /metrics (OpenMetrics), /healthz (live), /readyz (ready)\n"
+    "profiler: /metrics (OpenMetrics), /healthz (live), /readyz (ready), \
+     /debug/pprof/profile?seconds=N (a CPU profile of the next N seconds, when recording)\n"
 }
 
 async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
@@ -95,7 +103,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Arc::new(Metrics::new("n1", Health::new(dir.path().to_owned(), 10)));
         metrics.set_frequency(19);
-        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.clone(), 8)
+        let server = MetricsServer::start("127.0.0.1:0".parse().unwrap(), metrics.clone(), 8, None)
             .await
             .unwrap();
         let address = server.address();
@@ -123,7 +131,7 @@ mod tests {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let address = taken.local_addr().unwrap();
         let metrics = Arc::new(Metrics::new("n1", Health::new("/".into(), 10)));
-        let err = MetricsServer::start(address, metrics, 8)
+        let err = MetricsServer::start(address, metrics, 8, None)
             .await
             .err()
             .expect("the port is taken");

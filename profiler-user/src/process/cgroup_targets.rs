@@ -76,7 +76,7 @@ pub fn resolve(
 
 /// Where the unified hierarchy is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a
 /// hybrid host). A mount of the whole tree is preferred over one of a subtree.
-fn cgroup2_mount() -> Option<PathBuf> {
+pub fn cgroup2_mount() -> Option<PathBuf> {
     let mounts = procfs::process::Process::myself().ok()?.mountinfo().ok()?;
     let mut cgroup2: Vec<_> = mounts
         .into_iter()

@@ -12,4 +12,4 @@ pub use builder::{ProfileBuilder, ProfileValues, add_comments};
 pub use interval::{IntervalMeta, IntervalStats, build_profile, build_profile_of};
 pub use retention::{Pruned, Retention};
 pub use traces::{INDEX_FILE, IndexEntry, TraceFileError, TraceStore, is_rotated_index};
-pub use writer::{Durability, ProfileWriter, WriteError};
+pub use writer::{Durability, ProfileWriter, WriteError, gzipped};

@@ -145,6 +145,13 @@ fn free_name(dir: &Path, stem: &str) -> PathBuf {
         .unwrap_or(first)
 }
 
+/// A profile as a file holds it (gzipped protobuf), in memory: the pull endpoint's answer.
+pub fn gzipped(profile: &Profile) -> io::Result<Vec<u8>> {
+    let mut gzip = GzEncoder::new(Vec::new(), Compression::default());
+    gzip.write_all(&profile.encode_to_vec())?;
+    gzip.finish()
+}
+
 fn write_gzip(file: &File, profile: &Profile, durability: Durability) -> io::Result<u64> {
     let mut gzip = GzEncoder::new(BufWriter::new(file), Compression::default());
     gzip.write_all(&profile.encode_to_vec())?;

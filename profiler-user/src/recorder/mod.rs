@@ -14,11 +14,12 @@ use std::{
 
 use tokio::{
     io::{Interest, unix::AsyncFd},
+    sync::mpsc,
     time::{MissedTickBehavior, interval_at, sleep},
 };
 
 use crate::adaptive::{
-    controller::{Controller, ControllerConfig, Decision},
+    controller::{Controller, ControllerConfig, Decision, Reason},
     signals::{BpfRunTime, CostReader, LoadReader},
 };
 use crate::bpf::sizing::{Load, MapSizes, OffCpuSizes, SizeOverrides};
@@ -40,6 +41,11 @@ use crate::{
         liveness,
     },
     profile::{IntervalMeta, ProfileWriter, Retention, TraceStore},
+    pull::{
+        Opened, PullMessage, PullRequest,
+        endpoint::{Access, PullEndpoint},
+        token::{TokenError, TokenFile},
+    },
     tracectx::{
         TlsTracker,
         kernel_btf::{self, KernelBtf},
@@ -50,7 +56,7 @@ use crate::{
         store::TableStore,
     },
 };
-use pipeline::{Interval, Job, Pipeline};
+use pipeline::{Interval, Job, Part, Pipeline};
 use targets::Targets;
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +65,8 @@ pub enum RecordError {
     Preflight(#[from] PreflightError),
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeError),
     #[error(transparent)]
@@ -125,6 +133,11 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         );
     }
     preflight::prepare_output_dir(&args.output_dir)?;
+    let token = args
+        .http_token_file
+        .as_deref()
+        .map(TokenFile::open)
+        .transpose()?;
 
     let node = args.node_name.clone().unwrap_or_else(host_name);
     let metrics = Arc::new(Metrics::new(
@@ -132,17 +145,34 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         Health::new(args.output_dir.clone(), args.interval),
     ));
     // Up before the (slow) BPF load, so that probes hear "not ready yet" rather than nothing.
-    let _server = match args.metrics_address.0 {
+    // Profile requests made before the recording runs wait for it.
+    let (_server, pulls) = match args.metrics_address.0 {
         Some(address) => {
             let max_connections = args.listeners.max_connections as usize;
-            let server = MetricsServer::start(address, metrics.clone(), max_connections).await?;
+            let access = Access::of(address, token);
+            if matches!(access, Access::Closed) {
+                tracing::warn!(
+                    "--metrics-address {address} is reachable from other hosts: \
+                     /debug/pprof/profile answers 403 until --http-token-file is given"
+                );
+            }
+            let (endpoint, pulls) = PullEndpoint::new(access, metrics.clone());
+            let routes = Some(endpoint.routes());
+            let server =
+                MetricsServer::start(address, metrics.clone(), max_connections, routes).await?;
             tracing::info!(
-                "serving metrics on http://{}/metrics (health: /healthz, /readyz)",
-                server.address()
+                "serving metrics on http://{}/metrics (health: /healthz, /readyz; profiles: \
+                 /debug/pprof/profile?seconds=N{})",
+                server.address(),
+                if args.http_token_file.is_some() {
+                    ", with the token"
+                } else {
+                    ""
+                }
             );
-            Some(server)
+            (Some(server), Some(pulls))
         }
-        None => None,
+        None => (None, None),
     };
     let _web = match args.serve {
         Some(address) => {
@@ -257,11 +287,14 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         rate_changes: Vec::new(),
         node,
         metrics,
+        baseline_hz: args.frequency,
+        pull_hz_limit: preflight::max_sample_rate().map_or(highest, |limit| limit.min(highest)),
+        pull_rates: HashMap::new(),
     };
     // Processes come and go in a cgroup: only a recording of PIDs alone ends with its targets.
     let watched: &[u32] = if cgroups.is_empty() { &args.pids } else { &[] };
     let mut slot = Some(Box::new(recording));
-    let reason = run(&mut slot, args, watched, events, signals).await;
+    let reason = run(&mut slot, args, watched, events, signals, pulls).await;
     // Whatever stopped us, the partial interval (and capture) is written before we return.
     let flushed = off_thread(&mut slot, |recording| {
         recording.pipeline.closing();
@@ -311,6 +344,13 @@ struct Recording {
     /// The node name written into each profile.
     node: String,
     metrics: Arc<Metrics>,
+    /// `--frequency`: the rate without a capture or a request.
+    baseline_hz: u64,
+    /// The most a profile request may raise the rate to: the highest rate the maps were sized
+    /// for, within the kernel's limit.
+    pull_hz_limit: u64,
+    /// The rates profile requests under way asked for, by request.
+    pull_rates: HashMap<u64, u64>,
 }
 
 /// The adaptive controller and what feeds it.
@@ -482,6 +522,7 @@ async fn run(
     watched: &[u32],
     events: EventReader,
     mut signals: StopSignals,
+    mut pulls: Option<mpsc::UnboundedReceiver<PullMessage>>,
 ) -> Result<StopReason, RecordError> {
     // SAFETY: the reader owns the ring buffer's descriptor and keeps it open while held here.
     let mut events = unsafe { AsyncFd::register_with_interest(events, Interest::READABLE) }
@@ -516,6 +557,9 @@ async fn run(
                 off_thread(slot, move |recording| recording.handle_events(read)).await?;
             }
             _ = control.tick(), if adaptive => off_thread(slot, Recording::control).await??,
+            Some(message) = next_pull(&mut pulls) => {
+                off_thread(slot, move |recording| recording.pull(message)).await??;
+            }
             _ = unwind_poll.tick(), if unwinding => {
                 off_thread(slot, Recording::poll_unwind).await?;
             }
@@ -528,6 +572,16 @@ async fn run(
             _ = &mut deadline, if args.duration.is_some() => return Ok(StopReason::Duration),
             name = signals.recv() => return Ok(StopReason::Signal(name)),
         }
+    }
+}
+
+/// The next profile request message; never, without the endpoint.
+async fn next_pull(
+    pulls: &mut Option<mpsc::UnboundedReceiver<PullMessage>>,
+) -> Option<PullMessage> {
+    match pulls {
+        Some(pulls) => pulls.recv().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -727,6 +781,104 @@ impl Recording {
             "drained the maps"
         );
         self.pipeline.send(Job::Interval(Box::new(interval)))
+    }
+
+    /// A drain that does not end the interval: a profile request's capture opens or closes on
+    /// it, and the interval's file takes its samples with its last part.
+    fn drain_part(&mut self) -> Result<(), RecordError> {
+        let drained = self.sampler.drain().map_err(RecordError::Drain)?;
+        let epoch = self.lock_table().begin_drain();
+        self.retry_tls(&drained);
+        self.pipeline
+            .send(Job::Part(Box::new(Part { drained, epoch })))
+    }
+
+    /// Opens, closes or forgets a profile request's capture. Its rate is set before the drain
+    /// that opens it, and restored after the drain that closes it, as a capture's.
+    fn pull(&mut self, message: PullMessage) -> Result<(), RecordError> {
+        match message {
+            PullMessage::Start {
+                id,
+                request,
+                opened,
+            } => {
+                let PullRequest {
+                    seconds,
+                    filter,
+                    hz,
+                } = request;
+                let mut comments = vec![
+                    format!("profile request over HTTP: {seconds} s, {filter}"),
+                    self.node_comment(),
+                ];
+                if let Some(asked) = hz {
+                    let granted = asked.min(self.pull_hz_limit);
+                    if granted < asked {
+                        comments.push(format!(
+                            "hz={asked} lowered to {granted} Hz, the highest rate this recording \
+                             may use (--capture-frequency, within the kernel's limit)"
+                        ));
+                    }
+                    self.pull_rates.insert(id, granted);
+                    self.retarget_for_pulls()?;
+                }
+                self.drain_part()?;
+                self.pipeline.send(Job::PullStart {
+                    id,
+                    start: SystemTime::now(),
+                    filter,
+                    comments,
+                })?;
+                let hz = self.sampler.frequency();
+                let _ = opened.send(Ok(Opened { hz }));
+            }
+            PullMessage::End { id, profile } => {
+                self.drain_part()?;
+                let frequency = self.sampler.frequency();
+                self.pipeline.send(Job::PullEnd {
+                    id,
+                    end: SystemTime::now(),
+                    frequency,
+                    profile,
+                })?;
+                if self.pull_rates.remove(&id).is_some() {
+                    self.retarget_for_pulls()?;
+                }
+            }
+            PullMessage::Cancel { id } => {
+                self.pipeline.send(Job::PullCancel { id })?;
+                if self.pull_rates.remove(&id).is_some() {
+                    self.retarget_for_pulls()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the rate the requests under way ask for: through the controller, whose governor
+    /// may hold it lower; without one, directly.
+    fn retarget_for_pulls(&mut self) -> Result<(), RecordError> {
+        let wanted = self.pull_rates.values().max().copied();
+        let decisions = match &mut self.control {
+            Some(control) => control
+                .controller
+                .request(control.started.elapsed(), wanted),
+            None => {
+                let hz = wanted.map_or(self.baseline_hz, |hz| hz.max(self.baseline_hz));
+                if hz == self.sampler.frequency() {
+                    Vec::new()
+                } else {
+                    vec![Decision::SetFrequency {
+                        hz,
+                        reason: Reason::Pulled { hz: wanted },
+                    }]
+                }
+            }
+        };
+        for decision in decisions {
+            self.apply(decision)?;
+        }
+        Ok(())
     }
 
     /// Once a second: reads load and cost, and applies what the controller decides.

@@ -1,11 +1,17 @@
 //! The thread that turns drained intervals into files. It owns the symbolizer (blazesym's is
 //! not `Send`), so symbolization never delays a drain or the handling of process events. It also
-//! gathers the samples of an incident capture, which spans several intervals, into its own file.
+//! gathers the samples of an incident capture, which spans several intervals, into its own file,
+//! and those of profile requests over HTTP, which it answers.
+//!
+//! An interval may come in parts: a request's capture opens and closes with a drain of its own
+//! (a [`Job::Part`]), whose samples go to the captures at once and wait for the interval's last
+//! part to be written with it, so that interval files keep their boundaries.
 
 mod capture;
 mod queue;
 
 use std::{
+    collections::HashMap,
     path::PathBuf,
     sync::{
         Arc, Mutex,
@@ -22,9 +28,10 @@ use crate::{
     process::ProcessTable,
     profile::{
         IntervalMeta, ProfileValues, ProfileWriter, Retention, TraceStore, WriteError,
-        add_comments, build_profile, build_profile_of, proto::Profile,
+        add_comments, build_profile, build_profile_of, gzipped, proto::Profile,
     },
-    resolve::resolve_interval,
+    pull::{Filter, request::Matcher},
+    resolve::{ResolvedSample, resolve_interval},
     symbolize::{CacheStats, Symbolizer},
     tracectx::TraceLabeler,
 };
@@ -49,9 +56,18 @@ pub(super) struct Interval {
     pub comments: Vec<String>,
 }
 
+/// A drain inside an interval, for a request's capture to open or close on.
+pub(super) struct Part {
+    pub drained: Drained,
+    /// The drain number given by [`ProcessTable::begin_drain`].
+    pub epoch: u64,
+}
+
 /// Work for the writer thread, in order.
 pub(super) enum Job {
+    /// An interval's last part, and its files.
     Interval(Box<Interval>),
+    Part(Box<Part>),
     /// Samples of the following intervals also go to an incident file.
     CaptureStart {
         start: SystemTime,
@@ -62,6 +78,24 @@ pub(super) enum Job {
         end: SystemTime,
         frequency: u64,
         comments: Vec<String>,
+    },
+    /// Samples of the following parts that pass `filter` go to request `id`'s profile.
+    PullStart {
+        id: u64,
+        start: SystemTime,
+        filter: Filter,
+        comments: Vec<String>,
+    },
+    /// Answers request `id`'s profile, gzipped, on `profile`.
+    PullEnd {
+        id: u64,
+        end: SystemTime,
+        frequency: u64,
+        profile: tokio::sync::oneshot::Sender<Result<Vec<u8>, String>>,
+    },
+    /// Forgets request `id`.
+    PullCancel {
+        id: u64,
     },
 }
 
@@ -113,6 +147,8 @@ impl Pipeline {
                     cache_seen: CacheStats::default(),
                     labeler: TraceLabeler::default(),
                     capture: None,
+                    pulls: HashMap::new(),
+                    earlier_parts: Vec::new(),
                     metrics: output_metrics,
                     off_cpu,
                 };
@@ -122,6 +158,33 @@ impl Pipeline {
                             output.write_interval(*interval, &table);
                             output.prune();
                             crate::allocator::release_free_memory();
+                        }
+                        Job::Part(part) => {
+                            let samples = output.take_part(&part.drained, part.epoch, &table);
+                            output.earlier_parts.extend(samples);
+                        }
+                        Job::PullStart {
+                            id,
+                            start,
+                            filter,
+                            comments,
+                        } => {
+                            let pull = Pull {
+                                capture: Capture::new(start, comments),
+                                matcher: Matcher::new(filter),
+                            };
+                            output.pulls.insert(id, pull);
+                        }
+                        Job::PullEnd {
+                            id,
+                            end,
+                            frequency,
+                            profile,
+                        } => {
+                            let _ = profile.send(output.answer_pull(id, end, frequency));
+                        }
+                        Job::PullCancel { id } => {
+                            output.pulls.remove(&id);
                         }
                         Job::CaptureStart { start, comments } => {
                             output.capture = Some(Capture::new(start, comments));
@@ -163,7 +226,11 @@ impl Pipeline {
     pub(super) fn send(&self, mut job: Job) -> Result<(), RecordError> {
         let queue = self.queue.as_ref().ok_or(RecordError::PipelineGone)?;
         match &mut job {
-            Job::Interval(_) => {}
+            Job::Interval(_)
+            | Job::Part(_)
+            | Job::PullStart { .. }
+            | Job::PullEnd { .. }
+            | Job::PullCancel { .. } => {}
             Job::CaptureStart { .. } => self
                 .dropped_at_capture_start
                 .store(self.dropped.load(Ordering::Acquire), Ordering::Release),
@@ -181,7 +248,8 @@ impl Pipeline {
                 }
             }
         }
-        let droppable = matches!(job, Job::Interval(_)) && !self.closing.load(Ordering::Acquire);
+        let droppable =
+            matches!(job, Job::Interval(_) | Job::Part(_)) && !self.closing.load(Ordering::Acquire);
         match queue.send(job, droppable) {
             Sent::Queued => {
                 self.metrics.health.job_queued();
@@ -229,9 +297,19 @@ struct Output {
     cache_seen: CacheStats,
     labeler: TraceLabeler,
     capture: Option<Capture>,
+    /// Profile requests over HTTP under way, by ID.
+    pulls: HashMap<u64, Pull>,
+    /// Samples of the interval's parts before its last, written with it.
+    earlier_parts: Vec<ResolvedSample>,
     metrics: Arc<Metrics>,
     /// Whether the recording has off-CPU records: `offcpu-` files beside the CPU ones.
     off_cpu: bool,
+}
+
+/// A profile request's capture: the samples that pass its filter.
+struct Pull {
+    capture: Capture,
+    matcher: Matcher,
 }
 
 impl Output {
@@ -328,16 +406,10 @@ impl Output {
             drain_started,
             comments,
         } = interval;
-        let samples = resolve_interval(&drained, table, &mut self.symbolizer, &mut self.labeler);
-        let processes = {
-            let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
-            table.finish_drain(epoch);
-            table.len()
-        };
-        self.metrics.set_processes(processes);
+        let last_part = self.take_part(&drained, epoch, table);
+        let mut samples = std::mem::take(&mut self.earlier_parts);
+        samples.extend(last_part);
         let cache = self.symbolizer.stats();
-        self.metrics.add_cache_stats(&self.cache_seen, &cache);
-        self.cache_seen = cache;
         if samples.is_empty() && meta.duration < SLIVER {
             tracing::debug!(
                 interval = epoch,
@@ -414,8 +486,28 @@ impl Output {
                 );
             }
         }
+    }
+
+    /// Resolves a drain's samples and hands them to the captures under way (the incident's and
+    /// the requests'); returns them for the interval's files.
+    fn take_part(
+        &mut self,
+        drained: &Drained,
+        epoch: u64,
+        table: &Mutex<ProcessTable>,
+    ) -> Vec<ResolvedSample> {
+        let samples = resolve_interval(drained, table, &mut self.symbolizer, &mut self.labeler);
+        let processes = {
+            let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
+            table.finish_drain(epoch);
+            table.len()
+        };
+        self.metrics.set_processes(processes);
+        let cache = self.symbolizer.stats();
+        self.metrics.add_cache_stats(&self.cache_seen, &cache);
+        self.cache_seen = cache;
         if let Some(capture) = &mut self.capture {
-            let left_out = capture.add(samples);
+            let left_out = capture.add(samples.clone());
             if left_out > 0 {
                 self.metrics.incident_samples_left_out(left_out);
                 tracing::warn!(
@@ -426,6 +518,51 @@ impl Output {
                 );
             }
         }
+        for (id, pull) in &mut self.pulls {
+            let passed: Vec<ResolvedSample> = samples
+                .iter()
+                .filter(|sample| pull.matcher.matches(sample))
+                .cloned()
+                .collect();
+            let left_out = pull.capture.add(passed);
+            if left_out > 0 {
+                tracing::warn!(
+                    request = id,
+                    left_out,
+                    "profile request full: samples of new stacks left out of its answer"
+                );
+            }
+        }
+        samples
+    }
+
+    /// The gzipped pprof profile of request `id`'s capture.
+    fn answer_pull(&mut self, id: u64, end: SystemTime, frequency: u64) -> Result<Vec<u8>, String> {
+        let pull = self
+            .pulls
+            .remove(&id)
+            .ok_or_else(|| format!("profile request {id} is not under way"))?;
+        let capture = pull.capture;
+        let meta = IntervalMeta {
+            start: capture.start,
+            duration: end.duration_since(capture.start).unwrap_or(Duration::ZERO),
+            period_ns: crate::bpf::period_ns(frequency),
+        };
+        let mut notes = capture.comments.clone();
+        notes.extend(capture.left_out_note());
+        notes.push(format!("sampling frequency at the end: {frequency} Hz"));
+        let (mut profile, stats) = build_profile(capture.into_samples(), meta);
+        add_comments(&mut profile, &notes);
+        let body =
+            gzipped(&profile).map_err(|err| format!("encoding the profile failed: {err}"))?;
+        tracing::info!(
+            request = id,
+            samples = stats.samples,
+            processes = stats.processes,
+            bytes = body.len(),
+            "answered a profile request"
+        );
+        Ok(body)
     }
 
     /// Writes `offcpu-<start>.pb.gz`: the interval's off-CPU records.
@@ -557,6 +694,7 @@ mod tests {
                 Job::Interval(_) => "interval",
                 Job::CaptureStart { .. } => "start",
                 Job::CaptureEnd { .. } => "end",
+                _ => "pull",
             })
             .collect();
         let mut expected = vec!["start"];

@@ -790,3 +790,65 @@ fn a_zero_capture_duration_and_interval_end_each_capture_at_the_next_reading() {
         assert_eq!(*end, start + 1);
     }
 }
+
+// 8. Profile requests over HTTP (`hz=`).
+
+#[test]
+fn a_request_raises_the_rate_while_it_lasts_and_its_end_restores_the_baseline() {
+    let mut sim = Sim::with_defaults();
+    sim.feed(5, CALM, cheap);
+    let raised = sim.ctl.request(secs(5), Some(49));
+    assert_eq!(
+        raised,
+        [Decision::SetFrequency {
+            hz: 49,
+            reason: Reason::Pulled { hz: Some(49) }
+        }]
+    );
+    assert!(sim.ctl.request(secs(6), Some(49)).is_empty(), "no change");
+    sim.feed(20, CALM, cheap);
+    assert_eq!(
+        sim.ctl.frequency(),
+        49,
+        "the governor leaves a cheap rate alone"
+    );
+    let ended = sim.ctl.request(secs(26), None);
+    assert_eq!(
+        ended,
+        [Decision::SetFrequency {
+            hz: 19,
+            reason: Reason::Pulled { hz: None }
+        }]
+    );
+    assert_eq!(
+        Reason::Pulled { hz: Some(49) }.to_string(),
+        "a profile request asked for 49 Hz"
+    );
+}
+
+#[test]
+fn a_request_below_the_rate_in_force_changes_nothing() {
+    let mut sim = Sim::with_defaults();
+    sim.feed(5, CALM, cheap);
+    assert!(sim.ctl.request(secs(5), Some(10)).is_empty());
+    assert!(sim.ctl.request(secs(6), None).is_empty());
+    assert_eq!(sim.ctl.frequency(), 19);
+}
+
+#[test]
+fn the_budget_outranks_a_request() {
+    let mut sim = Sim::with_defaults();
+    sim.feed(5, CALM, cheap);
+    sim.ctl.request(secs(5), Some(99));
+    assert_eq!(sim.ctl.frequency(), 99);
+    // Over budget at 99 Hz: the governor halves the rate as it would a capture's.
+    sim.feed(MINUTE, CALM, |hz| Some(0.0003 * hz as f64));
+    assert!(sim.ctl.frequency() < 99, "{:?}", sim.rates());
+    assert!(
+        sim.ctl.frequency() as f64 * 0.0003 <= 0.01,
+        "{:?}",
+        sim.rates()
+    );
+    // A new request does not lift the cap.
+    assert!(sim.ctl.request(secs(sim.now), Some(98)).is_empty());
+}
