@@ -21,14 +21,20 @@ pub fn go_pprof_top(file: &Path) -> Result<String> {
 pub fn go_pprof(args: &[&str], file: &Path) -> Result<String> {
     // Go wants writable HOME/GOCACHE/GOPATH; the test may run with none or a read-only one.
     let scratch = tempfile::tempdir()?;
+    go_pprof_in(scratch.path(), args, file.as_os_str())
+}
+
+/// `go tool pprof <args> <source>`'s stdout, `source` a file or a URL, with `scratch` as its
+/// home and `PPROF_TMPDIR` (where it keeps a copy of a profile it fetched).
+pub fn go_pprof_in(scratch: &Path, args: &[&str], source: &std::ffi::OsStr) -> Result<String> {
     let output = Command::new("/usr/bin/go")
         .args(["tool", "pprof"])
         .args(args)
-        .arg(file)
-        .env("HOME", scratch.path())
-        .env("GOCACHE", scratch.path().join("cache"))
-        .env("GOPATH", scratch.path().join("gopath"))
-        .env("PPROF_TMPDIR", scratch.path())
+        .arg(source)
+        .env("HOME", scratch)
+        .env("GOCACHE", scratch.join("cache"))
+        .env("GOPATH", scratch.join("gopath"))
+        .env("PPROF_TMPDIR", scratch)
         .stdin(Stdio::null())
         .output()
         .context("running go tool pprof")?;
@@ -36,7 +42,7 @@ pub fn go_pprof(args: &[&str], file: &Path) -> Result<String> {
         output.status.success(),
         "go tool pprof {} {} failed ({}):\n{}",
         args.join(" "),
-        file.display(),
+        source.display(),
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );

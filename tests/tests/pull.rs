@@ -8,7 +8,6 @@ use std::{
     io::Write as _,
     net::{SocketAddr, TcpStream},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     thread,
     time::{Duration, Instant},
 };
@@ -16,8 +15,8 @@ use std::{
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
     Fixture, HOT_C, Pprof, Running, TEST_FREQUENCY, adaptive_record_command, assert_root,
-    free_local_address, go_pprof_top, http_get, http_get_with, metric_value, process_cpu_nanos,
-    read_checked_profiles, read_profiles, record_command,
+    free_local_address, go_pprof_in, go_pprof_top, http_get, http_get_with, metric_value,
+    process_cpu_nanos, read_checked_profiles, read_profiles, record_command,
 };
 
 const STEP: Duration = Duration::from_secs(5);
@@ -61,24 +60,7 @@ fn stop(profiler: Running) -> Result<String> {
 /// profile.
 fn go_pprof_fetch(args: &[&str], url: &str) -> Result<(String, Pprof)> {
     let scratch = tempfile::tempdir()?;
-    let output = Command::new("/usr/bin/go")
-        .args(["tool", "pprof"])
-        .args(args)
-        .arg(url)
-        .env("HOME", scratch.path())
-        .env("GOCACHE", scratch.path().join("cache"))
-        .env("GOPATH", scratch.path().join("gopath"))
-        .env("PPROF_TMPDIR", scratch.path())
-        .stdin(Stdio::null())
-        .output()
-        .context("running go tool pprof")?;
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    ensure!(
-        output.status.success(),
-        "go tool pprof {url} failed ({}):\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let stdout = go_pprof_in(scratch.path(), args, url.as_ref())?;
     // pprof keeps what it fetched as pprof.<name>.<type>.NNN.pb.gz in PPROF_TMPDIR.
     let saved: Vec<PathBuf> = fs::read_dir(scratch.path())?
         .filter_map(|entry| entry.ok().map(|entry| entry.path()))
