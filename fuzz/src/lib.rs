@@ -73,11 +73,14 @@ pub fn times(data: &[u8]) {
 
 /// A GET of `data` as a path and query string through the web application's router, over a
 /// directory with an interval file and a trace file. A 500 is a failure: a panic in a handler
-/// shows as one.
+/// shows as one. Its query string also goes through the parser of `/debug/pprof/profile`'s.
 pub fn web(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
+    if let Some((_, query)) = text.split_once('?') {
+        let _ = profiler::pull::PullRequest::parse(query);
+    }
     let _ = fuzzing::decode_path(text);
     let _ = fuzzing::check_relative(text);
     let uri = if text.starts_with('/') {
