@@ -14,9 +14,10 @@ use std::{
 
 use anyhow::{Context, Result, ensure};
 use integration_tests::{
-    Fixture, HOT_C, Pprof, Running, TEST_FREQUENCY, adaptive_record_command, assert_root,
-    free_local_address, go_pprof_in, go_pprof_top, http_get, http_get_with, metric_value,
-    process_cpu_nanos, read_checked_profiles, read_profiles, record_command,
+    Fixture, HOT_C, MIN_FUNCTION_SAMPLES, Pprof, Running, TEST_FREQUENCY, TRACE_A, TRACED_EXE,
+    Want, adaptive_record_command, assert_root, count_where, free_local_address, go_pprof_in,
+    go_pprof_top, http_get, http_get_with, metric_value, process_cpu_nanos, read_checked_profiles,
+    read_profiles, record_command, samples_of_pid, trace_id_of,
 };
 
 const STEP: Duration = Duration::from_secs(5);
@@ -502,6 +503,47 @@ fn the_answer_and_an_interval_file_read_the_same_in_go_tool_pprof() -> Result<()
     ensure!(
         a.zip(i).is_some_and(|(a, i)| (a - i).abs() <= 10.0),
         "{HOT_LEAF}: {a:?}% of the answer, {i:?}% of the interval"
+    );
+    Ok(())
+}
+
+#[test]
+#[ignore = "needs root: loads BPF programs"]
+fn trace_id_answers_the_samples_of_that_trace_only() -> Result<()> {
+    assert_root();
+    let fixture = Fixture::spawn_ready(TRACED_EXE, &[], Duration::from_secs(30))?;
+    let out = tempfile::tempdir()?;
+    let address = free_local_address()?;
+    let pid = fixture.pid_arg();
+    let frequency = TEST_FREQUENCY.to_string();
+    let profiler = start(
+        out.path(),
+        address,
+        false,
+        &["--pid", &pid, "--frequency", &frequency],
+    )?;
+    let path = format!("{PROFILE}?seconds=3&trace_id={}", TRACE_A.to_uppercase());
+    let (status, body) = http_get_with(address, &path, &[], Duration::from_secs(30))?;
+    stop(profiler)?;
+    ensure!(status == 200, "{status}");
+    let answer = Pprof::from_gzip(Path::new("answer"), &body)?;
+    let traces: BTreeSet<Option<&str>> = answer
+        .profile
+        .sample
+        .iter()
+        .map(|s| trace_id_of(&answer, s))
+        .collect();
+    ensure!(
+        traces == BTreeSet::from([Some(TRACE_A)]),
+        "samples of other traces, or of none: {traces:?}"
+    );
+    let answers = [answer];
+    let leaves = count_where(&samples_of_pid(&answers, fixture.pid()), |p, s| {
+        p.has_leaf(s, Want::Exact("traced_fn_a"))
+    });
+    ensure!(
+        leaves >= MIN_FUNCTION_SAMPLES,
+        "{leaves} samples in traced_fn_a"
     );
     Ok(())
 }
