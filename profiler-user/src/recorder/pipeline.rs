@@ -19,6 +19,7 @@ use super::RecordError;
 use crate::{
     bpf::{CounterSnapshot, Drained},
     metrics::{DropReason, ErrorKind, FileKind, Metrics},
+    otlp::{Exporter, encode::Origin},
     process::ProcessTable,
     profile::{
         IntervalMeta, ProfileValues, ProfileWriter, Retention, TraceStore, WriteError,
@@ -97,6 +98,7 @@ impl Pipeline {
         retention: Retention,
         metrics: Arc<Metrics>,
         off_cpu: bool,
+        otlp: Option<(Exporter, Origin)>,
     ) -> Self {
         let (queue, receiver) = queue::bounded::<Job>(INTERVALS_QUEUED);
         let traces = traces.map(|traces| traces.with_disk_limit(retention.max_bytes()));
@@ -115,6 +117,7 @@ impl Pipeline {
                     capture: None,
                     metrics: output_metrics,
                     off_cpu,
+                    otlp,
                 };
                 for queued in receiver {
                     match queued.job {
@@ -136,6 +139,10 @@ impl Pipeline {
                         }
                     }
                     output.metrics.health.job_done();
+                }
+                // Recording stopped: what the exporter holds gets a short try, then the spool.
+                if let Some((exporter, _)) = output.otlp.take() {
+                    exporter.finish();
                 }
             })
             .expect("spawning a thread at start-up");
@@ -232,6 +239,8 @@ struct Output {
     metrics: Arc<Metrics>,
     /// Whether the recording has off-CPU records: `offcpu-` files beside the CPU ones.
     off_cpu: bool,
+    /// `--otlp-endpoint`: each interval's samples also go to the collector.
+    otlp: Option<(Exporter, Origin)>,
 }
 
 impl Output {
@@ -329,6 +338,11 @@ impl Output {
             comments,
         } = interval;
         let samples = resolve_interval(&drained, table, &mut self.symbolizer, &mut self.labeler);
+        if let Some((exporter, origin)) = &self.otlp
+            && let Some(request) = crate::otlp::encode::encode(&samples, &meta, origin)
+        {
+            exporter.submit(request);
+        }
         let processes = {
             let mut table = table.lock().unwrap_or_else(|p| p.into_inner());
             table.finish_drain(epoch);
@@ -591,6 +605,7 @@ mod tests {
             Retention::new(out.path(), 0),
             metrics,
             false,
+            None,
         );
         let start = SystemTime::now();
         pipeline
