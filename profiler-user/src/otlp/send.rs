@@ -589,7 +589,11 @@ mod tests {
             let mut body = vec![0; length];
             reader.read_exact(&mut body).unwrap();
             let mut decoded = Vec::new();
-            GzDecoder::new(&body[..]).read_to_end(&mut decoded).unwrap();
+            if header("content-encoding") == "gzip" {
+                GzDecoder::new(&body[..]).read_to_end(&mut decoded).unwrap();
+            } else {
+                decoded = body;
+            }
             let request = ExportProfilesServiceRequest::decode(&decoded[..]).unwrap();
             let status = statuses.next().unwrap_or(200);
             if status == 200 {
@@ -700,6 +704,23 @@ mod tests {
         assert_eq!(series(&metrics, "sent"), 2);
         assert!(fs_empty(&out.path().join(spool::SPOOL_DIR)));
         assert!(metrics.encode().contains("profiler_otlp_spool_bytes 0"));
+    }
+
+    #[test]
+    fn without_compression_the_body_is_plain_protobuf() {
+        let out = tempfile::tempdir().unwrap();
+        let (endpoint, received) = server(vec![]);
+        let config = OtlpConfig {
+            compression: Compression::None,
+            ..config(endpoint)
+        };
+        let exporter = Exporter::start(config, out.path(), None, metrics(out.path())).unwrap();
+        exporter.submit(request(1));
+        wait_for(|| received.lock().unwrap().len() == 1);
+        exporter.finish();
+        let received = received.lock().unwrap();
+        assert_eq!(label(&received[0].0), "request 1");
+        assert_eq!(received[0].1, "", "no Content-Encoding");
     }
 
     #[test]

@@ -194,7 +194,14 @@ impl Spool {
             .dir
             .join(format!("otlp-{stamp}-{:08}{suffix}", self.next));
         self.next += 1;
-        let written = safe_file::create_new(&path, |mut file: &File| file.write_all(body));
+        let write = || safe_file::create_new(&path, |mut file: &File| file.write_all(body));
+        let written = match write() {
+            // The output directory was deleted (a cleanup job): made again, as the writer does.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                safe_file::create_dir(&self.dir).and_then(|()| write())
+            }
+            other => other,
+        };
         match written {
             Ok(()) => {}
             Err(source) if is_disk_full(&source) => return Err(SpoolError::DiskFull(source)),
@@ -390,6 +397,15 @@ mod tests {
         // The next name is free.
         spool.put(b"body", true, at(0)).unwrap();
         assert_eq!(spool.len(), 1);
+    }
+
+    #[test]
+    fn a_deleted_directory_is_made_again() {
+        let out = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(out.path(), 1 << 20).unwrap();
+        fs::remove_dir(spool.dir()).unwrap();
+        spool.put(b"body", true, at(0)).unwrap();
+        assert_eq!(spool.read(spool.oldest().unwrap()).unwrap(), b"body");
     }
 
     #[test]
