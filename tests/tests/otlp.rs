@@ -17,7 +17,7 @@ use anyhow::{Context, Result, bail, ensure};
 use integration_tests::{
     C_TRACED, Fixture, MIN_FUNCTION_SAMPLES, Pprof, Running, TEST_FREQUENCY, TRACED_EXE, Want,
     assert_root, free_local_address, http_get, leaf_samples, metric_value, read_checked_profiles,
-    record_command, record_fixture, samples_of_pid, target_dir, trace_id_of,
+    record_command, record_fixture, run, samples_of_pid, target_dir, trace_id_of,
 };
 use serde_json::Value;
 
@@ -324,4 +324,45 @@ fn a_collector_down_for_a_while_loses_nothing_and_the_spool_drains() -> Result<(
     ensure!(left.is_empty(), "left in the spool: {left:?}");
     let profiles = read_checked_profiles(&out, TEST_FREQUENCY)?;
     check_every_interval_once(&receiver.requests()?, &profiles, fixture.pid())
+}
+
+/// A mistyped endpoint or header stops the recorder at start with one line saying what to fix,
+/// before anything is loaded; so does a standard variable's.
+#[test]
+#[ignore = "needs root: loads BPF programs"]
+fn bad_endpoints_and_headers_are_one_line_errors() -> Result<()> {
+    assert_root();
+    let out = tempfile::tempdir()?;
+    let cases: [(&[&str], &[&str]); 3] = [
+        (
+            &["--otlp-endpoint", "grpc://collector:4317"],
+            &["--otlp-endpoint", "http or https"],
+        ),
+        (
+            &["--otlp-endpoint", "collector:4318"],
+            &["--otlp-endpoint", "not a URL"],
+        ),
+        (
+            &[
+                "--otlp-endpoint",
+                "http://127.0.0.1:1",
+                "--otlp-header",
+                "token",
+            ],
+            &["KEY=VALUE"],
+        ),
+    ];
+    for (args, words) in cases {
+        let mut cmd = record_command(out.path(), &[&["--duration", "1"], args].concat());
+        cmd.env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        run(cmd, Duration::from_secs(60))?
+            .ensure_error(words)
+            .with_context(|| format!("{args:?}"))?;
+    }
+    let mut cmd = record_command(out.path(), &["--duration", "1"]);
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:1")
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "a=1,broken");
+    run(cmd, Duration::from_secs(60))?
+        .ensure_error(&["OTEL_EXPORTER_OTLP_HEADERS", "\"broken\" has no `=`"])?;
+    Ok(())
 }

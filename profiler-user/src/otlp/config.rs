@@ -27,7 +27,7 @@ pub struct OtlpArgs {
     #[arg(long, value_name = "URL", env = "PROFILER_OTLP_ENDPOINT")]
     pub otlp_endpoint: Option<String>,
     /// A header sent with every OTLP request, e.g. `authorization=Bearer TOKEN` (repeat); wins
-    /// over OTEL_EXPORTER_OTLP_HEADERS.
+    /// over OTEL_EXPORTER_OTLP_HEADERS, the environment's way to give them.
     #[arg(long = "otlp-header", value_name = "KEY=VALUE", value_parser = header_flag)]
     pub otlp_headers: Vec<(String, String)>,
 }
