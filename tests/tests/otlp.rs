@@ -42,6 +42,7 @@ impl Receiver {
             python.display()
         );
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("otlp_receiver.py");
+        std::fs::create_dir_all(out)?;
         let out = out.join("received.jsonl");
         let mut child = Command::new(&python)
             .arg(&script)
@@ -365,4 +366,40 @@ fn bad_endpoints_and_headers_are_one_line_errors() -> Result<()> {
     run(cmd, Duration::from_secs(60))?
         .ensure_error(&["OTEL_EXPORTER_OTLP_HEADERS", "\"broken\" has no `=`"])?;
     Ok(())
+}
+
+/// A collector down for a whole recording: at its end every request is in the spool, and the
+/// next recording sends them all before its own, each interval once.
+#[test]
+#[ignore = "needs root: loads BPF programs"]
+fn requests_spooled_at_the_end_are_sent_by_the_next_run() -> Result<()> {
+    assert_root();
+    let dir = tempfile::tempdir()?;
+    let fixture = Fixture::spawn_ready(TRACED_EXE, &[], READY)?;
+    let out = dir.path().join("out");
+    let spool = out.join("otlp-spool");
+    let spooled = |spool: &Path| -> Result<usize> { Ok(std::fs::read_dir(spool)?.count()) };
+    {
+        let down = Receiver::start(&dir.path().join("down"), &["--fail-seconds", "3600"])?;
+        let endpoint = down.endpoint();
+        record_fixture(&fixture, &out, 4, &["--otlp-endpoint", &endpoint])?;
+        ensure!(down.requests()?.is_empty(), "a request got through");
+    }
+    let left = spooled(&spool)?;
+    ensure!(
+        left > 0,
+        "nothing spooled by a run whose collector was down"
+    );
+
+    let up = Receiver::start(&dir.path().join("up"), &[])?;
+    let endpoint = up.endpoint();
+    let profiles = record_fixture(&fixture, &out, 3, &["--otlp-endpoint", &endpoint])?;
+    ensure!(spooled(&spool)? == 0, "the spool did not drain");
+    let requests = up.requests()?;
+    ensure!(
+        requests.len() > left,
+        "{} requests for {left} spooled and the second run's",
+        requests.len()
+    );
+    check_every_interval_once(&requests, &profiles, fixture.pid())
 }
