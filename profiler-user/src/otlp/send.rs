@@ -1,8 +1,8 @@
 //! Delivery of OTLP requests to the collector, on a thread of its own: the profile writer hands
 //! a request over without ever waiting ([`Exporter::submit`]), and the exporter posts it
 //! (OTLP/HTTP: protobuf, gzip), retries what the specification calls retryable (429, 502, 503,
-//! 504, a connection that failed or timed out) with exponential backoff and jitter, honouring
-//! `Retry-After`, and puts what still did not go into the [spool](super::spool), replayed
+//! 504, a connection that failed or timed out) with exponential backoff and jitter, never sooner
+//! than `Retry-After` says, and puts what still did not go into the [spool](super::spool), replayed
 //! oldest first once the collector answers again. Other statuses are refused requests: dropped,
 //! counted, and named in one warning per status.
 
@@ -379,7 +379,9 @@ impl Worker {
             }
             Attempt::Retry { reason, after } => {
                 self.failures += 1;
-                let delay = after.unwrap_or_else(|| backoff(self.failures, jitter()));
+                // Retry-After as a floor, as the collector's own retry sender does: a "0"
+                // must not turn the replay of a long outage's spool into a busy loop.
+                let delay = backoff(self.failures, jitter()).max(after.unwrap_or_default());
                 if self.failures == 1 {
                     tracing::warn!(
                         endpoint = %self.client.config.endpoint,
