@@ -157,6 +157,8 @@ pub struct RecordArgs {
     pub adaptive: AdaptiveArgs,
     #[command(flatten)]
     pub maps: MapArgs,
+    #[command(flatten)]
+    pub otlp: crate::otlp::config::OtlpArgs,
 }
 
 /// Sizes of the BPF maps; by default derived from the CPU count, the highest rate the recording

@@ -103,6 +103,16 @@ pub fn replace<T>(path: &Path, write: impl FnOnce(&File) -> io::Result<T>) -> io
     Ok(value)
 }
 
+/// Creates `path` whole, only if nothing is there: as [`replace`], but the final rename fails
+/// (`AlreadyExists`) rather than replace what is under the name, a link included.
+pub fn create_new<T>(path: &Path, write: impl FnOnce(&File) -> io::Result<T>) -> io::Result<T> {
+    let (dir, name) = split(path)?;
+    let temp = temporary(dir, &name.to_string_lossy())?;
+    let value = write(temp.as_file())?;
+    temp.persist_noclobber(path).map_err(|err| err.error)?;
+    Ok(value)
+}
+
 /// The name [`check_writable`]'s temporary files are made of.
 pub const WRITE_TEST: &str = "profiler-write-test";
 

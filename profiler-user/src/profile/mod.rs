@@ -12,4 +12,5 @@ pub use builder::{ProfileBuilder, ProfileValues, add_comments};
 pub use interval::{IntervalMeta, IntervalStats, build_profile, build_profile_of};
 pub use retention::{Pruned, Retention};
 pub use traces::{INDEX_FILE, IndexEntry, TraceFileError, TraceStore, is_rotated_index};
+pub(crate) use writer::is_disk_full;
 pub use writer::{Durability, ProfileWriter, WriteError, gzipped};

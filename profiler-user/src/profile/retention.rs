@@ -8,6 +8,9 @@
 //! indexes in its `traces/`, and the temporary files of all these (counted; removed at start by
 //! [`Retention::remove_temporaries`]: a killed recorder leaves them). Nothing else is read: no
 //! other directory, and no link (neither followed nor deleted).
+//!
+//! The OTLP spool's files (`otlp-spool/`, see `otlp/spool.rs`) count too but are never deleted
+//! here: the spool keeps within its share of the budget itself, and counts what it deletes.
 
 use std::{
     fs, io,
@@ -17,6 +20,7 @@ use std::{
 
 use super::traces::{INDEX_FILE, is_rotated_index};
 use crate::{
+    otlp::spool,
     report::files::{TRACES_DIR, trace_id_of_file},
     safe_file,
 };
@@ -147,7 +151,7 @@ fn delete_until(files: &[Stored], enough: impl Fn(&Pruned) -> bool) -> io::Resul
 enum Owned {
     /// A finished profile or a rotated index: deleted oldest first.
     Deletable,
-    /// The live trace index: counted, never deleted.
+    /// The live trace index, the OTLP spool's files: counted, never deleted.
     Live,
     /// A temporary file: counted; removed at start.
     Temporary,
@@ -209,6 +213,21 @@ fn owned_files(dir: &Path) -> io::Result<Vec<(PathBuf, Owned, fs::Metadata)>> {
     let traces = dir.join(TRACES_DIR);
     if fs::symlink_metadata(&traces).is_ok_and(|meta| meta.is_dir()) {
         collect(&traces, true, &mut files)?;
+    }
+    let spool = dir.join(spool::SPOOL_DIR);
+    if fs::symlink_metadata(&spool).is_ok_and(|meta| meta.is_dir()) {
+        for entry in fs::read_dir(&spool)? {
+            let entry = entry?;
+            let ours = entry.file_name().to_str().is_some_and(|name| {
+                spool::is_spool_file(name) || safe_file::is_temporary_of(name, spool::is_spool_file)
+            });
+            match entry.metadata() {
+                Ok(meta) if ours && meta.file_type().is_file() => {
+                    files.push((entry.path(), Owned::Live, meta))
+                }
+                _ => {}
+            }
+        }
     }
     Ok(files)
 }
@@ -392,6 +411,25 @@ mod tests {
         for path in &theirs {
             assert!(path.exists(), "{path:?} is not the profiler's");
         }
+    }
+
+    /// The OTLP spool's requests take their room from the profiles: the oldest profiles go,
+    /// the spool's files stay (the spool deletes its own and counts them).
+    #[test]
+    fn the_otlp_spool_counts_and_stays() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = dir.path().join("otlp-spool");
+        fs::create_dir(&spool).unwrap();
+        let spooled = profile(&spool, "otlp-20260101T000000Z-00000001.pb.gz", 700, 90);
+        let theirs = profile(&spool, "notes.pb.gz", 600, 90);
+        let old = profile(dir.path(), "cpu-20260101T000001Z.pb.gz", 300, 30);
+        let newer = profile(dir.path(), "cpu-20260101T000002Z.pb.gz", 300, 20);
+        let newest = profile(dir.path(), "cpu-20260101T000003Z.pb.gz", 100, 0);
+        // 1400 KiB of ours against 1024: two profiles go, the spool stays, theirs is not counted.
+        let pruned = Retention::new(dir.path(), 1).enforce().unwrap();
+        assert_eq!(pruned.files, 2);
+        assert!(!old.exists() && !newer.exists() && newest.exists());
+        assert!(spooled.exists() && theirs.exists());
     }
 
     /// A link is never deleted nor followed, whatever its name, nor is a linked directory.

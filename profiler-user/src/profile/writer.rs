@@ -36,7 +36,7 @@ impl WriteError {
 }
 
 /// ENOSPC, or EDQUOT: the file system (or the user's quota) is full.
-pub(super) fn is_disk_full(err: &io::Error) -> bool {
+pub(crate) fn is_disk_full(err: &io::Error) -> bool {
     matches!(err.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 

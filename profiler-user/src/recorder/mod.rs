@@ -99,6 +99,10 @@ pub enum RecordError {
     PipelineGone,
     #[error("the recording's worker thread stopped unexpectedly")]
     WorkerGone,
+    #[error(transparent)]
+    OtlpConfig(#[from] crate::otlp::config::ConfigError),
+    #[error(transparent)]
+    OtlpSpool(#[from] crate::otlp::spool::SpoolError),
 }
 
 /// Why recording stopped.
@@ -144,6 +148,8 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         &node,
         Health::new(args.output_dir.clone(), args.interval),
     ));
+    // Before the (slow) BPF load: a mistyped endpoint fails at once.
+    let otlp = otlp_exporter(args, &metrics)?;
     // Up before the (slow) BPF load, so that probes hear "not ready yet" rather than nothing.
     // Profile requests made before the recording runs wait for it.
     let (_server, pulls) = match args.metrics_address.0 {
@@ -269,6 +275,7 @@ pub async fn record(args: &RecordArgs) -> Result<StopReason, RecordError> {
         retention,
         metrics.clone(),
         args.off_cpu,
+        otlp,
     );
     let events = sampler.take_events().expect("events are taken once, here");
     let cpus = sampler.cpus();
@@ -989,6 +996,30 @@ fn rate_before_capture(mut decisions: Vec<Decision>) -> Vec<Decision> {
         decisions.swap(0, 1);
     }
     decisions
+}
+
+/// The OTLP exporter `--otlp-endpoint` (or `OTEL_EXPORTER_OTLP_*`) asks for, and where its
+/// samples come from.
+fn otlp_exporter(
+    args: &RecordArgs,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<(crate::otlp::Exporter, crate::otlp::encode::Origin)>, RecordError> {
+    let lookup = |name: &str| std::env::var(name).ok();
+    let Some(config) = crate::otlp::config::OtlpConfig::resolve(&args.otlp, lookup)? else {
+        return Ok(None);
+    };
+    tracing::info!(endpoint = %config.endpoint, "sending OTLP profiles");
+    let exporter = crate::otlp::Exporter::start(
+        config,
+        &args.output_dir,
+        Retention::new(&args.output_dir, args.max_disk_mb).max_bytes(),
+        metrics.clone(),
+    )?;
+    let origin = crate::otlp::encode::Origin {
+        host_name: host_name(),
+        node_name: args.node_name.clone(),
+    };
+    Ok(Some((exporter, origin)))
 }
 
 fn host_name() -> String {

@@ -25,6 +25,7 @@ use super::RecordError;
 use crate::{
     bpf::{CounterSnapshot, Drained},
     metrics::{DropReason, ErrorKind, FileKind, Metrics},
+    otlp::{Exporter, encode::Origin},
     process::ProcessTable,
     profile::{
         IntervalMeta, ProfileValues, ProfileWriter, Retention, TraceStore, WriteError,
@@ -131,6 +132,7 @@ impl Pipeline {
         retention: Retention,
         metrics: Arc<Metrics>,
         off_cpu: bool,
+        otlp: Option<(Exporter, Origin)>,
     ) -> Self {
         let (queue, receiver) = queue::bounded::<Job>(INTERVALS_QUEUED);
         let traces = traces.map(|traces| traces.with_disk_limit(retention.max_bytes()));
@@ -151,6 +153,7 @@ impl Pipeline {
                     earlier_parts: Vec::new(),
                     metrics: output_metrics,
                     off_cpu,
+                    otlp,
                 };
                 for queued in receiver {
                     match queued.job {
@@ -199,6 +202,10 @@ impl Pipeline {
                         }
                     }
                     output.metrics.health.job_done();
+                }
+                // Recording stopped: what the exporter holds gets a short try, then the spool.
+                if let Some((exporter, _)) = output.otlp.take() {
+                    exporter.finish();
                 }
             })
             .expect("spawning a thread at start-up");
@@ -304,6 +311,8 @@ struct Output {
     metrics: Arc<Metrics>,
     /// Whether the recording has off-CPU records: `offcpu-` files beside the CPU ones.
     off_cpu: bool,
+    /// `--otlp-endpoint`: each interval's samples also go to the collector.
+    otlp: Option<(Exporter, Origin)>,
 }
 
 /// A profile request's capture: the samples that pass its filter.
@@ -409,6 +418,11 @@ impl Output {
         let last_part = self.take_part(&drained, epoch, table);
         let mut samples = std::mem::take(&mut self.earlier_parts);
         samples.extend(last_part);
+        if let Some((exporter, origin)) = &self.otlp
+            && let Some(request) = crate::otlp::encode::encode(&samples, &meta, origin)
+        {
+            exporter.submit(request);
+        }
         let cache = self.symbolizer.stats();
         if samples.is_empty() && meta.duration < SLIVER {
             tracing::debug!(
@@ -729,6 +743,7 @@ mod tests {
             Retention::new(out.path(), 0),
             metrics,
             false,
+            None,
         );
         let start = SystemTime::now();
         pipeline
