@@ -4,10 +4,7 @@
 //! (`memory_start = file_offset = 0`): one mapping per file then serves every process that maps
 //! it, whatever its load address, and the same function in two processes is one location.
 
-use std::{
-    collections::HashMap,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 use crate::{
@@ -48,6 +45,10 @@ impl ProfileValues {
     }
 }
 
+/// The builder's maps hash with foldhash, not SipHash: their keys are the profiler's own (no
+/// attacker chooses them to collide), and hashing was a tenth of building a large interval.
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
 pub struct ProfileBuilder {
     values: ProfileValues,
     profile: Profile,
@@ -75,11 +76,11 @@ impl ProfileBuilder {
         let mut builder = Self {
             values,
             profile: Profile::default(),
-            strings: HashMap::new(),
-            functions: HashMap::new(),
-            mappings: HashMap::new(),
-            locations: HashMap::new(),
-            samples: HashMap::new(),
+            strings: HashMap::default(),
+            functions: HashMap::default(),
+            mappings: HashMap::default(),
+            locations: HashMap::default(),
+            samples: HashMap::default(),
         };
         builder.string("");
         let cpu_types = |b: &mut Self| {
@@ -219,12 +220,13 @@ impl ProfileBuilder {
                 label.push(self.str_label(key, value));
             }
         }
-        self.samples.insert(key.clone(), self.profile.sample.len());
+        let location_id = key.0.clone();
+        self.samples.insert(key, self.profile.sample.len());
         let mut value = vec![0; self.values.width()];
         value[column] = count;
         value[column + 1] = nanos;
         self.profile.sample.push(Sample {
-            location_id: key.0,
+            location_id,
             value,
             label,
             breakdown: Vec::new(),
