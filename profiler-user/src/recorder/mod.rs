@@ -745,9 +745,7 @@ impl Recording {
         // The flip ends this interval and starts the next: both take its time, not the time
         // the drain's work (the barrier, `/proc` reads) ends.
         let (flipped, drain_started) = (SystemTime::now(), Instant::now());
-        let drained = self.sampler.drain().map_err(RecordError::Drain)?;
-        let epoch = self.lock_table().begin_drain();
-        self.retry_tls(&drained);
+        let (drained, epoch) = self.take_drain()?;
         self.sweep_tls();
         let counters = self.sampler.counters().map_err(RecordError::Drain)?;
         let cost = self.sampler.program_cost().unwrap_or_default();
@@ -793,11 +791,18 @@ impl Recording {
     /// A drain that does not end the interval: a profile request's capture opens or closes on
     /// it, and the interval's file takes its samples with its last part.
     fn drain_part(&mut self) -> Result<(), RecordError> {
+        let (drained, epoch) = self.take_drain()?;
+        self.pipeline
+            .send(Job::Part(Box::new(Part { drained, epoch })))
+    }
+
+    /// Flips and drains the maps, numbers the drain, and looks again for the trace contexts of
+    /// sampled processes without one: what every drain does, whether it ends an interval or not.
+    fn take_drain(&mut self) -> Result<(Drained, u64), RecordError> {
         let drained = self.sampler.drain().map_err(RecordError::Drain)?;
         let epoch = self.lock_table().begin_drain();
         self.retry_tls(&drained);
-        self.pipeline
-            .send(Job::Part(Box::new(Part { drained, epoch })))
+        Ok((drained, epoch))
     }
 
     /// Opens, closes or forgets a profile request's capture. Its rate is set before the drain

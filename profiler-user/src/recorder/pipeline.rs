@@ -556,17 +556,8 @@ impl Output {
             .pulls
             .remove(&id)
             .ok_or_else(|| format!("profile request {id} is not under way"))?;
-        let capture = pull.capture;
-        let meta = IntervalMeta {
-            start: capture.start,
-            duration: end.duration_since(capture.start).unwrap_or(Duration::ZERO),
-            period_ns: crate::bpf::period_ns(frequency),
-        };
-        let mut notes = capture.comments.clone();
-        notes.extend(capture.left_out_note());
-        notes.push(format!("sampling frequency at the end: {frequency} Hz"));
-        let (mut profile, stats) = build_profile(capture.into_samples(), meta);
-        add_comments(&mut profile, &notes);
+        let rate = format!("sampling frequency at the end: {frequency} Hz");
+        let (profile, stats) = pull.capture.into_profile(end, frequency, vec![rate]);
         let body =
             gzipped(&profile).map_err(|err| format!("encoding the profile failed: {err}"))?;
         tracing::info!(
@@ -614,18 +605,9 @@ impl Output {
         let Some(capture) = self.capture.take() else {
             return;
         };
-        let meta = IntervalMeta {
-            start: capture.start,
-            duration: end.duration_since(capture.start).unwrap_or(Duration::ZERO),
-            period_ns: crate::bpf::period_ns(frequency),
-        };
         let start = capture.start;
-        let mut notes = capture.comments.clone();
-        notes.extend(capture.left_out_note());
-        notes.extend(comments);
         let (left_out, entries) = (capture.left_out(), capture.entries());
-        let (mut profile, stats) = build_profile(capture.into_samples(), meta);
-        add_comments(&mut profile, &notes);
+        let (profile, stats) = capture.into_profile(end, frequency, comments);
         match self.write_with_room(FileKind::Incident, "incident", start, &profile) {
             Ok((path, bytes)) => tracing::info!(
                 samples = stats.samples,

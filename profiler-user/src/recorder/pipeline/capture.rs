@@ -7,10 +7,13 @@ use std::{
     collections::HashMap,
     hash::{Hash, Hasher},
     sync::Arc,
-    time::SystemTime,
+    time::{Duration, SystemTime},
 };
 
-use crate::resolve::{Labels, ResolvedLocation, ResolvedSample, SampleKind};
+use crate::{
+    profile::{IntervalMeta, IntervalStats, add_comments, build_profile, proto::Profile},
+    resolve::{Labels, ResolvedLocation, ResolvedSample, SampleKind},
+};
 
 /// Distinct (stack, labels) entries a capture holds. A default capture (30 s at 99 Hz) of a
 /// 64-CPU host takes at most 64 × 99 × 30 ≈ 190k samples, so this never cuts one short even
@@ -124,6 +127,27 @@ impl Capture {
                 self.left_out, self.max_entries
             )
         })
+    }
+
+    /// The capture's CPU profile, from its start to `end` at `frequency`: its comments, what
+    /// was left out, then `more`.
+    pub(super) fn into_profile(
+        self,
+        end: SystemTime,
+        frequency: u64,
+        more: Vec<String>,
+    ) -> (Profile, IntervalStats) {
+        let meta = IntervalMeta {
+            start: self.start,
+            duration: end.duration_since(self.start).unwrap_or(Duration::ZERO),
+            period_ns: crate::bpf::period_ns(frequency),
+        };
+        let mut notes = self.comments.clone();
+        notes.extend(self.left_out_note());
+        notes.extend(more);
+        let (mut profile, stats) = build_profile(self.into_samples(), meta);
+        add_comments(&mut profile, &notes);
+        (profile, stats)
     }
 
     /// The aggregated samples, handed over one by one (nothing is copied).
