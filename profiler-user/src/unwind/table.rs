@@ -9,7 +9,11 @@ use gimli::{
     BaseAddresses, CfaRule, CieOrFde, DebugFrame, EhFrame, EndianSlice, LittleEndian, Register,
     RegisterRule, UnwindContext, UnwindSection, UnwindTableRow,
 };
-use object::{Architecture, Object, ObjectSection};
+use object::{
+    Endianness,
+    elf::{self, FileHeader64},
+    read::elf::{FileHeader, SectionHeader},
+};
 
 use super::rule::{Cfa, Rule, RuleIds, Saved};
 use crate::elf_file::ElfFile;
@@ -18,8 +22,8 @@ use crate::elf_file::ElfFile;
 pub enum TableError {
     #[error("not an ELF file the unwinder reads: {0}")]
     Parse(#[source] object::Error),
-    #[error("unwind tables are built for x86_64 and aarch64 only, not {0:?}")]
-    Architecture(Architecture),
+    #[error("unwind tables are built for x86_64 and aarch64 only, not ELF machine {0}")]
+    Machine(u16),
     #[error("the file has neither .eh_frame nor .debug_frame")]
     NoCfi,
     #[error("Go code keeps frame pointers: walked by them, which costs less than a table")]
@@ -117,26 +121,35 @@ impl FileTable {
 
 /// Builds the table of `file`.
 pub fn build(file: &ElfFile) -> Result<FileTable, TableError> {
-    let object = object::File::parse(file).map_err(TableError::Parse)?;
-    let arch = match object.architecture() {
-        Architecture::X86_64 => Arch::X86_64,
-        Architecture::Aarch64 => Arch::Aarch64,
-        other => return Err(TableError::Architecture(other)),
+    // The header and section headers only: object's `File::parse` also copies the symbol
+    // tables into the heap (6 MiB of librustc_driver's), which a table never reads.
+    let header = FileHeader64::<Endianness>::parse(file).map_err(TableError::Parse)?;
+    let endian = header.endian().map_err(TableError::Parse)?;
+    let arch = match header.e_machine(endian) {
+        elf::EM_X86_64 => Arch::X86_64,
+        elf::EM_AARCH64 => Arch::Aarch64,
+        other => return Err(TableError::Machine(other)),
+    };
+    let sections = header.sections(endian, file).map_err(TableError::Parse)?;
+    let section = |name: &str| {
+        sections
+            .section_by_name(endian, name.as_bytes())
+            .map(|(_, section)| section)
     };
     // Go has kept frame pointers on amd64 and arm64 for years, and its runtime's assembly has
     // no CFI the walk could use anyway; its .debug_frame would only make each frame dearer.
-    if object.section_by_name(".gopclntab").is_some()
-        || object.section_by_name(".go.buildinfo").is_some()
-    {
+    if section(".gopclntab").is_some() || section(".go.buildinfo").is_some() {
         return Err(TableError::GoFramePointers);
     }
-    let address_of = |name: &str| object.section_by_name(name).map(|s| s.address());
-    let data_of = |section: &'static str| -> Result<Option<(u64, &[u8])>, TableError> {
-        let Some(found) = object.section_by_name(section) else {
+    let address_of = |name: &str| section(name).map(|s| s.sh_addr(endian));
+    let data_of = |name: &'static str| -> Result<Option<(u64, &[u8])>, TableError> {
+        let Some(found) = section(name) else {
             return Ok(None);
         };
-        let data = found.data().map_err(|_| TableError::Read { section })?;
-        Ok((!data.is_empty()).then_some((found.address(), data)))
+        let data = found
+            .data(endian, file)
+            .map_err(|_| TableError::Read { section: name })?;
+        Ok((!data.is_empty()).then_some((found.sh_addr(endian), data)))
     };
     let mut bases = BaseAddresses::default();
     if let Some(text) = address_of(".text") {
