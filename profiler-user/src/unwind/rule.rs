@@ -102,7 +102,9 @@ impl From<Rule> for KernelRule {
 #[derive(Debug, Default)]
 pub struct RuleIds {
     rules: Vec<Rule>,
-    ids: HashMap<Rule, u16>,
+    /// foldhash, not SipHash: asked once per row (1.9 M times for librustc_driver), and the
+    /// rules come from files, whose few hundred distinct rules cannot flood a table.
+    ids: HashMap<Rule, u16, foldhash::fast::RandomState>,
 }
 
 impl RuleIds {
