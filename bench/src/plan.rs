@@ -85,13 +85,13 @@ impl Plan {
     /// check that the quick run stays under six minutes.
     pub fn estimate_s(&self) -> [(&'static str, f64); 6] {
         let rounds = self.rounds as f64;
-        // Windows: the plain and the traced C fixture and the plain and labelled Go fixture,
-        // ours and bpftrace side by side in each, and one control window (ours beside ours) per
-        // round.
-        let window = self.cost_window.as_secs_f64() + 2.0 * START_STOP_S + 2.3;
-        let cost = ((self.cost_frames.len() + self.unwind_cost_frames.len()) as f64 * 2.0 + 1.0)
+        // Windows: the plain and the traced C fixture with four tools side by side (ours,
+        // bpftrace, the floor, profile-bee), two windows of a pair per unwinding depth, one
+        // control window (ours beside ours) per round, and the plain and labelled Go fixture.
+        let window = |tools: f64| self.cost_window.as_secs_f64() + tools * START_STOP_S + 2.3;
+        let cost = (self.cost_frames.len() as f64 * 2.0 * window(4.0)
+            + (self.unwind_cost_frames.len() as f64 * 2.0 + 1.0) * window(2.0))
             * rounds
-            * window
             + self.go_cost_frames.len() as f64 * (2.0 * self.go_rounds as f64 + 12.0);
         // Variants: no profiler, then three tools at each rate.
         let variants = 1.0 + 3.0 * self.slowdown_rates.len() as f64;
