@@ -428,6 +428,13 @@ impl Running {
         }
     }
 
+    /// Ends the tool at once (SIGKILL), for a part that has read all it needs: its programs
+    /// and events go with its descriptors.
+    pub fn kill(self) {
+        // Drop kills and reaps an unreaped child.
+        drop(self);
+    }
+
     fn log_tail(&self) -> String {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().rev().take(5).collect();

@@ -16,10 +16,11 @@ use aya_ebpf::{
     programs::{PerfEventContext, tracing::StackIdContext},
 };
 
-/// Stack IDs, kernel and user in one map as bpftrace keeps them; sized as bpftrace 0.17 sizes
-/// its stack maps (4096), so that the table's lookups cost what they cost there.
+/// Stack IDs, kernel and user in one map as bpftrace keeps them, and sized as bpftrace 0.17
+/// sizes its stack map (131072 entries of 127 frames; read from its map's fdinfo while the
+/// benchmark ran it), so that a bucket lookup touches a table as large as there.
 #[map]
-static STACKS: StackTrace = StackTrace::with_max_entries(4096, 0);
+static STACKS: StackTrace = StackTrace::with_max_entries(131_072, 0);
 
 /// Samples taken: the one counter.
 #[map]

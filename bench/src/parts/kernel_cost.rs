@@ -449,8 +449,15 @@ fn side_by_side<const N: usize>(
     let before = totals()?;
     thread::sleep(plan.cost_window);
     let after = totals()?;
-    for tool in running {
-        tool.stop()?;
+    for (tool, running) in tools.iter().zip(running) {
+        if *tool == Tool::Bpftrace {
+            // bpftrace prints its whole map at exit, symbolizing the user stacks of every
+            // process it sampled: with other large programs running on the host, that once
+            // took over a minute. Its program's statistics are read already.
+            running.kill();
+        } else {
+            running.stop()?;
+        }
     }
     let mut out = [0.0; N];
     for (i, cost) in out.iter_mut().enumerate() {
