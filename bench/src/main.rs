@@ -34,7 +34,7 @@ use crate::{
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks of the profiler side by side with perf and bpftrace")]
 struct Args {
-    /// Fewer rounds and shorter windows: under six minutes, indicative only.
+    /// Fewer rounds and shorter windows: under eight minutes, indicative only.
     #[arg(long)]
     quick: bool,
     /// The profiler binary to measure.

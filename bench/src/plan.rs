@@ -82,7 +82,7 @@ impl Plan {
     }
 
     /// Rough seconds each part takes (excluding builds), for the progress messages and the
-    /// check that the quick run stays under six minutes.
+    /// check that the quick run stays under seven and a half minutes.
     pub fn estimate_s(&self) -> [(&'static str, f64); 6] {
         let rounds = self.rounds as f64;
         // Windows: the plain and the traced C fixture with four tools side by side (ours,
@@ -98,10 +98,11 @@ impl Plan {
         // Profilers get 2 s past their start-up before the workload starts.
         let slowdown = self.slowdown_work.as_secs_f64() * 1.5
             + variants * rounds * (self.slowdown_work.as_secs_f64() + START_STOP_S + 2.0);
+        // Ours, perf and profile-bee start one after the other (perf at once) and stop together.
         let footprint = 3.0
             + self.footprint_rounds as f64
                 * self.footprint_rates.len() as f64
-                * (self.footprint_window.as_secs_f64() + START_STOP_S)
+                * (self.footprint_window.as_secs_f64() + 2.0 * START_STOP_S)
             + self
                 .unwind_memory_window
                 .map_or(0.0, |w| w.as_secs_f64() + 2.0 * START_STOP_S + 10.0);
@@ -138,11 +139,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quick_run_fits_in_six_minutes() {
-        // Five minutes for the first five parts; the off-CPU part (issue 16) starts four tools
-        // a round and cannot fit in what was left.
+    fn quick_run_fits_in_seven_and_a_half_minutes() {
+        // Six minutes until issue 18: five for the first five parts, then the off-CPU part
+        // (issue 16), which starts four tools a round; issue 18's floor and profile-bee start
+        // in every kernel-cost window, two more tools each, about a minute more in all.
         let total = Plan::quick().total_estimate_s();
-        assert!(total < 360.0, "quick plan estimated at {total:.0} s");
+        assert!(total < 450.0, "quick plan estimated at {total:.0} s");
     }
 
     #[test]
