@@ -165,6 +165,11 @@ pub fn perf_event_fds(pid: u32) -> usize {
     fds_of_kind(pid, "anon_inode:[perf_event]").map_or(0, |fds| fds.len())
 }
 
+/// Number of BPF link descriptors `pid` holds.
+pub fn link_fds(pid: u32) -> usize {
+    fds_of_kind(pid, "anon_inode:bpf_link").map_or(0, |fds| fds.len())
+}
+
 /// Turns on `kernel.bpf_stats_enabled` and restores the previous value when dropped.
 pub struct StatsEnabled {
     previous: String,
@@ -287,5 +292,6 @@ mod tests {
         let pid = std::process::id();
         assert!(programs_of(pid, PROG_TYPE_PERF_EVENT).unwrap().is_empty());
         assert_eq!(perf_event_fds(pid), 0);
+        assert_eq!(link_fds(pid), 0);
     }
 }

@@ -18,7 +18,8 @@ pub struct Machine {
 }
 
 impl Machine {
-    pub fn describe(profiler_version: &str) -> Self {
+    /// `profile_bee`: its binary, which is not on PATH.
+    pub fn describe(profiler_version: &str, profile_bee: &std::path::Path) -> Self {
         let cpuinfo = procfs::CpuInfo::current().ok();
         let cpu = cpuinfo
             .as_ref()
@@ -43,6 +44,10 @@ impl Machine {
             ("gcc", "gcc", "--version"),
         ] {
             tools.push((name.to_owned(), first_line_of(program, arg)));
+        }
+        if profile_bee.is_file() {
+            let version = first_line_of(&profile_bee.display().to_string(), "--version");
+            tools.push(("profile-bee".to_owned(), version));
         }
         Self {
             cpu,

@@ -4,6 +4,7 @@
 
 mod fdinfo;
 mod fixtures;
+mod floor;
 mod machine;
 mod parts;
 mod plan;
@@ -33,7 +34,7 @@ use crate::{
 #[derive(Debug, Parser)]
 #[command(about = "Benchmarks of the profiler side by side with perf and bpftrace")]
 struct Args {
-    /// Fewer rounds and shorter windows: under six minutes, indicative only.
+    /// Fewer rounds and shorter windows: under eight minutes, indicative only.
     #[arg(long)]
     quick: bool,
     /// The profiler binary to measure.
@@ -54,6 +55,17 @@ struct Args {
     /// The command line the report names as the one that produced it.
     #[arg(long, value_name = "TEXT", default_value = "cargo xtask bench")]
     invoked_as: String,
+    /// profile-bee's binary, the second eBPF peer (`cargo xtask bench` installs it there).
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "target/bench-tools/profile-bee/bin/probee"
+    )]
+    profile_bee: PathBuf,
+    /// Instead of benchmarking: sample with the kernel-cost part's floor program at this rate
+    /// until killed (the part starts the harness so, as one of the tools it measures).
+    #[arg(long, value_name = "HZ", hide = true)]
+    floor: Option<u64>,
 }
 
 impl Args {
@@ -83,7 +95,12 @@ impl Args {
 }
 
 fn main() -> ExitCode {
-    match run(Args::parse()) {
+    let args = Args::parse();
+    let result = match args.floor {
+        Some(rate) => floor::run(rate),
+        None => run(args),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("profiler-bench: error: {err:#}");
@@ -101,17 +118,22 @@ fn run(args: Args) -> Result<()> {
         .prefix("profiler-bench-")
         .tempdir()
         .context("cannot create a scratch directory")?;
-    let symbols_binary = match &args.symbols_binary {
-        Some(path) => path.clone(),
-        None => std::env::current_exe().context("cannot find this program's binary")?,
-    };
+    let harness = std::env::current_exe().context("cannot find this program's binary")?;
+    let symbols_binary = args.symbols_binary.clone().unwrap_or(harness.clone());
     println!(
         "profiler-bench: {} run of {} part(s), about {:.0} s",
         if args.quick { "a quick" } else { "a full" },
         parts.len(),
         estimate(&plan, &parts)
     );
-    let bench = Bench::new(plan, args.profiler.clone(), symbols_binary, scratch.path());
+    let bench = Bench::new(
+        plan,
+        args.profiler.clone(),
+        args.profile_bee.clone(),
+        harness,
+        symbols_binary,
+        scratch.path(),
+    );
     let mut sections = Vec::new();
     let mut targets = Vec::new();
     for part in &parts {
@@ -126,7 +148,7 @@ fn run(args: Args) -> Result<()> {
         command: invoked_as(&args),
         quick: args.quick,
         elapsed_s: started.elapsed().as_secs_f64(),
-        machine: Machine::describe(&profiler_version()),
+        machine: Machine::describe(&profiler_version(), &args.profile_bee),
         sections,
         targets,
     };
@@ -181,6 +203,12 @@ fn check_prerequisites(args: &Args, parts: &[Part]) -> Result<()> {
         bail!(
             "no profiler binary at {}: build it with `cargo xtask build` or pass --profiler",
             args.profiler.display()
+        );
+    }
+    if parts.iter().any(|p| p.runs_profile_bee()) && !args.profile_bee.is_file() {
+        bail!(
+            "no profile-bee binary at {}: `cargo xtask bench` installs it, or pass --profile-bee",
+            args.profile_bee.display()
         );
     }
     for part in parts {

@@ -82,26 +82,27 @@ impl Plan {
     }
 
     /// Rough seconds each part takes (excluding builds), for the progress messages and the
-    /// check that the quick run stays under six minutes.
+    /// check that the quick run stays under seven and a half minutes.
     pub fn estimate_s(&self) -> [(&'static str, f64); 6] {
         let rounds = self.rounds as f64;
-        // Windows: the plain and the traced C fixture and the plain and labelled Go fixture,
-        // ours and bpftrace side by side in each, and one control window (ours beside ours) per
-        // round.
-        let window = self.cost_window.as_secs_f64() + 2.0 * START_STOP_S + 2.3;
-        let cost = ((self.cost_frames.len() + self.unwind_cost_frames.len()) as f64 * 2.0 + 1.0)
+        // Windows: the plain and the traced C fixture with four tools side by side (ours,
+        // bpftrace, the floor, profile-bee), two windows of a pair per unwinding depth, one
+        // control window (ours beside ours) per round, and the plain and labelled Go fixture.
+        let window = |tools: f64| self.cost_window.as_secs_f64() + tools * START_STOP_S + 2.3;
+        let cost = (self.cost_frames.len() as f64 * 2.0 * window(4.0)
+            + (self.unwind_cost_frames.len() as f64 * 2.0 + 1.0) * window(2.0))
             * rounds
-            * window
             + self.go_cost_frames.len() as f64 * (2.0 * self.go_rounds as f64 + 12.0);
         // Variants: no profiler, then three tools at each rate.
         let variants = 1.0 + 3.0 * self.slowdown_rates.len() as f64;
         // Profilers get 2 s past their start-up before the workload starts.
         let slowdown = self.slowdown_work.as_secs_f64() * 1.5
             + variants * rounds * (self.slowdown_work.as_secs_f64() + START_STOP_S + 2.0);
+        // Ours, perf and profile-bee start one after the other (perf at once) and stop together.
         let footprint = 3.0
             + self.footprint_rounds as f64
                 * self.footprint_rates.len() as f64
-                * (self.footprint_window.as_secs_f64() + START_STOP_S)
+                * (self.footprint_window.as_secs_f64() + 2.0 * START_STOP_S)
             + self
                 .unwind_memory_window
                 .map_or(0.0, |w| w.as_secs_f64() + 2.0 * START_STOP_S + 10.0);
@@ -138,11 +139,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quick_run_fits_in_six_minutes() {
-        // Five minutes for the first five parts; the off-CPU part (issue 16) starts four tools
-        // a round and cannot fit in what was left.
+    fn quick_run_fits_in_seven_and_a_half_minutes() {
+        // Six minutes until issue 18: five for the first five parts, then the off-CPU part
+        // (issue 16), which starts four tools a round; issue 18's floor and profile-bee start
+        // in every kernel-cost window, two more tools each, about a minute more in all.
         let total = Plan::quick().total_estimate_s();
-        assert!(total < 360.0, "quick plan estimated at {total:.0} s");
+        assert!(total < 450.0, "quick plan estimated at {total:.0} s");
     }
 
     #[test]

@@ -26,6 +26,12 @@ pub enum Tool {
     OursOffCpuElsewhere,
     /// bpftrace running the off-CPU script of [`bpftrace_off_cpu_program`]; needs a PID.
     BpftraceOffCpu,
+    /// The kernel-cost floor: this harness run with `--floor` (see `crate::floor`); needs the
+    /// harness's path as its program.
+    Floor,
+    /// profile-bee, the second eBPF peer: whole host, frame pointers (its default), pprof
+    /// every 10 s to a file, as ours writes; needs its binary's path as its program.
+    ProfileBee,
 }
 
 impl Tool {
@@ -38,28 +44,52 @@ impl Tool {
             Tool::OursOffCpu => "profiler --off-cpu",
             Tool::OursOffCpuElsewhere => "profiler --off-cpu, another process",
             Tool::BpftraceOffCpu => "bpftrace, off-CPU script",
+            Tool::Floor => "floor (bpf_get_stackid ×2)",
+            Tool::ProfileBee => "profile-bee",
         }
     }
 
-    /// What the tool holds once it runs: whether a perf event per CPU, and a BPF program of
+    /// What the tool holds once it runs: its attachments to every CPU, and a BPF program of
     /// each of these types (see [`fdinfo`]).
-    fn ready_when(self) -> (bool, &'static [u32]) {
+    fn ready_when(self) -> (PerCpu, &'static [u32]) {
         match self {
-            Tool::Ours | Tool::OursFramePointers | Tool::Bpftrace => {
-                (true, &[fdinfo::PROG_TYPE_PERF_EVENT])
+            Tool::Ours | Tool::OursFramePointers | Tool::Bpftrace | Tool::Floor => {
+                (PerCpu::PerfEvents, &[fdinfo::PROG_TYPE_PERF_EVENT])
             }
-            Tool::Perf => (true, &[]),
+            // aya 0.13 (profile-bee's fork) attaches through BPF links and closes the events.
+            Tool::ProfileBee => (PerCpu::Links, &[fdinfo::PROG_TYPE_PERF_EVENT]),
+            Tool::Perf => (PerCpu::PerfEvents, &[]),
             // The sched_switch program is a raw tracepoint, attached before the perf events
             // are opened.
             Tool::OursOffCpu | Tool::OursOffCpuElsewhere => (
-                true,
+                PerCpu::PerfEvents,
                 &[
                     fdinfo::PROG_TYPE_PERF_EVENT,
                     fdinfo::PROG_TYPE_RAW_TRACEPOINT,
                 ],
             ),
             // One tracepoint, attached through a single perf event.
-            Tool::BpftraceOffCpu => (false, &[fdinfo::PROG_TYPE_TRACEPOINT]),
+            Tool::BpftraceOffCpu => (PerCpu::Nothing, &[fdinfo::PROG_TYPE_TRACEPOINT]),
+        }
+    }
+}
+
+/// What a sampling tool holds for each online CPU once it samples.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum PerCpu {
+    Nothing,
+    /// A perf event descriptor.
+    PerfEvents,
+    /// A BPF link descriptor (the perf event behind it may be closed).
+    Links,
+}
+
+impl PerCpu {
+    fn held(self, pid: u32, cpus: usize) -> bool {
+        match self {
+            PerCpu::Nothing => true,
+            PerCpu::PerfEvents => fdinfo::perf_event_fds(pid) >= cpus,
+            PerCpu::Links => fdinfo::link_fds(pid) >= cpus,
         }
     }
 }
@@ -73,6 +103,9 @@ pub struct Invocation {
     pub interval: u64,
     /// Our profiler samples only this process (`--pid`) instead of the whole host.
     pub pid: Option<u32>,
+    /// The binary of [`Tool::Floor`] and [`Tool::ProfileBee`] (the others are ours, given to
+    /// [`Invocation::argv`], or found on PATH).
+    pub program: Option<PathBuf>,
 }
 
 impl Invocation {
@@ -82,7 +115,13 @@ impl Invocation {
             rate,
             interval: 10,
             pid: None,
+            program: None,
         }
+    }
+
+    pub fn program(mut self, path: &Path) -> Self {
+        self.program = Some(path.to_owned());
+        self
     }
 
     pub fn pid(mut self, pid: u32) -> Self {
@@ -98,6 +137,11 @@ impl Invocation {
     /// The argument vector, with `out` as the output directory (or file prefix).
     pub fn argv(&self, profiler: &Path, out: &Path) -> Vec<String> {
         let rate = self.rate.to_string();
+        let program = |shown: &str| {
+            self.program
+                .as_deref()
+                .map_or(shown.to_owned(), |p| p.display().to_string())
+        };
         match self.tool {
             // A fixed rate: the adaptive controller would change it under the benchmark's load.
             Tool::Ours | Tool::OursFramePointers | Tool::OursOffCpu | Tool::OursOffCpuElsewhere => {
@@ -145,12 +189,28 @@ impl Invocation {
                     !tracefs_mounted(),
                 )
             }
+            Tool::Floor => vec![program("profiler-bench"), "--floor".into(), rate],
+            // Continuous mode (`--flush-interval`), the one meant to run for days: a pprof
+            // file every 10 s, as ours. Frame pointers are its default (`--dwarf` is off).
+            Tool::ProfileBee => vec![
+                program(PROFILE_BEE_SHOWN),
+                "--frequency".into(),
+                rate,
+                "--flush-interval".into(),
+                (self.interval * 1000).to_string(),
+                "--output".into(),
+                out.join("profile.pb.gz").display().to_string(),
+            ],
         }
     }
 
     /// The command as the report shows it, with placeholders for temporary paths.
     pub fn shown(&self) -> String {
-        let argv = self.argv(Path::new("target/release/profiler"), Path::new("$OUT"));
+        let placeholders = Self {
+            program: None,
+            ..self.clone()
+        };
+        let argv = placeholders.argv(Path::new("target/release/profiler"), Path::new("$OUT"));
         argv.iter()
             .map(|arg| {
                 if arg.contains(' ') {
@@ -163,6 +223,9 @@ impl Invocation {
             .join(" ")
     }
 }
+
+/// Where `cargo xtask bench` installs profile-bee, as the report shows it.
+pub const PROFILE_BEE_SHOWN: &str = "target/bench-tools/profile-bee/bin/probee";
 
 /// The reference bpftrace program of the issue.
 pub fn bpftrace_program(rate: u64) -> String {
@@ -282,8 +345,8 @@ impl Running {
         self.log.clone()
     }
 
-    /// Sampling means: a perf event per online CPU, and for BPF tools a sampling program (for
-    /// the off-CPU tools, their tracepoint programs; see [`Tool::ready_when`]).
+    /// Sampling means: a perf event (or a BPF link) per online CPU, and for BPF tools a sampling
+    /// program (for the off-CPU tools, their tracepoint programs; see [`Tool::ready_when`]).
     fn wait_until_sampling(&mut self, tool: Tool) -> Result<()> {
         let pid = self.pid();
         let cpus = crate::online_cpus();
@@ -297,8 +360,8 @@ impl Running {
                     self.log_tail()
                 );
             }
-            let (per_cpu_events, program_types) = tool.ready_when();
-            let events = !per_cpu_events || fdinfo::perf_event_fds(pid) >= cpus;
+            let (per_cpu, program_types) = tool.ready_when();
+            let events = per_cpu.held(pid, cpus);
             let held = fdinfo::all_programs_of(pid)?;
             let programs = program_types
                 .iter()
@@ -363,6 +426,13 @@ impl Running {
             }
             thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Ends the tool at once (SIGKILL), for a part that has read all it needs: its programs
+    /// and events go with its descriptors.
+    pub fn kill(self) {
+        // Drop kills and reaps an unreaped child.
+        drop(self);
     }
 
     fn log_tail(&self) -> String {
@@ -461,6 +531,26 @@ mod tests {
         assert_eq!(
             bpftrace,
             "bpftrace -e 'profile:hz:19 { @[kstack, ustack, pid] = count(); }'"
+        );
+    }
+
+    #[test]
+    fn peers_run_their_own_binaries() {
+        let floor = Invocation::new(Tool::Floor, 99).program(Path::new("/h/profiler-bench"));
+        assert_eq!(
+            floor.argv(Path::new("/p"), Path::new("/out")),
+            ["/h/profiler-bench", "--floor", "99"]
+        );
+        assert_eq!(floor.shown(), "profiler-bench --floor 99");
+        let bee = Invocation::new(Tool::ProfileBee, 99).program(Path::new("/t/probee"));
+        assert_eq!(
+            bee.argv(Path::new("/p"), Path::new("/out")).join(" "),
+            "/t/probee --frequency 99 --flush-interval 10000 --output /out/profile.pb.gz"
+        );
+        assert_eq!(
+            bee.shown(),
+            "target/bench-tools/profile-bee/bin/probee --frequency 99 --flush-interval 10000 \
+             --output $OUT/profile.pb.gz"
         );
     }
 

@@ -1,13 +1,14 @@
 //! 1. Kernel-side cost per sample: run time over run count of the sampling BPF programs
-//!    (`kernel.bpf_stats_enabled`), ours and bpftrace's, on stacks of known depth.
+//!    (`kernel.bpf_stats_enabled`), ours, bpftrace's, the floor's (`floor-ebpf/`) and
+//!    profile-bee's, side by side on stacks of known depth; issue 18's goals in `cost_goal.rs`.
 
 use std::thread;
 
 use anyhow::{Context, Result};
 
-use super::{Bench, PartResult, rotated};
+use super::{Bench, PartResult, cost_goal, rotated};
 use crate::{
-    fdinfo::StatsEnabled,
+    fdinfo::{RunTotals, StatsEnabled},
     report::{Section, Table, Target},
     stats::{Summary, ratios},
     tools::{Invocation, Running, Tool},
@@ -17,6 +18,17 @@ use crate::{
 /// Whether the fixture publishes a trace context, which our program then reads on every sample.
 const FIXTURES: [bool; 2] = [false, true];
 
+/// The programs measured in each window, side by side: ours, the reference, the floor (the
+/// least a stack sampler does) and the second eBPF peer. Indexes into [`Window`].
+const TOOLS: [Tool; 4] = [Tool::Ours, Tool::Bpftrace, Tool::Floor, Tool::ProfileBee];
+const OURS: usize = 0;
+const BPFTRACE: usize = 1;
+const FLOOR: usize = 2;
+const PROFILE_BEE: usize = 3;
+
+/// Nanoseconds per sample of each of [`TOOLS`], round by round.
+type Window = [Vec<f64>; TOOLS.len()];
+
 pub fn run(bench: &Bench) -> Result<PartResult> {
     let _stats = StatsEnabled::new()?;
     let plan = &bench.plan;
@@ -25,18 +37,18 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
         "Stack depth",
         "profiler, µs",
         "bpftrace, µs",
+        "floor, µs",
+        "profile-bee, µs",
         "profiler / bpftrace",
-        "profiler + trace context, µs",
-        "bpftrace, µs ",
-        "profiler + context / bpftrace",
-        "profiler, Go, µs",
-        "profiler, Go + labels, µs",
-        "Go labels − plain Go, µs",
+        "profiler / floor",
+        "floor / bpftrace",
+        "profile-bee / bpftrace",
     ]);
     let mut targets = Vec::new();
+    let mut go_lines = Vec::new();
     for &frames in &plan.cost_frames {
-        // Nanoseconds per sample per round: [fixture][ours, bpftrace].
-        let mut ns: [[Vec<f64>; 2]; 2] = Default::default();
+        // [fixture][tool], nanoseconds per sample per round.
+        let mut ns: [Window; 2] = Default::default();
         // Nanoseconds per sample of ours over adjacent windows of the Go fixture, pair by
         // pair: [plain, labels].
         let mut go: [Vec<f64>; 2] = Default::default();
@@ -52,17 +64,18 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
                     if traced { ", trace context" } else { "" },
                     round + 1
                 ));
-                // Who starts first alternates: the pair's timer phases favour one of them.
+                // Who starts first rotates: the timer phases favour one of them.
                 let args = [frames.to_string(), "0".into()];
-                let [ours, theirs] =
-                    side_by_side(bench, bin, &args, [Tool::Ours, Tool::Bpftrace], round)?;
-                bench.progress(&format!(
-                    "  profiler {:.2} µs, bpftrace {:.2} µs per sample",
-                    ours / 1e3,
-                    theirs / 1e3
-                ));
-                ns[usize::from(traced)][0].push(ours);
-                ns[usize::from(traced)][1].push(theirs);
+                let costs = side_by_side(bench, bin, &args, TOOLS, round)?;
+                let shown: Vec<String> = TOOLS
+                    .iter()
+                    .zip(costs)
+                    .map(|(tool, ns)| format!("{} {:.2} µs", tool.label(), ns / 1e3))
+                    .collect();
+                bench.progress(&format!("  {} per sample", shown.join(", ")));
+                for (i, value) in costs.into_iter().enumerate() {
+                    ns[usize::from(traced)][i].push(value);
+                }
             }
         }
         if let (Some((go_bin, go_version)), true) =
@@ -75,36 +88,56 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
             ));
             go = toggled(bench, go_bin, frames, plan.go_rounds)?;
         }
-        let us = |values: &[f64]| {
-            Summary::of(values).map_or("n/a".into(), |s| s.scaled(1e-3).show(2, "").to_string())
-        };
-        let ratio = |pair: &[Vec<f64>; 2]| Summary::of(&ratios(&pair[0], &pair[1]));
-        let show = |r: Option<Summary>| r.map_or("n/a".into(), |s| s.show(2, "×").to_string());
-        let mut row = vec![format!("{frames} frames")];
-        for (traced, pair) in ns.iter().enumerate() {
-            row.extend([us(&pair[0]), us(&pair[1]), show(ratio(pair))]);
-            if let Some(r) = ratio(pair) {
-                let what = if traced == 1 {
-                    ", trace context read"
-                } else {
-                    ""
-                };
-                targets.push(Target {
-                    goal: format!("Kernel cost per sample ≤ bpftrace's ({frames} frames{what})"),
-                    measured: format!("{:.2}× bpftrace's", r.median),
-                    met: r.median <= 1.0,
-                });
+        for (traced, window) in ns.iter().enumerate() {
+            let (what, share) = if traced == 1 {
+                ("trace context read", cost_goal::TRACED_SHARE)
+            } else {
+                ("", cost_goal::PLAIN_SHARE)
+            };
+            let label = if what.is_empty() {
+                format!("{frames} frames")
+            } else {
+                format!("{frames} frames, {what}")
+            };
+            let ratio = |a: usize, b: usize| Summary::of(&ratios(&window[a], &window[b]));
+            let over = [
+                ratio(OURS, BPFTRACE),
+                ratio(OURS, FLOOR),
+                ratio(FLOOR, BPFTRACE),
+                ratio(PROFILE_BEE, BPFTRACE),
+            ];
+            let mut row = vec![label.clone()];
+            row.extend(window.iter().map(|v| us(v)));
+            row.extend(over.iter().map(|r| times(*r)));
+            table.row(row);
+            if let [
+                Some(ours_bpftrace),
+                Some(ours_floor),
+                Some(floor_bpftrace),
+                _,
+            ] = over
+            {
+                targets.push(cost_goal::target(
+                    share,
+                    &label,
+                    cost_goal::Ratios {
+                        ours_over_bpftrace: ours_bpftrace.median,
+                        ours_over_floor: ours_floor.median,
+                        floor_over_bpftrace: floor_bpftrace.median,
+                    },
+                ));
             }
         }
         // Labels' cost: each labelled window less the plain one next to it.
         let added: Vec<f64> = go[1].iter().zip(&go[0]).map(|(l, p)| l - p).collect();
-        let added = Summary::of(&added);
-        row.extend([
-            us(&go[0]),
-            us(&go[1]),
-            added.map_or("n/a".into(), |s| s.scaled(1e-3).show(2, "").to_string()),
-        ]);
-        if let Some(added) = added {
+        if let Some(added) = Summary::of(&added) {
+            go_lines.push(format!(
+                "{frames} frames: plain Go {} µs, Go with labels {} µs, labels − plain {} µs \
+                 per sample.",
+                us(&go[0]),
+                us(&go[1]),
+                added.scaled(1e-3).show(2, "")
+            ));
             targets.push(Target {
                 goal: format!(
                     "Go labels add ≤ 1 µs per sample to a plain Go sample ({frames} frames)"
@@ -113,7 +146,6 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
                 met: added.median <= 1_000.0,
             });
         }
-        table.row(row);
     }
     let unwinding = unwinding(bench, fixtures, &mut targets)?;
     // The method's own noise: our program beside itself, on the first depth's plain fixture.
@@ -129,62 +161,100 @@ pub fn run(bench: &Bench) -> Result<PartResult> {
         control.push(a / b);
     }
     let control = Summary::of(&control);
-    let window = plan.cost_window.as_secs();
+    let window = plan.cost_window.as_secs_f64();
     let section = Section {
         title: "Kernel-side cost per sample".into(),
         method: format!(
-            "With `kernel.bpf_stats_enabled=1`, the run time over the run count of each profiler's \
-             `perf_event` programs (read from each profiler's own descriptors in /proc/PID/fdinfo), \
-             both profilers sampling side by side over the same {window} s window, which opens \
-             {} s after they start, whole host at {} Hz, while one fixture per CPU spins at the \
-             bottom of a user stack of the given depth (`bench/fixtures/work.c`, frame pointers, \
-             gcc -O2). The trace-context variant runs the same fixture built with an OpenTelemetry \
-             thread context published (OTEP 4947), which our program reads on every sample. \
-             bpftrace runs the issue's program `{}`. Each ratio divides the two programs' costs \
-             in the same window: the machine's drift from window to window (large on a shared \
-             virtual machine) cancels out. Lower is better.",
+            "With `kernel.bpf_stats_enabled=1`, the run time over the run count of each tool's \
+             `perf_event` programs (read from each tool's own descriptors in /proc/PID/fdinfo), \
+             four tools sampling side by side over the same {window} s window, which opens \
+             {} s after the last one starts, whole host at {} Hz, while one fixture per CPU \
+             spins at the bottom of a user stack of the given depth (`bench/fixtures/work.c`, \
+             frame pointers, gcc -O2). The trace-context variant runs the same fixture built \
+             with an OpenTelemetry thread context published (OTEP 4947), which our program \
+             reads on every sample. bpftrace runs the issue's program `{}`. The floor is the \
+             least a stack sampler does (`bench/floor-ebpf`): `bpf_get_stackid` for the kernel \
+             stack and for the user stack (`BPF_F_USER_STACK`, frame pointers) into one stack \
+             map, and one per-CPU counter bumped, on the same per-CPU `cpu-clock` events as \
+             ours. profile-bee (from crates.io, with the BPF object its crate ships; its version \
+             is in the Machine table) runs in its default \
+             frame-pointer mode and continuous mode, writing pprof every 10 s. Each ratio \
+             divides two programs' costs in the same window: the machine's drift from window \
+             to window (large on a shared virtual machine) cancels out. Lower is better.",
             crate::tools::SETTLE.as_secs(),
             plan.cost_rate,
-            crate::tools::bpftrace_program(plan.cost_rate)
+            crate::tools::bpftrace_program(plan.cost_rate),
         ),
-        commands: vec![
-            "sysctl kernel.bpf_stats_enabled=1".into(),
-            format!(
-                "work <frames> 0 &   # one per CPU, frames = {:?}",
-                plan.cost_frames
-            ),
-            Invocation::new(Tool::Ours, plan.cost_rate).shown(),
-            Invocation::new(Tool::Bpftrace, plan.cost_rate).shown(),
-        ],
+        commands: {
+            let mut commands = vec![
+                "sysctl kernel.bpf_stats_enabled=1".into(),
+                format!(
+                    "work <frames> 0 &   # one per CPU, frames = {:?}",
+                    plan.cost_frames
+                ),
+            ];
+            commands.extend(
+                TOOLS
+                    .iter()
+                    .map(|&tool| Invocation::new(tool, plan.cost_rate).shown()),
+            );
+            commands
+        },
         table,
         notes: vec![
+            format!(
+                "Goals (issue 18): ours ≤ {}× bpftrace's cost per sample on the plain fixture \
+                 and ≤ {}× with a trace context read, at every depth; where the floor itself \
+                 costs more than that share of bpftrace's, no stack sampler can meet it, and \
+                 the goal becomes ≤ {}× the floor's. The Targets table says which rule applied \
+                 to each row, with the median ratios that decided it.",
+                cost_goal::PLAIN_SHARE,
+                cost_goal::TRACED_SHARE,
+                cost_goal::FLOOR_SLACK
+            ),
             unwinding,
-            go_note(fixtures, plan.go_rounds),
+            go_note(fixtures, plan.go_rounds, &go_lines),
             format!(
                 "{} rounds; in each round the plain and the traced fixture took turns, in \
-                 rotated order, and which profiler started first alternated from round to \
-                 round. The two bpftrace columns are its cost beside each fixture (it reads no \
-                 trace context).",
+                 rotated order, and the order in which the four tools started rotated from \
+                 round to round. The bpftrace, floor and profile-bee figures of a trace-context \
+                 row are their costs beside that fixture (they read no trace context).",
                 plan.rounds
             ),
             format!(
                 "Control: our program beside a second copy of itself ({control_frames} frames, \
-                 same method), the first started over the second: {}. The profiler that starts \
-                 first tends to pay more (a pair's timer phases stay fixed for its life), which \
-                 is why the start order alternates above; differences within this spread are \
-                 the method's noise, not the programs'.",
-                control.map_or("n/a".into(), |s| s.show(2, "×").to_string())
+                 same method), the first started over the second: {}. The tool that starts \
+                 first tends to pay more (a window's timer phases stay fixed for its life), \
+                 which is why the start order rotates above; differences within this spread \
+                 are the method's noise, not the programs'.",
+                times(control)
             ),
         ],
     };
     Ok(PartResult { section, targets })
 }
 
-/// The note on the Go columns: which toolchain, what the fixture does, how it is measured.
-fn go_note(fixtures: &crate::fixtures::Fixtures, pairs: usize) -> String {
+/// Microseconds, median and spread, of nanosecond measurements.
+fn us(values: &[f64]) -> String {
+    Summary::of(values).map_or("n/a".into(), |s| s.scaled(1e-3).show(2, "").to_string())
+}
+
+/// A ratio's median and spread.
+fn times(ratio: Option<Summary>) -> String {
+    ratio.map_or("n/a".into(), |s| s.show(2, "×").to_string())
+}
+
+/// The note on the Go figures: which toolchain, what the fixture does, how it is measured, and
+/// the figures themselves (`lines`, one per depth measured).
+fn go_note(fixtures: &crate::fixtures::Fixtures, pairs: usize, lines: &[String]) -> String {
+    let figures = if lines.is_empty() {
+        "Not measured in this run.".to_owned()
+    } else {
+        lines.join(" ")
+    };
     match &fixtures.work_go {
         Some((_, version)) => format!(
-            "Go columns: `bench/fixtures/work.go toggle` built with {version} (the newest \
+            "Go: `bench/fixtures/work.go toggle` built with {version} (the newest \
              toolchain `cargo xtask setup` installs): one goroutine per CPU spinning at the \
              given depth, all of them under `pprof.Do` with `trace_id`, `span_id` and \
              `http.route` labels (which our program then reads on every sample) or all \
@@ -196,9 +266,9 @@ fn go_note(fixtures: &crate::fixtures::Fixtures, pairs: usize) -> String {
              labels. \"labels − plain\" is each labelled window less the plain one next to \
              it, median over the pairs. No second profiler samples beside it (side-by-side \
              pairs differ by up to 20% by start order alone, see the control) and no process \
-             starts between windows."
+             starts between windows. {figures}"
         ),
-        None => "Go columns: n/a, no Go toolchain (run `cargo xtask setup`).".into(),
+        None => "Go: n/a, no Go toolchain (run `cargo xtask setup`).".into(),
     }
 }
 
@@ -352,45 +422,63 @@ fn toggled(
     Ok(out)
 }
 
-/// Nanoseconds per sample of the two tools' programs, both sampling over the same window while
-/// one fixture per CPU runs with `args` (`frames 0`: spins `frames` deep). The first starts
-/// first in even rounds.
-fn side_by_side(
+/// Nanoseconds per sample of each tool's programs, all sampling over the same window while one
+/// fixture per CPU runs with `args` (`frames 0`: spins `frames` deep). The order in which they
+/// start is `tools` rotated by `round`: with two, the first starts first in even rounds.
+fn side_by_side<const N: usize>(
     bench: &Bench,
     bin: &std::path::Path,
     args: &[String],
-    [first, second]: [Tool; 2],
+    tools: [Tool; N],
     round: usize,
-) -> Result<[f64; 2]> {
+) -> Result<[f64; N]> {
     let plan = &bench.plan;
     let _workers = workload::spin(bin, args, bench.cpus)?;
-    let start = |tool: Tool| {
-        Running::start(
-            &Invocation::new(tool, plan.cost_rate),
+    let mut running: [Option<Running>; N] = std::array::from_fn(|_| None);
+    for i in rotated(&std::array::from_fn::<usize, N, _>(|i| i), round) {
+        running[i] = Some(Running::start(
+            &invocation(bench, tools[i]),
             &bench.profiler,
             &bench.scratch("cost"),
-        )
-    };
-    let (a, b) = if round.is_multiple_of(2) {
-        let a = start(first)?;
-        (a, start(second)?)
-    } else {
-        let b = start(second)?;
-        (start(first)?, b)
-    };
-    a.settle();
-    let before = [a.bpf_totals()?, b.bpf_totals()?];
+        )?);
+    }
+    let running = running.map(|r| r.expect("every tool started"));
+    // Past the start-up of the last one started (and so of all).
+    running[0].settle();
+    let totals = || -> Result<Vec<RunTotals>> { running.iter().map(Running::bpf_totals).collect() };
+    let before = totals()?;
     thread::sleep(plan.cost_window);
-    let after = [a.bpf_totals()?, b.bpf_totals()?];
-    a.stop()?;
-    b.stop()?;
-    let per_sample = |i: usize, who: &str| {
-        after[i]
-            .ns_per_run_since(before[i])
-            .with_context(|| format!("{who} took no sample in {:?}", plan.cost_window))
-    };
-    Ok([
-        per_sample(0, first.label())?,
-        per_sample(1, second.label())?,
-    ])
+    let after = totals()?;
+    for (tool, running) in tools.iter().zip(running) {
+        if *tool == Tool::Bpftrace {
+            // bpftrace prints its whole map at exit, symbolizing the user stacks of every
+            // process it sampled: with other large programs running on the host, that once
+            // took over a minute. Its program's statistics are read already.
+            running.kill();
+        } else {
+            running.stop()?;
+        }
+    }
+    let mut out = [0.0; N];
+    for (i, cost) in out.iter_mut().enumerate() {
+        *cost = after[i].ns_per_run_since(before[i]).with_context(|| {
+            format!(
+                "{} took no sample in {:?}",
+                tools[i].label(),
+                plan.cost_window
+            )
+        })?;
+    }
+    Ok(out)
+}
+
+/// How the part starts `tool` at its rate: the floor is this harness in its `--floor` mode,
+/// profile-bee the binary `cargo xtask bench` installed.
+fn invocation(bench: &Bench, tool: Tool) -> Invocation {
+    let invocation = Invocation::new(tool, bench.plan.cost_rate);
+    match tool {
+        Tool::Floor => invocation.program(&bench.harness),
+        Tool::ProfileBee => invocation.program(&bench.profile_bee),
+        _ => invocation,
+    }
 }

@@ -1,6 +1,7 @@
 //! The measurements, each a function from the run's context to a report section and the
 //! targets it checks: the five of the first benchmark issue, and the off-CPU one of issue 16.
 
+pub mod cost_goal;
 mod external;
 pub mod footprint;
 pub mod kernel_cost;
@@ -56,6 +57,11 @@ impl Part {
         )
     }
 
+    /// Whether the part runs profile-bee, the second eBPF peer (issue 18).
+    pub fn runs_profile_bee(self) -> bool {
+        matches!(self, Part::KernelCost | Part::Footprint)
+    }
+
     /// Programs the part runs besides ours.
     pub fn programs(self) -> &'static [&'static str] {
         match self {
@@ -90,6 +96,10 @@ pub struct PartResult {
 pub struct Bench {
     pub plan: Plan,
     pub profiler: PathBuf,
+    /// profile-bee's `probee` binary.
+    pub profile_bee: PathBuf,
+    /// This harness's own binary, which the kernel-cost part starts as its floor tool.
+    pub harness: PathBuf,
     pub symbols_binary: PathBuf,
     pub cpus: usize,
     /// Scratch space, removed at the end.
@@ -100,10 +110,19 @@ pub struct Bench {
 }
 
 impl Bench {
-    pub fn new(plan: Plan, profiler: PathBuf, symbols_binary: PathBuf, dir: &Path) -> Self {
+    pub fn new(
+        plan: Plan,
+        profiler: PathBuf,
+        profile_bee: PathBuf,
+        harness: PathBuf,
+        symbols_binary: PathBuf,
+        dir: &Path,
+    ) -> Self {
         Self {
             plan,
             profiler,
+            profile_bee,
+            harness,
             symbols_binary,
             cpus: crate::online_cpus(),
             dir: dir.to_owned(),
