@@ -51,7 +51,7 @@ enum Task {
     /// Set up (with perf, bpftrace, addr2line, llvm-symbolizer), build, and run the benchmarks
     /// as root; a full run writes BENCHMARKS.md.
     Bench {
-        /// Fewer rounds and shorter windows (under six minutes); writes
+        /// Fewer rounds and shorter windows (about seven minutes); writes
         /// target/bench/BENCHMARKS-quick.md instead.
         #[arg(long)]
         quick: bool,
