@@ -13,7 +13,12 @@ use blazesym::{
     },
 };
 
-use super::{Frame, Frames, frames::Interner, gopclntab::GoPcln, sigbus};
+use super::{
+    Frame, Frames,
+    frames::{Converter, Interner},
+    gopclntab::GoPcln,
+    sigbus,
+};
 use crate::process::{FileId, MappedFile};
 
 /// Cached addresses beyond which the whole frame cache starts afresh: bounds memory on hosts
@@ -170,10 +175,11 @@ impl Symbolizer {
     }
 
     fn with_blazesym(builder: symbolize::Builder, check_versions: bool) -> Self {
+        // Names come back mangled: the conversion demangles each distinct name of a batch once.
         let blaze = builder
             .enable_code_info(true)
             .enable_inlined_fns(true)
-            .enable_demangling(true)
+            .enable_demangling(false)
             .build();
         Self {
             blaze,
@@ -351,7 +357,8 @@ fn symbolize_batch(
 ) -> Result<Vec<Frames>, BatchError> {
     let found = sigbus::guarded(|| {
         let found = blaze.symbolize(source, input)?;
-        Ok(found.iter().map(|s| interner.frames(s)).collect())
+        let mut converter = Converter::new(interner);
+        Ok(found.iter().map(|s| converter.frames(s)).collect())
     });
     // Faulted: read (partly) from zeros, whatever came back is not the file's.
     found
