@@ -2,8 +2,9 @@ use std::{collections::HashSet, ffi::OsStr, fmt::Write as _, path::Path, sync::A
 
 use blazesym::symbolize::{CodeInfo, Sym, Symbolized};
 
-/// Maps of the symbolizer's own text: foldhash, not SipHash (names are long and hashed often).
-type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+/// The symbolizer's maps hash with foldhash, not SipHash: their keys are its own (offsets,
+/// names, paths), hashed for every address asked and every frame of every miss.
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// One function at one address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

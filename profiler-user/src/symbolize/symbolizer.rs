@@ -1,5 +1,4 @@
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     sync::{Arc, Weak},
     time::SystemTime,
@@ -15,7 +14,7 @@ use blazesym::{
 
 use super::{
     Frame, Frames,
-    frames::{Converter, Interner},
+    frames::{Converter, HashMap, Interner},
     gopclntab::GoPcln,
     sigbus,
 };
@@ -184,8 +183,8 @@ impl Symbolizer {
         Self {
             blaze,
             check_versions,
-            files: HashMap::new(),
-            kernel: HashMap::new(),
+            files: HashMap::default(),
+            kernel: HashMap::default(),
             interner: Interner::default(),
             stats: CacheStats::default(),
             interval: 0,
@@ -215,7 +214,7 @@ impl Symbolizer {
             file: Arc::downgrade(file),
             path: path.clone(),
             version,
-            frames: HashMap::new(),
+            frames: HashMap::default(),
             parsed_since_miss: None,
             warned: false,
             go: None,
@@ -245,6 +244,7 @@ impl Symbolizer {
                     if found.iter().any(|frames| frames.is_empty()) {
                         name_from_go_table(cache, &misses, &mut found, &mut self.interner);
                     }
+                    cache.frames.reserve(misses.len());
                     cache.frames.extend(misses.into_iter().zip(found));
                 }
                 Err(err @ BatchError::Truncated(_)) => {
