@@ -1,5 +1,4 @@
 use std::{
-    collections::HashMap,
     path::{Path, PathBuf},
     sync::{Arc, Weak},
     time::SystemTime,
@@ -13,7 +12,12 @@ use blazesym::{
     },
 };
 
-use super::{Frame, Frames, frames::Interner, gopclntab::GoPcln, sigbus};
+use super::{
+    Frame, Frames,
+    frames::{Converter, HashMap, Interner},
+    gopclntab::GoPcln,
+    sigbus,
+};
 use crate::process::{FileId, MappedFile};
 
 /// Cached addresses beyond which the whole frame cache starts afresh: bounds memory on hosts
@@ -170,16 +174,17 @@ impl Symbolizer {
     }
 
     fn with_blazesym(builder: symbolize::Builder, check_versions: bool) -> Self {
+        // Names come back mangled: the conversion demangles each distinct name of a batch once.
         let blaze = builder
             .enable_code_info(true)
             .enable_inlined_fns(true)
-            .enable_demangling(true)
+            .enable_demangling(false)
             .build();
         Self {
             blaze,
             check_versions,
-            files: HashMap::new(),
-            kernel: HashMap::new(),
+            files: HashMap::default(),
+            kernel: HashMap::default(),
             interner: Interner::default(),
             stats: CacheStats::default(),
             interval: 0,
@@ -209,7 +214,7 @@ impl Symbolizer {
             file: Arc::downgrade(file),
             path: path.clone(),
             version,
-            frames: HashMap::new(),
+            frames: HashMap::default(),
             parsed_since_miss: None,
             warned: false,
             go: None,
@@ -239,6 +244,7 @@ impl Symbolizer {
                     if found.iter().any(|frames| frames.is_empty()) {
                         name_from_go_table(cache, &misses, &mut found, &mut self.interner);
                     }
+                    cache.frames.reserve(misses.len());
                     cache.frames.extend(misses.into_iter().zip(found));
                 }
                 Err(err @ BatchError::Truncated(_)) => {
@@ -351,7 +357,8 @@ fn symbolize_batch(
 ) -> Result<Vec<Frames>, BatchError> {
     let found = sigbus::guarded(|| {
         let found = blaze.symbolize(source, input)?;
-        Ok(found.iter().map(|s| interner.frames(s)).collect())
+        let mut converter = Converter::new(interner);
+        Ok(found.iter().map(|s| converter.frames(s)).collect())
     });
     // Faulted: read (partly) from zeros, whatever came back is not the file's.
     found
