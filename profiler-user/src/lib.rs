@@ -7,6 +7,7 @@ mod allocator;
 pub mod bpf;
 pub mod cli;
 pub mod elf_file;
+mod fast_hash;
 pub mod golabels;
 pub mod kernel_features;
 mod listener;

@@ -13,6 +13,7 @@ use hashbrown::hash_table::{Entry, HashTable};
 
 use super::proto::{Function, Label, Line, Location, Mapping, Profile, Sample, ValueType};
 use crate::{
+    fast_hash::{FastHasher, HashMap},
     resolve::{Labels, MappingInfo, MappingKey, SampleKind},
     symbolize::Frame,
 };
@@ -50,15 +51,10 @@ impl ProfileValues {
     }
 }
 
-/// The builder's maps hash with foldhash, not SipHash: their keys are the profiler's own (no
-/// attacker chooses them to collide), and hashing was a tenth of building a large interval.
-type Hasher = foldhash::fast::RandomState;
-type HashMap<K, V> = std::collections::HashMap<K, V, Hasher>;
-
 pub struct ProfileBuilder {
     values: ProfileValues,
     profile: Profile,
-    hasher: Hasher,
+    hasher: FastHasher,
     /// Indices into the profile's string table: each string is held once, by the profile.
     strings: HashTable<i64>,
     functions: HashMap<(i64, i64), u64>,
@@ -87,7 +83,7 @@ impl ProfileBuilder {
         let mut builder = Self {
             values,
             profile: Profile::default(),
-            hasher: Hasher::default(),
+            hasher: FastHasher::default(),
             strings: HashTable::new(),
             functions: HashMap::default(),
             mappings: HashMap::default(),
@@ -347,8 +343,8 @@ impl ProfileBuilder {
 }
 
 /// The hash of a sample's key: its locations and its labels' interned fields.
-fn sample_hash(hasher: &Hasher, locations: &[u64], labels: &[Label]) -> u64 {
-    use std::hash::{BuildHasher, Hasher as _};
+fn sample_hash(hasher: &FastHasher, locations: &[u64], labels: &[Label]) -> u64 {
+    use std::hash::Hasher;
     let mut state = hasher.build_hasher();
     state.write_usize(locations.len());
     for &location in locations {

@@ -2,9 +2,7 @@ use std::{collections::HashSet, ffi::OsStr, fmt::Write as _, path::Path, sync::A
 
 use blazesym::symbolize::{CodeInfo, Sym, Symbolized};
 
-/// The symbolizer's maps hash with foldhash, not SipHash: their keys are its own (offsets,
-/// names, paths), hashed for every address asked and every frame of every miss.
-pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+use crate::fast_hash::HashMap;
 
 /// One function at one address.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -14,11 +14,14 @@ use blazesym::{
 
 use super::{
     Frame, Frames,
-    frames::{Converter, HashMap, Interner},
+    frames::{Converter, Interner},
     gopclntab::GoPcln,
     sigbus,
 };
-use crate::process::{FileId, MappedFile};
+use crate::{
+    fast_hash::HashMap,
+    process::{FileId, MappedFile},
+};
 
 /// Cached addresses beyond which the whole frame cache starts afresh: bounds memory on hosts
 /// whose code keeps changing (JITs, churn of short-lived binaries).

@@ -3,9 +3,9 @@
 //! DWARF program per function; the table keeps only the rules a BPF program can follow in a few
 //! instructions, and says so when a row asks for more.
 
-use std::collections::HashMap;
-
 use profiler_common::unwind::KernelRule;
+
+use crate::fast_hash::HashMap;
 
 /// How the canonical frame address (the stack pointer just before the call) is found.
 #[repr(u8)]
@@ -102,9 +102,8 @@ impl From<Rule> for KernelRule {
 #[derive(Debug, Default)]
 pub struct RuleIds {
     rules: Vec<Rule>,
-    /// foldhash, not SipHash: asked once per row (1.9 M times for librustc_driver), and the
-    /// rules come from files, whose few hundred distinct rules cannot flood a table.
-    ids: HashMap<Rule, u16, foldhash::fast::RandomState>,
+    /// Asked once per row (1.9 M times for librustc_driver).
+    ids: HashMap<Rule, u16>,
 }
 
 impl RuleIds {
