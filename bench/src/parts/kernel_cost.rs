@@ -317,12 +317,8 @@ fn unwinding(
                 ns[i].push(value);
             }
         }
-        let us = |values: &[f64]| {
-            Summary::of(values).map_or("n/a".into(), |s| s.scaled(1e-3).show(2, "").to_string())
-        };
         let over_fp = Summary::of(&ratios(&ns[0], &ns[1]));
         let over_bpftrace = Summary::of(&ratios(&ns[0], &ns[2]));
-        let show = |r: Option<Summary>| r.map_or("n/a".into(), |s| s.show(2, "×").to_string());
         lines.push(format!(
             "{frames} frames: the build without frame pointers walked by unwind tables {} µs, \
              the frame-pointer build by our frame-pointer path {} µs and by bpftrace {} µs per \
@@ -330,8 +326,8 @@ fn unwinding(
             us(&ns[0]),
             us(&ns[1]),
             us(&ns[2]),
-            show(over_fp),
-            show(over_bpftrace)
+            times(over_fp),
+            times(over_bpftrace)
         ));
         for (ratio, limit, goal, unit) in [
             (over_fp, 2.0, "≤ 2× our frame-pointer cost", "×"),
