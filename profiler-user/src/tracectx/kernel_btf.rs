@@ -2,7 +2,15 @@
 //! group's live count, from the kernel's BTF: aya emits no CO-RE relocations, so the BPF program
 //! gets these offsets as configuration.
 
-use btf_rs::{Btf, Type};
+use std::{
+    cell::RefCell,
+    collections::HashMap,
+    fs::File,
+    io::{Read, Write},
+    os::fd::{AsRawFd, FromRawFd},
+};
+
+use btf_rs::{Backend, Btf, Type};
 use profiler_common::{CgroupOffsets, TaskOffsets};
 
 #[derive(Debug, thiserror::Error)]
@@ -13,6 +21,14 @@ pub enum KernelBtfError {
         #[source]
         source: btf_rs::Error,
     },
+    #[error("cannot read kernel BTF at {path}")]
+    Copy {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("kernel BTF at {path} is over {max_bytes} bytes: is it a BTF file?")]
+    TooLarge { path: String, max_bytes: u64 },
     #[error("kernel BTF has no member {0} in task_struct")]
     NoMember(String),
     #[error("kernel BTF has no member {0}: this kernel is older than the profiler supports (5.10)")]
@@ -38,40 +54,66 @@ pub fn tcb_dtv_offset() -> u32 {
     if cfg!(target_arch = "x86_64") { 8 } else { 0 }
 }
 
-/// The kernel's type information, read once at start-up (parsing it takes a while).
-pub struct KernelBtf(Btf);
+/// The most kernel BTF read: vmlinux's is 5-6 MiB, with every option built in.
+const MAX_BTF_BYTES: u64 = 64 << 20;
+
+/// The kernel's type information, read once at start-up: mapped, and read only where a lookup
+/// goes (btf_rs's `Backend::Mmap`). btf_rs's default parses every type of vmlinux first, 0.2 s
+/// of CPU at each start for a dozen lookups; mapped, the file is indexed in about 1 ms and each
+/// lookup by name scans the types (about 1 ms), hence `types`.
+pub struct KernelBtf {
+    btf: Btf,
+    /// Types by name, as looked up so far: `task_struct` alone is asked for nine times.
+    types: RefCell<HashMap<String, Vec<Type>>>,
+}
 
 impl KernelBtf {
     pub fn read(btf_path: &str) -> Result<Self, KernelBtfError> {
-        Btf::from_file(btf_path)
-            .map(Self)
-            .map_err(|source| KernelBtfError::Read {
-                path: btf_path.to_owned(),
-                source,
-            })
+        // sysfs maps vmlinux's BTF from Linux 6.16; before, a copy in memory is mapped.
+        let btf = match Btf::from_file_with_backend(btf_path, Backend::Mmap) {
+            Ok(btf) => btf,
+            Err(_) => mapped_copy(btf_path, MAX_BTF_BYTES)?,
+        };
+        Ok(Self::new(btf))
     }
 
     /// BTF in memory: the unit tests' patched fixtures.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, KernelBtfError> {
         Btf::from_bytes(bytes)
-            .map(Self)
+            .map(Self::new)
             .map_err(|source| KernelBtfError::Read {
                 path: "(bytes)".to_owned(),
                 source,
             })
     }
 
+    fn new(btf: Btf) -> Self {
+        Self {
+            btf,
+            types: RefCell::default(),
+        }
+    }
+
+    /// The types named `name`.
+    fn types_named(&self, name: &str) -> Vec<Type> {
+        if let Some(types) = self.types.borrow().get(name) {
+            return types.clone();
+        }
+        let types = self.btf.resolve_types_by_name(name).unwrap_or_default();
+        self.types
+            .borrow_mut()
+            .insert(name.to_owned(), types.clone());
+        types
+    }
+
     /// Whether the enum `name` has the value `value` (such as `BPF_FUNC_probe_read_user` in
     /// `bpf_func_id`: the helpers this kernel knows).
     pub fn has_enum_value(&self, name: &str, value: &str) -> bool {
-        let Ok(types) = self.0.resolve_types_by_name(name) else {
-            return false;
-        };
-        types.iter().any(|ty| match ty {
+        self.types_named(name).iter().any(|ty| match ty {
             Type::Enum(e) => e
                 .members
                 .iter()
-                .any(|m| self.0.resolve_name(m).ok().as_deref() == Some(value)),
+                .any(|m| self.btf.resolve_name(m).ok().as_deref() == Some(value)),
             _ => false,
         })
     }
@@ -79,18 +121,18 @@ impl KernelBtf {
     /// Where a task's cgroup v2 ancestors' IDs are, in kernels that keep them in
     /// `cgroup.ancestor_ids[]` (u64 IDs: Linux 5.5 to 5.19); `None` in others.
     pub fn cgroup_ancestor_ids(&self) -> Option<CgroupOffsets> {
-        let (ancestor_ids, ty) = member(&self.0, "cgroup", &["ancestor_ids"])?;
-        let Type::Array(array) = skip_typedefs(&self.0, ty)? else {
+        let (ancestor_ids, ty) = member(self, "cgroup", &["ancestor_ids"])?;
+        let Type::Array(array) = skip_typedefs(&self.btf, ty)? else {
             return None;
         };
-        let element = skip_typedefs(&self.0, self.0.resolve_chained_type(&array).ok()?)?;
+        let element = skip_typedefs(&self.btf, self.btf.resolve_chained_type(&array).ok()?)?;
         if !matches!(element, Type::Int(int) if int.size() == 8) {
             return None;
         }
         Some(CgroupOffsets {
-            task_cgroups: member_offset(&self.0, "task_struct", &["cgroups"])?,
-            css_set_dfl_cgrp: member_offset(&self.0, "css_set", &["dfl_cgrp"])?,
-            cgroup_level: member_offset(&self.0, "cgroup", &["level"])?,
+            task_cgroups: member_offset(self, "task_struct", &["cgroups"])?,
+            css_set_dfl_cgrp: member_offset(self, "css_set", &["dfl_cgrp"])?,
+            cgroup_level: member_offset(self, "cgroup", &["level"])?,
             cgroup_ancestor_ids: ancestor_ids,
         })
     }
@@ -98,7 +140,7 @@ impl KernelBtf {
     /// Byte offset of the user thread pointer in `task_struct`.
     pub fn thread_pointer_offset(&self) -> Result<u32, KernelBtfError> {
         let path = thread_pointer_path()?;
-        member_offset(&self.0, "task_struct", path)
+        member_offset(self, "task_struct", path)
             .ok_or_else(|| KernelBtfError::NoMember(path.join(".")))
     }
 
@@ -106,7 +148,7 @@ impl KernelBtf {
     /// group is gone.
     pub fn task_offsets(&self) -> Result<TaskOffsets, KernelBtfError> {
         let find = |structure: &str, path: &[&str]| {
-            member_offset(&self.0, structure, path).ok_or_else(|| {
+            member_offset(self, structure, path).ok_or_else(|| {
                 KernelBtfError::NoIdentity(format!("{structure}.{}", path.join(".")))
             })
         };
@@ -129,31 +171,30 @@ impl KernelBtf {
     /// argument (Linux 5.18 and later): its BTF typedef `btf_trace_sched_switch` points to a
     /// prototype of the context and four arguments.
     pub fn switch_has_prev_state(&self) -> bool {
-        let Ok(types) = self.0.resolve_types_by_name("btf_trace_sched_switch") else {
-            return false;
-        };
-        types.into_iter().any(|ty| {
+        self.types_named("btf_trace_sched_switch")
+            .into_iter()
+            .any(|ty| {
             let Type::Typedef(typedef) = ty else {
                 return false;
             };
-            let Ok(Type::Ptr(ptr)) = self.0.resolve_chained_type(&typedef) else {
+            let Ok(Type::Ptr(ptr)) = self.btf.resolve_chained_type(&typedef) else {
                 return false;
             };
-            matches!(self.0.resolve_chained_type(&ptr), Ok(Type::FuncProto(f)) if f.parameters.len() == 5)
+            matches!(self.btf.resolve_chained_type(&ptr), Ok(Type::FuncProto(f)) if f.parameters.len() == 5)
         })
     }
 }
 
 /// Offset in bytes of a nested member, following named members (and typedefs) of structs.
-fn member_offset(btf: &Btf, structure: &str, path: &[&str]) -> Option<u32> {
-    member(btf, structure, path).map(|(offset, _)| offset)
+fn member_offset(kernel: &KernelBtf, structure: &str, path: &[&str]) -> Option<u32> {
+    member(kernel, structure, path).map(|(offset, _)| offset)
 }
 
 /// Offset in bytes and type of a nested member.
-fn member(btf: &Btf, structure: &str, path: &[&str]) -> Option<(u32, Type)> {
-    let mut current = btf
-        .resolve_types_by_name(structure)
-        .ok()?
+fn member(kernel: &KernelBtf, structure: &str, path: &[&str]) -> Option<(u32, Type)> {
+    let btf = &kernel.btf;
+    let mut current = kernel
+        .types_named(structure)
         .into_iter()
         .find(|t| matches!(t, Type::Struct(s) if !s.members.is_empty()))?;
     let mut offset_bits = 0u32;
@@ -181,6 +222,44 @@ fn skip_typedefs(btf: &Btf, mut ty: Type) -> Option<Type> {
         }
     }
     None
+}
+
+/// `path` copied into an anonymous memory file and mapped from there: for kernels whose sysfs
+/// cannot map it. At most `max_bytes` are read.
+fn mapped_copy(path: &str, max_bytes: u64) -> Result<Btf, KernelBtfError> {
+    let copy_error = |source| KernelBtfError::Copy {
+        path: path.to_owned(),
+        source,
+    };
+    let mut copy = memory_file().map_err(copy_error)?;
+    let source = File::open(path).map_err(copy_error)?;
+    let copied = std::io::copy(&mut source.take(max_bytes + 1), &mut copy)
+        .and_then(|copied| copy.flush().map(|()| copied))
+        .map_err(copy_error)?;
+    if copied > max_bytes {
+        return Err(KernelBtfError::TooLarge {
+            path: path.to_owned(),
+            max_bytes,
+        });
+    }
+    let mapped = format!("/proc/self/fd/{}", copy.as_raw_fd());
+    // The mapping keeps the memory file: `copy` is closed on return.
+    Btf::from_file_with_backend(&mapped, Backend::Mmap).map_err(|source| KernelBtfError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// An anonymous file in memory, closed on exec (Linux 3.17+).
+fn memory_file() -> std::io::Result<File> {
+    // SAFETY: a plain syscall with a NUL-terminated name; the descriptor is checked and then
+    // owned by the `File` alone.
+    let fd = unsafe { libc::memfd_create(c"kernel-btf".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a descriptor just created and owned by no one else.
+    Ok(unsafe { File::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
@@ -229,6 +308,43 @@ mod tests {
             offsets.signal_live >= 4 && offsets.signal_live < 64,
             "{offsets:?}"
         );
+    }
+
+    /// The three ways to read it agree: mapped from sysfs (Linux 6.16+), mapped from a copy
+    /// (older kernels), parsed whole (btf_rs's default, the oracle).
+    #[test]
+    fn mapped_and_copied_btf_read_as_the_whole_parse_does() {
+        let Some(mapped) = this_kernel() else { return };
+        let path = "/sys/kernel/btf/vmlinux";
+        let copied = KernelBtf::new(mapped_copy(path, MAX_BTF_BYTES).unwrap());
+        let parsed = KernelBtf::new(Btf::from_file(path).unwrap());
+        for btf in [&mapped, &copied] {
+            assert_eq!(btf.task_offsets().unwrap(), parsed.task_offsets().unwrap());
+            assert_eq!(
+                btf.thread_pointer_offset().unwrap(),
+                parsed.thread_pointer_offset().unwrap()
+            );
+            assert_eq!(btf.switch_has_prev_state(), parsed.switch_has_prev_state());
+            assert_eq!(btf.cgroup_ancestor_ids(), parsed.cgroup_ancestor_ids());
+            for helper in ["BPF_FUNC_probe_read_user", "BPF_FUNC_no_such_helper"] {
+                assert_eq!(
+                    btf.has_enum_value("bpf_func_id", helper),
+                    parsed.has_enum_value("bpf_func_id", helper)
+                );
+            }
+        }
+        assert!(copied.has_enum_value("bpf_func_id", "BPF_FUNC_probe_read_user"));
+    }
+
+    #[test]
+    fn a_btf_file_over_the_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vmlinux");
+        std::fs::write(&path, [0u8; 100]).unwrap();
+        let Err(err) = mapped_copy(path.to_str().unwrap(), 10) else {
+            panic!("read past the limit");
+        };
+        assert!(err.to_string().contains("over 10 bytes"), "{err}");
     }
 
     #[test]
