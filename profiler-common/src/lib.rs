@@ -315,6 +315,10 @@ pub type MediumStack = Frames<MEDIUM_STACK_DEPTH>;
 pub struct Scratch {
     pub user: StackTrace,
     pub kernel: StackTrace,
+    /// How many frames of `user` and `kernel` the record names: they are stored only when its
+    /// count is new in the interval (`record` in the BPF program).
+    pub user_frames: u32,
+    pub kernel_frames: u32,
 }
 
 /// Load-time configuration, a read-only global of the BPF program.

@@ -38,7 +38,8 @@ use profiler_common::{
     COUNTER_COUNT, CgroupOffsets, Config, Counter, EPOCH_USERSPACE, EPOCH_WRITER_BITS, EVENT_EXIT,
     EVENT_NEW_PROCESS, Frames, MAX_CGROUP_LEVELS, MAX_STACK_DEPTH, MEDIUM_STACK_DEPTH, MediumStack,
     NO_CONTEXT, NO_STACK, ProcessEvent, SHORT_STACK_DEPTH, SLOT_SAMPLE, SampleKey, SampleValue,
-    Scratch, ShortStack, StackTrace, TaskOffsets, process_generation,
+    Scratch, ShortStack, StackTrace, TaskOffsets, TlsLocation, process_generation,
+    unwind::ProcessSlot,
 };
 
 /// Set by userspace at load time (`EbpfLoader::set_global`).
@@ -125,17 +126,22 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT,
 static EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The process this CPU sampled last, under the `EPOCH` value read before it was looked up:
-/// its generation and which per-process maps hold it. A CPU mostly samples the same process
-/// again, and the lookups it saves (`PROCESSES`, `TLS_TARGETS`, `GO_TARGETS`, `UNWIND_PROCS`,
-/// the task's start time and exec count) cost most of a sample beside the stack walk.
+/// its generation, which per-process maps hold it, and where its trace context is. A CPU
+/// mostly samples the same process again, and the lookups it saves (`PROCESSES`,
+/// `TLS_TARGETS`, `GO_TARGETS`, `UNWIND_PROCS`, the task's start time and exec count) cost
+/// most of a sample beside the stack walk.
 #[repr(C)]
 #[derive(Clone, Copy)]
-struct ProcessMemo {
+pub(crate) struct ProcessMemo {
     pid: u32,
     /// `MEMO_*` bits.
     flags: u32,
     pid_gen: u64,
     epoch: u64,
+    /// `TLS_TARGETS`' value when `MEMO_TLS` is set.
+    pub(crate) tls: TlsLocation,
+    /// `UNWIND_PROCS`' value when `MEMO_UNWIND` is set.
+    pub(crate) ranges: ProcessSlot,
 }
 
 /// `TLS_TARGETS`, `GO_TARGETS`, `UNWIND_PROCS` hold the process.
@@ -146,7 +152,7 @@ pub(crate) const MEMO_UNWIND: u32 = 4;
 /// One slot per kind of program (`SLOT_SAMPLE`, `SLOT_OFF_CPU`), as every per-CPU scratch map
 /// (`maps::PER_CPU_SCRATCH`); userspace leaves one when off-CPU recording is off.
 #[map]
-static PROCESS_MEMO: PerCpuArray<ProcessMemo> = PerCpuArray::with_max_entries(2, 0);
+pub(crate) static PROCESS_MEMO: PerCpuArray<ProcessMemo> = PerCpuArray::with_max_entries(2, 0);
 
 #[map]
 pub(crate) static SCRATCH: PerCpuArray<Scratch> = PerCpuArray::with_max_entries(2, 0);
@@ -209,22 +215,35 @@ pub(crate) fn process_of(pid: u32, config: &Config, slot: u32) -> Result<(u64, u
     if memo.pid != pid || memo.epoch != epoch || memo.pid_gen == 0 {
         let pid_gen = generation_of(pid, &config.task);
         let mut flags = 0;
+        let mut tls = TlsLocation {
+            kind: 0,
+            _pad: 0,
+            module: 0,
+            offset: 0,
+        };
         if config.trace_context != 0 {
-            if trace_context::has_location(pid) {
+            if let Some(location) = trace_context::location(pid) {
                 flags |= MEMO_TLS;
+                tls = location;
             }
             if go_labels::is_target(pid) {
                 flags |= MEMO_GO;
             }
         }
-        if config.dwarf_unwinding != 0 && unwind::has_ranges(pid) {
+        let mut ranges = ProcessSlot { first: 0, count: 0 };
+        if config.dwarf_unwinding != 0
+            && let Some(slot) = unwind::ranges_of(pid)
+        {
             flags |= MEMO_UNWIND;
+            ranges = slot;
         }
         *memo = ProcessMemo {
             pid,
             flags,
             pid_gen,
             epoch,
+            tls,
+            ranges,
         };
     }
     // Read back from the map on both paths: the verifier then knows nothing of the flags, and
@@ -395,7 +414,6 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
     }
 
     let interval = ACTIVE.get(0).copied().ok_or(Counter::Internal)?;
-    let half = interval & 1;
     let scratch = SCRATCH.get_ptr_mut(SLOT_SAMPLE).ok_or(Counter::Internal)?;
     // SAFETY: per-CPU map value, valid for the duration of the program.
     let scratch = unsafe { &mut *scratch };
@@ -406,15 +424,15 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
         read_stack(
             ctx,
             &mut scratch.kernel,
+            &mut scratch.kernel_frames,
             0,
-            half,
             Counter::KernelStackFailed,
         )
     } else {
         NO_STACK
     };
     let context = if config.trace_context != 0 && flags & MEMO_TLS != 0 {
-        trace_context::read(pid, interval, &config, SLOT_SAMPLE)
+        trace_context::read(interval, &config, SLOT_SAMPLE)
     } else {
         NO_CONTEXT
     };
@@ -433,15 +451,7 @@ fn try_sample(ctx: &PerfEventContext) -> Result<(), Counter> {
         count: 1,
         period_ns: period,
     };
-    finish_record(
-        ctx,
-        &mut key,
-        value,
-        interval,
-        flags,
-        &config,
-        &mut scratch.user,
-    )
+    finish_record(ctx, &mut key, value, interval, flags, &config, scratch)
 }
 
 /// The end of a record, the same for a sample and an off-CPU record (`off_cpu.rs`): the user
@@ -454,7 +464,7 @@ pub(crate) fn finish_record<O: Origin>(
     interval: u32,
     flags: u32,
     config: &Config,
-    user: &mut StackTrace,
+    scratch: &mut Scratch,
 ) -> Result<(), Counter> {
     if config.dwarf_unwinding != 0 && flags & MEMO_UNWIND != 0 {
         // A process with unwind tables: its user stack is walked by them, in tail calls that
@@ -463,9 +473,9 @@ pub(crate) fn finish_record<O: Origin>(
     }
     key.user_stack = read_stack(
         ctx,
-        user,
+        &mut scratch.user,
+        &mut scratch.user_frames,
         BPF_F_USER_STACK as u64,
-        interval & 1,
         Counter::UserStackFailed,
     );
     if config.trace_context != 0 && key.context == NO_CONTEXT && flags & MEMO_GO != 0 {
@@ -568,8 +578,9 @@ fn forget_current_process() {
     announce(EVENT_EXIT, pid, pid_gen);
 }
 
-/// Reads one stack into `buf`, stores it under its hash in the active stacks map, and returns
-/// the hash ([`NO_STACK`] when there is no stack or it could not be kept).
+/// Reads one stack into `buf` and returns its hash ([`NO_STACK`] when there is none), with its
+/// frame count in `frames`. The stack is stored by `record` ([`store_stacks`]), and only when
+/// the record's count is new in the interval.
 ///
 /// Inlined, as every function here: Linux before 6.4 gives up tracking precision across a
 /// BPF-to-BPF call and then walks many times more states (6.1 verified 88,167 instructions
@@ -578,13 +589,22 @@ fn forget_current_process() {
 pub(crate) fn read_stack(
     ctx: &impl EbpfContext,
     buf: &mut StackTrace,
+    frames: &mut u32,
     flags: u64,
-    half: u32,
     on_error: Counter,
 ) -> u64 {
-    match get_stack(ctx, buf, flags, on_error) {
-        0 => NO_STACK,
-        frames => keep_stack(buf, frames, flags, half),
+    let read = get_stack(ctx, buf, flags, on_error);
+    *frames = read as u32;
+    hash_of(buf, read, flags)
+}
+
+/// The hash a stack of `frames` frames of `buf` is stored under; [`NO_STACK`] for none.
+#[inline(always)]
+pub(crate) fn hash_of(buf: &StackTrace, frames: usize, flags: u64) -> u64 {
+    if frames == 0 {
+        NO_STACK
+    } else {
+        stack_hash(&buf.ips, frames, flags)
     }
 }
 
@@ -612,11 +632,33 @@ pub(crate) fn get_stack(
     frames
 }
 
-/// Stores the first `frames` frames of `buf` (followed by a zero unless they fill it) under
-/// their hash in the active stacks map; returns the hash, or [`NO_STACK`] when the map is full.
+/// Stores the stacks `key` names from `scratch`, where the record's programs read them, in
+/// the interval's half; a stack that finds its map full is counted and its hash in `key`
+/// becomes [`NO_STACK`].
 #[inline(always)]
-pub(crate) fn keep_stack(buf: &StackTrace, frames: usize, flags: u64, half: u32) -> u64 {
-    let hash = stack_hash(&buf.ips, frames, flags);
+pub(crate) fn store_stacks(key: &mut SampleKey, scratch: &Scratch, half: u32) {
+    if key.kernel_stack != NO_STACK
+        && !keep_stack(
+            &scratch.kernel,
+            scratch.kernel_frames,
+            key.kernel_stack,
+            half,
+        )
+    {
+        key.kernel_stack = NO_STACK;
+    }
+    if key.user_stack != NO_STACK
+        && !keep_stack(&scratch.user, scratch.user_frames, key.user_stack, half)
+    {
+        key.user_stack = NO_STACK;
+    }
+}
+
+/// Stores the first `frames` frames of `buf` (followed by a zero unless they fill it) under
+/// `hash` in the half's stacks map of their depth class; false (counted) when it is full.
+#[inline(always)]
+fn keep_stack(buf: &StackTrace, frames: u32, hash: u64, half: u32) -> bool {
+    let frames = frames as usize;
     let stored = if frames <= SHORT_STACK_DEPTH {
         store(
             if half == 0 {
@@ -648,12 +690,10 @@ pub(crate) fn keep_stack(buf: &StackTrace, frames: usize, flags: u64, half: u32)
             buf,
         )
     };
-    if stored {
-        hash
-    } else {
+    if !stored {
         count(Counter::StacksMapFull);
-        NO_STACK
     }
+    stored
 }
 
 /// Stores the first `N` frames of `buf` under `hash` unless already there; false when the map
@@ -684,32 +724,52 @@ fn stack_hash(ips: &[u64; MAX_STACK_DEPTH], frames: usize, seed: u64) -> u64 {
     if hash == NO_STACK { 1 } else { hash }
 }
 
-/// Adds `value` to `key`'s entry in `counts`.
+/// Adds `value` to `key`'s entry in `counts`, creating it when there is none.
 #[inline(always)]
 pub(crate) fn add_sample(
     counts: &HashMap<SampleKey, SampleValue>,
     key: &SampleKey,
     value: SampleValue,
 ) -> Result<(), Counter> {
-    for _ in 0..2 {
-        if let Some(entry) = counts.get_ptr_mut(key) {
-            // SAFETY: map value pointer. Plain adds are enough: a key names one thread (each idle
-            // task is its own `swapper/N`), and a thread is sampled on one CPU at a time. The BPF
-            // target has no atomic read-modify-write in stable `core` anyway.
-            unsafe {
-                (*entry).count += value.count;
-                (*entry).period_ns += value.period_ns;
-            }
-            return Ok(());
-        }
-        match counts.insert(key, value, BPF_NOEXIST as u64) {
-            Ok(()) => return Ok(()),
-            // Another CPU inserted the same key meanwhile: add to its entry.
-            Err(err) if err == -(EEXIST as i32) => continue,
-            Err(_) => return Err(Counter::CountsMapFull),
-        }
+    if add_to_entry(counts, key, value) {
+        return Ok(());
     }
-    Err(Counter::CountsMapFull)
+    insert_sample(counts, key, value)
+}
+
+/// Adds `value` to `key`'s entry in `counts`; false when there is none.
+#[inline(always)]
+pub(crate) fn add_to_entry(
+    counts: &HashMap<SampleKey, SampleValue>,
+    key: &SampleKey,
+    value: SampleValue,
+) -> bool {
+    let Some(entry) = counts.get_ptr_mut(key) else {
+        return false;
+    };
+    // SAFETY: map value pointer. Plain adds are enough: a key names one thread (each idle task
+    // is its own `swapper/N`), and a thread is sampled on one CPU at a time. The BPF target has
+    // no atomic read-modify-write in stable `core` anyway.
+    unsafe {
+        (*entry).count += value.count;
+        (*entry).period_ns += value.period_ns;
+    }
+    true
+}
+
+/// Creates `key`'s entry in `counts` with `value`, or adds to it when another CPU created it
+/// first.
+#[inline(always)]
+pub(crate) fn insert_sample(
+    counts: &HashMap<SampleKey, SampleValue>,
+    key: &SampleKey,
+    value: SampleValue,
+) -> Result<(), Counter> {
+    match counts.insert(key, value, BPF_NOEXIST as u64) {
+        Ok(()) => Ok(()),
+        Err(err) if err == -(EEXIST as i32) && add_to_entry(counts, key, value) => Ok(()),
+        Err(_) => Err(Counter::CountsMapFull),
+    }
 }
 
 #[cfg(not(test))]

@@ -290,15 +290,15 @@ fn read_record(
         read_stack(
             ctx,
             &mut scratch.kernel,
+            &mut scratch.kernel_frames,
             0,
-            interval & 1,
             Counter::KernelStackFailed,
         )
     } else {
         NO_STACK
     };
     let context = if config.trace_context != 0 && flags & MEMO_TLS != 0 {
-        trace_context::read(pid, interval, config, SLOT_OFF_CPU)
+        trace_context::read(interval, config, SLOT_OFF_CPU)
     } else {
         NO_CONTEXT
     };
@@ -315,15 +315,7 @@ fn read_record(
         count: 0,
         period_ns: 0,
     };
-    finish_record(
-        ctx,
-        &mut key,
-        value,
-        interval,
-        flags,
-        config,
-        &mut scratch.user,
-    )
+    finish_record(ctx, &mut key, value, interval, flags, config, scratch)
 }
 
 /// Parks `key` as the record of the current thread's wait, and notes the stacks and context

@@ -21,7 +21,7 @@ use profiler_common::{
     TLS_STATIC, TlsLocation, TraceContext,
 };
 
-use crate::{EEXIST, count};
+use crate::{EEXIST, PROCESS_MEMO, count};
 
 /// Processes that publish a trace context: tgid -> where the variable is.
 #[map]
@@ -60,20 +60,26 @@ const DTV_ENTRY_SIZE: u64 = 16;
 /// glibc's marker for a DTV slot whose block is not allocated yet.
 const TLS_DTV_UNALLOCATED: u64 = u64::MAX;
 
-/// Whether userspace located `pid`'s trace-context record.
+/// Where userspace located `pid`'s trace-context record, if it did.
 #[inline(always)]
-pub(crate) fn has_location(pid: u32) -> bool {
-    TLS_TARGETS.get_ptr(pid).is_some()
+pub(crate) fn location(pid: u32) -> Option<TlsLocation> {
+    // SAFETY: map value pointer returned by the kernel, copied at once.
+    TLS_TARGETS
+        .get_ptr(pid)
+        .map(|location| unsafe { *location })
 }
 
 /// The hash of the current thread's context, stored in the active contexts map, or
-/// [`NO_CONTEXT`]. Every failure is counted and leaves the sample without a trace.
-pub(crate) fn read(pid: u32, interval: u32, config: &Config, slot: u32) -> u64 {
-    let Some(location) = TLS_TARGETS.get_ptr(pid) else {
+/// [`NO_CONTEXT`]. Every failure is counted and leaves the sample without a trace. The
+/// process's location is the one `process_of` copied into this CPU's memo (`MEMO_TLS`): no
+/// second lookup of `TLS_TARGETS` for each sample.
+pub(crate) fn read(interval: u32, config: &Config, slot: u32) -> u64 {
+    let Some(memo) = PROCESS_MEMO.get_ptr(slot) else {
+        count(Counter::Internal);
         return NO_CONTEXT;
     };
-    // SAFETY: map value pointer returned by the kernel.
-    let location = unsafe { *location };
+    // SAFETY: per-CPU map value, written by `process_of` earlier in this run.
+    let location = unsafe { (*memo).tls };
     match try_read(&location, interval, config, slot) {
         Ok(hash) => hash,
         Err(Some(counter)) => {

@@ -27,7 +27,7 @@ use aya_ebpf::{
     programs::{PerfEventContext, RawTracePointContext},
 };
 use profiler_common::{
-    Counter, MAX_STACK_DEPTH, NO_CONTEXT, NO_STACK, SampleKey, SampleValue, StackTrace,
+    Counter, MAX_STACK_DEPTH, NO_CONTEXT, SampleKey, SampleValue, Scratch, StackTrace,
     TAIL_UNWIND_USER,
     unwind::{
         CFA_DEREF_SP, CFA_END, CFA_FP, CFA_FRAME_POINTER, CFA_PLT, CFA_SIGNAL, CFA_SP,
@@ -37,7 +37,7 @@ use profiler_common::{
 };
 
 use crate::{
-    SCRATCH, config, count, get_stack, go_labels, keep_stack,
+    PROCESS_MEMO, SCRATCH, config, count, get_stack, go_labels, hash_of,
     origin::{Origin, record, registers_at},
 };
 
@@ -229,10 +229,11 @@ static UNWIND_RULE_CACHE: PerCpuArray<RuleCache> = PerCpuArray::with_max_entries
 #[map]
 static UNWIND_GENERATION: Array<u32> = Array::with_max_entries(1, 0);
 
-/// Whether userspace gave `pid`'s code ranges (it has unwind tables).
+/// Where `pid`'s code ranges are, when userspace gave them (it has unwind tables).
 #[inline(always)]
-pub(crate) fn has_ranges(pid: u32) -> bool {
-    UNWIND_PROCS.get_ptr(pid).is_some()
+pub(crate) fn ranges_of(pid: u32) -> Option<ProcessSlot> {
+    // SAFETY: map value pointer returned by the kernel, copied at once.
+    UNWIND_PROCS.get_ptr(pid).map(|slot| unsafe { *slot })
 }
 
 /// Hands the sample `key` (without its user stack) to [`unwind_user`] when its process is
@@ -240,7 +241,7 @@ pub(crate) fn has_ranges(pid: u32) -> bool {
 /// reads the user stack by frame pointer.
 #[inline(always)]
 pub(crate) fn start<O: Origin>(ctx: &O, key: &SampleKey, value: SampleValue, interval: u32) {
-    let Some(ranges) = UNWIND_PROCS.get_ptr(key.pid) else {
+    let Some(memo) = PROCESS_MEMO.get_ptr(O::SLOT) else {
         return;
     };
     let Some(walk) = UNWIND_WALK.get_ptr_mut(O::SLOT) else {
@@ -248,10 +249,12 @@ pub(crate) fn start<O: Origin>(ctx: &O, key: &SampleKey, value: SampleValue, int
     };
     // SAFETY: per-CPU map value; perf_event programs do not nest on one CPU.
     let walk = unsafe { &mut *walk };
-    // Read once per sample, not per run: a slot replaced meanwhile stays readable until
+    // The process's slot as `process_of` found it under the current `EPOCH` (userspace moves
+    // it after every change of a process's ranges): no second lookup of `UNWIND_PROCS` per
+    // sample. Read once per sample, not per run: a slot replaced meanwhile stays readable until
     // userspace's next poll, a quarter of a second later.
-    // SAFETY: map value pointer returned by the kernel; copied at once.
-    walk.ranges = unsafe { *ranges };
+    // SAFETY: per-CPU map value, written by `process_of` earlier in this run.
+    walk.ranges = unsafe { (*memo).ranges };
     walk.key = *key;
     walk.value = value;
     walk.interval = interval;
@@ -285,8 +288,8 @@ fn run<O: Origin>(ctx: &O) {
         return;
     };
     // SAFETY: per-CPU map value.
-    let stack = unsafe { &mut (*scratch).user };
-    let frames = match continue_walk(ctx, walk, stack) {
+    let scratch = unsafe { &mut *scratch };
+    let frames = match continue_walk(ctx, walk, &mut scratch.user) {
         Some(frames) => frames,
         None => {
             // SAFETY: a tail call with this program's own context; returns only on failure.
@@ -295,7 +298,7 @@ fn run<O: Origin>(ctx: &O) {
             walk.frames as usize
         }
     };
-    finish(ctx, walk, stack, frames);
+    finish(ctx, walk, scratch, frames);
 }
 
 /// Walks up to [`FRAMES_PER_CALL`] frames; `Some(frames)` once the stack is complete, `None`
@@ -400,7 +403,7 @@ fn user_registers<O: Origin>(ctx: &O, walk: &mut Walk) -> bool {
 
 /// Keeps the walked stack and goes on with the sample as `sample` would have.
 #[inline(always)]
-fn finish<O: Origin>(ctx: &O, walk: &mut Walk, stack: &mut StackTrace, frames: usize) {
+fn finish<O: Origin>(ctx: &O, walk: &mut Walk, scratch: &mut Scratch, frames: usize) {
     count(Counter::UnwindWalks);
     let pending = walk.pending;
     if pending & PENDING_UNSUPPORTED != 0 {
@@ -416,16 +419,13 @@ fn finish<O: Origin>(ctx: &O, walk: &mut Walk, stack: &mut StackTrace, frames: u
     if pending & PENDING_READ_FAILED != 0 {
         count(Counter::UnwindReadFailed);
     }
-    // `keep_stack` reads frames up to the first zero.
+    // A stored stack ends at its first zero (`record` stores it).
     if frames < MAX_STACK_DEPTH {
-        stack.ips[frames] = 0;
+        scratch.user.ips[frames] = 0;
     }
+    scratch.user_frames = frames as u32;
     let mut key = walk.key;
-    key.user_stack = if frames == 0 {
-        NO_STACK
-    } else {
-        keep_stack(stack, frames, BPF_F_USER_STACK as u64, walk.interval & 1)
-    };
+    key.user_stack = hash_of(&scratch.user, frames, BPF_F_USER_STACK as u64);
     let config = config();
     if config.trace_context != 0 && key.context == NO_CONTEXT {
         go_labels::start(ctx, key.pid, walk.interval, &config, &key, walk.value);
