@@ -126,7 +126,8 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT,
 static EPOCH: Array<u64> = Array::with_max_entries(1, 0);
 
 /// The process this CPU sampled last, under the `EPOCH` value read before it was looked up:
-/// its generation, which per-process maps hold it, and where its trace context is. A CPU
+/// its generation, which per-process maps hold it, where its trace context and its code
+/// ranges are (their values, for the samples that read them). A CPU
 /// mostly samples the same process again, and the lookups it saves (`PROCESSES`,
 /// `TLS_TARGETS`, `GO_TARGETS`, `UNWIND_PROCS`, the task's start time and exec count) cost
 /// most of a sample beside the stack walk.
@@ -632,11 +633,14 @@ pub(crate) fn get_stack(
     frames
 }
 
-/// Stores the stacks `key` names from `scratch`, where the record's programs read them, in
-/// the interval's half; a stack that finds its map full is counted and its hash in `key`
-/// becomes [`NO_STACK`].
+/// Stores the stacks `key` names from the per-CPU scratch of `slot`, where the record's
+/// programs read them, in the interval's half; a stack that finds its map full is counted and
+/// its hash in `key` becomes [`NO_STACK`].
 #[inline(always)]
-pub(crate) fn store_stacks(key: &mut SampleKey, scratch: &Scratch, half: u32) {
+pub(crate) fn store_stacks(key: &mut SampleKey, slot: u32, half: u32) -> Result<(), Counter> {
+    let scratch = SCRATCH.get_ptr(slot).ok_or(Counter::Internal)?;
+    // SAFETY: per-CPU map value, holding this record's stacks (`read_stack`, the unwinder).
+    let scratch = unsafe { &*scratch };
     if key.kernel_stack != NO_STACK
         && !keep_stack(
             &scratch.kernel,
@@ -652,6 +656,7 @@ pub(crate) fn store_stacks(key: &mut SampleKey, scratch: &Scratch, half: u32) {
     {
         key.user_stack = NO_STACK;
     }
+    Ok(())
 }
 
 /// Stores the first `frames` frames of `buf` (followed by a zero unless they fill it) under

@@ -19,7 +19,7 @@ use profiler_common::{
     Counter, SLOT_OFF_CPU, SLOT_SAMPLE, SampleKey, SampleValue, TAIL_CALL_SLOTS,
 };
 
-use crate::{COUNTS_0, COUNTS_1, SCRATCH, add_to_entry, count, insert_sample, store_stacks};
+use crate::{COUNTS_0, COUNTS_1, add_to_entry, count, insert_sample, store_stacks};
 
 /// Programs the sampling program continues in: `go_label_slot` and `unwind_user`, set by
 /// userspace.
@@ -237,19 +237,16 @@ pub(crate) fn record<O: Origin>(
     value: SampleValue,
 ) -> Result<(), Counter> {
     let half = interval & 1;
-    let scratch = SCRATCH.get_ptr(O::SLOT).ok_or(Counter::Internal)?;
-    // SAFETY: per-CPU map value, holding this record's stacks (`read_stack`, the unwinder).
-    let scratch = unsafe { &*scratch };
     let mut key = *key;
     if O::SLOT == SLOT_OFF_CPU {
-        store_stacks(&mut key, scratch, half);
+        store_stacks(&mut key, O::SLOT, half)?;
         return crate::off_cpu::park(interval, &key);
     }
     let counts = if half == 0 { &COUNTS_0 } else { &COUNTS_1 };
     // The drain empties a half's counts and stacks together, once no program writes it: a
     // count in the half means its stacks are there too.
     if !add_to_entry(counts, &key, value) {
-        store_stacks(&mut key, scratch, half);
+        store_stacks(&mut key, O::SLOT, half)?;
         insert_sample(counts, &key, value)?;
     }
     count(Counter::Samples);

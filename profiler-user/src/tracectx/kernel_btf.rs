@@ -171,9 +171,8 @@ impl KernelBtf {
     /// argument (Linux 5.18 and later): its BTF typedef `btf_trace_sched_switch` points to a
     /// prototype of the context and four arguments.
     pub fn switch_has_prev_state(&self) -> bool {
-        self.types_named("btf_trace_sched_switch")
-            .into_iter()
-            .any(|ty| {
+        let types = self.types_named("btf_trace_sched_switch");
+        types.into_iter().any(|ty| {
             let Type::Typedef(typedef) = ty else {
                 return false;
             };
